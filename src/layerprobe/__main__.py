@@ -1,0 +1,5 @@
+"""`python -m layerprobe` runs the command line."""
+
+from layerprobe.cli.app import main
+
+main()

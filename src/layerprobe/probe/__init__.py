@@ -1,0 +1,1 @@
+"""probe (to be built; see the open issues)."""

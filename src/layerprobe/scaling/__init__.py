@@ -1,0 +1,1 @@
+"""scaling (to be built; see the open issues)."""
