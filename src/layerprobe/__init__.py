@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from layerprobe.models import LoadedModel, load_model  # noqa: E402
-from layerprobe.prune.surgery import drop_layers, save_model  # noqa: E402
+if TYPE_CHECKING:
+    from layerprobe.models import LoadedModel, load_model
+    from layerprobe.prune.surgery import drop_layers, save_model
+
+_LAZY = {
+    "LoadedModel": "layerprobe.models",
+    "load_model": "layerprobe.models",
+    "drop_layers": "layerprobe.prune.surgery",
+    "save_model": "layerprobe.prune.surgery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `import layerprobe.metrics` (pure functions) does not import torch.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'layerprobe' has no attribute {name!r}")
+
 
 __all__ = ["LoadedModel", "__version__", "drop_layers", "load_model", "save_model"]

@@ -1,0 +1,269 @@
+"""Uncertainty: paired comparisons of two variants, and intervals for one accuracy.
+
+Benchmarks of 30 problems are small. A difference between base and pruned is only called a
+difference when it is outside the noise; everything else is "no clear difference".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+#: Verdict words of a paired comparison (b relative to a).
+HIGHER = "higher"
+LOWER = "lower"
+NO_CLEAR_DIFFERENCE = "no clear difference"
+
+_CHUNK_ELEMENTS = 4_000_000  # bound on the size of one block of resampled indices
+_EXACT_MCNEMAR_MAX = 2000  # discordant pairs up to which McNemar is summed in integers
+
+
+def _check_confidence(confidence: float) -> float:
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    return float(confidence)
+
+
+def _check_count(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_1d(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def bootstrap_means(
+    values: np.ndarray, n_boot: int = 10_000, seed: int | np.random.Generator = 0
+) -> np.ndarray:
+    """Means of `n_boot` resamples (with replacement, same size) of `values`.
+
+    The resampled indices are drawn as one (n_boot, n) integer array from a seeded numpy
+    Generator (in row blocks when that array would be very large; the draws are the same).
+    """
+    vals = np.asarray(values, dtype=np.float64)
+    n = vals.shape[0]
+    n_boot = _check_count(n_boot, "n_boot")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rows = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    out = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, rows):
+        stop = min(n_boot, start + rows)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        out[start:stop] = vals[idx].mean(axis=1)
+    return out
+
+
+def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = 1.0 - confidence
+    low, high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)
+
+
+def bootstrap_mean_interval(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int | np.random.Generator = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (resampling the problems).
+
+    NaN values are dropped first; (nan, nan) when nothing is left.
+    """
+    confidence = _check_confidence(confidence)
+    vals = _as_1d(values, "values")
+    vals = vals[~np.isnan(vals)]
+    if vals.shape[0] == 0:
+        return math.nan, math.nan
+    return _percentile_interval(bootstrap_means(vals, n_boot, seed), confidence)
+
+
+def proportion_interval(
+    successes: int, n: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Wilson score interval for a proportion of `successes` out of `n`.
+
+    Well-behaved at 0 and n successes and for small n (unlike the normal approximation).
+    (nan, nan) when n == 0. Raises ValueError unless 0 <= successes <= n.
+    """
+    confidence = _check_confidence(confidence)
+    n = _check_count(n, "n", minimum=0)
+    successes = _check_count(successes, "successes", minimum=0)
+    if successes > n:
+        raise ValueError(f"successes ({successes}) cannot exceed n ({n})")
+    if n == 0:
+        return math.nan, math.nan
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2.0 * n)) / denom
+    half = z / denom * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
+
+
+def mcnemar_exact(n01: int, n10: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pair counts.
+
+    n01: pairs where only the second variant is right, n10: only the first. Under "no
+    difference" each discordant pair goes either way with probability 1/2, so the p-value is
+    min(1, 2 P(Binomial(n01 + n10, 1/2) <= min(n01, n10))), computed exactly. 1.0 when there
+    are no discordant pairs.
+    """
+    n01 = _check_count(n01, "n01", minimum=0)
+    n10 = _check_count(n10, "n10", minimum=0)
+    m = n01 + n10
+    if m == 0:
+        return 1.0
+    low = min(n01, n10)
+    if 2 * low >= m:
+        return 1.0
+    if m <= _EXACT_MCNEMAR_MAX:
+        tail = sum(math.comb(m, i) for i in range(low + 1))
+        return min(1.0, 2 * tail / 2**m)
+    # Large counts: the same sum in log space (relative error ~1e-12).
+    log_terms = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1)
+                 for i in range(low + 1)]
+    top = max(log_terms)
+    log_tail = top + math.log(math.fsum(math.exp(t - top) for t in log_terms))
+    return min(1.0, math.exp(math.log(2.0) + log_tail - m * math.log(2.0)))
+
+
+def sign_flip_test(
+    diffs: Sequence[float] | np.ndarray,
+    n_perm: int = 10_000,
+    seed: int | np.random.Generator = 0,
+) -> float:
+    """Two-sided paired permutation (sign-flip) p-value for "the mean difference is 0".
+
+    Under the null each difference is as likely to have the opposite sign. Exact (all 2^n
+    sign patterns) when 2^n <= n_perm, else Monte Carlo with n_perm patterns and the
+    (1 + hits) / (1 + n_perm) correction. 1.0 for no differences.
+    """
+    d = _as_1d(diffs, "diffs")
+    n = d.shape[0]
+    n_perm = _check_count(n_perm, "n_perm")
+    if n == 0:
+        return 1.0
+    observed = abs(float(d.sum()))
+    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
+    if n <= 30 and 2**n <= n_perm:
+        patterns = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+        sums = np.abs(patterns @ d)
+        return float(np.mean(sums >= observed - tol))
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    hits = 0
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_perm, rows):
+        stop = min(n_perm, start + rows)
+        signs = rng.integers(0, 2, size=(stop - start, n)) * 2 - 1
+        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
+    return (1 + hits) / (1 + n_perm)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Variant b against variant a on the same problems (difference = b - a).
+
+    n_pairs: problems used (both values present); n_dropped: problems dropped for a NaN on
+    either side; mean_a, mean_b, diff: means and mean difference; ci_low, ci_high: paired
+    bootstrap interval of diff at `confidence`; binary: whether all values are 0/1;
+    n01 / n10: problems only b / only a got right (binary only); mcnemar_p: exact McNemar
+    p-value (binary only); permutation_p: sign-flip p-value; verdict: "higher" / "lower"
+    (b relative to a) only when the interval excludes zero and the paired test agrees
+    (p < 1 - confidence), else "no clear difference".
+    """
+
+    n_pairs: int
+    n_dropped: int
+    mean_a: float
+    mean_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    binary: bool
+    n01: int | None
+    n10: int | None
+    mcnemar_p: float | None
+    permutation_p: float
+    verdict: str
+    n_boot: int
+    seed: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields (NaN stays NaN)."""
+        return asdict(self)
+
+
+def paired_comparison(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    n_perm: int = 10_000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare per-problem values of two variants measured on the same problems.
+
+    a[i] and b[i] belong to problem i (0/1 correctness, accuracy averaged over samples, or
+    any metric). Pairs with a NaN on either side are dropped and counted. The mean
+    difference b - a gets a paired bootstrap percentile interval (problems resampled
+    together, n_boot resamples, numpy Generator seeded with `seed`). For 0/1 data the exact
+    McNemar test is added. The verdict only names a direction when the interval excludes
+    zero and the paired test (McNemar for 0/1 data, sign-flip otherwise) has
+    p < 1 - confidence; with fewer than 2 pairs it is always "no clear difference".
+    """
+    confidence = _check_confidence(confidence)
+    n_boot = _check_count(n_boot, "n_boot")
+    n_perm = _check_count(n_perm, "n_perm")
+    xa = _as_1d(a, "a")
+    xb = _as_1d(b, "b")
+    if xa.shape != xb.shape:
+        raise ValueError(f"a and b must have the same length, got {xa.shape[0]} and {xb.shape[0]}")
+    keep = ~(np.isnan(xa) | np.isnan(xb))
+    xa, xb = xa[keep], xb[keep]
+    n = int(xa.shape[0])
+    dropped = int(keep.shape[0]) - n
+    if n == 0:
+        nan = math.nan
+        return PairedComparison(0, dropped, nan, nan, nan, nan, nan, confidence, False,
+                                None, None, None, 1.0, NO_CLEAR_DIFFERENCE, n_boot, seed)
+    rng = np.random.default_rng(seed)
+    d = xb - xa
+    diff = float(d.mean())
+    low, high = _percentile_interval(bootstrap_means(d, n_boot, rng), confidence)
+    binary = bool(np.all((xa == 0) | (xa == 1)) and np.all((xb == 0) | (xb == 1)))
+    n01 = n10 = None
+    mcnemar_p = None
+    if binary:
+        n01 = int(np.count_nonzero((xa == 0) & (xb == 1)))
+        n10 = int(np.count_nonzero((xa == 1) & (xb == 0)))
+        mcnemar_p = mcnemar_exact(n01, n10)
+    permutation_p = sign_flip_test(d, n_perm, rng)
+    test_p = mcnemar_p if mcnemar_p is not None else permutation_p
+    alpha = 1.0 - confidence
+    verdict = NO_CLEAR_DIFFERENCE
+    if n >= 2 and test_p < alpha:
+        if low > 0.0:
+            verdict = HIGHER
+        elif high < 0.0:
+            verdict = LOWER
+    return PairedComparison(
+        n_pairs=n, n_dropped=dropped, mean_a=float(xa.mean()), mean_b=float(xb.mean()),
+        diff=diff, ci_low=low, ci_high=high, confidence=confidence, binary=binary,
+        n01=n01, n10=n10, mcnemar_p=mcnemar_p, permutation_p=permutation_p,
+        verdict=verdict, n_boot=n_boot, seed=seed,
+    )

@@ -1,0 +1,176 @@
+"""Self-BLEU, in its two kinds, which must never be confused:
+
+- across samples (`self_bleu_across_samples`, alias `self_bleu`): the parallel samples of one
+  problem, each scored against all the others; high = the samples say the same thing (low
+  diversity). This is the DESIGN's Self-BLEU.
+- within a trace (`self_bleu_within_trace`): the sentences of one trace, each scored against
+  the other sentences of the same trace; high = the trace repeats itself. This is the
+  variant the study computed; it measures repetition, not diversity across samples.
+
+Both are means of sacrebleu sentence-level BLEU (0-100, sacrebleu's defaults: 13a tokenizer,
+exponential smoothing, effective order, case-sensitive) and equal the plain
+`sacrebleu.sentence_bleu(h_i, [h_j for j != i]).score` computation. Each text's n-grams are
+extracted once (with sacrebleu's own tokenizer and n-gram code) instead of once per
+hypothesis, so long traces and many samples stay fast.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+
+from sacrebleu.metrics.bleu import BLEU
+from sacrebleu.metrics.helpers import extract_all_word_ngrams
+
+#: Keys under which the two kinds appear in result dicts.
+ACROSS_KEY = "self_bleu_across"
+WITHIN_KEY = "self_bleu_within"
+
+_LONG_TEXT_CHARS = 20_000  # texts longer than this are not left in sacrebleu's tokenizer cache
+_SENTENCE_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])\s+|\n+")
+
+
+@lru_cache(maxsize=8)
+def _bleu(tokenize: str) -> BLEU:
+    # The same configuration as sacrebleu.sentence_bleu's defaults.
+    return BLEU(lowercase=False, force=False, tokenize=tokenize, smooth_method="exp",
+                smooth_value=None, effective_order=True)
+
+
+def _forget_tokenized(bleu: BLEU) -> None:
+    """Empty sacrebleu's tokenizer memo caches (up to 65,536 inputs and outputs each).
+
+    They are pure memoisation; kept full of 30k-token traces they would hold gigabytes over
+    a long run, so they are cleared after long texts have been tokenised.
+    """
+    for obj in (bleu.tokenizer, getattr(bleu.tokenizer, "_post_tokenizer", None)):
+        cache_clear = getattr(getattr(type(obj), "__call__", None), "cache_clear", None)
+        if callable(cache_clear):
+            cache_clear()
+
+
+def _closest_other_length(own: int, counts: Counter[int], lengths: list[int]) -> int:
+    """sacrebleu's closest reference length among all lengths except one copy of `own`.
+
+    The hypothesis is one of the texts, so its length is `own`; ties go to the shorter one.
+    """
+    if counts[own] >= 2:
+        return own
+    pos = bisect.bisect_left(lengths, own)  # lengths: sorted distinct values, own included
+    lower = lengths[pos - 1] if pos > 0 else None
+    upper = lengths[pos + 1] if pos + 1 < len(lengths) else None
+    if lower is None:
+        return upper if upper is not None else 0
+    if upper is None or own - lower <= upper - own:
+        return lower
+    return upper
+
+
+def pairwise_self_bleu(segments: Sequence[str], tokenize: str = "13a") -> list[float]:
+    """Sentence BLEU of each segment against all the other segments, one score per segment.
+
+    scores[i] == sacrebleu.sentence_bleu(segments[i], segments[:i] + segments[i+1:],
+    tokenize=tokenize).score. Needs at least 2 segments (else ValueError).
+    """
+    if isinstance(segments, str):
+        raise TypeError("expected a sequence of strings, got a single str")
+    segs = list(segments)
+    for seg in segs:
+        if not isinstance(seg, str):
+            raise TypeError(f"every text must be a str, got {type(seg).__name__}")
+    if len(segs) < 2:
+        raise ValueError("Self-BLEU needs at least 2 texts")
+    bleu = _bleu(tokenize)
+    order = bleu.max_ngram_order
+    counters: list[Counter[tuple[str, ...]]] = []
+    lens: list[int] = []
+    for seg in segs:
+        ngrams, length = extract_all_word_ngrams(bleu._preprocess_segment(seg), 1, order)
+        counters.append(ngrams)
+        lens.append(length)
+    if max(len(seg) for seg in segs) > _LONG_TEXT_CHARS:
+        _forget_tokenized(bleu)
+    # For every n-gram: the largest count in any text, which text has it, the second largest.
+    # The references of text i clip with max over j != i: the second largest when i owns the max.
+    best: dict[tuple[str, ...], tuple[int, int, int]] = {}
+    for j, ngrams in enumerate(counters):
+        for gram, count in ngrams.items():
+            cur = best.get(gram)
+            if cur is None:
+                best[gram] = (count, j, 0)
+            elif count > cur[0]:
+                best[gram] = (count, j, cur[0])
+            elif count > cur[2]:
+                best[gram] = (cur[0], cur[1], count)
+    len_counts = Counter(lens)
+    distinct_lens = sorted(len_counts)
+    scores: list[float] = []
+    for i, ngrams in enumerate(counters):
+        correct = [0] * order
+        total = [0] * order
+        for gram, count in ngrams.items():
+            top, owner, second = best[gram]
+            ref = second if owner == i else top
+            k = len(gram) - 1
+            total[k] += count
+            if ref:
+                correct[k] += count if count < ref else ref
+        ref_len = _closest_other_length(lens[i], len_counts, distinct_lens)
+        score = BLEU.compute_bleu(
+            correct, total, lens[i], ref_len,
+            smooth_method=bleu.smooth_method, smooth_value=bleu.smooth_value,
+            effective_order=bleu.effective_order, max_ngram_order=order,
+        ).score
+        scores.append(score)
+    return scores
+
+
+def _mean_clipped(scores: list[float]) -> float:
+    # sacrebleu gives 100.00000000000004 for a perfect match; keep the mean inside [0, 100].
+    return min(100.0, max(0.0, math.fsum(scores) / len(scores)))
+
+
+def self_bleu_across_samples(texts: Sequence[str], tokenize: str = "13a") -> float:
+    """Self-BLEU across the parallel samples of one problem (0-100; high = low diversity).
+
+    The mean over i of sacrebleu.sentence_bleu(texts[i], [texts[j] for j != i]).score, with
+    sacrebleu's defaults. Does not depend on the order of the samples. NaN when there are
+    fewer than 2 texts (nothing to compare with).
+    """
+    if isinstance(texts, str):
+        raise TypeError("expected a sequence of sample texts, got a single str")
+    texts = list(texts)
+    if len(texts) < 2:
+        return math.nan
+    return _mean_clipped(pairwise_self_bleu(texts, tokenize))
+
+
+def self_bleu(texts: Sequence[str], tokenize: str = "13a") -> float:
+    """Self-BLEU across samples (the DESIGN's name); see self_bleu_across_samples."""
+    return self_bleu_across_samples(texts, tokenize)
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a trace: split after . ! ? \u2026 (and CJK full stops) followed by
+    whitespace, and at every line break; blank pieces are dropped."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return [piece.strip() for piece in _SENTENCE_END.split(text) if piece.strip()]
+
+
+def self_bleu_within_trace(text: str, tokenize: str = "13a") -> float:
+    """Self-BLEU within one trace (0-100; high = the trace repeats itself).
+
+    The trace is split into sentences (split_sentences); the result is the mean over
+    sentences s of sacrebleu.sentence_bleu(s, [every other sentence of the trace]).score.
+    This is the study's variant: a repetition measure, not a diversity measure across
+    samples. NaN when the trace has fewer than 2 sentences (empty or one sentence).
+    """
+    sentences = split_sentences(text)
+    if len(sentences) < 2:
+        return math.nan
+    return _mean_clipped(pairwise_self_bleu(sentences, tokenize))

@@ -1,0 +1,154 @@
+"""Paired bootstrap, McNemar, sign-flip and Wilson intervals."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from math import comb
+
+import numpy as np
+import pytest
+
+from layerprobe.metrics import (
+    bootstrap_mean_interval,
+    bootstrap_means,
+    mcnemar_exact,
+    paired_comparison,
+    proportion_interval,
+    sign_flip_test,
+)
+from layerprobe.metrics import paired as paired_module
+
+
+def test_bootstrap_interval_covers_true_difference_at_nominal_rate():
+    # 200 simulated benchmarks of 60 problems with paired 0/1 correctness:
+    # P(a=1) = 0.6, P(b=1 | a=1) = 0.7, P(b=1 | a=0) = 0.2, so E[b - a] = 0.5 - 0.6 = -0.1.
+    rng = np.random.default_rng(12345)
+    true_diff = (0.6 * 0.7 + 0.4 * 0.2) - 0.6
+    covered = 0
+    for sim in range(200):
+        a = (rng.random(60) < 0.6).astype(float)
+        b = np.where(a == 1, rng.random(60) < 0.7, rng.random(60) < 0.2).astype(float)
+        res = paired_comparison(a, b, n_boot=2000, n_perm=64, seed=sim)
+        covered += res.ci_low <= true_diff <= res.ci_high
+    assert 0.90 <= covered / 200 <= 0.98
+
+
+def test_identical_variants_have_no_clear_difference():
+    a = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1] * 3
+    res = paired_comparison(a, a)
+    assert res.diff == 0.0 and res.ci_low == 0.0 and res.ci_high == 0.0
+    assert res.verdict == "no clear difference"
+    assert res.mcnemar_p == 1.0 and res.n01 == 0 and res.n10 == 0
+
+
+def test_clear_differences_get_a_direction():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=40)
+    res = paired_comparison(a, a + 1.0 + 0.1 * rng.normal(size=40))
+    assert res.verdict == "higher" and res.ci_low > 0 and not res.binary
+    res = paired_comparison(a, a - 1.0)
+    assert res.verdict == "lower" and res.ci_high < 0
+
+
+def test_tiny_samples_never_claim_a_difference():
+    # Three problems, all won by b: the bootstrap interval is [1, 1], but McNemar's exact
+    # p = 2 / 2**3 = 0.25, so this is noise.
+    res = paired_comparison([0, 0, 0], [1, 1, 1])
+    assert res.ci_low == 1.0 and res.mcnemar_p == pytest.approx(0.25)
+    assert res.verdict == "no clear difference"
+    res = paired_comparison([0.0], [5.0])
+    assert res.verdict == "no clear difference" and res.n_pairs == 1
+
+
+def test_nan_pairs_are_dropped_and_counted():
+    a = [1.0, float("nan"), 0.5, 0.25, 2.0]
+    b = [2.0, 1.0, float("nan"), 0.75, 2.0]
+    res = paired_comparison(a, b)
+    assert res.n_pairs == 3 and res.n_dropped == 2
+    assert res.diff == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert res.mean_a == pytest.approx((1.0 + 0.25 + 2.0) / 3)
+    empty = paired_comparison([float("nan")], [1.0])
+    assert empty.n_pairs == 0 and empty.n_dropped == 1 and math.isnan(empty.diff)
+    assert empty.verdict == "no clear difference"
+    with pytest.raises(ValueError):
+        paired_comparison([1, 2], [1])
+
+
+def test_binary_counts_and_dict():
+    a = [1, 1, 0, 0, 1, 0]
+    b = [1, 0, 1, 1, 1, 1]
+    res = paired_comparison(a, b)
+    assert res.binary and (res.n01, res.n10) == (3, 1)
+    assert res.mcnemar_p == pytest.approx(2 * (1 + 4) / 16)
+    d = res.as_dict()
+    assert d["verdict"] == res.verdict and d["n_pairs"] == 6
+
+
+def test_results_are_reproducible_with_a_seed():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(30), rng.random(30)
+    assert paired_comparison(a, b, seed=7) == paired_comparison(a, b, seed=7)
+
+
+def test_mcnemar_exact_against_binomial_sums():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)
+    assert mcnemar_exact(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_exact(5, 5) == 1.0
+    for n01 in range(0, 15):
+        for n10 in range(0, 15):
+            m = n01 + n10
+            if m == 0:
+                continue
+            lo = min(n01, n10)
+            exact = min(Fraction(1), 2 * Fraction(sum(comb(m, i) for i in range(lo + 1)), 2**m))
+            assert mcnemar_exact(n01, n10) == pytest.approx(float(exact), abs=1e-15)
+    assert mcnemar_exact(0, 1000) == pytest.approx(2.0**-999, rel=1e-12)
+    # Beyond 2000 discordant pairs the sum is done in log space: same values.
+    for n01, n10 in [(900, 1300), (1000, 1100), (1040, 1060)]:
+        m = n01 + n10
+        exact = 2 * Fraction(sum(comb(m, i) for i in range(n01 + 1)), 2**m)
+        assert mcnemar_exact(n01, n10) == pytest.approx(float(exact), rel=1e-9)
+    assert mcnemar_exact(40_000, 60_000) == 0.0  # underflows quietly, no overflow error
+
+
+def test_sign_flip_exact_small_cases():
+    assert sign_flip_test([1.0, 2.0]) == pytest.approx(0.5)  # |sums|: 3, 1, 1, 3
+    assert sign_flip_test([1.0] * 5) == pytest.approx(2 / 32)
+    assert sign_flip_test([]) == 1.0
+    mc = sign_flip_test(np.ones(40), n_perm=2000, seed=1)
+    assert mc == pytest.approx(1 / 2001)
+
+
+def test_bootstrap_blocks_draw_the_same_indices(monkeypatch):
+    values = np.random.default_rng(5).random(50)
+    whole = bootstrap_means(values, 300, seed=11)
+    monkeypatch.setattr(paired_module, "_CHUNK_ELEMENTS", 7 * 50)
+    blocked = bootstrap_means(values, 300, seed=11)
+    np.testing.assert_array_equal(whole, blocked)
+
+
+def test_bootstrap_mean_interval():
+    lo, hi = bootstrap_mean_interval([0.5] * 10)
+    assert lo == hi == 0.5
+    lo, hi = bootstrap_mean_interval([0, 1] * 30, seed=2)
+    assert lo < 0.5 < hi
+    assert all(math.isnan(x) for x in bootstrap_mean_interval([float("nan")]))
+
+
+def test_wilson_interval_known_values():
+    z = 1.959963984540054
+    lo, hi = proportion_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(z * z / (10 + z * z), abs=1e-12)
+    lo, hi = proportion_interval(5, 10)  # tabulated Wilson interval for 5/10
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = proportion_interval(10, 10)
+    assert hi == 1.0 and lo == pytest.approx(10 / (10 + z * z), abs=1e-12)
+    lo, hi = proportion_interval(21, 30)
+    assert lo < 0.7 < hi
+    assert all(math.isnan(x) for x in proportion_interval(0, 0))
+    with pytest.raises(ValueError):
+        proportion_interval(3, 2)
+    with pytest.raises(ValueError):
+        proportion_interval(1, 2, confidence=1.5)
