@@ -24,11 +24,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from layerprobe.cli import inspect_cmd, models_cmd, prune_cmd
+    from layerprobe.cli import influence_cmd, inspect_cmd, models_cmd, prune_cmd, tasks_cmd, toy_cmd
 
     app.command("prune")(prune_cmd.prune)
+    app.command("influence")(influence_cmd.influence)
     app.command("inspect")(inspect_cmd.inspect)
     app.command("models")(models_cmd.models)
+    app.command("tasks")(tasks_cmd.tasks)
+    app.add_typer(toy_cmd.toy_app, name="toy")
 
 
 _register()

@@ -12,8 +12,8 @@ from layerprobe.models.loading import find_smollm2_gguf
 def models() -> None:
     """List model aliases and what each resolves to."""
     table = Table(title="layerprobe model aliases")
-    for col in ("alias", "resolves to", "layers", "notes"):
-        table.add_column(col)
+    for i, col in enumerate(("alias", "resolves to", "layers", "notes")):
+        table.add_column(col, no_wrap=i == 0, overflow="fold")
     for alias in ALIASES.values():
         target = alias.hub_id
         if alias.name == "smollm2-135m":

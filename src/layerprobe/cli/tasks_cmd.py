@@ -1,0 +1,20 @@
+"""`layerprobe tasks`: the tasks layerprobe knows."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from layerprobe.tasks.registry import TASKS
+
+
+def tasks() -> None:
+    """List tasks: name, source, size, answer type and what they control for."""
+    table = Table(title="layerprobe tasks")
+    for i, col in enumerate(("task", "source", "size", "answer", "regime", "description")):
+        table.add_column(col, no_wrap=i == 0, overflow="fold")
+    for t in TASKS.values():
+        source = f"{t.hub_id}" + (f" ({t.hub_config})" if t.hub_config else "") if t.hub_id else "embedded"
+        size = str(t.size) if t.size else "any (--limit)"
+        table.add_row(t.name, source + (" or --task-file" if t.hub_id else ""), size, t.answer_type, t.regime, t.description)
+    Console().print(table)

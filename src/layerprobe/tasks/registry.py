@@ -1,0 +1,149 @@
+"""Task registry: the toy's embedded tasks and the study's benchmarks (hub or local JSONL).
+
+Hub tasks load through `datasets` when reachable; otherwise `--task-file` JSONL with one problem per
+line: `id`, `question`, `answer`, optional `choices` (list; then `answer` is the correct choice text or
+its letter) and `group`. Offline with neither is an error that says how to provide the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from layerprobe.errors import UserError
+from layerprobe.tasks.base import Problem, TaskInfo
+
+TOY_TYPES = ("short", "mid", "long", "xlong", "facts")
+
+TASKS: dict[str, TaskInfo] = {
+    **{
+        f"toy-{t}": TaskInfo(f"toy-{t}", "digit", f"embedded toy: {t} problems", regime={"short": "short", "facts": "knowledge"}.get(t, "long"))
+        for t in TOY_TYPES
+    },
+    "toy-mix": TaskInfo("toy-mix", "digit", "embedded toy: long chains + short chains + facts", regime="mixed"),
+    "aime24": TaskInfo("aime24", "integer", "AIME 2024, 30 problems", "HuggingFaceH4/aime_2024", None, "train", 30),
+    "math500": TaskInfo("math500", "math", "MATH-500", "HuggingFaceH4/MATH-500", None, "test", 500),
+    "gpqa-diamond": TaskInfo("gpqa-diamond", "mc", "GPQA Diamond (choices shuffled per problem)", "Idavidrein/gpqa", "gpqa_diamond", "train", 198),
+    "gsm8k": TaskInfo("gsm8k", "integer", "GSM8K test (shallow control)", "openai/gsm8k", "main", "test", 1319, "short"),
+    "mmlu": TaskInfo("mmlu", "mc", "MMLU (knowledge control)", "cais/mmlu", "all", "test", 14042, "knowledge"),
+}
+
+
+def _stable_id(task: str, text: str) -> str:
+    return f"{task}-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _toy_problems(name: str, limit: int | None, seed: int) -> list[Problem]:
+    from layerprobe.toy.tasks import sample_problems
+
+    types = ["long", "short", "facts"] if name == "toy-mix" else [name.removeprefix("toy-")]
+    n = limit or 30
+    out = []
+    for t in types:
+        for p in sample_problems(t, n, seed=seed):
+            out.append(Problem(p.id, p.prompt, p.answer, "digit", group=p.task_type, meta={"steps": p.steps}))
+    return out
+
+
+def _mc_problem(task: str, pid: str, question: str, choices: list[str], correct: str, group: str = "") -> Problem:
+    """Shuffle choices with a seed fixed by the problem id; the gold becomes the correct letter."""
+    rng = random.Random(pid)
+    order = list(range(len(choices)))
+    rng.shuffle(order)
+    shuffled = [choices[i] for i in order]
+    letters = "ABCDEFGHIJ"
+    gold = letters[shuffled.index(correct)]
+    body = question.strip() + "\n\n" + "\n".join(f"{letters[i]}) {c}" for i, c in enumerate(shuffled))
+    body += "\n\nAnswer with the letter of the correct choice."
+    return Problem(pid, body, gold, "mc", group=group, choices=tuple(shuffled))
+
+
+def _from_rows(task: TaskInfo, rows: list[dict[str, Any]]) -> list[Problem]:
+    out = []
+    for r in rows:
+        if task.name == "gpqa-diamond" and "Question" in r:
+            choices = [r["Correct Answer"], r["Incorrect Answer 1"], r["Incorrect Answer 2"], r["Incorrect Answer 3"]]
+            pid = _stable_id(task.name, r["Question"])
+            out.append(_mc_problem(task.name, pid, r["Question"], [c.strip() for c in choices], r["Correct Answer"].strip()))
+        elif task.name == "mmlu" and "choices" in r and isinstance(r.get("answer"), int):
+            pid = _stable_id(task.name, r["question"] + "|".join(r["choices"]))
+            out.append(_mc_problem(task.name, pid, r["question"], list(r["choices"]), r["choices"][r["answer"]], r.get("subject", "")))
+        elif task.name == "gsm8k" and "####" in str(r.get("answer", "")):
+            out.append(Problem(_stable_id(task.name, r["question"]), r["question"], r["answer"].split("####")[-1].strip().replace(",", ""), task.answer_type))
+        else:
+            q = r.get("problem") or r.get("question")
+            a = r.get("answer")
+            pid = str(r.get("unique_id") or r.get("id") or _stable_id(task.name, str(q)))
+            out.append(Problem(pid, str(q), str(a), task.answer_type))
+    return out
+
+
+def load_task_file(path: Path, task: TaskInfo) -> list[Problem]:
+    """Problems from a JSONL file: id, question, answer, optional choices and group."""
+    if not path.is_file():
+        raise UserError(f"--task-file {path} does not exist")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--task-file {path}, line {n}: not JSON ({exc.msg})") from None
+        missing = [k for k in ("id", "question", "answer") if k not in row]
+        if missing:
+            raise UserError(f"--task-file {path}, line {n}: missing field(s) {', '.join(missing)} (needed: id, question, answer; optional: choices, group)")
+        pid = f"{task.name}-{row['id']}"
+        if row.get("choices"):
+            choices = [str(c) for c in row["choices"]]
+            ans = str(row["answer"])
+            correct = choices["ABCDEFGHIJ".index(ans)] if len(ans) == 1 and ans in "ABCDEFGHIJ"[: len(choices)] else ans
+            if correct not in choices:
+                raise UserError(f"--task-file {path}, line {n}: answer '{ans}' is neither a choice nor a choice letter")
+            out.append(_mc_problem(task.name, pid, str(row["question"]), choices, correct, row.get("group", "")))
+        else:
+            out.append(Problem(pid, str(row["question"]), str(row["answer"]), task.answer_type, group=row.get("group", "")))
+    if not out:
+        raise UserError(f"--task-file {path} holds no problems")
+    return out
+
+
+def get_task(name: str) -> TaskInfo:
+    if name not in TASKS:
+        raise UserError(f"unknown task '{name}' (valid: {', '.join(TASKS)})")
+    return TASKS[name]
+
+
+def load_problems(name: str, limit: int | None = None, seed: int = 0, task_file: Path | None = None) -> tuple[TaskInfo, list[Problem], dict[str, Any]]:
+    """(task info, problems, source record). `limit` keeps the first N (per group for the toy)."""
+    task = get_task(name)
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be >= 1")
+    if name.startswith("toy-"):
+        from layerprobe.toy.tasks import FACT_SEED
+
+        probs = _toy_problems(name, limit, seed)
+        return task, probs, {"source": "embedded toy generator", "seed": seed, "fact_seed": FACT_SEED}
+    if task_file is not None:
+        probs = load_task_file(Path(task_file), task)
+        digest = hashlib.sha1(Path(task_file).read_bytes()).hexdigest()
+        source = {"source": "file", "path": str(task_file), "sha1": digest}
+    else:
+        try:
+            import datasets
+
+            ds = datasets.load_dataset(task.hub_id, task.hub_config, split=task.hub_split)
+        except Exception as exc:  # noqa: BLE001 - offline, gated, missing: all the same to the user
+            raise UserError(
+                f"task '{name}' could not be loaded from the hub ({task.hub_id}: {str(exc).splitlines()[0][:120]}); "
+                "provide it with --task-file FILE.jsonl (one JSON object per line: id, question, answer[, choices])"
+            ) from None
+        probs = _from_rows(task, [dict(r) for r in ds])
+        source = {"source": "hub", "hub_id": task.hub_id, "config": task.hub_config, "split": task.hub_split,
+                  "fingerprint": getattr(ds, "_fingerprint", None)}
+    if limit is not None:
+        probs = probs[:limit]
+    return task, probs, source
