@@ -1,0 +1,77 @@
+"""`layerprobe toy train|eval`: train the embedded toy reasoner, and measure it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from layerprobe.errors import UserError
+
+toy_app = typer.Typer(help="Train and evaluate the embedded toy reasoning model.", no_args_is_help=True)
+
+
+@toy_app.command("train")
+def train_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="training directory (checkpoints, log, final/)")],
+    seed: Annotated[int, typer.Option("--seed", help="data and initialisation seed")] = 0,
+    steps1: Annotated[int, typer.Option("--steps1", help="steps of the 6-layer stage")] = 2400,
+    steps2: Annotated[int, typer.Option("--steps2", help="steps after growing to 12 layers")] = 800,
+    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; fast only with native bf16)")] = "fp32",
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads")] = 2,
+) -> None:
+    """Train (or resume) the toy: 6 layers, then function-preserving growth to 12 layers."""
+    from layerprobe.toy.train import Stage, TrainConfig, train
+
+    if steps1 < 1 or steps2 < 0:
+        raise UserError("--steps1 must be >= 1 and --steps2 >= 0")
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision {precision}: valid values are fp32, bf16")
+    stages = [Stage(layers=6, steps=steps1, lr=2e-3, warmup=100, curriculum_frac=1 / 3)]
+    if steps2:
+        stages.append(Stage(layers=12, steps=steps2, lr=1e-3, warmup=50))
+    cfg = TrainConfig(seed=seed, precision=precision, threads=threads, stages=stages)
+    final = train(cfg, out, log=Console().print)
+    Console().print(f"final checkpoint: {final}")
+
+
+@toy_app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="toy checkpoint (default: the shipped toy)")] = "toy",
+    n: Annotated[int, typer.Option("--n", help="problems per task type")] = 100,
+    samples: Annotated[int, typer.Option("--samples", help="sampled traces per problem (0: greedy only)")] = 8,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    drop: Annotated[str | None, typer.Option("--drop", help="original layers to remove first, e.g. 4,5")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the results as JSON")] = None,
+) -> None:
+    """Accuracy by task type and chain length, greedy and sampled (maj@n), and a Wait audit."""
+    from layerprobe.models.loading import load_model
+    from layerprobe.prune.surgery import drop_layers, parse_layer_list
+    from layerprobe.toy.evaluate import evaluate
+    from layerprobe.toy.tasks import TASK_TYPES
+
+    if n < 1 or samples < 0 or temperature <= 0:
+        raise UserError("--n must be >= 1, --samples >= 0 and --temperature > 0")
+    loaded = load_model(model, device="cpu", dtype="float32")
+    if drop:
+        loaded = drop_layers(loaded, parse_layer_list(drop))
+    res = evaluate(loaded.model, loaded.tokenizer, list(TASK_TYPES), n=n, samples=samples, temperature=temperature, seed=seed)
+    table = Table(title=f"toy eval: {model}" + (f" without layers {drop}" if drop else ""))
+    for col in ("task", "n", "greedy", f"sampled T={temperature}", f"maj@{samples}"):
+        table.add_column(col)
+    for tt in TASK_TYPES:
+        table.add_row(tt, str(res.n_problems[tt]), f"{res.greedy[tt]:.3f}",
+                      f"{res.sampled.get(tt, float('nan')):.3f}", f"{res.maj.get(tt, float('nan')):.3f}")
+    console = Console()
+    console.print(table)
+    console.print("greedy by chain length: " + ", ".join(f"k={k}: {v:.2f}" for k, v in res.greedy_by_k.items()))
+    if res.audit:
+        console.print("Wait audit (sampled traces): " + json.dumps(res.audit))
+    if json_out:
+        json_out.write_text(json.dumps({"schema_version": 1, "model": model, "drop": drop, "n": n, "samples": samples,
+                                        "temperature": temperature, "seed": seed, **res.__dict__}, indent=2, default=str))
