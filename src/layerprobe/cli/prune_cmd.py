@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,17 @@ import typer
 from rich.console import Console
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, LayersPathOpt, ModelOpt, NormPathOpt, UnembedPathOpt
+from layerprobe.cli.influence_cmd import (
+    BatchSizeOpt,
+    CalibDatasetOpt,
+    CalibDocsOpt,
+    CalibOpt,
+    CalibTracesOpt,
+    SeqLenOpt,
+    TraceTokensOpt,
+    check_calibration_flags,
+    load_calibration_early,
+)
 from layerprobe.errors import UserError
 from layerprobe.models.loading import load_model
 from layerprobe.prune.surgery import PROVENANCE_FILE, drop_layers, parse_layer_list, save_model
@@ -31,10 +43,32 @@ def check_out_dir(out: Path, force: bool) -> None:
     except OSError as exc:
         raise UserError(f"--out {out} is not writable: {exc.strerror or exc}") from None
 
+
 def prune(
     model: ModelOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the pruned checkpoint")],
-    drop: Annotated[str, typer.Option("--drop", help="original 0-based layer indices to remove, e.g. 20,21")],
+    drop: Annotated[str | None, typer.Option("--drop", help="original 0-based layer indices to remove, e.g. 20,21")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="choose the layers: shortgpt | reverse | reverse-keep-final | angular | laco | ppl")
+    ] = None,
+    n_drop: Annotated[int | None, typer.Option("--n-drop", help="how many layers --method removes (not for laco)")] = None,
+    calib: CalibOpt = None,
+    calib_dataset: CalibDatasetOpt = None,
+    calib_traces: CalibTracesOpt = None,
+    calib_docs: CalibDocsOpt = 64,
+    trace_tokens: TraceTokensOpt = 128,
+    seq_len: SeqLenOpt = 256,
+    batch_size: BatchSizeOpt = 8,
+    laco_c: Annotated[int | None, typer.Option("--laco-c", help="LaCo: layers merged into one per step (default 4)")] = None,
+    laco_i: Annotated[int | None, typer.Option("--laco-i", help="LaCo: layers to move down after a merge (default 2)")] = None,
+    laco_low: Annotated[int | None, typer.Option("--laco-low", help="LaCo: lowest layer that may merge (default 0)")] = None,
+    laco_high: Annotated[int | None, typer.Option("--laco-high", help="LaCo: highest layer that may merge, inclusive (default: last)")] = None,
+    laco_threshold: Annotated[
+        float | None, typer.Option("--laco-threshold", help="LaCo: keep a merge while the hidden-state cosine to the original is above T (default 0.45)")
+    ] = None,
+    laco_mode: Annotated[
+        str | None, typer.Option("--laco-mode", help="LaCo: paper (θ_l + Σ(θ_l+k − θ_l)) | reference (the public code: replacement)")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing layerprobe checkpoint in --out")] = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
@@ -42,12 +76,88 @@ def prune(
     norm_path: NormPathOpt = None,
     unembed_path: UnembedPathOpt = None,
 ) -> None:
-    """Remove decoder layers and save the pruned model (safetensors, config, tokenizer, provenance)."""
-    indices = parse_layer_list(drop)
+    """Remove decoder layers (--drop LIST, or --method NAME --n-drop K) and save the pruned model."""
+    laco_opts = {"c": laco_c, "interval": laco_i, "low": laco_low, "high": laco_high, "threshold": laco_threshold, "mode": laco_mode}
+    if drop is not None and method is not None:
+        raise UserError("--drop and --method are exclusive: give the layers (--drop 20,21) or a method (--method shortgpt --n-drop 2)")
+    if drop is None and method is None:
+        raise UserError("nothing to remove: give --drop LIST (e.g. 20,21) or --method NAME --n-drop K")
+    if drop is not None:
+        given_laco = [f"--laco-{k}" for k, v in (("c", laco_c), ("i", laco_i), ("low", laco_low), ("high", laco_high),
+                      ("threshold", laco_threshold), ("mode", laco_mode)) if v is not None]
+        if given_laco:
+            raise UserError(f"{', '.join(given_laco)}: LaCo options apply only to --method laco")
+        if n_drop is not None:
+            raise UserError("--n-drop applies only with --method (with --drop the list says which layers go)")
+        indices = parse_layer_list(drop)
+        check_out_dir(out, force)
+        loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
+        pruned = drop_layers(loaded, indices, method="manual")
+        save_model(pruned, out)
+        Console().print(
+            f"saved {pruned.n_layers}-layer model (dropped original layers {pruned.dropped} of {pruned.n_layers_original}) to {out}"
+        )
+        return
+    _prune_with_method(
+        model, out, method, n_drop, laco_opts, force=force, device=device, dtype=dtype, layers_path=layers_path,
+        norm_path=norm_path, unembed_path=unembed_path, calib=calib, calib_dataset=calib_dataset,
+        calib_traces=calib_traces, calib_docs=calib_docs, trace_tokens=trace_tokens, seq_len=seq_len, batch_size=batch_size,
+    )
+
+
+def _prune_with_method(model: str, out: Path, method: str, n_drop: int | None, laco_opts: dict, *, force: bool, device: str,
+                       dtype: str, layers_path, norm_path, unembed_path, calib, calib_dataset, calib_traces, calib_docs,
+                       trace_tokens, seq_len, batch_size) -> None:
+    from layerprobe.prune.calibration import traces_calibration
+    from layerprobe.prune.laco import check_laco_params
+    from layerprobe.prune.methods import get_method, prune_model
+
+    m = get_method(method)
+    given_laco = [f"--laco-{k}" for k, v in (("c", laco_opts["c"]), ("i", laco_opts["interval"]), ("low", laco_opts["low"]),
+                  ("high", laco_opts["high"]), ("threshold", laco_opts["threshold"]), ("mode", laco_opts["mode"])) if v is not None]
+    if m.name != "laco" and given_laco:
+        raise UserError(f"{', '.join(given_laco)}: LaCo options apply only to --method laco")
+    if m.takes_n_drop:
+        if n_drop is None:
+            raise UserError(f"--method {m.name} needs --n-drop K (how many layers to remove)")
+        if n_drop < 1:
+            raise UserError(f"--n-drop {n_drop}: must be at least 1")
+    elif n_drop is not None:
+        raise UserError(f"--n-drop does not apply to --method {m.name}: the number of removed layers follows from --laco-threshold")
+    opts = {k: v for k, v in laco_opts.items() if v is not None}
+    if m.name == "laco":  # range checks that do not need the model; the layer range is checked after loading
+        check_laco_params(10**9, opts.get("c", 4), opts.get("interval", 2), 0, 10**9 - 1, opts.get("threshold", 0.45),
+                          opts.get("mode", "paper"))
+    cal = None
+    if m.needs_calibration:
+        check_calibration_flags(calib, calib_dataset, calib_traces, calib_docs, trace_tokens, seq_len, batch_size)
+        if calib_traces is None:
+            cal = load_calibration_early(calib, calib_dataset, calib_docs)
     check_out_dir(out, force)
     loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
-    pruned = drop_layers(loaded, indices, method="manual")
+    if m.takes_n_drop and n_drop >= loaded.n_layers:
+        raise UserError(f"--n-drop {n_drop}: the model has {loaded.n_layers} layers, so at most {loaded.n_layers - 1} can be removed")
+    if m.name == "laco":
+        check_laco_params(loaded.n_layers, opts.get("c", 4), opts.get("interval", 2), opts.get("low"), opts.get("high"),
+                          opts.get("threshold", 0.45), opts.get("mode", "paper"))
+    console = Console(stderr=True)
+    if m.needs_calibration and cal is None:
+        console.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")
+        cal = traces_calibration(loaded, calib_traces, trace_tokens)
+    if m.name == "laco":
+        opts["log"] = lambda step: console.print(
+            f"  merge at layer {step['base']} with {step['followers']}: similarity {step['similarity']:.4f} -> "
+            + ("kept" if step["accepted"] else "rejected")
+        )
+    with console.status(f"choosing layers with {m.name} ..."):
+        pruned, selection = prune_model(loaded, m.name, n_drop, cal, seq_len=seq_len, batch_size=batch_size, **opts)
     save_model(pruned, out)
+    info_path = out / PROVENANCE_FILE
+    info = json.loads(info_path.read_text())
+    info["selection"] = selection.to_json()
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    removed = selection.drop
     Console().print(
-        f"saved {pruned.n_layers}-layer model (dropped original layers {pruned.dropped} of {pruned.n_layers_original}) to {out}"
+        f"{selection.method}: removed {len(removed)} layer(s) {removed} of {pruned.n_layers_original}; "
+        f"saved {pruned.n_layers}-layer model to {out}"
     )
