@@ -48,6 +48,8 @@ def eval_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     drop: Annotated[str | None, typer.Option("--drop", help="original layers to remove first, e.g. 4,5")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the results as JSON")] = None,
+    budgets: Annotated[str | None, typer.Option("--budgets", help="thinking budgets for a sequential-scaling curve, e.g. 0,20,40,80")] = None,
+    budget_task: Annotated[str, typer.Option("--budget-task", help="task type for the budget curve (short, mid, long, xlong, k=N)")] = "long",
 ) -> None:
     """Accuracy by task type and chain length, greedy and sampled (maj@n), and a Wait audit."""
     from layerprobe.models.loading import load_model
@@ -60,6 +62,9 @@ def eval_cmd(
     loaded = load_model(model, device="cpu", dtype="float32")
     if drop:
         loaded = drop_layers(loaded, parse_layer_list(drop))
+    budget_list = parse_layer_list(budgets, "--budgets") if budgets else []
+    if any(b < 0 for b in budget_list):
+        raise UserError("--budgets must be >= 0")
     res = evaluate(loaded.model, loaded.tokenizer, list(TASK_TYPES), n=n, samples=samples, temperature=temperature, seed=seed)
     table = Table(title=f"toy eval: {model}" + (f" without layers {drop}" if drop else ""))
     for col in ("task", "n", "greedy", f"sampled T={temperature}", f"maj@{samples}"):
@@ -72,6 +77,13 @@ def eval_cmd(
     console.print("greedy by chain length: " + ", ".join(f"k={k}: {v:.2f}" for k, v in res.greedy_by_k.items()))
     if res.audit:
         console.print("Wait audit (sampled traces): " + json.dumps(res.audit))
+    curve = {}
+    if budget_list:
+        from layerprobe.toy.evaluate import budget_curve
+
+        curve = budget_curve(loaded.model, loaded.tokenizer, budget_task, budget_list, n=n, seed=seed)
+        console.print(f"greedy accuracy vs thinking budget ({budget_task}): " + ", ".join(f"B={b}: {a:.2f}" for b, a in curve.items()))
     if json_out:
         json_out.write_text(json.dumps({"schema_version": 1, "model": model, "drop": drop, "n": n, "samples": samples,
-                                        "temperature": temperature, "seed": seed, **res.__dict__}, indent=2, default=str))
+                                        "temperature": temperature, "seed": seed, **res.__dict__,
+                                        "budget_task": budget_task, "budget_curve": curve}, indent=2, default=str))

@@ -147,3 +147,26 @@ def evaluate(model, tokenizer, task_types: list[str], n: int = 100, samples: int
             "waits_after_correct_value": audits.waits_after_correct,
         }
     return res
+
+
+def budget_curve(model, tokenizer, task_type: str, budgets: list[int], n: int = 100, seed: int = 0,
+                 batch_size: int = 64) -> dict[int, float]:
+    """Greedy accuracy at each thinking budget through the scaling engine (think-tags budget forcing).
+
+    Runs the same code path as `layerprobe analyze`: the thinking block is cut at B tokens and the
+    answer forced with the format's suffix.
+    """
+    from layerprobe.scaling.engine import GenRequest, TraceGenerator
+    from layerprobe.scaling.formats import FORMATS, Sampling
+
+    fmt = FORMATS["think-tags"]
+    gen = TraceGenerator(model, tokenizer, fmt, Sampling(temperature=0.0))
+    probs = sample_problems(task_type, n, seed=seed)
+    prompts = [toy_prompt(tokenizer, p) for p in probs]
+    out: dict[int, float] = {}
+    for b in budgets:
+        reqs = [GenRequest(key=i, prompt=pr, budget=b, answer_max=8) for i, pr in enumerate(prompts)]
+        res = gen.generate(reqs, batch_size=batch_size)
+        out[b] = sum(BOXED.search(r.answer_text) is not None and BOXED.search(r.answer_text).group(1) == p.answer
+                     for r, p in zip(res, probs)) / len(probs)
+    return out

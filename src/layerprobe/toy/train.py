@@ -208,3 +208,23 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     model.save_pretrained(final, safe_serialization=True)
     save_tokenizer(final)
     return final
+
+
+def export_checkpoint(out_dir: str | Path, dest: str | Path) -> dict:
+    """Write the latest training checkpoint of `out_dir` as a HF checkpoint with tokenizer at `dest`.
+
+    Returns the checkpoint's training state (stage, step, tokens, elapsed seconds), also written to
+    `dest/training_state.json` so a shipped model says exactly how far it was trained.
+    """
+    out = Path(out_dir)
+    cfg = TrainConfig(**{k: v for k, v in json.loads((out / "train_config.json").read_text()).items() if k not in ("stages", "mix")})
+    loaded = _load_ckpt(out, cfg)
+    if loaded is None:
+        raise FileNotFoundError(f"no checkpoint in {out}")
+    model, _, state = loaded
+    dest = Path(dest)
+    model.eval()
+    model.save_pretrained(dest, safe_serialization=True)
+    save_tokenizer(dest)
+    (dest / "training_state.json").write_text(json.dumps({"schema_version": 1, **state}, indent=2))
+    return state
