@@ -9,6 +9,7 @@ each kept layer's `layer_idx`, which indexes the KV cache).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -132,20 +133,11 @@ def drop_layers(loaded: LoadedModel, indices: Sequence[int], method: str | None 
         root.generation_config = copy.deepcopy(loaded.model.generation_config)
 
     previous = loaded.dropped
-    return LoadedModel(
+    return dataclasses.replace(
+        loaded,
         model=root,
-        tokenizer=loaded.tokenizer,
-        name=loaded.name,
-        source=loaded.source,
-        source_kind=loaded.source_kind,
-        revision=loaded.revision,
-        family=loaded.family,
-        arch=loaded.arch,
         layer_map=new_map,
-        n_layers_original=loaded.n_layers_original,
-        reasoning_format=loaded.reasoning_format,
         method=method or (loaded.method if previous else "manual"),
-        calibration=loaded.calibration,
         extra=dict(loaded.extra),
     )
 
