@@ -17,6 +17,16 @@ from tests.helpers import TINY_FAMILIES, make_tiny_checkpoint, tiny_loaded
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; on a loaded 2-core machine two threads spend most of
+    each tiny matmul waiting for each other (0.7 s instead of 5 ms per forward pass)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(params=TINY_FAMILIES)
 def family(request: pytest.FixtureRequest) -> str:
     return request.param

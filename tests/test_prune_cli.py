@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM
 
 from tests.cli_utils import assert_one_line_error, run_cli
@@ -13,12 +12,7 @@ from tests.cli_utils import assert_one_line_error, run_cli
 CAL_LINES = [" ".join(f"w{(9 * i + 5 * j) % 120}" for j in range(n)) for i, n in enumerate([14, 3, 27, 8])]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

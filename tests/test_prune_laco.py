@@ -17,12 +17,7 @@ PROMPT = [[2, 10, 11, 12, 13, 14, 15, 16]]
 DOCS = [" ".join(f"w{(3 * i + 7 * j) % 120}" for j in range(n)) for i, n in enumerate([20, 9, 33, 5])]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_merge_arithmetic_check_value():

@@ -22,12 +22,7 @@ from tests.helpers import tiny_loaded
 DOCS = [" ".join(f"w{(5 * i + 11 * j) % 120}" for j in range(n)) for i, n in enumerate([30, 4, 55, 12, 2])]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scoring_tiny(family: str):

@@ -22,14 +22,7 @@ DOCS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; on a loaded 2-core machine two threads spend most of
-    each tiny matmul waiting for each other (0.7 s instead of 5 ms per forward pass)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scoring_tiny(family: str):

@@ -128,6 +128,12 @@ def _check_tokens(thinking_tokens: int) -> int:
     return tokens
 
 
+def _as_counts(text_or_counts: str | Mapping[str, int], lexicon: Lexicon) -> dict[str, int]:
+    if isinstance(text_or_counts, str):
+        return reflection_counts(text_or_counts, lexicon)
+    return dict(text_or_counts)
+
+
 def reflection_rates(
     text_or_counts: str | Mapping[str, int], thinking_tokens: int, lexicon: Lexicon = None
 ) -> dict[str, float]:
@@ -138,11 +144,7 @@ def reflection_rates(
     the model's tokenizer. With 0 thinking tokens every rate is NaN (undefined, not 0).
     """
     tokens = _check_tokens(thinking_tokens)
-    counts = (
-        reflection_counts(text_or_counts, lexicon)
-        if isinstance(text_or_counts, str)
-        else dict(text_or_counts)
-    )
+    counts = _as_counts(text_or_counts, lexicon)
     if tokens == 0:
         return {entry: math.nan for entry in counts}
     return {entry: 1000.0 * count / tokens for entry, count in counts.items()}
@@ -153,11 +155,7 @@ def reflection_rate(
 ) -> float:
     """All lexicon occurrences together per 1,000 thinking tokens (NaN for 0 tokens)."""
     tokens = _check_tokens(thinking_tokens)
-    counts = (
-        reflection_counts(text_or_counts, lexicon)
-        if isinstance(text_or_counts, str)
-        else dict(text_or_counts)
-    )
+    counts = _as_counts(text_or_counts, lexicon)
     if tokens == 0:
         return math.nan
     return 1000.0 * sum(counts.values()) / tokens
