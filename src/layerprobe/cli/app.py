@@ -24,8 +24,21 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from layerprobe.cli import influence_cmd, inspect_cmd, models_cmd, prune_cmd, tasks_cmd, toy_cmd
+    from layerprobe.cli import (
+        analyze_cmd,
+        influence_cmd,
+        inspect_cmd,
+        models_cmd,
+        prune_cmd,
+        report_cmd,
+        runs_cmd,
+        tasks_cmd,
+        toy_cmd,
+    )
 
+    app.command("analyze")(analyze_cmd.analyze)
+    app.command("report")(report_cmd.report)
+    app.command("runs")(runs_cmd.runs)
     app.command("prune")(prune_cmd.prune)
     app.command("influence")(influence_cmd.influence)
     app.command("inspect")(inspect_cmd.inspect)
