@@ -240,10 +240,7 @@ def load_model(
 
 
 def detect_reasoning_format(tokenizer: Any) -> str | None:
-    """Guess the reasoning format from the tokenizer: 'think-tags' when <think>/</think> are tokens."""
-    if tokenizer is None:
-        return None
-    vocab = tokenizer.get_vocab()
-    if "<think>" in vocab and "</think>" in vocab:
-        return "think-tags"
-    return None
+    """Guess the reasoning format from the tokenizer (layerprobe.scaling.formats.sniff_format)."""
+    from layerprobe.scaling.formats import sniff_format
+
+    return sniff_format(tokenizer)

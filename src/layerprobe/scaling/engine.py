@@ -82,6 +82,8 @@ def build_prompt(tokenizer: Any, fmt: ReasoningFormat, user_text: str) -> str:
         chat = tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True)
     else:
         chat = user_text + "\n"
+    if chat.endswith(fmt.prompt_suffix):  # the template opens thinking itself (DeepSeek-R1's does): once only
+        return chat
     return chat + fmt.prompt_suffix
 
 

@@ -75,19 +75,36 @@ def get_format(name: str) -> ReasoningFormat:
     return FORMATS[name]
 
 
-def detect_format(tokenizer: Any, hint: str | None = None) -> ReasoningFormat:
-    """The reasoning format of a model: `hint` (alias or --format) if given, else from the tokenizer.
+def sniff_format(tokenizer: Any) -> str | None:
+    """The reasoning format a tokenizer shows, or None.
 
-    think-tags when `<think>` and `</think>` are in the vocabulary; otherwise an error asking for
-    --format (s1 models use the plain Qwen2.5 vocabulary, so they cannot be told apart from a chat
-    model and must be named: the `s1.1-7b` alias does that).
+    think-tags when `<think>` and `</think>` are in the vocabulary (Qwen3, R1-Distill; checked first, so
+    ChatML models with think tokens never get s1 delimiters); s1 when `<|im_start|>` is a token and the
+    chat template itself writes `<|im_start|>think` or `<|im_start|>answer`. s1.1 itself ships Qwen2.5's
+    plain ChatML template, which any chat model has: it cannot be told apart and must be named (the
+    `s1.1-7b` alias does that).
     """
-    if hint:
-        return get_format(hint)
+    if tokenizer is None:
+        return None
     vocab = tokenizer.get_vocab()
     if "<think>" in vocab and "</think>" in vocab:
-        return FORMATS["think-tags"]
+        return "think-tags"
+    template = getattr(tokenizer, "chat_template", None)
+    if "<|im_start|>" in vocab and isinstance(template, str):
+        if "<|im_start|>think" in template or "<|im_start|>answer" in template:
+            return "s1"
+    return None
+
+
+def detect_format(tokenizer: Any, hint: str | None = None) -> ReasoningFormat:
+    """The reasoning format of a model: `hint` (alias or --format) if given, else from the tokenizer
+    (see `sniff_format`); an error asking for --format when the tokenizer shows none."""
+    if hint:
+        return get_format(hint)
+    name = sniff_format(tokenizer)
+    if name is not None:
+        return FORMATS[name]
     raise UserError(
-        "cannot detect the model's reasoning format from its tokenizer (no <think> tokens); "
+        "cannot detect the model's reasoning format from its tokenizer (no <think> tokens, no s1 template); "
         f"pass --format ({', '.join(FORMATS)})"
     )
