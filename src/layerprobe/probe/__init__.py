@@ -1,1 +1,45 @@
-"""probe (to be built; see the open issues)."""
+"""Per-layer probes during generation (DESIGN.md §6; docs/probes.md).
+
+- capture: `LayerProbe` (a scaling-engine observer with forward hooks) and `capture()`;
+- lens: logit-lens statistics of all layers of a step in one stacked matmul;
+- store: `TraceLayers` and its .npz files;
+- settle: settling depth and deep-thinking tokens from stored JSD;
+- teacher: teacher-forced KL and lens drift of a pruned model along a base trace;
+- aggregate: per-layer summaries over traces and relative-position bins;
+- tl: the optional TransformerLens adapter (extra `layerprobe[tl]`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "LayerProbe": "layerprobe.probe.capture",
+    "capture": "layerprobe.probe.capture",
+    "TraceLayers": "layerprobe.probe.store",
+    "save_trace_layers": "layerprobe.probe.store",
+    "load_trace_layers": "layerprobe.probe.store",
+    "settling_depth": "layerprobe.probe.settle",
+    "deep_thinking": "layerprobe.probe.settle",
+    "settle_summary": "layerprobe.probe.settle",
+    "teacher_forced": "layerprobe.probe.teacher",
+    "TeacherForced": "layerprobe.probe.teacher",
+    "save_teacher_forced": "layerprobe.probe.teacher",
+    "load_teacher_forced": "layerprobe.probe.teacher",
+    "kl_onset": "layerprobe.probe.teacher",
+    "layer_summary": "layerprobe.probe.aggregate",
+    "position_bins": "layerprobe.probe.aggregate",
+    "position_heatmap": "layerprobe.probe.aggregate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: settle/aggregate/store are numpy-only and should not import torch
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'layerprobe.probe' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

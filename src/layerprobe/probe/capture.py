@@ -1,0 +1,270 @@
+"""Streaming per-layer capture during generation: the `LayerProbe` observer and `capture()`.
+
+`LayerProbe` registers forward hooks on the decoder layers of the unmodified HF model and plugs into
+the scaling engine as a GenerationObserver. For every forward pass the engine announces
+(`on_forward`), the hooks keep only the LAST position of each layer's input and output (B × H
+per layer, never hidden × tokens; after left padding the last position is always a real token, so
+pads never enter a statistic). When the engine reports the tokens it feeds next (`on_tokens`), the
+step is reduced to a few scalars per row and layer and appended to that row's list:
+
+- block influence 1 − cos(x_in, x_out) and ‖x_out‖ in float32;
+- with `lens=True`, the logit lens of every layer (probe.lens: one stacked matmul), JSD to the last
+  layer, entropy, top-1 agreement and the rank of the fed token.
+
+Step n of a row is the forward whose last position produced GenResult.all_ids[n] (prefill is step 0).
+Every statistic is computed per row, so it does not depend on what else is in the batch (up to
+floating-point differences between batch shapes of the underlying matmuls).
+
+Forward passes not announced by `on_forward` (anything run outside the engine while the probe is
+attached) are ignored by the hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from layerprobe.errors import UserError
+from layerprobe.models.loaded import LoadedModel
+from layerprobe.probe.lens import lens_stats, model_softcap
+from layerprobe.probe.store import TraceLayers
+from layerprobe.prune.scores import _first_tensor
+
+# Columns of the per-step array kept for each row: (6, L) float32.
+_BI, _NORM, _JSD, _ENT, _TOP1, _RANK = range(6)
+
+
+class LayerProbe:
+    """Per-token, per-layer statistics of every trace generated while attached.
+
+    Use as a context manager (hooks are removed on exit, also on errors) and pass it to
+    `TraceGenerator.generate(..., observers=[probe])`; `pop(key)` returns a finished trace's
+    `TraceLayers` (finished traces are kept until popped).
+
+    lens: compute the logit-lens statistics (else they are NaN, rank −1, label "none").
+    lens_every: run the lens only on steps n with n % lens_every == 0 (per trace; others NaN / −1;
+        the steps where it ran are in `TraceLayers.lens_positions`).
+    lens_topk: restrict the lens to the final layer's top-K vocabulary (label "topk:K").
+    """
+
+    def __init__(self, loaded: LoadedModel, *, lens: bool = True, lens_every: int = 1, lens_topk: int | None = None) -> None:
+        if lens_every < 1:
+            raise UserError("lens_every must be >= 1")
+        if lens_topk is not None and lens_topk < 1:
+            raise UserError("lens_topk must be >= 1")
+        self.loaded = loaded
+        self.lens = bool(lens)
+        self.lens_every = int(lens_every)
+        self.lens_topk = lens_topk
+        self.label = "none" if not self.lens else ("full" if lens_topk is None else f"topk:{int(lens_topk)}")
+        self.layers = np.asarray(loaded.layer_map, dtype=np.int16)
+        self._n = len(loaded.layers)
+        self._softcap = model_softcap(loaded.model)
+        self._handles: list[Any] = []
+        self._armed = False
+        self._prefill = False
+        self._keys: list[Any] = []
+        self._x0: torch.Tensor | None = None
+        self._outs: list[torch.Tensor | None] = [None] * self._n
+        self._rows: dict[Any, list[np.ndarray]] = {}  # key -> per-step (6, L) arrays
+        self._tokens: dict[Any, list[int]] = {}
+        self._done: dict[Any, TraceLayers] = {}
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    def __enter__(self) -> LayerProbe:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self.close()
+        return False
+
+    def attach(self) -> None:
+        if self._handles:
+            return
+        layers = self.loaded.layers
+        try:
+            self._handles.append(layers[0].register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+            for i, layer in enumerate(layers):
+                self._handles.append(layer.register_forward_hook(self._make_hook(i)))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Remove the hooks (idempotent). Finished traces stay available to `pop`."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._armed = False
+        self._x0 = None
+        self._outs = [None] * self._n
+
+    def _last(self, x: Any) -> torch.Tensor:
+        t = _first_tensor(x)[:, -1:, :]
+        # prefill: copy the last position so the full (B, T, H) tensor is not kept alive;
+        # decode: T == 1, the tensor is already B × H
+        return t.clone() if self._prefill else t
+
+    def _pre_hook(self, _module: Any, args: tuple, kwargs: dict) -> None:
+        if not self._armed:
+            return
+        x = args[0] if args else kwargs.get("hidden_states")
+        if x is None:
+            raise TypeError("could not find the hidden state entering decoder layer 0")
+        self._x0 = self._last(x)
+
+    def _make_hook(self, i: int) -> Callable[..., None]:
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            if self._armed:
+                self._outs[i] = self._last(output)
+
+        return hook
+
+    # -- observer --------------------------------------------------------------------------------
+
+    def on_forward(self, keys: Sequence[Any], attention_mask: torch.Tensor, prefill: bool) -> None:
+        if not self._handles:
+            raise RuntimeError("LayerProbe is not attached: use it as a context manager")
+        self._keys = list(keys)
+        self._prefill = bool(prefill)
+        self._armed = True
+        for k in self._keys:
+            if k not in self._rows:
+                self._rows[k] = []
+                self._tokens[k] = []
+
+    def on_tokens(self, keys: Sequence[Any], tokens: Sequence[int], phases: Sequence[int]) -> None:
+        self._armed = False
+        if self._x0 is None or any(o is None for o in self._outs):
+            raise RuntimeError("the probe's hooks did not see the forward pass (is the model the loaded one?)")
+        with torch.inference_mode():
+            stats = self._step_stats(list(tokens))
+        self._x0, self._outs = None, [None] * self._n
+        for b, key in enumerate(keys):
+            self._rows[key].append(stats[b])
+            self._tokens[key].append(int(tokens[b]))
+
+    def _step_stats(self, tokens: list[int]) -> np.ndarray:
+        """(B, 6, L) float32 for the forward pass just captured."""
+        raw = torch.cat([self._x0, *self._outs], dim=1)  # (B, L+1, H) model dtype
+        x = raw.float()
+        x_in, x_out = x[:, :-1], x[:, 1:]
+        bi = 1.0 - F.cosine_similarity(x_in, x_out, dim=-1)  # (B, L)
+        norm = torch.linalg.vector_norm(x_out, dim=-1)
+        B, L = bi.shape
+        out = torch.full((B, 6, L), float("nan"), dtype=torch.float32, device=x.device)
+        out[:, _BI] = bi
+        out[:, _NORM] = norm
+        if self.lens:
+            steps = [len(self._rows[k]) for k in self._keys]
+            need = [b for b, s in enumerate(steps) if s % self.lens_every == 0]
+            if need:
+                h = raw[:, 1:] if len(need) == B else raw[need, 1:]
+                tok = torch.tensor([tokens[b] for b in need], dtype=torch.long, device=raw.device)
+                ls = lens_stats(h, tok, self.loaded.final_norm, self.loaded.unembed, topk=self.lens_topk, softcap=self._softcap)
+                if len(need) == B:
+                    out[:, _JSD:] = ls
+                else:
+                    out[need, _JSD:] = ls
+        return out.cpu().numpy()
+
+    def on_finish(self, result: Any) -> None:
+        key = result.key
+        self._done[key] = self._build(key)
+
+    def _build(self, key: Any) -> TraceLayers:
+        steps = self._rows.pop(key, [])
+        toks = self._tokens.pop(key, [])
+        L = self._n
+        arr = np.stack(steps) if steps else np.zeros((0, 6, L), dtype=np.float32)  # (T, 6, L)
+        rank = arr[:, _RANK]
+        lens_pos = np.flatnonzero(~np.isnan(arr[:, _JSD, -1])) if self.lens else np.zeros(0, dtype=np.int64)
+        return TraceLayers(
+            key=key,
+            layers=self.layers.copy(),
+            tokens=np.asarray(toks, dtype=np.int32),
+            block_influence=np.ascontiguousarray(arr[:, _BI]),
+            norm=np.ascontiguousarray(arr[:, _NORM]),
+            jsd=np.ascontiguousarray(arr[:, _JSD]),
+            entropy=np.ascontiguousarray(arr[:, _ENT]),
+            top1_agree=np.ascontiguousarray(arr[:, _TOP1]),
+            rank=np.where(np.isnan(rank), -1, rank).astype(np.int32),
+            lens=self.label,
+            lens_every=self.lens_every,
+            lens_positions=lens_pos.astype(np.int32),
+            n_layers_original=self.loaded.n_layers_original,
+        )
+
+    def pop(self, key: Any) -> TraceLayers:
+        """The TraceLayers of the finished trace `key` (removed from the probe). KeyError if that trace
+        has not finished (or was already popped)."""
+        if key not in self._done:
+            state = "still running" if key in self._rows else "unknown or already popped"
+            raise KeyError(f"no finished trace {key!r} ({state})")
+        return self._done.pop(key)
+
+    def finished(self) -> list[Any]:
+        """Keys of finished traces not yet popped."""
+        return list(self._done)
+
+
+def capture(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    fmt: Any = None,
+    budget: int = 512,
+    sampling: Any = None,
+    *,
+    wait: int = 0,
+    answer_max: int = 64,
+    seed: int = 0,
+    batch_size: int = 16,
+    lens: bool = True,
+    lens_every: int = 1,
+    lens_topk: int | None = None,
+    chat: bool = True,
+    on_result: Callable[[Any, TraceLayers], None] | None = None,
+) -> list[tuple[Any, TraceLayers]]:
+    """Generate one trace per prompt with the scaling engine and the probe attached.
+
+    prompts: user texts, chat-templated with the format's thinking opener (`build_prompt`); with
+    `chat=False` they are used as full prompts. fmt: a ReasoningFormat, its name, or None (detected
+    from the tokenizer / the model's recorded format). sampling: None = the format's default. Sample i
+    gets the seed derive_seed(seed, str(i), 0). Returns [(GenResult, TraceLayers)] in prompt order;
+    `on_result(result, trace_layers)` is called as each trace finishes.
+    """
+    from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt, derive_seed
+    from layerprobe.scaling.formats import ReasoningFormat, detect_format, get_format
+
+    if isinstance(fmt, ReasoningFormat):
+        rf = fmt
+    elif isinstance(fmt, str):
+        rf = get_format(fmt)
+    else:
+        rf = detect_format(loaded.tokenizer, loaded.reasoning_format)
+    gen = TraceGenerator(loaded.model, loaded.tokenizer, rf, sampling)
+    reqs = [
+        GenRequest(
+            key=i,
+            prompt=build_prompt(loaded.tokenizer, rf, p) if chat else p,
+            budget=budget,
+            seed=derive_seed(seed, str(i), 0),
+            wait=wait,
+            answer_max=answer_max,
+        )
+        for i, p in enumerate(prompts)
+    ]
+    out: dict[int, tuple[Any, TraceLayers]] = {}
+    with LayerProbe(loaded, lens=lens, lens_every=lens_every, lens_topk=lens_topk) as probe:
+        for idx, res in gen.iter_generate(reqs, batch_size, observers=[probe]):
+            tl = probe.pop(res.key)
+            out[idx] = (res, tl)
+            if on_result is not None:
+                on_result(res, tl)
+    return [out[i] for i in range(len(reqs))]

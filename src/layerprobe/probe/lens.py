@@ -1,0 +1,134 @@
+"""Logit lens for the last position of every layer, all layers of a step in one stacked matmul.
+
+p_l = softmax(W_U · final_norm(h_l)) with the model's own final norm and unembedding (in the model's
+dtype, exactly what the model does after its last layer), log-softmax in float32. Against the last
+layer's lens p_L (= the model's own next-token distribution):
+
+- JSD(p_L ‖ p_l) = H(m) − (H(p_L) + H(p_l)) / 2 with m = (p_L + p_l) / 2, in nats (0 ≤ JSD ≤ ln 2);
+  the last layer's JSD is 0 by definition (set exactly, not computed);
+- entropy H(p_l) in nats;
+- top-1 agreement: argmax p_l == argmax p_L;
+- rank of a given token (the one fed next) under p_l: how many tokens have a strictly larger
+  log-probability (0 = top).
+
+`topk=K` restricts every layer's distribution to the final layer's top-K tokens (renormalised over
+those K): the matmul is then L×K instead of L×V per row. It is an approximation, labelled
+"topk:K" wherever it is stored; a token outside the top K gets rank K.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+N_LENS_STATS = 4  # jsd, entropy, top1_agree, rank
+LOG2 = math.log(2.0)
+# The full lens holds about three (rows × layers × vocab) float32 tensors at once; rows are processed
+# in groups so that one such tensor stays under this many elements (2**27 floats = 512 MiB).
+MAX_LENS_ELEMENTS = 1 << 27
+
+
+def final_logits(h: torch.Tensor, final_norm: nn.Module, unembed: nn.Module, softcap: float | None = None) -> torch.Tensor:
+    """unembed(final_norm(h)) as float32 (..., V), with optional logit soft-capping."""
+    z = unembed(final_norm(h)).float()
+    if softcap:
+        z = torch.tanh(z / softcap) * softcap
+    return z
+
+
+def _stats_from_logits(z: torch.Tensor, tokens: torch.Tensor, absent_rank: torch.Tensor | None = None) -> torch.Tensor:
+    """z: (B, L, V') float32 logits (consumed: modified in place); tokens: (B,) index into V' (any
+    value where absent_rank marks the token missing). Returns (B, 4, L) float32."""
+    B, L, _ = z.shape
+    lp = z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))  # log-probs, in place
+    tok_lp = lp.gather(-1, tokens.view(B, 1, 1).expand(B, L, 1))
+    rank = (lp > tok_lp).sum(-1).float()  # (B, L)
+    if absent_rank is not None:
+        rank = torch.where(absent_rank.view(B, 1) >= 0, absent_rank.view(B, 1).float(), rank)
+    top = lp.argmax(-1)
+    agree = (top == top[:, -1:]).float()
+    p = lp.exp()
+    ent = -torch.linalg.vecdot(p, lp)  # (B, L)
+    del lp, z
+    pf = p[:, -1:, :].clone()
+    m = p.add_(pf).mul_(0.5)  # mixture, in place
+    hm = -torch.special.xlogy(m, m).sum(-1)
+    jsd = (hm - 0.5 * (ent + ent[:, -1:])).clamp_min_(0.0)
+    jsd[:, -1] = 0.0
+    return torch.stack([jsd, ent, agree, rank], dim=1)
+
+
+def lens_stats(
+    h: torch.Tensor,
+    tokens: torch.Tensor,
+    final_norm: nn.Module,
+    unembed: nn.Module,
+    *,
+    topk: int | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Lens statistics of raw layer outputs h (B, L, H) (model dtype, before the final norm; the last
+    entry along L must be the last layer) for the tokens (B,) fed next. Returns (B, 4, L) float32:
+    jsd, entropy, top1_agree, rank."""
+    B, L, _ = h.shape
+    tokens = tokens.to(h.device, torch.long)
+    if topk is None:
+        weight = getattr(unembed, "weight", None)
+        vocab = weight.shape[0] if weight is not None else None
+        group = B if vocab is None else max(1, min(B, MAX_LENS_ELEMENTS // max(1, L * vocab)))
+        out = []
+        for s in range(0, B, group):
+            z = final_logits(h[s : s + group], final_norm, unembed, softcap)  # one matmul: (g·L, H) × (H, V)
+            out.append(_stats_from_logits(z, tokens[s : s + group]))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=0)
+    if not isinstance(unembed, nn.Linear):
+        raise TypeError("the top-k lens needs the unembedding to be a plain nn.Linear")
+    hn = final_norm(h)  # (B, L, H)
+    zf = F.linear(hn[:, -1], unembed.weight, unembed.bias).float()  # the final layer's full logits (B, V)
+    if softcap:
+        zf = torch.tanh(zf / softcap) * softcap
+    k = min(int(topk), zf.shape[-1])
+    idx = zf.topk(k, dim=-1).indices  # (B, K)
+    wk = unembed.weight[idx]  # (B, K, H)
+    z = torch.einsum("blh,bkh->blk", hn, wk)
+    if unembed.bias is not None:
+        z = z + unembed.bias[idx].unsqueeze(1)
+    z = z.float()
+    if softcap:
+        z = torch.tanh(z / softcap) * softcap
+    hit = idx == tokens.view(B, 1)  # (B, K)
+    present = hit.any(-1)
+    where = hit.float().argmax(-1)  # position of the token among the K (0 when absent)
+    absent = torch.where(present, torch.full_like(where, -1), torch.full_like(where, k))
+    return _stats_from_logits(z, where, absent)
+
+
+def log_probs(h: torch.Tensor, final_norm: nn.Module, unembed: nn.Module, softcap: float | None = None) -> torch.Tensor:
+    """Float32 log-softmax of the lens at h (..., H) → (..., V)."""
+    z = final_logits(h, final_norm, unembed, softcap)
+    return z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))
+
+
+def jsd_logprobs(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    """JSD(p ‖ q) in nats from float32 log-probabilities (..., V) → (...)."""
+    p, q = lp.exp(), lq.exp()
+    hp = -torch.linalg.vecdot(p, lp)
+    hq = -torch.linalg.vecdot(q, lq)
+    m = p.add_(q).mul_(0.5)
+    hm = -torch.special.xlogy(m, m).sum(-1)
+    return (hm - 0.5 * (hp + hq)).clamp_min_(0.0)
+
+
+def kl_logprobs(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) in nats from float32 log-probabilities (..., V) → (...)."""
+    p = lp.exp()
+    return torch.linalg.vecdot(p, lp - lq)
+
+
+def model_softcap(model: nn.Module) -> float | None:
+    """The config's final logit soft-cap (Gemma 2 style), if any."""
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    return float(cap) if cap else None

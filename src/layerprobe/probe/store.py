@@ -1,0 +1,137 @@
+"""Per-token, per-layer probe arrays of one trace (`TraceLayers`) and their .npz files.
+
+In memory every statistic is float32 (rank int32); on disk the statistics are float16 (small
+files; ~3 significant digits, which is what plots and settling depths need) except:
+
+- `rank` is int32: float16 holds integers exactly only up to 2048, and vocabularies are ~150k;
+- `norm` is written as float32 when a value would overflow float16 (|x| > 65504), float16 otherwise;
+  the loader accepts either.
+
+npz keys (schema_version 1): schema_version, kind="trace_layers", key (str), layers (L,) int16 =
+original layer indices, n_layers_original, tokens (T,) int32 (the token produced at each step,
+i.e. GenResult.all_ids), block_influence / norm / jsd / entropy / top1_agree (T, L), rank (T, L)
+int32, lens ("full" | "topk:K" | "none"), lens_every, lens_positions (steps where the lens ran).
+Statistics of steps where the lens did not run are NaN (rank −1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+STATS = ("block_influence", "norm", "jsd", "entropy", "top1_agree")
+LENS_STATS = ("jsd", "entropy", "top1_agree", "rank")
+_F16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass
+class TraceLayers:
+    """Per-layer statistics of every generated token of one trace.
+
+    Row n belongs to step n of the trace: the forward pass whose last position produced
+    `tokens[n]` (= GenResult.all_ids[n]); column i belongs to current layer i, whose original
+    index is `layers[i]`.
+
+    - block_influence: 1 − cos(layer input, layer output) at that position (a zero vector, e.g. the
+      embedding of a padding token fed as input, counts as cos 0);
+    - norm: ‖layer output‖₂ (the residual stream after the layer, before any final norm);
+    - jsd: JSD(p_final ‖ p_l) in nats, p_l = softmax(unembed(final_norm(h_l))) (logit lens),
+      p_final = the lens at the last layer = the model's own next-token distribution;
+    - entropy: entropy of p_l in nats;
+    - top1_agree: 1.0 where argmax p_l == argmax p_final, else 0.0;
+    - rank: rank of tokens[n] under p_l (0 = top); −1 where the lens did not run.
+    """
+
+    key: Any
+    layers: np.ndarray  # (L,) original indices
+    tokens: np.ndarray  # (T,) int32
+    block_influence: np.ndarray  # (T, L) float32
+    norm: np.ndarray
+    jsd: np.ndarray
+    entropy: np.ndarray
+    top1_agree: np.ndarray
+    rank: np.ndarray  # (T, L) int32
+    lens: str = "full"  # full | topk:K | none
+    lens_every: int = 1
+    lens_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    n_layers_original: int | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.layers.shape[0])
+
+    def stat(self, name: str) -> np.ndarray:
+        """The (T, L) array called `name` (one of STATS or "rank")."""
+        if name not in STATS and name != "rank":
+            raise KeyError(f"unknown statistic '{name}' (valid: {', '.join(STATS)}, rank)")
+        return getattr(self, name)
+
+
+def save_trace_layers(path: str | Path, tl: TraceLayers) -> Path:
+    """Write `tl` as a compressed .npz (see the module docstring for the keys)."""
+    path = Path(path)
+    norm = np.asarray(tl.norm, dtype=np.float32)
+    finite = norm[np.isfinite(norm)]
+    norm_dtype = np.float32 if finite.size and np.abs(finite).max() > _F16_MAX else np.float16
+    arrays: dict[str, Any] = {
+        "schema_version": np.int32(SCHEMA_VERSION),
+        "kind": np.array("trace_layers"),
+        "key": np.array(str(tl.key)),
+        "layers": np.asarray(tl.layers, dtype=np.int16),
+        "n_layers_original": np.int32(-1 if tl.n_layers_original is None else tl.n_layers_original),
+        "tokens": np.asarray(tl.tokens, dtype=np.int32),
+        "block_influence": np.asarray(tl.block_influence, dtype=np.float16),
+        "norm": norm.astype(norm_dtype),
+        "jsd": np.asarray(tl.jsd, dtype=np.float16),
+        "entropy": np.asarray(tl.entropy, dtype=np.float16),
+        "top1_agree": np.asarray(tl.top1_agree, dtype=np.float16),
+        "rank": np.asarray(tl.rank, dtype=np.int32),
+        "lens": np.array(tl.lens),
+        "lens_every": np.int32(tl.lens_every),
+        "lens_positions": np.asarray(tl.lens_positions, dtype=np.int32),
+    }
+    with open(path, "wb") as fh:  # a file handle: np.savez would append ".npz" to other suffixes
+        np.savez_compressed(fh, **arrays)
+    return path
+
+
+def _check_schema(data: Any, kind: str, path: Path) -> None:
+    version = int(data["schema_version"]) if "schema_version" in data else None
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {version}, this layerprobe reads {SCHEMA_VERSION}")
+    if "kind" in data and str(data["kind"]) != kind:
+        raise ValueError(f"{path}: holds '{data['kind']}', not '{kind}'")
+
+
+def load_trace_layers(path: str | Path) -> TraceLayers:
+    """Read a file written by `save_trace_layers`; statistics come back as float32 (rank int32).
+
+    The key comes back as a string (it is stored as one)."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as data:
+        _check_schema(data, "trace_layers", path)
+        f32 = lambda k: np.asarray(data[k], dtype=np.float32)  # noqa: E731
+        n_orig = int(data["n_layers_original"])
+        return TraceLayers(
+            key=str(data["key"]),
+            layers=np.asarray(data["layers"], dtype=np.int16),
+            tokens=np.asarray(data["tokens"], dtype=np.int32),
+            block_influence=f32("block_influence"),
+            norm=f32("norm"),
+            jsd=f32("jsd"),
+            entropy=f32("entropy"),
+            top1_agree=f32("top1_agree"),
+            rank=np.asarray(data["rank"], dtype=np.int32),
+            lens=str(data["lens"]),
+            lens_every=int(data["lens_every"]),
+            lens_positions=np.asarray(data["lens_positions"], dtype=np.int32),
+            n_layers_original=None if n_orig < 0 else n_orig,
+        )
