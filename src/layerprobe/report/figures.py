@@ -1,0 +1,428 @@
+"""Matplotlib figures (Agg backend) rendered to inline SVG: no files, no network, text kept as text."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from markupsafe import Markup
+
+from layerprobe.report.load import ALL, RunData
+from layerprobe.report.numbers import is_num
+
+BASE_COLOR = "#3b3b3b"
+PALETTE = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+DROPPED_COLOR = "#f4d6d6"
+_counter = itertools.count()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "svg.fonttype": "none", "svg.hashsalt": "layerprobe", "font.size": 9, "axes.titlesize": 10,
+        "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8, "legend.frameon": False,
+        "font.family": "sans-serif", "figure.dpi": 100,
+    })
+    return plt
+
+
+def variant_colors(names: Sequence[str], base: str | None = None) -> dict[str, str]:
+    out, pal = {}, iter(itertools.cycle(PALETTE))
+    for n in names:
+        out[n] = BASE_COLOR if n == base else next(pal)
+    return out
+
+
+def to_svg(fig: Any, alt: str) -> Markup:
+    """The figure as an inline <svg> (ids made unique per figure, no XML prolog or metadata)."""
+    plt = _plt()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    plt.close(fig)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    n = next(_counter)
+    svg = re.sub(r'id="([^"]+)"', rf'id="f{n}-\1"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", rf"url(#f{n}-\1)", svg)
+    svg = re.sub(r'href="#([^"]+)"', rf'href="#f{n}-\1"', svg)
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{_attr(alt)}" class="fig" ', 1)
+    return Markup(svg)
+
+
+def _attr(s: str) -> str:
+    return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _panel_groups(run: RunData) -> list[str]:
+    gs = run.groups()
+    return gs if gs else [ALL]
+
+
+def _subplots(n: int, width: float = 3.6, height: float = 2.7, rows: int = 1):
+    plt = _plt()
+    fig, axes = plt.subplots(rows, n, figsize=(max(4.5, width * n), height * rows), squeeze=False)
+    return fig, axes
+
+
+def accuracy_vs_budget(run: RunData, colors: dict[str, str]) -> Markup | None:
+    budgets = run.budgets()
+    if not budgets:
+        return None
+    groups = _panel_groups(run)
+    fig, axes = _subplots(len(groups))
+    for ax, g in zip(axes[0], groups):
+        for v in [s.name for s in run.variants]:
+            seq = run.vmetrics(v, g).get("sequential", {})
+            pts = [(b, seq[str(b)]) for b in budgets if str(b) in seq]
+            if not pts:
+                continue
+            xs = [b for b, _ in pts]
+            ys = [p.get("accuracy") for _, p in pts]
+            lo = [(p.get("ci") or [math.nan, math.nan])[0] for _, p in pts]
+            hi = [(p.get("ci") or [math.nan, math.nan])[1] for _, p in pts]
+            ax.plot(xs, ys, "o-", color=colors[v], label=v, lw=1.6, ms=4)
+            ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.15, lw=0)
+        if len(budgets) > 1:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(run.group_title(g))
+        ax.set_xlabel("thinking budget (tokens)")
+        ax.grid(alpha=0.25)
+    axes[0][0].set_ylabel("accuracy (band: 95 % CI)")
+    axes[0][-1].legend(loc="best")
+    return to_svg(fig, "accuracy versus thinking budget per variant")
+
+
+def parallel_curves(run: RunData, colors: dict[str, str]) -> Markup | None:
+    groups = _panel_groups(run)
+    if not any(run.vmetrics(v.name, g).get("parallel", {}).get("k") for v in run.variants for g in groups):
+        return None
+    fig, axes = _subplots(len(groups), height=2.4, rows=2)
+    for col, g in enumerate(groups):
+        for row, (key, name) in enumerate((("pass_at_k", "pass@k"), ("maj_at_k", "maj@k"))):
+            ax = axes[row][col]
+            for v in [s.name for s in run.variants]:
+                par = run.vmetrics(v, g).get("parallel", {})
+                ks = par.get("k") or []
+                curve = par.get(key) or {}
+                pts = [(k, curve[str(k)]) for k in ks if str(k) in curve]
+                if not pts:
+                    continue
+                xs = [k for k, _ in pts]
+                ax.plot(xs, [p.get("value") for _, p in pts], "o-", color=colors[v], label=v, lw=1.6, ms=4)
+                lo = [(p.get("ci") or [math.nan, math.nan])[0] for _, p in pts]
+                hi = [(p.get("ci") or [math.nan, math.nan])[1] for _, p in pts]
+                ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.15, lw=0)
+                if len(xs) > 1:
+                    ax.set_xscale("log", base=2)
+                ax.set_xticks(xs, [str(k) for k in xs])
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.25)
+            if row == 0:
+                ax.set_title(run.group_title(g))
+            else:
+                ax.set_xlabel("k (samples per problem)")
+            if col == 0:
+                ax.set_ylabel(f"{name} (band: 95 % CI)")
+    axes[0][-1].legend(loc="best")
+    return to_svg(fig, "pass@k and maj@k versus k per variant")
+
+
+def _dropped_spans(ax: Any, run: RunData, colors: dict[str, str], horizontal: bool = False) -> None:
+    for v in run.pruned:
+        for l in run.spec(v).dropped:
+            if horizontal:
+                ax.axhspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
+            else:
+                ax.axvspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
+                ax.annotate(f"dropped\nin {v}", (l, 1.0), xycoords=("data", "axes fraction"), ha="center", va="top",
+                            fontsize=7, color=colors[v])
+
+
+def block_influence(run: RunData, colors: dict[str, str]) -> Markup | None:
+    n_orig = int(run.info.model.n_layers)
+    if not run.has_probes:
+        return None
+    fig, axes = _subplots(1, width=9, height=3.0)
+    ax = axes[0][0]
+    _dropped_spans(ax, run, colors)
+    vals_all = []
+    for v in [s.name for s in run.variants]:
+        la = run.layers.get(v)
+        if not la:
+            continue
+        bi = la["per_layer"].get("block_influence") or []
+        pts = [(l, x) for l, x in zip(la["layers"], bi) if is_num(x)]
+        if pts:
+            base = v == run.base
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if base else "s--", color=colors[v], label=v,
+                    ms=7 if base else 4, lw=2.6 if base else 1.4, alpha=0.75 if base else 1.0, zorder=2 if base else 3)
+            vals_all += [p[1] for p in pts]
+    pos = [x for x in vals_all if x > 0]
+    if pos and max(pos) / max(min(pos), 1e-9) > 30:
+        ax.set_yscale("log")
+    ax.set_xticks(range(n_orig))
+    ax.set_xlim(-0.6, n_orig - 0.4)
+    ax.set_xlabel("original layer index (shaded: dropped in a pruned variant)")
+    ax.set_ylabel("block influence 1 \u2212 cos(in, out)")
+    ax.grid(alpha=0.25, axis="y")
+    ax.legend(loc="upper center", ncol=4, bbox_to_anchor=(0.5, -0.22))
+    return to_svg(fig, "block influence per original layer")
+
+
+def heatmap(run: RunData, key: str, label: str) -> Markup | None:
+    import numpy as np
+
+    names = [s.name for s in run.variants if run.layers.get(s.name) and run.layers[s.name].get("heatmaps", {}).get(key)]
+    if not names:
+        return None
+    n_orig = int(run.info.model.n_layers)
+    mats = {}
+    for v in names:
+        la = run.layers[v]
+        rows = la["heatmaps"][key]
+        nb = max((len(r) for r in rows), default=0)
+        m = np.full((n_orig, nb), np.nan)
+        for l, r in zip(la["layers"], rows):
+            if 0 <= l < n_orig:
+                m[l, : len(r)] = [x if is_num(x) else np.nan for x in r]
+        mats[v] = m
+    finite_vals = np.concatenate([m[np.isfinite(m)] for m in mats.values()])
+    if finite_vals.size == 0:
+        return None
+    vmin, vmax = float(np.nanmin(finite_vals)), float(np.nanmax(finite_vals))
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(names), figsize=(max(4.5, 3.3 * len(names)), 0.5 + 0.16 * n_orig + 1.2),
+                             squeeze=False, sharey=True)
+    im = None
+    for ax, v in zip(axes[0], names):
+        m = mats[v]
+        ax.set_facecolor("#eeeeee")
+        im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
+                       extent=(0, 1, -0.5, n_orig - 0.5), interpolation="nearest")
+        for l in run.spec(v).dropped:
+            ax.text(0.5, l, "dropped", ha="center", va="center", fontsize=7, color="#a00")
+        ax.set_title(v)
+        ax.set_xlabel("relative position in trace")
+    axes[0][0].set_ylabel("original layer")
+    step = max(1, n_orig // 12)
+    axes[0][0].set_yticks(range(0, n_orig, step))
+    fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.9)
+    return to_svg(fig, f"{label} heat map, layer by relative position")
+
+
+def settling(run: RunData, colors: dict[str, str]) -> Markup | None:
+    names = [s.name for s in run.variants if (run.layers.get(s.name) or {}).get("settling")]
+    if not names:
+        return None
+    fig, axes = _subplots(3, width=3.0, height=2.5)
+    for ax, key, title in ((axes[0][0], "mean_depth_fraction", "settling depth / model depth"),
+                           (axes[0][1], "deep_thinking_ratio", "deep-thinking ratio")):
+        vals = [run.layers[v]["settling"].get(key) for v in names]
+        ax.bar(range(len(names)), [x if is_num(x) else 0 for x in vals], color=[colors[v] for v in names])
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        for i, x in enumerate(vals):
+            if is_num(x):
+                ax.text(i, x + 0.02, f"{x:.2f}", ha="center", fontsize=8)
+    ax = axes[0][2]
+    per_trace = {v: [x for x in run.layers[v]["settling"].get("per_trace_deep_thinking_ratio") or [] if is_num(x)] for v in names}
+    if any(per_trace.values()) and not any(run.layers[v]["settling"].get("histogram") for v in names):
+        for i, v in enumerate(names):
+            xs = per_trace[v]
+            ax.scatter(xs, [i + 0.25 * (((k * 7919) % 11) - 5) / 5 for k in range(len(xs))], s=9, alpha=0.6, color=colors[v])
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_title("deep-thinking ratio per trace")
+        ax.set_xlabel("share of deep-thinking tokens")
+        return to_svg(fig, "settling depth and deep-thinking ratio per variant")
+    for v in names:
+        h = run.layers[v]["settling"].get("histogram")
+        counts, xs = None, None
+        if isinstance(h, dict):
+            counts = h.get("counts")
+            xs = h.get("layers") or h.get("edges")
+        elif isinstance(h, list):
+            counts = h
+        if not counts or not all(is_num(c) for c in counts):
+            continue
+        tot = sum(counts) or 1
+        layers = run.layers[v]["layers"]
+        if not xs or len(xs) < len(counts):
+            xs = layers if len(layers) == len(counts) else list(range(len(counts)))
+        ax.step(xs[: len(counts)], [c / tot for c in counts], where="mid", color=colors[v], label=v)
+    ax.set_title("settling layer (share of tokens)")
+    ax.set_xlabel("layer")
+    ax.legend()
+    return to_svg(fig, "settling depth and deep-thinking ratio per variant")
+
+
+def teacher_forced_kl(run: RunData, colors: dict[str, str]) -> Markup | None:
+    names = [v for v in run.pruned if ((run.layers.get(v) or {}).get("teacher_forced") or {}).get("kl_by_relpos")]
+    if not names:
+        return None
+    fig, axes = _subplots(1, width=8, height=2.8)
+    ax = axes[0][0]
+    for v in names:
+        rel = run.layers[v]["teacher_forced"]["kl_by_relpos"]
+        nb = len(rel)
+        ax.plot([(j + 0.5) / nb for j in range(nb)], [x if is_num(x) else math.nan for x in rel], "-",
+                color=colors[v], label=f"{v}: KL({run.base} \u2016 {v})", lw=1.8)
+        onset = run.vmetrics(v).get("behaviour", {}).get("mean_loop_onset_fraction")
+        if is_num(onset):
+            ax.axvline(onset, color=colors[v], ls="--", lw=1, label=f"mean loop onset in {v}'s own traces")
+        div = run.layers[v]["teacher_forced"].get("onset_fraction_mean")
+        if is_num(div):
+            ax.axvline(div, color=colors[v], ls=":", lw=1.4, label=f"mean divergence onset (KL stays high)")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"relative position in {run.base}'s trace")
+    ax.set_ylabel("KL (nats), next token")
+    ax.grid(alpha=0.25)
+    ax.legend(loc="upper left")
+    return to_svg(fig, "teacher-forced KL along the trace")
+
+
+def reflections(run: RunData, colors: dict[str, str]) -> Markup | None:
+    names = [s.name for s in run.variants]
+    words: list[str] = []
+    for v in names:
+        for w in run.vmetrics(v).get("behaviour", {}).get("reflections_by_word_per_1k", {}):
+            if w not in words:
+                words.append(w)
+    rates = {v: run.vmetrics(v).get("behaviour", {}).get("reflections_by_word_per_1k", {}) for v in names}
+    zero = [w for w in words if not any(is_num(rates[v].get(w)) and rates[v].get(w) > 0 for v in names)]
+    words = [w for w in words if w not in zero]
+    if not words:
+        return None
+    fig, axes = _subplots(1, width=8, height=0.9 + 0.3 * len(words) * max(1, len(names)) ** 0.5)
+    ax = axes[0][0]
+    h = 0.8 / len(names)
+    for i, v in enumerate(names):
+        d = run.vmetrics(v).get("behaviour", {}).get("reflections_by_word_per_1k", {})
+        ax.barh([j + i * h for j in range(len(words))], [d.get(w, 0) for w in words], height=h, color=colors[v], label=v)
+    ax.set_yticks([j + 0.4 - h / 2 for j in range(len(words))], words)
+    ax.invert_yaxis()
+    ax.set_xlabel("per 1,000 thinking tokens (all traces)" + (f"; never used: {', '.join(zero)}" if zero else ""))
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(names), 5))
+    return to_svg(fig, "reflection words per 1k thinking tokens")
+
+
+def loops(run: RunData, colors: dict[str, str]) -> Markup | None:
+    groups = _panel_groups(run)
+    names = [s.name for s in run.variants]
+    fig, axes = _subplots(2, width=4.2, height=2.7)
+    ax = axes[0][0]
+    w = 0.8 / len(names)
+    for i, v in enumerate(names):
+        xs, ys, lo, hi = [], [], [], []
+        for j, g in enumerate(groups):
+            b = run.vmetrics(v, g).get("behaviour", {})
+            if not is_num(b.get("loop_rate")):
+                continue
+            ci = b.get("loop_ci") or [b["loop_rate"], b["loop_rate"]]
+            xs.append(j + i * w)
+            ys.append(b["loop_rate"])
+            lo.append(max(0.0, b["loop_rate"] - ci[0]))
+            hi.append(max(0.0, ci[1] - b["loop_rate"]))
+        ax.bar(xs, ys, width=w, color=colors[v], label=v, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
+    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(groups))], groups)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("loop rate (bar: 95 % CI)")
+    ax.set_title("traces that end in a loop")
+    ax.legend()
+    ax = axes[0][1]
+    for i, v in enumerate(names):
+        fr = [s.repetition["loop_onset"] / max(1, s.repetition.get("length") or 1)
+              for s in run.samples if s.variant == v and s.repetition.get("loop") and is_num(s.repetition.get("loop_onset"))]
+        if fr:
+            jitter = [(i + 0.1 * ((k * 7919) % 11 - 5) / 5) for k in range(len(fr))]
+            ax.scatter(fr, jitter, s=10, color=colors[v], alpha=0.6)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("loop onset (fraction of the trace)")
+    ax.set_title("where loops start (one dot per looping trace)")
+    return to_svg(fig, "loop rate and loop onset")
+
+
+def lengths(run: RunData, colors: dict[str, str]) -> Markup | None:
+    groups = _panel_groups(run)
+    names = [s.name for s in run.variants]
+    if not run.samples:
+        return None
+    fig, axes = _subplots(len(groups), height=2.5)
+    top = max(s.thinking_tokens for s in run.samples) or 1
+    bins = min(30, max(5, top // 4))
+    for ax, g in zip(axes[0], groups):
+        for v in names:
+            xs = [s.thinking_tokens for s in run.samples if s.variant == v and (g == ALL or s.group == g)]
+            if xs:
+                ax.hist(xs, bins=bins, range=(0, top), histtype="step", color=colors[v], label=v, lw=1.5)
+        for b in run.budgets():
+            ax.axvline(b, color="#999", lw=0.6, ls=":")
+        ax.set_title(run.group_title(g))
+        ax.set_xlabel("thinking tokens (dotted: budgets)")
+    axes[0][0].set_ylabel("traces")
+    axes[0][-1].legend()
+    return to_svg(fig, "distribution of thinking lengths")
+
+
+def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, label: str, color: str) -> Markup:
+    fig, axes = _subplots(1, width=7, height=1.8)
+    ax = axes[0][0]
+    ax.plot(range(len(kl)), kl, color=color, lw=1.2)
+    if onset is not None and onset >= 0:
+        ax.axvline(onset, color="#000", ls="--", lw=1)
+        ax.annotate("divergence onset", (onset, 0.95), xycoords=("data", "axes fraction"), fontsize=7, va="top", ha="right", rotation=90)
+    if loop_onset is not None and loop_onset >= 0:
+        ax.axvline(loop_onset, color=color, ls=":", lw=1.2)
+        ax.annotate("pruned trace starts looping", (loop_onset, 0.95), xycoords=("data", "axes fraction"), fontsize=7,
+                    va="top", ha="left", rotation=90, color=color)
+    ax.set_xlabel("token position in the base trace")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(label, fontsize=9)
+    ax.grid(alpha=0.25)
+    return to_svg(fig, label)
+
+
+def compare_runs(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) -> Markup | None:
+    """Accuracy vs budget for every (run, variant), one panel per regime, legend shared (drawn in HTML)."""
+    regimes: list[str] = []
+    for r in runs:
+        for g in r.groups() or [ALL]:
+            reg = r.regime(g) if g != ALL else ALL
+            if reg not in regimes:
+                regimes.append(reg)
+    if not regimes:
+        return None
+    fig, axes = _subplots(len(regimes))
+    styles = ["-", "--", ":", "-."]
+    for ax, reg in zip(axes[0], regimes):
+        for ri, r in enumerate(runs):
+            gs = [g for g in (r.groups() or [ALL]) if (r.regime(g) if g != ALL else ALL) == reg]
+            if not gs:
+                continue
+            g = gs[0]
+            for v in [s.name for s in r.variants]:
+                seq = r.vmetrics(v, g).get("sequential", {})
+                pts = sorted((int(b), p) for b, p in seq.items())
+                if pts:
+                    ax.plot([b for b, _ in pts], [p.get("accuracy") for _, p in pts], "o", ls=styles[ri % 4],
+                            color=colors[(r.label, v)], ms=4, lw=1.5)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(reg)
+        ax.set_xlabel("thinking budget (tokens)")
+        ax.grid(alpha=0.25)
+    axes[0][0].set_ylabel("accuracy")
+    return to_svg(fig, "accuracy versus budget for every run and variant")

@@ -1,0 +1,93 @@
+"""Numbers as the report shows them: one formatting for every number, each number carrying the
+path of the value it came from (`data-src` in the HTML) so that a reader, and the tests, can
+trace every figure in the narrative back to metrics.json or to the report's own derived table."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from markupsafe import Markup, escape
+
+MINUS = "\u2212"
+
+
+def is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def fmt(x: Any, kind: str = "p") -> str:
+    """p: proportion/score with 2 decimals; d: signed difference; i: integer; f1: one decimal; f3: 3 decimals."""
+    if not is_num(x):
+        return "n/a"
+    if kind == "i":
+        return f"{int(round(x)):,}"
+    if kind == "d":
+        s = f"{x:+.2f}"
+        return s.replace("-", MINUS) if s not in ("+0.00", "-0.00") else "0.00"
+    if kind == "d1":
+        s = f"{x:+.1f}"
+        return s.replace("-", MINUS) if s not in ("+0.0", "-0.0") else "0.0"
+    if kind == "d3":
+        s = f"{x:+.3f}"
+        return s.replace("-", MINUS) if s not in ("+0.000", "-0.000") else "0.000"
+    if kind == "f1":
+        return f"{x:.1f}".replace("-", MINUS)
+    if kind == "f3":
+        return f"{x:.3f}".replace("-", MINUS)
+    if kind == "pct":
+        return f"{100 * x:.0f} %"
+    return f"{x:.2f}".replace("-", MINUS)
+
+
+@dataclass(frozen=True)
+class Num:
+    """A shown number: its value, its format and where it came from (a key path)."""
+
+    value: Any
+    kind: str
+    src: tuple[Any, ...]
+
+    @property
+    def text(self) -> str:
+        return fmt(self.value, self.kind)
+
+    def __html__(self) -> str:
+        return str(Markup('<span class="num" data-src="{}">{}</span>').format(json.dumps(list(self.src)), self.text))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def lookup(root: Any, path: Sequence[Any]) -> Any:
+    """Follow a key path (dict keys / list indices) into nested data; None when it is not there."""
+    cur = root
+    for key in path:
+        if isinstance(cur, dict):
+            cur = cur.get(key if key in cur else str(key))
+        elif isinstance(cur, list) and isinstance(key, int) and -len(cur) <= key < len(cur):
+            cur = cur[key]
+        else:
+            return None
+    return cur
+
+
+class Sentence:
+    """A sentence made of text parts and Nums; renders with everything but the markup escaped."""
+
+    def __init__(self, *parts: Any, tone: str = "") -> None:
+        self.parts = parts
+        self.tone = tone  # "", "drop", "noise", "rise": used for a subtle marker only
+
+    def nums(self) -> list[Num]:
+        return [p for p in self.parts if isinstance(p, Num)]
+
+    def __html__(self) -> str:
+        return "".join(p.__html__() if isinstance(p, Num) else str(escape(p)) for p in self.parts)
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text if isinstance(p, Num) else str(p) for p in self.parts)
