@@ -1,0 +1,83 @@
+"""Teacher-forced comparison: zero against itself, positive after dropping a layer, equal to an
+independent computation, independent of the chunk size; onset; files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layerprobe import drop_layers
+from layerprobe.probe.teacher import kl_onset, load_teacher_forced, save_teacher_forced, teacher_forced
+from tests.probe_ref import lively_loaded, reference_stats
+
+PROMPT = [2, 10, 11, 12, 13]
+
+
+def _trace(n=40, seed=0):
+    return torch.randint(6, 128, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def test_base_against_itself_is_zero(one_thread):
+    base = lively_loaded("qwen3")
+    tf = teacher_forced(base, base, PROMPT, _trace(), chunk=16)
+    assert tf.kl.shape == (40,) and tf.drift.shape == (40, 6)
+    assert tf.layers.tolist() == list(range(6))
+    assert np.abs(tf.kl).max() <= 1e-6 and np.abs(tf.drift).max() <= 1e-6
+    assert tf.onset is None
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_pruned_divergence_matches_reference_and_chunking(family, one_thread):
+    base = lively_loaded(family)
+    pruned = drop_layers(base, [2])
+    trace = _trace()
+    whole = teacher_forced(base, pruned, PROMPT, trace, chunk=512, threshold=0.05, window=4)
+    assert whole.layers.tolist() == [0, 1, 3, 4, 5]
+    # independent: one uncached forward of each model, float64 KL
+    ids = torch.tensor([PROMPT + trace[:-1]])
+    with torch.no_grad():
+        lb = torch.log_softmax(base.model(ids).logits[0, len(PROMPT) - 1 :].double(), -1)
+        lq = torch.log_softmax(pruned.model(ids).logits[0, len(PROMPT) - 1 :].double(), -1)
+    kl = (lb.exp() * (lb - lq)).sum(-1).numpy()
+    assert kl.mean() > 0.05  # the dropped layer matters in this model
+    np.testing.assert_allclose(whole.kl, kl, atol=1e-4)
+    # drift: layers before the dropped one see identical inputs; after it they differ
+    assert np.abs(whole.drift[:, :2]).max() <= 1e-6 and whole.drift[:, 2:].mean() > 1e-3
+    ref_b = reference_stats(base, PROMPT, trace)["logprobs"]  # (6, T, V) lens of every base layer
+    ref_p = reference_stats(pruned, PROMPT, trace)["logprobs"]  # (5, T, V)
+    for j, orig in enumerate([0, 1, 3, 4, 5]):
+        p, q = ref_b[orig].exp(), ref_p[j].exp()
+        m = 0.5 * (p + q)
+        jsd = 0.5 * (p * (p.log() - m.log())).sum(-1) + 0.5 * (q * (q.log() - m.log())).sum(-1)
+        np.testing.assert_allclose(whole.drift[:, j], jsd.numpy(), atol=1e-4)
+    for chunk in (1, 3, 7):
+        part = teacher_forced(base, pruned, PROMPT, trace, chunk=chunk, threshold=0.05, window=4)
+        np.testing.assert_allclose(part.kl, whole.kl, atol=1e-5)
+        np.testing.assert_allclose(part.drift, whole.drift, atol=1e-5)
+        assert part.onset == whole.onset
+    assert whole.onset == kl_onset(kl, 0.05, 4)
+
+
+def test_onset_definition():
+    kl = np.array([0.0, 0.3, 0.3, 0.0, 0.3, 0.3, 0.3, 0.3, 0.0])
+    assert kl_onset(kl, threshold=0.2, window=1) == 1
+    assert kl_onset(kl, threshold=0.2, window=2) == 1
+    assert kl_onset(kl, threshold=0.2, window=3) == 4
+    assert kl_onset(kl, threshold=0.2, window=4) == 4
+    assert kl_onset(kl, threshold=0.2, window=5) is None
+    assert kl_onset(kl, threshold=0.3, window=1) is None  # strictly above
+    assert kl_onset(kl[:2], threshold=0.2, window=3) is None
+
+
+def test_save_and_load(tmp_path, one_thread):
+    base = lively_loaded("qwen3")
+    tf = teacher_forced(base, drop_layers(base, [0, 5]), PROMPT, _trace(12), chunk=5, threshold=0.01, window=2, key="p1")
+    back = load_teacher_forced(save_teacher_forced(tmp_path / "tf.npz", tf))
+    with np.load(tmp_path / "tf.npz") as d:
+        assert d["kl"].dtype == np.float16 and d["drift"].dtype == np.float16 and d["layers"].dtype == np.int16
+    assert back.layers.tolist() == [1, 2, 3, 4] and back.key == "p1" and back.onset == tf.onset
+    assert back.threshold == 0.01 and back.window == 2 and back.chunk == 5
+    np.testing.assert_array_equal(back.tokens, tf.tokens)
+    np.testing.assert_allclose(back.kl, tf.kl, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(back.drift, tf.drift, rtol=1e-3, atol=1e-4)
