@@ -1,10 +1,121 @@
-"""`layerprobe analyze` (being built: issue #8)."""
+"""`layerprobe analyze`: base and pruned variants side by side in one resumable run directory."""
 
 from __future__ import annotations
 
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from layerprobe.cli.common import DeviceOpt, DtypeOpt
 from layerprobe.errors import UserError
+from layerprobe.prune.surgery import parse_layer_list
 
 
-def analyze() -> None:
+def _int_list(text: str, flag: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise UserError(f"{flag} '{text}': expected comma-separated integers such as 256,512") from None
+    return vals
+
+
+def analyze(
+    model: Annotated[str, typer.Option("--model", "-m", help="alias, hub id, local directory or .gguf (default: the embedded toy)")] = "toy",
+    drop: Annotated[list[str] | None, typer.Option("--drop", help="original layers to remove for one variant, e.g. 20,21 (repeatable)")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="choose layers by method: shortgpt | reverse | reverse-keep-final | angular | laco | ppl (repeatable)")] = None,
+    n_drop: Annotated[int | None, typer.Option("--n-drop", help="layers each --method removes (default 2)")] = None,
+    calib: Annotated[Path | None, typer.Option("--calib", help="calibration text for --method (one document per line)")] = None,
+    calib_traces: Annotated[int | None, typer.Option("--calib-traces", help="calibrate --method on N of the model's own traces")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="task (see `layerprobe tasks`; default toy-mix for the toy, aime24 otherwise)")] = None,
+    task_file: Annotated[Path | None, typer.Option("--task-file", help="local JSONL with id/question/answer for hub tasks offline")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="problems per task group")] = None,
+    budgets: Annotated[str | None, typer.Option("--budgets", help="thinking budgets in tokens, e.g. 512,1024,2048")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", "-n", help="parallel samples per problem")] = None,
+    parallel_budget: Annotated[int | None, typer.Option("--parallel-budget", help="thinking budget of the parallel samples (default: the largest budget)")] = None,
+    wait: Annotated[int, typer.Option("--wait", help="replace up to N early ends of thinking by 'Wait'")] = 0,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="sampling temperature (default: the reasoning format's)")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k")] = None,
+    answer_max: Annotated[int | None, typer.Option("--answer-max", help="token cap of the answer after thinking")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="run seed; every sample's seed derives from it")] = 0,
+    fmt: Annotated[str | None, typer.Option("--format", help="reasoning format: think-tags | s1 (default: detected)")] = None,
+    no_probes: Annotated[bool, typer.Option("--no-probes", help="skip per-layer probes and the teacher-forced comparison")] = False,
+    no_lens: Annotated[bool, typer.Option("--no-lens", help="probes without the logit lens (block influence and norms only)")] = False,
+    lens_every: Annotated[int, typer.Option("--lens-every", help="logit lens on every k-th token only")] = 1,
+    no_teacher_forced: Annotated[bool, typer.Option("--no-teacher-forced", help="skip running pruned models over base traces")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="real models: small budgets and sample counts for a first look")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="sequences per batch (default: auto; halves on out-of-memory)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<timestamp>-<model>); an existing run resumes")] = None,
+    force: Annotated[bool, typer.Option("--force", help="start afresh in an --out that holds a run with other settings")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="do not render report.html")] = False,
+) -> None:
     """Base and pruned variants side by side in one resumable run directory."""
-    raise UserError("layerprobe analyze is not built yet")
+    from layerprobe.cli.summary_table import print_summary
+    from layerprobe.runs.plan import AnalyzeSettings
+
+    drops = [parse_layer_list(d) for d in (drop or [])]
+    methods: list[str] = []
+    for m in method or []:
+        methods += [x.strip() for x in m.split(",") if x.strip()]
+    settings = AnalyzeSettings(
+        model=model, drops=drops, methods=methods, n_drop=n_drop, calib=str(calib) if calib else None,
+        calib_traces=calib_traces, task=task, task_file=str(task_file) if task_file else None, limit=limit,
+        budgets=_int_list(budgets, "--budgets") if budgets is not None else None, samples=samples,
+        parallel_budget=parallel_budget, wait=wait, temperature=temperature, top_p=top_p, top_k=top_k,
+        answer_max=answer_max, seed=seed, probes=not no_probes, lens=not no_lens, lens_every=lens_every,
+        teacher_forced=not no_teacher_forced, reasoning_format=fmt, device=device, dtype=dtype,
+        batch_size=batch_size, out=out, force=force, report=not no_report, quick=quick,
+    )
+    if calib is not None and not calib.is_file():
+        raise UserError(f"--calib {calib}: no such file")
+    if task_file is not None and not task_file.is_file():
+        raise UserError(f"--task-file {task_file}: no such file")
+    settings.check()
+
+    def _terminate(signum: int, frame: object) -> None:  # kill / SIGTERM: stop like Ctrl-C, run marked interrupted
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        analysis = _run(settings)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print_summary(analysis.out, Console())
+    if settings.report:
+        Console().print(f"report: {analysis.report_path}")
+    Console().print(f"run directory: {analysis.out}")
+
+
+def _run(settings: Any) -> Any:
+    from layerprobe.runs.analyze import Analysis
+
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        analysis = Analysis(settings, progress, argv=sys.argv)
+        analysis.run()
+    return analysis

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - internal failure: one line unless debugging
         if os.environ.get("LAYERPROBE_DEBUG"):
             raise
-        _fail(1, f"internal error: {type(exc).__name__}: {exc} (set LAYERPROBE_DEBUG=1 for the traceback)")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _fail(1, f"internal error: {type(exc).__name__}: {first} (set LAYERPROBE_DEBUG=1 for the traceback)")
     sys.exit(result if isinstance(result, int) else 0)
 
 

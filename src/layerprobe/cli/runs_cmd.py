@@ -1,10 +1,46 @@
-"""`layerprobe runs` (being built: issue #8)."""
+"""`layerprobe runs`: list run directories (model, variants, task, status, traces, date)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
 
 from layerprobe.errors import UserError
 
 
-def runs() -> None:
-    """List run directories."""
-    raise UserError("layerprobe runs is not built yet")
+def runs(
+    root: Annotated[Path, typer.Argument(help="folder holding run directories")] = Path("runs"),
+) -> None:
+    """List run directories: model, variants, task, status, traces done and date."""
+    from layerprobe.runs.store import (
+        SAMPLES_FILE,
+        effective_status,
+        is_run_dir,
+        read_run_info,
+    )
+
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder (run directories are created by `layerprobe analyze`, default ./runs)")
+    dirs = sorted([root] if is_run_dir(root) else [d for d in root.iterdir() if is_run_dir(d)])
+    if not dirs:
+        Console().print(f"no run directories in {root}")
+        return
+    t = Table(title=f"runs in {root}")
+    for col in ("run", "model", "variants", "task", "status", "traces", "updated"):
+        t.add_column(col)
+    for d in dirs:
+        try:
+            info = read_run_info(d)
+        except UserError as exc:
+            t.add_row(d.name, "", "", "", f"unreadable: {exc}", "", "")
+            continue
+        samples = d / SAMPLES_FILE
+        n = sum(1 for _ in open(samples, "rb")) if samples.is_file() else 0
+        variants = ", ".join(v.name for v in info.variants)
+        done = f"{n}/{info.expected_traces}" if info.expected_traces else str(n)
+        t.add_row(d.name, info.model.id, variants, info.task.name, effective_status(info), done, info.updated[:16].replace("T", " "))
+    Console().print(t)

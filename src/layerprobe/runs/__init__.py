@@ -10,7 +10,13 @@ from layerprobe.runs.schema import (
     VariantSpec,
     trace_key,
 )
-from layerprobe.runs.store import RunStore, is_run_dir, read_metrics, read_run_info, read_samples
+from layerprobe.runs.store import (
+    RunStore,
+    is_run_dir,
+    read_metrics,
+    read_run_info,
+    read_samples,
+)
 
 __all__ = [
     "SCHEMA_VERSION", "LayerAggregates", "MetricsFile", "RunConfig", "RunInfo", "SampleRecord", "VariantSpec",

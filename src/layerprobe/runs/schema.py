@@ -70,7 +70,7 @@ class RunConfig(_Model):
 
 class ModelInfo(_Model):
     id: str
-    source: str
+    source: str | dict[str, Any]
     source_kind: str | None = None
     family: str | None = None
     dtype: str | None = None
@@ -81,7 +81,7 @@ class ModelInfo(_Model):
 
 class TaskRecord(_Model):
     name: str
-    source: str
+    source: str | dict[str, Any]
     answer_type: str
     regime: str | None = None
     n_problems: int
@@ -105,6 +105,8 @@ class RunInfo(_Model):
     versions: dict[str, str] = Field(default_factory=dict)
     expected_traces: int | None = None
     timings: dict[str, float] = Field(default_factory=dict)  # seconds per phase
+    pid: int | None = None  # process writing the run while status is "running"
+    host: str | None = None
 
 
 class SampleRecord(_Model):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from layerprobe.errors import UserError
-from layerprobe.runs.schema import SCHEMA_VERSION, MetricsFile, RunConfig, RunInfo, SampleRecord
+from layerprobe.runs.schema import (
+    SCHEMA_VERSION,
+    MetricsFile,
+    RunConfig,
+    RunInfo,
+    SampleRecord,
+)
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -31,15 +39,39 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it over `path` (never a half-written file)."""
+    """Write strict JSON to a temporary file and rename it over `path` (never a half-written file)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False, allow_nan=True)
+        json.dump(strict_json(data), fh, indent=1, ensure_ascii=False, allow_nan=False)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def effective_status(info: RunInfo) -> str:
+    """The run's status, with a "running" run whose process is gone on this host shown as "interrupted"."""
+    if info.status != "running" or info.pid is None or info.host != socket.gethostname():
+        return info.status
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except PermissionError:
+        return info.status
+    return info.status
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
@@ -194,6 +226,8 @@ class RunStore:
 
     def set_status(self, status: str) -> None:
         self.info.status = status  # type: ignore[assignment]
+        self.info.pid = os.getpid() if status == "running" else None
+        self.info.host = socket.gethostname()
         self.info.updated = now()
         write_json_atomic(self.dir / "run.json", self.info.model_dump(mode="json"))
 
@@ -208,7 +242,7 @@ class RunStore:
         key = record.key()
         if key in self._keys:
             return False
-        line = json.dumps(record.model_dump(mode="json"), ensure_ascii=False, allow_nan=True)
+        line = json.dumps(strict_json(record.model_dump(mode="json")), ensure_ascii=False, allow_nan=False)
         if self._fh is None:
             self._fh = open(self.dir / SAMPLES_FILE, "a", encoding="utf-8")
         self._fh.write(line + "\n")

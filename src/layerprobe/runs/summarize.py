@@ -23,7 +23,14 @@ from layerprobe.metrics import (
 )
 from layerprobe.metrics.selfbleu import self_bleu_across_samples
 from layerprobe.runs.schema import MetricsFile, RunInfo, SampleRecord
-from layerprobe.runs.store import LAYERS_DIR, METRICS_FILE, now, read_run_info, read_samples, write_json_atomic
+from layerprobe.runs.store import (
+    LAYERS_DIR,
+    METRICS_FILE,
+    now,
+    read_run_info,
+    read_samples,
+    write_json_atomic,
+)
 
 ALL = "all"
 

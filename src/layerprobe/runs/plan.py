@@ -1,0 +1,142 @@
+"""What an analysis will run: settings with their defaults, the variants and the list of traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from layerprobe.errors import UserError
+from layerprobe.runs.schema import Mode
+
+#: Defaults per kind of model: the toy must finish in about two minutes on a laptop CPU; real
+#: models follow the study (budgets 512 ... 8192, 16 samples); --quick is a first look.
+TOY_DEFAULTS = {"budgets": [8, 16, 32, 64], "samples": 8, "limit": 10, "n_drop": 2, "methods": ["shortgpt", "reverse"]}
+REAL_DEFAULTS = {"budgets": [512, 1024, 2048, 4096, 8192], "samples": 16, "limit": None, "n_drop": 2, "methods": ["shortgpt"]}
+QUICK_DEFAULTS = {"budgets": [256, 1024], "samples": 4, "limit": 10, "n_drop": 2, "methods": ["shortgpt"]}
+
+
+@dataclass
+class AnalyzeSettings:
+    """Everything `layerprobe analyze` was asked for (None = use the default for this model)."""
+
+    model: str = "toy"
+    drops: list[list[int]] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    n_drop: int | None = None
+    calib: str | None = None  # file path; default: the model's own traces for the toy, embedded text otherwise
+    calib_traces: int | None = None
+    task: str | None = None
+    task_file: str | None = None
+    limit: int | None = None
+    budgets: list[int] | None = None
+    samples: int | None = None
+    parallel_budget: int | None = None
+    wait: int = 0
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    answer_max: int | None = None
+    seed: int = 0
+    probes: bool = True
+    lens: bool = True
+    lens_every: int = 1
+    teacher_forced: bool = True
+    reasoning_format: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int | None = None
+    out: Path | None = None
+    force: bool = False
+    report: bool = True
+    quick: bool = False
+
+    def check(self) -> None:
+        """Reject settings that cannot be right, before anything is loaded (UserError, exit 2)."""
+        if self.budgets is not None:
+            if not self.budgets:
+                raise UserError("--budgets: give at least one thinking budget, e.g. 256,512")
+            bad = [b for b in self.budgets if b <= 0]
+            if bad:
+                raise UserError(f"--budgets: every budget must be a positive number of tokens, got {bad[0]}")
+        if self.samples is not None and self.samples < 1:
+            raise UserError(f"--samples {self.samples}: must be at least 1")
+        if self.parallel_budget is not None and self.parallel_budget <= 0:
+            raise UserError(f"--parallel-budget {self.parallel_budget}: must be a positive number of tokens")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit {self.limit}: must be at least 1")
+        if self.wait < 0:
+            raise UserError(f"--wait {self.wait}: must be 0 or more")
+        if self.temperature is not None and self.temperature < 0:
+            raise UserError(f"--temperature {self.temperature}: must be 0 (greedy) or more")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.answer_max is not None and self.answer_max < 1:
+            raise UserError(f"--answer-max {self.answer_max}: must be at least 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.lens_every < 1:
+            raise UserError(f"--lens-every {self.lens_every}: must be at least 1")
+        if self.n_drop is not None and not self.methods:
+            raise UserError("--n-drop applies to --method; with --drop, list the layers themselves")
+        if self.n_drop is not None and self.n_drop < 1:
+            raise UserError(f"--n-drop {self.n_drop}: must be at least 1")
+        if self.calib is not None and self.calib_traces is not None:
+            raise UserError("--calib and --calib-traces are exclusive: give one calibration source")
+        if len({tuple(d) for d in self.drops}) < len(self.drops):
+            raise UserError("--drop: the same layer list is given twice")
+        if len(set(self.methods)) < len(self.methods):
+            raise UserError("--method: the same method is given twice")
+
+    def resolve(self, is_toy: bool) -> None:
+        """Fill unset settings with the defaults for this kind of model."""
+        d = TOY_DEFAULTS if is_toy else (QUICK_DEFAULTS if self.quick else REAL_DEFAULTS)
+        if not self.drops and not self.methods:
+            self.methods = list(d["methods"])
+            if self.n_drop is None:
+                self.n_drop = d["n_drop"]
+        if self.methods and self.n_drop is None:
+            self.n_drop = d["n_drop"]
+        if self.budgets is None:
+            self.budgets = list(d["budgets"])
+        self.budgets = sorted(set(self.budgets))
+        if self.samples is None:
+            self.samples = d["samples"]
+        if self.limit is None:
+            self.limit = d["limit"]
+        if self.parallel_budget is None:
+            self.parallel_budget = self.budgets[-1]
+        if self.task is None:
+            self.task = "toy-mix" if is_toy else "aime24"
+        if self.answer_max is None:
+            self.answer_max = 8 if is_toy else 64
+        if is_toy and self.calib is None and self.calib_traces is None:
+            self.calib_traces = 32  # the toy's vocabulary has no English: calibrate on its own traces
+
+
+def variant_name_for_drop(dropped: list[int]) -> str:
+    return "drop-" + "-".join(str(i) for i in dropped)
+
+
+@dataclass(frozen=True)
+class PlannedTrace:
+    """One trace to generate: its key fields and seed."""
+
+    problem_id: str
+    mode: Mode
+    budget: int
+    sample: int
+    seed: int
+
+
+def plan_traces(problem_ids: list[str], budgets: list[int], samples: int, parallel_budget: int, run_seed: int) -> list[PlannedTrace]:
+    """Sequential traces (sample 0 at every budget) then parallel ones (n samples at one budget).
+
+    The seed depends on (run seed, problem, sample) only, so every variant and every budget of a
+    problem starts from the same random stream: variants are paired, and the sequential traces of
+    one problem are the same trace cut at different budgets.
+    """
+    from layerprobe.scaling.engine import derive_seed
+
+    out = [PlannedTrace(p, "sequential", b, 0, derive_seed(run_seed, p, 0)) for b in budgets for p in problem_ids]
+    out += [PlannedTrace(p, "parallel", parallel_budget, s, derive_seed(run_seed, p, s)) for p in problem_ids for s in range(samples)]
+    return out

@@ -1,0 +1,216 @@
+"""`layerprobe analyze` end to end on the toy with tiny settings: files, schema, consistency, resume,
+refusal of changed settings, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from layerprobe.metrics import proportion_interval
+from layerprobe.runs import LayerAggregates, MetricsFile, RunInfo, SampleRecord, read_samples
+from layerprobe.runs.plan import plan_traces
+from layerprobe.runs.store import iter_sample_lines
+from tests.cli_utils import assert_one_line_error, run_cli
+
+TINY = ["--limit", "2", "--budgets", "6,20", "--samples", "3", "--drop", "10,11", "--method", "reverse",
+        "--n-drop", "1", "--no-report", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("analyze") / "run"
+    from layerprobe.cli.app import main
+
+    try:
+        main(["analyze", "--out", str(out), *TINY])
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+    return out
+
+
+def test_every_file_present_and_schema_valid(tiny_run: Path) -> None:
+    info = RunInfo.model_validate_json((tiny_run / "run.json").read_text())
+    assert info.status == "complete" and info.schema_version == 1
+    assert [v.name for v in info.variants] == ["base", "drop-10-11", "reverse-1"]
+    assert info.variants[1].dropped == [10, 11] and info.variants[2].dropped == [11]
+    assert info.variants[1].layer_map == list(range(10))
+    assert info.model.n_layers == 12 and info.config.samples == 3 and info.config.budgets == [6, 20]
+    lines = list(iter_sample_lines(tiny_run))
+    recs = [SampleRecord.model_validate(line) for line in lines]
+    assert len(recs) == info.expected_traces
+    keys = [r.key() for r in recs]
+    assert len(set(keys)) == len(keys)
+    MetricsFile.model_validate_json((tiny_run / "metrics.json").read_text())
+    json.loads((tiny_run / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    for v in info.variants:
+        agg = LayerAggregates.model_validate_json((tiny_run / "layers" / f"{v.name}.json").read_text())
+        assert agg.layers == v.layer_map
+        assert len(agg.per_layer["block_influence"]) == len(agg.layers)
+        assert (agg.teacher_forced is None) == (v.name == "base")
+
+
+def test_trace_contents_follow_the_settings(tiny_run: Path) -> None:
+    recs = read_samples(tiny_run)
+    problems = {r.problem_id for r in recs}
+    assert len(problems) == 6  # 2 per group, toy-mix has 3 groups
+    assert Counter(r.group for r in recs if r.variant == "base" and r.mode == "sequential") == {"long": 4, "short": 4, "facts": 4}
+    for r in recs:
+        assert r.thinking_tokens <= r.budget
+        assert (r.finish == "budget") == (r.thinking_tokens >= r.budget) or r.finish == "max_tokens"
+        assert r.correct == (r.answer == r.gold)
+        assert r.layers_file is not None
+        arr = np.load(tiny_run / r.layers_file)
+        assert arr["block_influence"].shape[1] == {"base": 12, "drop-10-11": 10, "reverse-1": 11}[r.variant]
+        # one probe row per generated token (thinking, answer and the format's own delimiters)
+        assert arr["tokens"].shape[0] >= r.thinking_tokens + r.answer_tokens
+    # the same seed for a problem in every variant: variants are paired
+    seeds = {(r.problem_id, r.mode, r.budget, r.sample): r.seed for r in recs if r.variant == "base"}
+    assert all(seeds[(r.problem_id, r.mode, r.budget, r.sample)] == r.seed for r in recs)
+    # pruned sequential traces at the largest budget point at their teacher-forced file
+    tf = [r for r in recs if r.variant != "base" and r.mode == "sequential" and r.budget == 20]
+    assert tf and all(r.tf_file and (tiny_run / r.tf_file).is_file() for r in tf)
+    kl = np.load(tiny_run / tf[0].tf_file)["kl"]
+    assert kl.ndim == 1 and np.all(kl >= -1e-3)
+
+
+def test_metrics_agree_with_the_samples(tiny_run: Path) -> None:
+    recs = read_samples(tiny_run)
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    for variant in ("base", "drop-10-11", "reverse-1"):
+        for group in ("all", "long", "short", "facts"):
+            sel = [r for r in recs if r.variant == variant and (group == "all" or r.group == group)]
+            for b in (6, 20):
+                seq = [r for r in sel if r.mode == "sequential" and r.budget == b]
+                cell = m["variants"][variant]["groups"][group]["sequential"][str(b)]
+                c = sum(r.correct for r in seq)
+                assert cell["n"] == len(seq) and cell["correct"] == c
+                assert cell["ci"] == pytest.approx(list(proportion_interval(c, len(seq))))
+            par = [r for r in sel if r.mode == "parallel"]
+            by_p: dict[str, list[bool]] = {}
+            for r in sorted(par, key=lambda r: r.sample):
+                by_p.setdefault(r.problem_id, []).append(r.correct)
+            cov = np.mean([any(v) for v in by_p.values()])
+            assert m["variants"][variant]["groups"][group]["parallel"]["cov_at_k"]["3"]["value"] == pytest.approx(cov)
+            loops = np.mean([r.repetition["loop"] for r in sel])
+            assert m["variants"][variant]["groups"][group]["behaviour"]["loop_rate"] == pytest.approx(loops)
+    cmp = [c for c in m["comparisons"] if c["variant"] == "drop-10-11" and c["group"] == "all" and c["budget"] == 20
+           and c["mode"] == "sequential"]
+    assert len(cmp) == 1
+    base = np.mean([r.correct for r in recs if r.variant == "base" and r.mode == "sequential" and r.budget == 20])
+    assert cmp[0]["mean_a"] == pytest.approx(base)
+
+
+def test_parallel_sample_zero_is_the_sequential_trace(tiny_run: Path) -> None:
+    """Same seed and budget: the run reuses the sequential trace instead of generating it twice."""
+    recs = {r.key(): r for r in read_samples(tiny_run)}
+    for (variant, pid, mode, budget, sample), r in recs.items():
+        if mode == "parallel" and sample == 0:
+            seq = recs[(variant, pid, "sequential", budget, 0)]
+            assert seq.text == r.text and seq.seed == r.seed
+
+
+def test_rerun_same_settings_adds_nothing(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (tiny_run / "samples.jsonl").read_bytes()
+    res = run_cli(capsys, "analyze", "--out", str(tiny_run), *TINY)
+    assert res.code == 0, res.err
+    assert (tiny_run / "samples.jsonl").read_bytes() == before
+    assert "reverse-1" in res.out and "B=20" in res.out
+
+
+def test_changed_settings_are_refused(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a if a != "3" else "4" for a in TINY]  # --samples 3 -> 4
+    res = run_cli(capsys, "analyze", "--out", str(tiny_run), *args)
+    assert_one_line_error(res, "different settings", "samples", "--force")
+
+
+def test_plan_seeds_are_per_sample_and_shared_across_budgets() -> None:
+    plan = plan_traces(["p1", "p2"], [4, 8], 3, 8, run_seed=1)
+    seq = [t for t in plan if t.mode == "sequential"]
+    par = [t for t in plan if t.mode == "parallel"]
+    assert len(seq) == 4 and len(par) == 6
+    assert {t.seed for t in seq if t.problem_id == "p1"} == {next(t.seed for t in par if t.problem_id == "p1" and t.sample == 0)}
+    assert len({t.seed for t in par}) == 6
+    assert plan == plan_traces(["p1", "p2"], [4, 8], 3, 8, run_seed=1)
+    assert plan != plan_traces(["p1", "p2"], [4, 8], 3, 8, run_seed=2)
+
+
+def _cli_env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    return env
+
+
+def test_resume_after_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path, tiny_run: Path) -> None:
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "layerprobe.cli.app", "analyze", "--out", str(out), *TINY]
+    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = out / "samples.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if samples.is_file() and samples.read_bytes().count(b"\n") >= 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; the test needs a longer run"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(read_samples(out))
+    assert 20 <= n_before < len(read_samples(tiny_run))
+    done = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = list(iter_sample_lines(out))
+    keys = [SampleRecord.model_validate(x).key() for x in lines]
+    assert len(keys) == len(set(keys)), "a trace was written twice"
+    assert set(keys) == {r.key() for r in read_samples(tiny_run)}
+    assert RunInfo.model_validate_json((out / "run.json").read_text()).status == "complete"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--budgets", "0,16"], ["--budgets", "positive"]),
+        (["--budgets", "-4"], ["--budgets"]),
+        (["--budgets", "8,x"], ["--budgets", "integers"]),
+        (["--samples", "0"], ["--samples 0", "at least 1"]),
+        (["--task", "nope"], ["--task nope", "toy-mix"]),
+        (["--model", "/no/such/model"], ["/no/such/model"]),
+        (["--n-drop", "2"], ["--n-drop", "--method"]),
+        (["--drop", "3,x"], ["--drop"]),
+        (["--drop", "99"], ["99"]),
+        (["--method", "nope", "--n-drop", "1"], ["nope", "shortgpt"]),
+        (["--wait", "-1"], ["--wait"]),
+        (["--temperature", "-0.5"], ["--temperature"]),
+        (["--lens-every", "0"], ["--lens-every"]),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(args: list[str], fragments: list[str], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    res = run_cli(capsys, "analyze", "--out", str(tmp_path / "r"), "--no-report", "--limit", "1", *args)
+    assert_one_line_error(res, *fragments)
+
+
+def test_unwritable_out_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = run_cli(capsys, "analyze", "--out", str(blocker / "sub"), "--no-report", "--limit", "1", "--budgets", "4",
+                  "--samples", "1", "--drop", "3")
+    assert_one_line_error(res, "--out")
+    res = run_cli(capsys, "analyze", "--out", str(blocker), "--no-report", "--limit", "1", "--budgets", "4",
+                  "--samples", "1", "--drop", "3")
+    assert_one_line_error(res, "--out", "not a directory")
+
+
+def test_runs_lists_the_run(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    res = run_cli(capsys, "runs", str(tiny_run.parent))
+    assert res.code == 0, res.err
+    assert "complete" in res.out and tiny_run.name in res.out and "toy-mix" in res.out
+    res = run_cli(capsys, "runs", str(tiny_run.parent / "missing"))
+    assert_one_line_error(res, "no such folder")
