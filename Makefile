@@ -18,8 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/layerprobe inspect --model smollm2-135m
-	$(VENV)/bin/layerprobe prune --model smollm2-135m --drop 20,21 --out runs/smollm2-135m-drop-20-21 --force
+	$(VENV)/bin/layerprobe analyze --out runs/toy-demo
 
 test: setup
 	$(PY) -m pytest -q

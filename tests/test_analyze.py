@@ -214,3 +214,39 @@ def test_runs_lists_the_run(tiny_run: Path, capsys: pytest.CaptureFixture[str]) 
     assert "complete" in res.out and tiny_run.name in res.out and "toy-mix" in res.out
     res = run_cli(capsys, "runs", str(tiny_run.parent / "missing"))
     assert_one_line_error(res, "no such folder")
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA out-of-memory error mid-batch: traces already written stay, the rest is retried at half the
+    batch size, and the run ends with every trace exactly once."""
+    import torch
+
+    from layerprobe.runs.analyze import Analysis
+    from layerprobe.runs.plan import AnalyzeSettings
+    from layerprobe.scaling.engine import TraceGenerator
+
+    real = TraceGenerator.generate
+    calls: list[int] = []
+
+    def flaky(self, requests, batch_size=16, observers=(), on_result=None):  # noqa: ANN001
+        calls.append(batch_size)
+        if len(calls) == 1:
+            def two_then_oom(res):  # noqa: ANN001
+                on_result(res)
+                if sum(1 for _ in seen) >= 1:
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                seen.append(res)
+
+            seen: list = []
+            return real(self, requests, batch_size, observers, two_then_oom)
+        return real(self, requests, batch_size, observers, on_result)
+
+    monkeypatch.setattr(TraceGenerator, "generate", flaky)
+    s = AnalyzeSettings(drops=[[11]], budgets=[6], samples=2, limit=1, out=tmp_path / "oom", report=False,
+                        batch_size=8, teacher_forced=False)
+    a = Analysis(s)
+    a.run()
+    assert calls[0] == 8 and calls[1] == 4
+    recs = read_samples(a.out)
+    keys = [r.key() for r in recs]
+    assert len(keys) == len(set(keys)) == a.info.expected_traces

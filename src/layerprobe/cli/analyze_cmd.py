@@ -95,7 +95,8 @@ def analyze(
         analysis = _run(settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print_summary(analysis.out, Console())
+    console = Console()
+    print_summary(analysis.out, Console(width=max(console.width, 130)))
     if settings.report:
         Console().print(f"report: {analysis.report_path}")
     Console().print(f"run directory: {analysis.out}")

@@ -20,7 +20,7 @@ def _acc(cell: dict[str, Any] | None) -> str:
     if not cell or not cell.get("n"):
         return "–"
     lo, hi = cell.get("ci", [None, None])
-    return f"{_pct(cell['accuracy'])} [{_pct(lo)}–{_pct(hi)}]"
+    return f"{_pct(cell['accuracy'])} ({_pct(lo)}-{_pct(hi)})"
 
 
 def _num(x: Any, fmt: str = "{:.1f}") -> str:
@@ -37,23 +37,25 @@ def print_summary(run_dir: str | Path, console: Console) -> None:
         return
     budgets = [str(b) for b in info.config.budgets]
     k = info.config.samples
-    title = (f"{info.model.id} on {info.task.name}: accuracy % [95 % CI] by thinking budget; "
-             f"{k} samples at budget {info.config.parallel_budget}" + ("  (PARTIAL RUN)" if m.partial else ""))
-    t = Table(title=title, title_justify="left")
-    for col in ["variant", "dropped", "group", *[f"B={b}" for b in budgets], f"pass@{k}", f"maj@{k}",
-                "loops %", "Self-BLEU across", "reflect /1k", "think tok"]:
-        t.add_column(col, justify="left" if col in ("variant", "dropped", "group") else "right")
+    title = (f"{info.model.id} on {info.task.name}: accuracy % (95 % CI) by thinking budget B; pass/maj over "
+             f"{k} samples at B={info.config.parallel_budget}; SelfBLEU across samples (0-100); refl/1k = reflection "
+             "words per 1k thinking tokens" + ("  (PARTIAL RUN)" if m.partial else ""))
+    t = Table(title=title, title_justify="left", pad_edge=False)
+    for col in ["variant (dropped)", "group", *[f"B={b}" for b in budgets], f"pass@{k}", f"maj@{k}",
+                "loops%", "SelfBLEU", "refl/1k", "tokens"]:
+        t.add_column(col, justify="left" if col in ("variant (dropped)", "group") else "right", no_wrap=True)
     for name, v in m.variants.items():
         groups = v["groups"]
         order = [g for g in groups if g != "all"] or ["all"]
         if len(order) > 1:
             order = ["all", *order]
+        label = f"{name} ({','.join(map(str, v['dropped']))})" if v["dropped"] else name
         for i, g in enumerate(order):
             gm = groups[g]
             par = gm.get("parallel", {})
             beh = gm.get("behaviour", {})
             t.add_row(
-                name if i == 0 else "", ",".join(map(str, v["dropped"])) or "–" if i == 0 else "", g,
+                label if i == 0 else "", g,
                 *[_acc(gm["sequential"].get(b)) for b in budgets],
                 _pct(par.get("pass_at_k", {}).get(str(k), {}).get("value")),
                 _pct(par.get("maj_at_k", {}).get(str(k), {}).get("value")),
