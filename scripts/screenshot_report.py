@@ -2,13 +2,13 @@
 """Render a report.html in headless Chromium and save full-page screenshots (PNG).
 
     python scripts/screenshot_report.py RUN_DIR/report.html [--out screenshots/] [--width 1400]
-                                        [--chunk 2400] [--name NAME]
+                                        [--chunk 2400] [--name NAME] [--open-details]
 
-Chromium (Debian package `chromium`) runs with no network features and a throw-away profile.
-The page height is measured first (a --dump-dom pass with a tiny script would need JS in the
-report, which has none), so the script estimates it from a first tall screenshot: it renders
-the page at --max-height, trims the blank bottom, and cuts the result into --chunk-pixel-high
-PNGs that are easy to look at: NAME-00.png, NAME-01.png, ...
+Chromium (Debian package `chromium`) runs headless with no network features and a throw-away
+profile. The page is rendered into one tall window (--max-height), the blank bottom is trimmed
+and the picture is cut into --chunk-pixel-high PNGs that are easy to look at:
+NAME-00.png, NAME-01.png, ... (default folder: screenshots/ at the repository root, git-ignored).
+--open-details screenshots a copy with every collapsible section (case studies, layers) open.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--max-height", type=int, default=16000)
     ap.add_argument("--chunk", type=int, default=2400, help="height of each saved PNG")
+    ap.add_argument("--open-details", action="store_true", help="open every <details> section first")
     args = ap.parse_args()
     if not args.html.is_file():
         sys.exit(f"{args.html} is not a file")
@@ -56,7 +57,12 @@ def main() -> None:
     name = args.name or args.html.resolve().parent.name
     with tempfile.TemporaryDirectory() as tmp:
         full = Path(tmp) / "full.png"
-        screenshot(args.html, full, args.width, args.max_height)
+        html = args.html
+        if args.open_details:
+            html = Path(tmp) / "open.html"
+            html.write_text(args.html.read_text(encoding="utf-8").replace("<details>", "<details open>")
+                            .replace("<details id=", "<details open id="), encoding="utf-8")
+        screenshot(html, full, args.width, args.max_height)
         img = Image.open(full).convert("RGB")
     # trim the blank bottom: the last row that is not pure background
     px = img.load()

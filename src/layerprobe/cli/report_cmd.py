@@ -1,10 +1,26 @@
-"""`layerprobe report` (being built: issue #9)."""
+"""`layerprobe report RUN_DIR [RUN_DIR ...] [--out FILE]`: a self-contained HTML report (issue #9)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from layerprobe.errors import UserError
 
 
-def report() -> None:
-    """Render run directories as a self-contained HTML report."""
-    raise UserError("layerprobe report is not built yet")
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories written by `layerprobe analyze`", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write (default: RUN_DIR/report.html of the first run)")] = None,
+) -> None:
+    """Render run directories as one self-contained HTML report (no network needed to open it)."""
+    from layerprobe.report import render_report
+
+    if out is not None and out.suffix.lower() not in (".html", ".htm") and not out.is_dir():
+        raise UserError(f"--out {out} should be an .html file (or an existing directory)")
+    t0 = time.perf_counter()
+    path = render_report(run_dirs, out)
+    typer.echo(str(path))
+    typer.echo(f"rendered in {time.perf_counter() - t0:.1f} s", err=True)

@@ -45,7 +45,7 @@ def to_svg(fig: Any, alt: str) -> Markup:
     """The figure as an inline <svg> (ids made unique per figure, no XML prolog or metadata)."""
     plt = _plt()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     plt.close(fig)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
@@ -62,6 +62,25 @@ def _attr(s: str) -> str:
     return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _f(x: Any) -> float:
+    """A plottable float: None (strict JSON's NaN) and anything non-numeric become NaN."""
+    return float(x) if is_num(x) else math.nan
+
+
+def _ci(p: dict[str, Any]) -> tuple[float, float]:
+    ci = p.get("ci") or [None, None]
+    return (_f(ci[0]), _f(ci[1])) if len(ci) == 2 else (math.nan, math.nan)
+
+
+def _dodge(i: int, n: int) -> float:
+    """A small multiplicative x offset per variant so that equal values do not hide each other."""
+    return 2 ** (0.04 * (i - (n - 1) / 2))
+
+
+def _style(base: bool) -> dict[str, Any]:
+    return {"lw": 2.6, "ms": 6, "alpha": 0.8, "zorder": 2} if base else {"lw": 1.5, "ms": 4, "zorder": 3}
+
+
 def _panel_groups(run: RunData) -> list[str]:
     gs = run.groups()
     return gs if gs else [ALL]
@@ -69,7 +88,7 @@ def _panel_groups(run: RunData) -> list[str]:
 
 def _subplots(n: int, width: float = 3.6, height: float = 2.7, rows: int = 1):
     plt = _plt()
-    fig, axes = plt.subplots(rows, n, figsize=(max(4.5, width * n), height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, n, figsize=(max(4.5, width * n), height * rows), squeeze=False, layout="constrained")
     return fig, axes
 
 
@@ -79,21 +98,23 @@ def accuracy_vs_budget(run: RunData, colors: dict[str, str]) -> Markup | None:
         return None
     groups = _panel_groups(run)
     fig, axes = _subplots(len(groups))
+    names = [s.name for s in run.variants]
     for ax, g in zip(axes[0], groups):
-        for v in [s.name for s in run.variants]:
+        for vi, v in enumerate(names):
             seq = run.vmetrics(v, g).get("sequential", {})
             pts = [(b, seq[str(b)]) for b in budgets if str(b) in seq]
             if not pts:
                 continue
-            xs = [b for b, _ in pts]
-            ys = [p.get("accuracy") for _, p in pts]
-            lo = [(p.get("ci") or [math.nan, math.nan])[0] for _, p in pts]
-            hi = [(p.get("ci") or [math.nan, math.nan])[1] for _, p in pts]
-            ax.plot(xs, ys, "o-", color=colors[v], label=v, lw=1.6, ms=4)
-            ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.15, lw=0)
+            xs = [b * _dodge(vi, len(names)) for b, _ in pts]
+            ys = [_f(p.get("accuracy")) for _, p in pts]
+            lo = [_ci(p)[0] for _, p in pts]
+            hi = [_ci(p)[1] for _, p in pts]
+            ax.plot(xs, ys, "o-", color=colors[v], label=v, **_style(v == run.base))
+            ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.12, lw=0)
         if len(budgets) > 1:
             ax.set_xscale("log", base=2)
         ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(run.group_title(g))
         ax.set_xlabel("thinking budget (tokens)")
@@ -111,21 +132,23 @@ def parallel_curves(run: RunData, colors: dict[str, str]) -> Markup | None:
     for col, g in enumerate(groups):
         for row, (key, name) in enumerate((("pass_at_k", "pass@k"), ("maj_at_k", "maj@k"))):
             ax = axes[row][col]
-            for v in [s.name for s in run.variants]:
+            names = [s.name for s in run.variants]
+            for vi, v in enumerate(names):
                 par = run.vmetrics(v, g).get("parallel", {})
                 ks = par.get("k") or []
                 curve = par.get(key) or {}
                 pts = [(k, curve[str(k)]) for k in ks if str(k) in curve]
                 if not pts:
                     continue
-                xs = [k for k, _ in pts]
-                ax.plot(xs, [p.get("value") for _, p in pts], "o-", color=colors[v], label=v, lw=1.6, ms=4)
-                lo = [(p.get("ci") or [math.nan, math.nan])[0] for _, p in pts]
-                hi = [(p.get("ci") or [math.nan, math.nan])[1] for _, p in pts]
-                ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.15, lw=0)
+                xs = [k * _dodge(vi, len(names)) for k, _ in pts]
+                ax.plot(xs, [_f(p.get("value")) for _, p in pts], "o-", color=colors[v], label=v, **_style(v == run.base))
+                lo = [_ci(p)[0] for _, p in pts]
+                hi = [_ci(p)[1] for _, p in pts]
+                ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.12, lw=0)
                 if len(xs) > 1:
                     ax.set_xscale("log", base=2)
-                ax.set_xticks(xs, [str(k) for k in xs])
+                ax.set_xticks([k for k, _ in pts], [str(k) for k, _ in pts])
+                ax.minorticks_off()
             ax.set_ylim(-0.03, 1.03)
             ax.grid(alpha=0.25)
             if row == 0:
@@ -165,7 +188,14 @@ def block_influence(run: RunData, colors: dict[str, str]) -> Markup | None:
         pts = [(l, x) for l, x in zip(la["layers"], bi) if is_num(x)]
         if pts:
             base = v == run.base
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if base else "s--", color=colors[v], label=v,
+            xs, ys = [], []
+            for l, x in pts:  # no line across a dropped layer: a gap
+                if xs and l - xs[-1] > 1:
+                    xs.append(math.nan)
+                    ys.append(math.nan)
+                xs.append(l)
+                ys.append(x)
+            ax.plot(xs, ys, "o-" if base else "s--", color=colors[v], label=v,
                     ms=7 if base else 4, lw=2.6 if base else 1.4, alpha=0.75 if base else 1.0, zorder=2 if base else 3)
             vals_all += [p[1] for p in pts]
     pos = [x for x in vals_all if x > 0]
@@ -203,7 +233,7 @@ def heatmap(run: RunData, key: str, label: str) -> Markup | None:
     vmin, vmax = float(np.nanmin(finite_vals)), float(np.nanmax(finite_vals))
     plt = _plt()
     fig, axes = plt.subplots(1, len(names), figsize=(max(4.5, 3.3 * len(names)), 0.5 + 0.16 * n_orig + 1.2),
-                             squeeze=False, sharey=True)
+                             squeeze=False, sharey=True, layout="constrained")
     im = None
     for ax, v in zip(axes[0], names):
         m = mats[v]
@@ -277,7 +307,7 @@ def teacher_forced_kl(run: RunData, colors: dict[str, str]) -> Markup | None:
     for v in names:
         rel = run.layers[v]["teacher_forced"]["kl_by_relpos"]
         nb = len(rel)
-        ax.plot([(j + 0.5) / nb for j in range(nb)], [x if is_num(x) else math.nan for x in rel], "-",
+        ax.plot([(j + 0.5) / nb for j in range(nb)], [_f(x) for x in rel], "-",
                 color=colors[v], label=f"{v}: KL({run.base} \u2016 {v})", lw=1.8)
         onset = run.vmetrics(v).get("behaviour", {}).get("mean_loop_onset_fraction")
         if is_num(onset):
@@ -293,7 +323,8 @@ def teacher_forced_kl(run: RunData, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "teacher-forced KL along the trace")
 
 
-def reflections(run: RunData, colors: dict[str, str]) -> Markup | None:
+def reflections(run: RunData, colors: dict[str, str]) -> tuple[Markup, list[str]] | None:
+    """The bar chart and the lexicon words no variant used (left out of the chart)."""
     names = [s.name for s in run.variants]
     words: list[str] = []
     for v in names:
@@ -310,15 +341,17 @@ def reflections(run: RunData, colors: dict[str, str]) -> Markup | None:
     h = 0.8 / len(names)
     for i, v in enumerate(names):
         d = run.vmetrics(v).get("behaviour", {}).get("reflections_by_word_per_1k", {})
-        ax.barh([j + i * h for j in range(len(words))], [d.get(w, 0) for w in words], height=h, color=colors[v], label=v)
+        ax.barh([j + i * h for j in range(len(words))], [_f(d.get(w, 0)) for w in words], height=h, color=colors[v], label=v)
     ax.set_yticks([j + 0.4 - h / 2 for j in range(len(words))], words)
     ax.invert_yaxis()
-    ax.set_xlabel("per 1,000 thinking tokens (all traces)" + (f"; never used: {', '.join(zero)}" if zero else ""))
+    ax.set_xlabel("per 1,000 thinking tokens (all traces)")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(names), 5))
-    return to_svg(fig, "reflection words per 1k thinking tokens")
+    return to_svg(fig, "reflection words per 1k thinking tokens"), zero
 
 
 def loops(run: RunData, colors: dict[str, str]) -> Markup | None:
+    if not any(s.repetition.get("loop") for s in run.samples):
+        return None  # the table says 0 everywhere; an empty plot would only confuse
     groups = _panel_groups(run)
     names = [s.name for s in run.variants]
     fig, axes = _subplots(2, width=4.2, height=2.7)
@@ -330,7 +363,7 @@ def loops(run: RunData, colors: dict[str, str]) -> Markup | None:
             b = run.vmetrics(v, g).get("behaviour", {})
             if not is_num(b.get("loop_rate")):
                 continue
-            ci = b.get("loop_ci") or [b["loop_rate"], b["loop_rate"]]
+            ci = [x if is_num(x) else b["loop_rate"] for x in (b.get("loop_ci") or [None, None])]
             xs.append(j + i * w)
             ys.append(b["loop_rate"])
             lo.append(max(0.0, b["loop_rate"] - ci[0]))
@@ -417,7 +450,7 @@ def compare_runs(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) ->
                 seq = r.vmetrics(v, g).get("sequential", {})
                 pts = sorted((int(b), p) for b, p in seq.items())
                 if pts:
-                    ax.plot([b for b, _ in pts], [p.get("accuracy") for _, p in pts], "o", ls=styles[ri % 4],
+                    ax.plot([b for b, _ in pts], [_f(p.get("accuracy")) for _, p in pts], "o", ls=styles[ri % 4],
                             color=colors[(r.label, v)], ms=4, lw=1.5)
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.03, 1.03)

@@ -69,6 +69,11 @@ def derive(run: RunData, n_boot: int = 2000) -> dict[str, Any]:
                 continue
             c = paired_comparison(a, b, n_boot=n_boot, n_perm=n_boot).as_dict()
             out["trace_cmp"][v][key] = c
+        rel = (((run.layers.get(v) or {}).get("teacher_forced") or {}).get("kl_by_relpos")) or []
+        vals = [(j, x) for j, x in enumerate(rel) if is_num(x)]
+        if len(vals) > 1:  # centre of the relative-position bin where the KL peaks
+            j, _ = max(vals, key=lambda t: t[1])
+            out.setdefault("tf_peak", {})[v] = (j + 0.5) / len(rel)
     return out
 
 
@@ -88,7 +93,8 @@ def verdict_words(verdict: str) -> str:
 
 
 def tone(verdict: str) -> str:
-    return {LOWER: "drop", HIGHER: "rise"}.get(verdict, "noise")
+    """List-marker style: outside the noise (either direction) or inside it; no good/bad colouring."""
+    return "clear" if verdict in (LOWER, HIGHER) else "noise"
 
 
 def _cmp_parts(c: dict[str, Any], src: tuple[Any, ...], kind: str = "p") -> list[Any]:
@@ -114,7 +120,7 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
     # 1. sequential scaling at the largest budget, per group
     if budgets:
         bmax = budgets[-1]
-        for g in groups:
+        for g in groups[:1]:  # the first (long-chain) group; the others follow in the controls sentence
             i = idx.get((v, g, "sequential", bmax))
             if i is None:
                 continue
@@ -163,7 +169,7 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
     # 4. long-chain against the controls
     if budgets and len(groups) > 1:
         bmax = budgets[-1]
-        parts = [f"Change in accuracy at {bmax} tokens by group ({v} minus {base}): "]
+        parts = [f"Long-chain against the controls, change in accuracy at {bmax} tokens ({v} minus {base}): "]
         first = True
         for g in groups:
             i = idx.get((v, g, "sequential", bmax))
@@ -173,8 +179,10 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
             if not first:
                 parts.append("; ")
             first = False
-            parts += [f"{run.group_title(g)} ", Num(c.get("diff"), "d", ("metrics", "comparisons", i, "diff")),
-                      f" ({'inside the noise' if c.get('verdict') not in (LOWER, HIGHER) else c.get('verdict')})"]
+            parts += [f"{run.group_title(g)} ", Num(c.get("diff"), "d", ("metrics", "comparisons", i, "diff")), " [",
+                      Num(c.get("ci_low"), "d", ("metrics", "comparisons", i, "ci_low")), ", ",
+                      Num(c.get("ci_high"), "d", ("metrics", "comparisons", i, "ci_high")),
+                      f"] ({'inside the noise' if c.get('verdict') not in (LOWER, HIGHER) else c.get('verdict')})"]
         if not first:
             parts.append(".")
             out.append(Sentence(*parts))
@@ -187,7 +195,7 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
         label, kind = TRACE_METRICS[key]
         src = ("derived", "trace_cmp", v, key)
         out.append(Sentence(
-            f"Traces, {label}: ", Num(c.get("mean_a"), kind, src + ("mean_a",)), f" for {base} vs ",
+            f"{label[0].upper()}{label[1:]}: ", Num(c.get("mean_a"), kind, src + ("mean_a",)), f" for {base} vs ",
             Num(c.get("mean_b"), kind, src + ("mean_b",)), f" for {v}", *_cmp_parts(c, src, kind),
             tone=tone(c.get("verdict", ""))))
     # 6. per-layer signals (aggregates over all traces: no interval)
@@ -195,16 +203,15 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
     if lb and lb.get("teacher_forced"):
         tf = lb["teacher_forced"]
         parts = [f"Teacher-forced over {base}'s own traces, {v}'s next-token distribution diverged by a mean KL of ",
-                 Num(tf.get("mean_kl"), "f3", ("layers", v, "teacher_forced", "mean_kl")), " nats"]
+                 Num(tf.get("mean_kl"), "s", ("layers", v, "teacher_forced", "mean_kl")), " nats"]
         rel = tf.get("kl_by_relpos") or []
         vals = [(j, x) for j, x in enumerate(rel) if is_num(x)]
         if len(vals) > 1:
             j, x = max(vals, key=lambda t: t[1])
             nb = len(rel)
-            derived.setdefault("tf_peak", {})[v] = (j + 0.5) / nb
             parts += ["; it was largest at ", Num((j + 0.5) / nb, "pct", ("derived", "tf_peak", v)),
-                      " of the way through the trace (", Num(x, "f3", ("layers", v, "teacher_forced", "kl_by_relpos", j)),
-                      " nats) against ", Num(vals[0][1], "f3", ("layers", v, "teacher_forced", "kl_by_relpos", vals[0][0])),
+                      " of the way through the trace (", Num(x, "s", ("layers", v, "teacher_forced", "kl_by_relpos", j)),
+                      " nats) against ", Num(vals[0][1], "s", ("layers", v, "teacher_forced", "kl_by_relpos", vals[0][0])),
                       " at the start"]
         n_on, n_tr = tf.get("n_onset"), tf.get("n_traces")
         if is_num(n_on) and is_num(n_tr) and n_tr:
@@ -236,8 +243,8 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
             ja, jb = la["layers"].index(l), lb["layers"].index(l)
             out.append(Sentence(
                 f"Block influence moved most at original layer {l}: ",
-                Num(bi_a[l], "f3", ("layers", base, "per_layer", "block_influence", ja)), f" in {base}, ",
-                Num(bi_b[l], "f3", ("layers", v, "per_layer", "block_influence", jb)), f" in {v}",
+                Num(bi_a[l], "s", ("layers", base, "per_layer", "block_influence", ja)), f" in {base}, ",
+                Num(bi_b[l], "s", ("layers", v, "per_layer", "block_influence", jb)), f" in {v}",
                 f" (layers dropped in {v}: {', '.join(map(str, run.spec(v).dropped)) or 'none'})."))
     return out
 

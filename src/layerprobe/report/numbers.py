@@ -20,7 +20,8 @@ def is_num(x: Any) -> bool:
 
 
 def fmt(x: Any, kind: str = "p") -> str:
-    """p: proportion/score with 2 decimals; d: signed difference; i: integer; f1: one decimal; f3: 3 decimals."""
+    """p: proportion/score with 2 decimals; d/d1/d3: signed difference; i: integer; f1/f3: 1/3 decimals;
+    s: small quantity (3 decimals, or scientific below 0.01); pct: percent."""
     if not is_num(x):
         return "n/a"
     if kind == "i":
@@ -37,6 +38,10 @@ def fmt(x: Any, kind: str = "p") -> str:
     if kind == "f1":
         return f"{x:.1f}".replace("-", MINUS)
     if kind == "f3":
+        return f"{x:.3f}".replace("-", MINUS)
+    if kind == "s":  # small positive quantities (block influence, KL): 3 decimals, or 2 significant digits below 0.01
+        if x != 0 and abs(x) < 0.01:
+            return f"{x:.1e}".replace("e-0", "e-").replace("-", MINUS)
         return f"{x:.3f}".replace("-", MINUS)
     if kind == "pct":
         return f"{100 * x:.0f} %"
@@ -56,7 +61,8 @@ class Num:
         return fmt(self.value, self.kind)
 
     def __html__(self) -> str:
-        return str(Markup('<span class="num" data-src="{}">{}</span>').format(json.dumps(list(self.src)), self.text))
+        return str(Markup('<span class="num" data-kind="{}" data-src="{}">{}</span>').format(
+            self.kind, json.dumps(list(self.src)), self.text))
 
     def __str__(self) -> str:
         return self.text

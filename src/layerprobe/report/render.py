@@ -19,7 +19,7 @@ from layerprobe.report.numbers import Num, fmt, is_num
 
 TEMPLATES = Path(__file__).parent / "templates"
 GREYS = ["#3b3b3b", "#7a7a7a", "#a6a6a6", "#5c5c5c"]
-PER_LAYER_KEYS = [("block_influence", "block influence", "f3"), ("norm", "residual norm", "f1"), ("jsd", "logit-lens JSD to output (nats)", "f3"),
+PER_LAYER_KEYS = [("block_influence", "block influence", "s"), ("norm", "residual norm", "f1"), ("jsd", "logit-lens JSD to output (nats)", "f3"),
                   ("entropy", "logit-lens entropy (nats)", "f3"), ("top1_agree", "top-1 agrees with output", "p")]
 
 
@@ -136,7 +136,7 @@ def _layer_rows(run: RunData) -> list[dict[str, Any]]:
                 tf = la.get("teacher_forced") or {}
                 drift = tf.get("drift_by_layer") or {}
                 if l in drift:
-                    entry["stats"].append((f"teacher-forced drift vs {run.base}", Num(drift[l], "f3", ("layers", spec.name, "teacher_forced", "drift_by_layer", l))))
+                    entry["stats"].append((f"teacher-forced drift vs {run.base}", Num(drift[l], "s", ("layers", spec.name, "teacher_forced", "drift_by_layer", l))))
                 entry["pruned_index"] = j
             per_variant.append(entry)
         neighbours = []
@@ -150,7 +150,7 @@ def _layer_rows(run: RunData) -> list[dict[str, Any]]:
                     elif la and nl in la["layers"]:
                         bi = (la["per_layer"].get("block_influence") or [])
                         j = la["layers"].index(nl)
-                        cells.append(Num(bi[j] if j < len(bi) else None, "f3", ("layers", spec.name, "per_layer", "block_influence", j)))
+                        cells.append(Num(bi[j] if j < len(bi) else None, "s", ("layers", spec.name, "per_layer", "block_influence", j)))
                     else:
                         cells.append("n/a")
                 neighbours.append({"layer": nl, "cells": cells, "self": nl == l})
@@ -170,7 +170,7 @@ def _tf_summary(run: RunData) -> list[dict[str, Any]]:
             if k in ("mean_kl",) or not is_num(x):
                 continue
             extra.append((k.replace("_", " "), Num(x, "i" if isinstance(x, int) else "f3", ("layers", v, "teacher_forced", k))))
-        out.append({"variant": v, "mean_kl": Num(tf.get("mean_kl"), "f3", ("layers", v, "teacher_forced", "mean_kl")), "extra": extra})
+        out.append({"variant": v, "mean_kl": Num(tf.get("mean_kl"), "s", ("layers", v, "teacher_forced", "mean_kl")), "extra": extra})
     return out
 
 
@@ -231,6 +231,12 @@ def _comparison(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) -> 
     return {"rows": rows, "regimes": regimes, "figure": figures.compare_runs(runs, colors)}
 
 
+def _short(x: Any) -> str:
+    """A calibration value for display: long hashes and paths are cut."""
+    t = str(x)
+    return t if len(t) <= 24 else t[:12] + "\u2026" + t[-8:]
+
+
 def _source_text(src: Any) -> str:
     """A model/task source for display (writers give a string or a dict of details)."""
     if isinstance(src, dict):
@@ -249,6 +255,7 @@ def _environment():
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
     env.filters["source"] = _source_text
+    env.filters["short"] = _short
     env.globals["is_num"] = is_num
     return env
 

@@ -1,0 +1,225 @@
+"""`layerprobe report`: structure of reports from small run directories, escaping, no network
+resources, partial and probe-less runs, several runs, the CLI's exit codes."""
+
+from __future__ import annotations
+
+import html as htmllib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from layerprobe.metrics import NO_CLEAR_DIFFERENCE
+from layerprobe.report import render_report
+from layerprobe.report.load import load_run
+from layerprobe.report.narrative import derive, resolve
+from layerprobe.report.numbers import fmt
+from layerprobe.report.render import Limits
+from tests.cli_utils import assert_one_line_error, run_cli
+from tests.report_runs import make_run
+
+NUM = re.compile(r'<span class="num" data-kind="([^"]+)" data-src="([^"]+)">([^<]*)</span>')
+SECTIONS = ("summary", "scaling", "layers", "traces", "cases", "drill")
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real run: `layerprobe analyze` on the embedded toy (base and one pruned variant)."""
+    import torch
+
+    from layerprobe.cli.app import main
+
+    out = tmp_path_factory.mktemp("real") / "toy-run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(["analyze", "--out", str(out), "--limit", "1", "--budgets", "8,32", "--samples", "2", "--drop", "3",
+              "--no-report"])
+    except SystemExit as exc:
+        assert not exc.code, f"layerprobe analyze failed with exit code {exc.code}"
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs") / "fixture", script_text=True)
+
+
+@pytest.fixture(scope="module")
+def fixture_html(fixture_run: Path) -> str:
+    return render_report(fixture_run).read_text(encoding="utf-8")
+
+
+def _text(html: str) -> str:
+    return htmllib.unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def _narrative_items(html: str) -> list[str]:
+    return re.findall(r"<li class=\"[a-z]*\">(.*?)</li>", html, flags=re.S)
+
+
+def check_numbers(run_dir: Path, html: str) -> int:
+    """Every number in the report that names its source shows exactly that value, formatted."""
+    run = load_run(run_dir)
+    derived = derive(run)
+    n = 0
+    for kind, src, shown in NUM.findall(html):
+        path = json.loads(htmllib.unescape(src))
+        value = resolve(run, derived, path)
+        assert fmt(value, kind) == htmllib.unescape(shown), (path, value, shown)
+        n += 1
+    return n
+
+
+def check_structure(run_dir: Path, html: str) -> None:
+    run = load_run(run_dir)
+    for sec in SECTIONS:
+        assert f'id="r0-{sec}"' in html, sec
+    for spec in run.variants:
+        assert spec.name in html
+    for v in run.pruned:
+        assert f"{v} against {run.base}" in html
+        for layer in run.spec(v).dropped:
+            assert re.search(rf'<span class="tag dropped">{layer}</span>', html), layer  # variants table
+            if run.has_probes:  # layer drill-down: the dropped layer is flagged in its own entry
+                entry = re.search(rf'id="r0-layer-{layer}">\s*<summary>(.*?)</summary>', html, flags=re.S)
+                assert entry and f"dropped in {v}" in entry.group(1)
+    # intervals: every headline accuracy comes with its 95 % interval
+    head = html[html.index('class="headline"'): html.index("What the numbers say")]
+    n_acc = head.count("n=")
+    assert n_acc >= len(run.variants) and head.count('<span class="ci">') >= n_acc
+    # each narrative comparison sentence says "inside the noise" exactly when the paired verdict is no clear difference
+    comps = run.metrics["comparisons"]
+    checked = 0
+    for li in _narrative_items(html):
+        srcs = [json.loads(htmllib.unescape(s)) for _, s, _ in NUM.findall(li)]
+        diff = [s for s in srcs if s[:2] == ["metrics", "comparisons"] and s[-1] == "diff"]
+        if len(diff) != 1 or "problems paired" not in li:
+            continue
+        verdict = comps[diff[0][2]]["verdict"]
+        assert ("inside the noise" in li) == (verdict == NO_CLEAR_DIFFERENCE), li
+        checked += 1
+    assert checked >= 1
+    assert check_numbers(run_dir, html) >= 20
+
+
+def test_real_run_report(capsys: pytest.CaptureFixture[str], real_run: Path) -> None:
+    res = run_cli(capsys, "report", str(real_run))
+    assert res.code == 0, res.err
+    assert res.out.strip() == str(real_run / "report.html")
+    html = (real_run / "report.html").read_text(encoding="utf-8")
+    check_structure(real_run, html)
+    run = load_run(real_run)
+    assert run.pruned == ["drop-3"] and run.spec("drop-3").dropped == [3]
+    assert run.has_probes and 'id="r0-layer-3"' in html
+    assert "Partial run" not in html
+
+
+def test_fixture_report_structure_and_numbers(fixture_run: Path, fixture_html: str) -> None:
+    check_structure(fixture_run, fixture_html)
+    assert "<svg" in fixture_html and fixture_html.count('class="fig"') >= 8
+
+
+def test_model_text_is_escaped(fixture_html: str) -> None:
+    assert "<script" not in fixture_html.lower()
+    assert "&lt;script&gt;alert(" in fixture_html  # the trace is shown, as text
+
+
+def test_no_network_resources(fixture_html: str) -> None:
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", fixture_html, flags=re.I)
+    assert not re.search(r"@import|url\(\s*['\"]?(?:https?:)?//", fixture_html, flags=re.I)
+    assert "<link" not in fixture_html and "<iframe" not in fixture_html.lower()
+    for href in re.findall(r'(?<![-\w])(?:href|src)="([^"]+)"', fixture_html):  # anchors, inline images, the local samples file
+        assert href.startswith(("#", "data:image/")) or href == "samples.jsonl", href[:80]
+
+
+def test_loops_are_highlighted_and_rule_stated(fixture_html: str) -> None:
+    assert "How they were chosen:" in fixture_html
+    cases = fixture_html[fixture_html.index('id="r0-cases"'): fixture_html.index('id="r0-drill"')]
+    assert '<mark class="loop">' in cases
+    assert cases.count("<details") >= 1
+
+
+def test_partial_run_is_marked(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "part", status="interrupted", keep_fraction=0.4, write_metrics_file=False)
+    html = render_report(d).read_text(encoding="utf-8")
+    assert "Partial run" in html and "<code>interrupted</code>" in html
+    run = load_run(d)
+    assert f"{len(run.samples)} traces of {run.info.expected_traces} expected" in _text(html)
+    assert "recomputed from samples.jsonl" in html
+    check_numbers(d, html)
+
+
+def test_stale_metrics_are_recomputed(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "stale")
+    m = json.loads((d / "metrics.json").read_text())
+    m["n_samples"] -= 5
+    m["variants"]["base"]["groups"]["all"]["behaviour"]["loop_rate"] = 0.987654
+    (d / "metrics.json").write_text(json.dumps(m))
+    run = load_run(d)
+    assert run.metrics_source.startswith("recomputed")
+    assert run.metrics["variants"]["base"]["groups"]["all"]["behaviour"]["loop_rate"] != 0.987654
+
+
+def test_run_without_probes(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "noprobes", probes=False)
+    html = render_report(d).read_text(encoding="utf-8")
+    assert "No probes in this run" in html
+    assert "logit-lens JSD to the output" not in html  # no heat map drawn
+    assert 'id="r0-layer-0"' not in html
+    check_structure(d, html)
+
+
+def test_missing_or_old_layer_aggregates(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "old")
+    (d / "layers" / "drop-3.json").unlink()
+    agg = json.loads((d / "layers" / "base.json").read_text())
+    st = agg["settling"]
+    st["settling_depth_fraction_mean"] = st.pop("mean_depth_fraction")
+    agg["teacher_forced"] = None
+    agg["some_future_key"] = {"x": [1, 2]}
+    (d / "layers" / "base.json").write_text(json.dumps(agg))
+    html = render_report(d).read_text(encoding="utf-8")
+    assert "No probes for drop-3." in html
+    assert "block influence per original layer" in html
+    check_numbers(d, html)
+
+
+def test_size_cap_truncates_and_limits_cases(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "cap", problems_per_group=3)
+    out = render_report(d, tmp_path / "cap.html", limits=Limits(cases_per_variant=2, max_chars=60))
+    html = out.read_text(encoding="utf-8")
+    cases = html[html.index('id="r0-cases"'): html.index('id="r0-drill"')]
+    assert cases.count("<details") == 2
+    assert "characters omitted" in cases and "Truncated:" in cases
+    assert 'href="cap/samples.jsonl"' in html  # the full traces are linked, relative to the report
+
+
+def test_several_runs_are_compared(capsys: pytest.CaptureFixture[str], tmp_path: Path, fixture_run: Path, real_run: Path) -> None:
+    other = make_run(tmp_path / "other", variants=(("base", []), ("drop-4-5", [4, 5])), problems_per_group=2, samples=2, seed=1)
+    res = run_cli(capsys, "report", str(fixture_run), str(other), str(real_run), "--out", str(tmp_path / "cmp.html"))
+    assert res.code == 0, res.err
+    assert res.out.strip() == str(tmp_path / "cmp.html")
+    html = (tmp_path / "cmp.html").read_text(encoding="utf-8")
+    assert 'id="comparison"' in html
+    legend = re.search(r'<div class="legend">(.*?)</div>', html, flags=re.S).group(1)
+    real = load_run(real_run)
+    labels = ["fixture · base", "fixture · drop-3", "other · base", "other · drop-4-5"]
+    labels += [f"{real_run.name} · {v.name}" for v in real.variants]
+    for label in labels:
+        assert label in legend
+    assert len(set(re.findall(r"background: (#[0-9a-f]{6})", legend))) == len(labels)  # one colour each
+    for i in range(3):
+        assert f'id="r{i}-summary"' in html
+    assert "drops 4, 5" in legend
+    assert not (fixture_run / "cmp.html").exists()
+
+
+def test_cli_bad_input_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert_one_line_error(run_cli(capsys, "report", str(tmp_path)), "not a layerprobe run directory")
+    assert_one_line_error(run_cli(capsys, "report", str(tmp_path / "missing")), "does not exist")
+    (tmp_path / "run.json").write_text("{broken")
+    assert_one_line_error(run_cli(capsys, "report", str(tmp_path)), "cannot be read")
