@@ -149,7 +149,7 @@ def test_partial_run_is_marked(tmp_path: Path) -> None:
     assert "Partial run" in html and "<code>interrupted</code>" in html
     run = load_run(d)
     assert f"{len(run.samples)} traces of {run.info.expected_traces} expected" in _text(html)
-    assert "recomputed from samples.jsonl" in html
+    assert "samples.jsonl, recomputed" in html
     check_numbers(d, html)
 
 
@@ -160,7 +160,7 @@ def test_stale_metrics_are_recomputed(tmp_path: Path) -> None:
     m["variants"]["base"]["groups"]["all"]["behaviour"]["loop_rate"] = 0.987654
     (d / "metrics.json").write_text(json.dumps(m))
     run = load_run(d)
-    assert run.metrics_source.startswith("recomputed")
+    assert run.metrics_source.startswith("samples.jsonl, recomputed")
     assert run.metrics["variants"]["base"]["groups"]["all"]["behaviour"]["loop_rate"] != 0.987654
 
 

@@ -453,6 +453,9 @@ def compare_runs(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) ->
                     ax.plot([b for b, _ in pts], [_f(p.get("accuracy")) for _, p in pts], "o", ls=styles[ri % 4],
                             color=colors[(r.label, v)], ms=4, lw=1.5)
         ax.set_xscale("log", base=2)
+        ticks = sorted({int(b) for r in runs for b in r.budgets()})
+        ax.set_xticks(ticks, [str(b) for b in ticks])
+        ax.minorticks_off()
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(reg)
         ax.set_xlabel("thinking budget (tokens)")

@@ -201,7 +201,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     source = "metrics.json"
     if reason is not None:
         metrics = compute_metrics(path, info).model_dump()
-        source = f"recomputed from samples.jsonl ({reason})"
+        source = f"samples.jsonl, recomputed ({reason})"
     layers = {v.name: _read_layers(path, v.name) for v in info.variants}
     if info.expected_traces and len(samples) < info.expected_traces:
         notes.append(f"{len(samples)} of {info.expected_traces} expected traces are present")

@@ -132,8 +132,10 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
                 Num(c.get("mean_b"), "p", src + ("mean_b",)), f" for {v}", *_cmp_parts(c, src),
                 tone=tone(c.get("verdict", ""))))
         # 2. what more thinking bought each variant
-        if len(budgets) > 1:
-            g = groups[0]
+        g = groups[0]
+        ends = [run.vmetrics(var, g).get("sequential", {}).get(str(b), {}).get("accuracy")
+                for var in (base, v) for b in (budgets[0], bmax)]
+        if len(budgets) > 1 and all(is_num(x) for x in ends):
             parts: list[Any] = [f"From {budgets[0]} to {bmax} thinking tokens on {_group_name(run, g)}, accuracy went "]
             for j, var in enumerate((base, v)):
                 sq = run.vmetrics(var, g).get("sequential", {})
