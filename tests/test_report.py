@@ -174,7 +174,7 @@ def test_run_without_probes(tmp_path: Path) -> None:
 
 
 def test_missing_or_old_layer_aggregates(tmp_path: Path) -> None:
-    d = make_run(tmp_path / "old")
+    d = make_run(tmp_path / "old", problems_per_group=2, samples=2)
     (d / "layers" / "drop-3.json").unlink()
     agg = json.loads((d / "layers" / "base.json").read_text())
     st = agg["settling"]
@@ -198,24 +198,27 @@ def test_size_cap_truncates_and_limits_cases(tmp_path: Path) -> None:
     assert 'href="cap/samples.jsonl"' in html  # the full traces are linked, relative to the report
 
 
-def test_several_runs_are_compared(capsys: pytest.CaptureFixture[str], tmp_path: Path, fixture_run: Path, real_run: Path) -> None:
-    other = make_run(tmp_path / "other", variants=(("base", []), ("drop-4-5", [4, 5])), problems_per_group=2, samples=2, seed=1)
-    res = run_cli(capsys, "report", str(fixture_run), str(other), str(real_run), "--out", str(tmp_path / "cmp.html"))
+def test_several_runs_are_compared(capsys: pytest.CaptureFixture[str], tmp_path: Path, real_run: Path) -> None:
+    other = make_run(tmp_path / "other", variants=(("base", []), ("drop-4-5", [4, 5])), problems_per_group=2, samples=2,
+                     seed=1, status="running")
+    res = run_cli(capsys, "report", str(other), str(real_run), "--out", str(tmp_path / "cmp.html"))
     assert res.code == 0, res.err
     assert res.out.strip() == str(tmp_path / "cmp.html")
     html = (tmp_path / "cmp.html").read_text(encoding="utf-8")
     assert 'id="comparison"' in html
     legend = re.search(r'<div class="legend">(.*?)</div>', html, flags=re.S).group(1)
     real = load_run(real_run)
-    labels = ["fixture · base", "fixture · drop-3", "other · base", "other · drop-4-5"]
-    labels += [f"{real_run.name} · {v.name}" for v in real.variants]
+    labels = ["other · base", "other · drop-4-5"] + [f"{real_run.name} · {v.name}" for v in real.variants]
     for label in labels:
         assert label in legend
     assert len(set(re.findall(r"background: (#[0-9a-f]{6})", legend))) == len(labels)  # one colour each
-    for i in range(3):
+    for i in range(2):
         assert f'id="r{i}-summary"' in html
     assert "drops 4, 5" in legend
-    assert not (fixture_run / "cmp.html").exists()
+    table = html[html.index('id="comparison"'): html.index('id="r0"')]
+    assert table.count("partial</span>") == 2  # both variants of the running run are tagged
+    assert 'id="r0-partial"' in html and 'id="r1-partial"' not in html
+    assert not (real_run / "cmp.html").exists()
 
 
 def test_cli_bad_input_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
