@@ -116,6 +116,9 @@ def test_real_run_report(capsys: pytest.CaptureFixture[str], real_run: Path) -> 
     assert run.pruned == ["drop-3"] and run.spec("drop-3").dropped == [3]
     assert run.has_probes and 'id="r0-layer-3"' in html
     assert "Partial run" not in html
+    cases = html[html.index('id="r0-cases"'): html.index('id="r0-drill"')]
+    assert "logit-lens JSD of every original layer" in cases  # per-token view of the first case's traces
+    assert "Teacher-forced: the pruned model reads" in cases
 
 
 def test_fixture_report_structure_and_numbers(fixture_run: Path, fixture_html: str) -> None:
@@ -151,6 +154,16 @@ def test_partial_run_is_marked(tmp_path: Path) -> None:
     assert f"{len(run.samples)} traces of {run.info.expected_traces} expected" in _text(html)
     assert "samples.jsonl, recomputed" in html
     check_numbers(d, html)
+
+
+def test_empty_and_single_variant_runs(tmp_path: Path) -> None:
+    empty = make_run(tmp_path / "empty", status="running", write_metrics_file=False, probes=False)
+    (empty / "samples.jsonl").write_text("")
+    html = render_report(empty).read_text(encoding="utf-8")
+    assert "Partial run" in html and "0 traces of" in html and "No traces yet." in html
+    single = make_run(tmp_path / "single", variants=(("base", []),), problems_per_group=1, samples=2, probes=False)
+    html = render_report(single).read_text(encoding="utf-8")
+    assert "there is nothing to compare against" in html and "Partial run" not in html
 
 
 def test_stale_metrics_are_recomputed(tmp_path: Path) -> None:

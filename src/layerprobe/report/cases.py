@@ -43,6 +43,7 @@ class Case:
     pruned: TraceView
     tf_mean: float | None = None
     tf_plot: Any = None
+    layer_plot: Any = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -88,7 +89,21 @@ def _tf_mean(run: RunData, rec: Any) -> float | None:
     return v if is_num(v) else None
 
 
-def choose_cases(run: RunData, colors: dict[str, str], per_variant: int = 3, max_chars: int = 4000) -> list[Case]:
+def _layer_panels(run: RunData, recs: list[Any]) -> list[tuple[str, Any, Any, int | None]]:
+    panels = []
+    for r in recs:
+        arr = load_trace_arrays(run, r.layers_file)
+        if arr is None or "jsd" not in arr or "layers" not in arr:
+            continue
+        onset = r.repetition.get("loop_onset") if r.repetition.get("loop") else None
+        panels.append((f"{r.variant}'s trace", arr["layers"], arr["jsd"], onset if is_num(onset) else None))
+    return panels
+
+
+def choose_cases(run: RunData, colors: dict[str, str], per_variant: int = 3, max_chars: int = 4000,
+                 layer_plots: int = 1) -> list[Case]:
+    """The case studies of every pruned variant; the first `layer_plots` of each also get the
+    per-token logit-lens heat maps of both traces (what the layers do where a loop starts)."""
     from layerprobe.report import figures
 
     out: list[Case] = []
@@ -111,7 +126,7 @@ def choose_cases(run: RunData, colors: dict[str, str], per_variant: int = 3, max
             key = (not flip, -(tf if tf is not None else -1.0), not loops, -abs(p.thinking_tokens - b.thinking_tokens), pid)
             cands.append((key, b, p, tf, flip, loops))
         cands.sort(key=lambda c: c[0])
-        for key, b, p, tf, flip, loops in cands[:per_variant]:
+        for rank, (key, b, p, tf, flip, loops) in enumerate(cands[:per_variant]):
             why = []
             if flip:
                 why.append(f"{run.base} correct, {v} wrong")
@@ -127,5 +142,9 @@ def choose_cases(run: RunData, colors: dict[str, str], per_variant: int = 3, max
                 lo = p.repetition.get("loop_onset") if p.repetition.get("loop") else None
                 case.tf_plot = figures.trace_kl(arr["kl"].astype("float64").tolist(), onset, lo,
                                                 f"KL({run.base} \u2016 {v}) along {run.base}'s trace of {b.problem_id}", colors[v])
+            if rank < layer_plots:
+                panels = _layer_panels(run, [b, p])
+                if panels:
+                    case.layer_plot = figures.trace_layers(panels, int(run.info.model.n_layers))
             out.append(case)
     return out

@@ -462,3 +462,43 @@ def compare_runs(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) ->
         ax.grid(alpha=0.25)
     axes[0][0].set_ylabel("accuracy")
     return to_svg(fig, "accuracy versus budget for every run and variant")
+
+
+def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int, stat: str = "jsd") -> Markup | None:
+    """Per-token logit-lens heat maps of individual traces side by side.
+
+    panels: (title, layers (original indices), (T, L) array, loop onset token or None)."""
+    import numpy as np
+
+    mats = []
+    for title, layers, arr, onset in panels:
+        a = np.asarray(arr, dtype=np.float64)
+        if a.ndim != 2 or a.shape[0] < 2:
+            continue
+        m = np.full((n_orig, a.shape[0]), np.nan)
+        for j, l in enumerate(np.asarray(layers).tolist()):
+            if 0 <= int(l) < n_orig and j < a.shape[1]:
+                m[int(l)] = a[:, j]
+        mats.append((title, m, onset))
+    vals = [m[np.isfinite(m)] for _, m, _ in mats]
+    if not mats or not any(v.size for v in vals):
+        return None
+    allv = np.concatenate(vals)
+    vmin, vmax = float(allv.min()), float(allv.max())
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(mats), figsize=(3.6 * len(mats) + 1.0, 0.9 + 0.13 * n_orig + 0.9), squeeze=False,
+                             sharey=True, layout="constrained")
+    im = None
+    for ax, (title, m, onset) in zip(axes[0], mats):
+        ax.set_facecolor("#eeeeee")
+        im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest",
+                       extent=(-0.5, m.shape[1] - 0.5, -0.5, n_orig - 0.5))
+        if onset is not None and onset >= 0:
+            ax.axvline(onset - 0.5, color="#ff4d4d", lw=1.5, ls="--")
+            ax.annotate("loop starts", (onset, n_orig - 0.5), color="#ff4d4d", fontsize=7, va="bottom", ha="left",
+                        annotation_clip=False)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("token position in this trace")
+    axes[0][0].set_ylabel("original layer")
+    fig.colorbar(im, ax=axes[0].tolist(), label=f"logit-lens {stat.upper() if stat == 'jsd' else stat}", shrink=0.9)
+    return to_svg(fig, f"logit-lens {stat} per token of the two traces")
