@@ -103,6 +103,12 @@ def check_structure(run_dir: Path, html: str) -> None:
         assert ("inside the noise" in li) == (verdict == NO_CLEAR_DIFFERENCE), li
         checked += 1
     assert checked >= 1
+    # the overview sentence counts exactly the comparisons whose verdict names a direction
+    for v in run.pruned:
+        mine = [c for c in comps if c["variant"] == v]
+        clear = sum(c["verdict"] != NO_CLEAR_DIFFERENCE for c in mine)
+        words = "none is" if clear == 0 else f"{clear} {'is' if clear == 1 else 'are'}"
+        assert f"Of {len(mine)} paired accuracy comparisons with {run.base} (group \u00d7 mode \u00d7 budget), {words} outside the noise" in _text(html)
     assert check_numbers(run_dir, html) >= 20
 
 

@@ -117,6 +117,25 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
     groups = run.groups() or [ALL]
     out: list[Sentence] = []
     budgets = run.budgets()
+    # 0. overview: which paired accuracy comparisons are outside the noise
+    mine = [(i, c) for i, c in enumerate(comps) if c.get("variant") == v]
+    if mine:
+        clear = [(i, c) for i, c in mine if c.get("verdict") in (LOWER, HIGHER)]
+        parts: list[Any] = [f"Of {len(mine)} paired accuracy comparisons with {base} (group \u00d7 mode \u00d7 budget), "]
+        if not clear:
+            parts.append("none is outside the noise.")
+        else:
+            parts.append(f"{len(clear)} {'is' if len(clear) == 1 else 'are'} outside the noise: ")
+            order = {g: k for k, g in enumerate(groups)}
+            shown = sorted(clear, key=lambda t: (order.get(t[1].get("group"), len(order)), t[1].get("mode") != "sequential",
+                                                 -t[1].get("budget", 0)))[:6]
+            for j, (i, c) in enumerate(shown):
+                if j:
+                    parts.append("; ")
+                what = "sequential" if c.get("mode") == "sequential" else "parallel samples"
+                parts += [f"{c.get('group')} {what} at {c.get('budget')} tokens ", Num(c.get("diff"), "d", ("metrics", "comparisons", i, "diff"))]
+            parts.append(f" and {len(clear) - len(shown)} more." if len(clear) > len(shown) else ".")
+        out.append(Sentence(*parts, tone="clear" if clear else "noise"))
     # 1. sequential scaling at the largest budget, per group
     if budgets:
         bmax = budgets[-1]
