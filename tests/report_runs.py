@@ -59,6 +59,7 @@ def make_run(
     script_text: bool = False,
     write_metrics_file: bool = True,
     seed: int = 0,
+    pid_prefix: str = "",
 ) -> Path:
     """A run directory with one base and pruned variants on toy-like groups."""
     rng = random.Random(seed)
@@ -84,7 +85,7 @@ def make_run(
     for vi, spec in enumerate(specs):
         for g in groups:
             for p in range(problems_per_group):
-                pid = f"{g}-{p:03d}"
+                pid = f"{pid_prefix}{g}-{p:03d}"
                 for b in budgets:
                     keys.append((vi, spec, g, pid, "sequential", b, 0))
                 for s in range(samples):

@@ -137,6 +137,17 @@ def test_model_text_is_escaped(fixture_html: str) -> None:
     assert "&lt;script&gt;alert(" in fixture_html  # the trace is shown, as text
 
 
+def test_odd_names_are_escaped_in_html_and_figures(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "odd", variants=(("base", []), ("drop<3>$x$&", [3])), pid_prefix="<b>$p$",
+                 problems_per_group=1, samples=2)
+    html = render_report(d).read_text(encoding="utf-8")
+    assert "<b>" not in html and "drop<3>" not in html
+    assert "drop&lt;3&gt;$x$&amp; against base" in html
+    assert html.count("&lt;b&gt;$p$") >= 2  # case study summary and figure title, as text
+    legend = re.findall(r"<text[^>]*>([^<]*drop[^<]*)</text>", html)
+    assert "drop&lt;3&gt;$x$&amp;" in legend  # the SVG legend shows the name literally (no mathtext)
+
+
 def test_no_network_resources(fixture_html: str) -> None:
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", fixture_html, flags=re.I)
     assert not re.search(r"@import|url\(\s*['\"]?(?:https?:)?//", fixture_html, flags=re.I)

@@ -30,6 +30,7 @@ def _plt():
         "svg.fonttype": "none", "svg.hashsalt": "layerprobe", "font.size": 9, "axes.titlesize": 10,
         "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8, "legend.frameon": False,
         "font.family": "sans-serif", "figure.dpi": 100,
+        "text.parse_math": False,  # names and problem ids are user text: a "$" must not start mathtext
     })
     return plt
 
@@ -200,7 +201,10 @@ def block_influence(run: RunData, colors: dict[str, str]) -> Markup | None:
             vals_all += [p[1] for p in pts]
     pos = [x for x in vals_all if x > 0]
     if pos and max(pos) / max(min(pos), 1e-9) > 30:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.set_xticks(range(n_orig))
     ax.set_xlim(-0.6, n_orig - 0.4)
     ax.set_xlabel("original layer index (shaded: dropped in a pruned variant)")
