@@ -96,7 +96,7 @@ def analyze(
     finally:
         signal.signal(signal.SIGTERM, previous)
     console = Console()
-    print_summary(analysis.out, Console(width=max(console.width, 130)))
+    print_summary(analysis.out, Console(width=max(console.width, 110)))
     if settings.report:
         Console().print(f"report: {analysis.report_path}")
     Console().print(f"run directory: {analysis.out}")

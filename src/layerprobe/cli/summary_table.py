@@ -37,13 +37,18 @@ def print_summary(run_dir: str | Path, console: Console) -> None:
         return
     budgets = [str(b) for b in info.config.budgets]
     k = info.config.samples
-    title = (f"{info.model.id} on {info.task.name}: accuracy % (95 % CI) by thinking budget B; pass/maj over "
-             f"{k} samples at B={info.config.parallel_budget}; SelfBLEU across samples (0-100); refl/1k = reflection "
-             "words per 1k thinking tokens" + ("  (PARTIAL RUN)" if m.partial else ""))
-    t = Table(title=title, title_justify="left", pad_edge=False)
-    for col in ["variant (dropped)", "group", *[f"B={b}" for b in budgets], f"pass@{k}", f"maj@{k}",
-                "loops%", "SelfBLEU", "refl/1k", "tokens"]:
-        t.add_column(col, justify="left" if col in ("variant (dropped)", "group") else "right", no_wrap=True)
+    partial = "  (PARTIAL RUN)" if m.partial else ""
+    acc = Table(title=f"{info.model.id} on {info.task.name}: accuracy % (95 % CI) by thinking budget B{partial}",
+                title_justify="left", pad_edge=False)
+    beh = Table(title=(f"parallel: pass@{k} / maj@{k} % over {k} samples at B={info.config.parallel_budget}; "
+                       "SelfBLEU across samples (0-100); reflection words per 1k thinking tokens"),
+                title_justify="left", pad_edge=False)
+    for t, cols in ((acc, [f"B={b}" for b in budgets]),
+                    (beh, [f"pass@{k}", f"maj@{k}", "loops %", "SelfBLEU", "reflect/1k", "think tokens"])):
+        t.add_column("variant (dropped)", no_wrap=True)
+        t.add_column("group", no_wrap=True)
+        for c in cols:
+            t.add_column(c, justify="right", no_wrap=True)
     for name, v in m.variants.items():
         groups = v["groups"]
         order = [g for g in groups if g != "all"] or ["all"]
@@ -53,17 +58,19 @@ def print_summary(run_dir: str | Path, console: Console) -> None:
         for i, g in enumerate(order):
             gm = groups[g]
             par = gm.get("parallel", {})
-            beh = gm.get("behaviour", {})
-            t.add_row(
-                label if i == 0 else "", g,
-                *[_acc(gm["sequential"].get(b)) for b in budgets],
+            b = gm.get("behaviour", {})
+            first, last = label if i == 0 else "", i == len(order) - 1
+            acc.add_row(first, g, *[_acc(gm["sequential"].get(x)) for x in budgets], end_section=last)
+            beh.add_row(
+                first, g,
                 _pct(par.get("pass_at_k", {}).get(str(k), {}).get("value")),
                 _pct(par.get("maj_at_k", {}).get(str(k), {}).get("value")),
-                _pct(beh.get("loop_rate")), _num(par.get("self_bleu_across")),
-                _num(beh.get("reflections_per_1k")), _num(beh.get("mean_thinking_tokens"), "{:.0f}"),
-                end_section=i == len(order) - 1,
+                _pct(b.get("loop_rate")), _num(par.get("self_bleu_across")),
+                _num(b.get("reflections_per_1k")), _num(b.get("mean_thinking_tokens"), "{:.0f}"),
+                end_section=last,
             )
-    console.print(t)
+    console.print(acc)
+    console.print(beh)
     for c in m.comparisons:
         if c["group"] == "all" and c["mode"] == "sequential" and c["budget"] == info.config.budgets[-1]:
             console.print(

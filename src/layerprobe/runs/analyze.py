@@ -138,6 +138,12 @@ class Analysis:
         self.progress("loading model", 0, 1)
         base = load_model(s.model, device=s.device, dtype=s.dtype)
         self.progress("loading model", 1, 1)
+        if base.source_kind == "toy":
+            import torch
+
+            # The toy's matmuls are tiny: a second thread mostly waits on the first (on a busy 2-core
+            # machine a forward pass took many times longer on two threads), so the toy runs on one.
+            torch.set_num_threads(1)
         s.resolve(is_toy=base.source_kind == "toy")
         if s.task not in TASKS:
             raise UserError(f"--task {s.task}: unknown task (valid: {', '.join(TASKS)})")
@@ -180,13 +186,13 @@ class Analysis:
 
         from layerprobe.runs.summarize import write_metrics
 
-        self.prepare()
-        status = "interrupted"
         threads = torch.get_num_threads()
-        if self.base.source_kind == "toy":
-            # The toy's matmuls are tiny: a second thread mostly waits on the first (measured: ~1.5x
-            # slower on a busy 2-core machine), so the toy runs on one.
-            torch.set_num_threads(1)
+        try:
+            self.prepare()
+        except BaseException:
+            torch.set_num_threads(threads)
+            raise
+        status = "interrupted"
         try:
             for i, v in enumerate(self.variants):
                 if i > 0 and self.s.probes and self.s.teacher_forced:

@@ -10,7 +10,7 @@ from layerprobe.runs.schema import Mode
 
 #: Defaults per kind of model: the toy must finish in about two minutes on a laptop CPU; real
 #: models follow the study (budgets 512 ... 8192, 16 samples); --quick is a first look.
-TOY_DEFAULTS = {"budgets": [8, 16, 32, 64], "samples": 8, "limit": 10, "n_drop": 2, "methods": ["shortgpt", "reverse"]}
+TOY_DEFAULTS = {"budgets": [8, 16, 32, 64, 128], "samples": 8, "limit": 10, "n_drop": 2, "methods": ["shortgpt", "reverse"]}
 REAL_DEFAULTS = {"budgets": [512, 1024, 2048, 4096, 8192], "samples": 16, "limit": None, "n_drop": 2, "methods": ["shortgpt"]}
 QUICK_DEFAULTS = {"budgets": [256, 1024], "samples": 4, "limit": 10, "n_drop": 2, "methods": ["shortgpt"]}
 
