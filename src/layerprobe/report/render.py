@@ -133,6 +133,15 @@ def _layer_rows(run: RunData) -> list[dict[str, Any]]:
                     vals = la["per_layer"].get(key) or []
                     if j < len(vals):
                         entry["stats"].append((label, Num(vals[j], kind, ("layers", spec.name, "per_layer", key, j))))
+                by_group = la.get("per_layer_by_group") or {}
+                for g in run.groups():
+                    for key, label, kind in PER_LAYER_KEYS:
+                        if key not in ("jsd", "block_influence"):
+                            continue
+                        vals = (by_group.get(g) or {}).get(key) or []
+                        if len(vals) == len(la["layers"]):
+                            entry["stats"].append((f"{label}, {g} problems only",
+                                                   Num(vals[j], kind, ("layers", spec.name, "per_layer_by_group", g, key, j))))
                 tf = la.get("teacher_forced") or {}
                 drift = tf.get("drift_by_layer") or {}
                 if l in drift:
