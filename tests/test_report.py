@@ -256,3 +256,8 @@ def test_cli_bad_input_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert_one_line_error(run_cli(capsys, "report", str(tmp_path / "missing")), "does not exist")
     (tmp_path / "run.json").write_text("{broken")
     assert_one_line_error(run_cli(capsys, "report", str(tmp_path)), "cannot be read")
+    run = make_run(tmp_path / "ok", problems_per_group=1, samples=1, probes=False, write_metrics_file=False)
+    assert_one_line_error(run_cli(capsys, "report", str(run), "--out", str(tmp_path / "r.txt")), "should be an .html file")
+    (tmp_path / "afile").write_text("")
+    assert_one_line_error(run_cli(capsys, "report", str(run), "--out", str(tmp_path / "afile" / "r.html")), "is not a directory")
+    assert not (run / "report.html").exists()

@@ -269,6 +269,28 @@ def _environment():
     return env
 
 
+def _output_path(run_dirs: Sequence[Any], out: Any) -> Path:
+    """Where the report goes; a UserError now (before any work) when it cannot be written there."""
+    if out is None:
+        first = Path(run_dirs[0])
+        if not first.is_dir():
+            return first / "report.html"  # load_run will say what is wrong with the run directory
+        out_path = first / "report.html"
+    else:
+        out_path = Path(out)
+        if out_path.is_dir():
+            out_path = out_path / "report.html"
+    parent = out_path.parent
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"cannot write the report to {out_path}: {probe} is not a directory")
+    if probe.is_dir() and not os.access(probe, os.W_OK):
+        raise UserError(f"cannot write the report to {out_path}: {probe} is not writable")
+    return out_path
+
+
 def render_report(run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                   *, limits: Limits | None = None) -> Path:
     """Render one or more run directories into a self-contained HTML file and return its path.
@@ -282,6 +304,7 @@ def render_report(run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike
     if not run_dirs:
         raise UserError("give at least one run directory")
     limits = limits or Limits()
+    out_path = _output_path(run_dirs, out)
     runs = [load_run(d) for d in run_dirs]
     labels: dict[str, int] = {}
     for r in runs:
@@ -290,9 +313,6 @@ def render_report(run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike
             r.label = f"{r.label} ({labels[r.label]})"
         else:
             labels[r.label] = 1
-    out_path = Path(out) if out is not None else runs[0].dir / "report.html"
-    if out_path.is_dir():
-        out_path = out_path / "report.html"
     out_dir = out_path.parent
     colors = _colors(runs)
     views = [_run_view(r, f"r{i}", {s.name: colors[(r.label, s.name)] for s in r.variants}, out_dir.resolve() if out_dir.exists() else out_dir, limits)
