@@ -134,8 +134,23 @@ def bare_matmul_seconds(loaded, sizes: list[int], repeats: int = 30) -> float:
     return total
 
 
-def cmd_speed(args) -> int:
+def _timed_probe_class():
     from layerprobe.probe.capture import LayerProbe
+
+    class TimedProbe(LayerProbe):
+        """LayerProbe that also sums the wall time of its per-step reduction (on_tokens)."""
+
+        spent = 0.0
+
+        def on_tokens(self, keys, tokens, phases):
+            t = time.perf_counter()
+            super().on_tokens(keys, tokens, phases)
+            self.spent += time.perf_counter() - t
+
+    return TimedProbe
+
+
+def cmd_speed(args) -> int:
     from layerprobe.scaling.engine import TraceGenerator
     from layerprobe.scaling.formats import Sampling, detect_format
 
@@ -148,6 +163,8 @@ def cmd_speed(args) -> int:
     lengths = sorted({len(r.all_ids) for r in ref})
     times: dict[str, list[float]] = {"plain": [], "bi": [], "lens": []}
     cpu: dict[str, list[float]] = {"plain": [], "bi": [], "lens": []}
+    reduce_s: dict[str, list[float]] = {"bi": [], "lens": []}
+    LayerProbe = _timed_probe_class()
 
     def run(mode: str) -> float:
         t = time.perf_counter()
@@ -159,6 +176,7 @@ def cmd_speed(args) -> int:
                 out = gen.generate(reqs, batch_size=args.batch, observers=[probe])
                 for r in out:
                     probe.pop(r.key)
+            reduce_s[mode].append(probe.spent)
         dt = time.perf_counter() - t
         cpu[mode].append(time.process_time() - c)
         assert [r.all_ids for r in out] == [r.all_ids for r in ref], "generation differs between modes"
@@ -191,6 +209,7 @@ def cmd_speed(args) -> int:
         "ratio_a_bi_over_plain": round(a, 4),
         "ratio_b_lens_over_plain_plus_matmul": round(b, 4),
         "ratio_lens_over_plain": round(med["lens"] / med["plain"], 4),
+        "on_tokens_ms_per_forward_median": {k: round(1000 * statistics.median(v) / len(counter.sizes), 3) for k, v in reduce_s.items()},
         "cpu_seconds_median": {k: round(v, 3) for k, v in cmed.items()},
         "cpu_seconds_all": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
         "cpu_ratio_a": round(ca, 4),
