@@ -135,7 +135,7 @@ def bare_matmul_seconds(loaded, sizes: list[int], repeats: int = 30) -> float:
 
 
 def _timed_probe_class():
-    from layerprobe.probe.capture import LayerProbe
+    from layerprobe.probe.hooks import LayerProbe
 
     class TimedProbe(LayerProbe):
         """LayerProbe that also sums the wall time of its per-step reduction (on_tokens)."""
@@ -226,7 +226,7 @@ def _memory_child(args) -> int:
     """One trace of --new-tokens thinking tokens at batch 1; prints a JSON line."""
     import torch
 
-    from layerprobe.probe.capture import LayerProbe
+    from layerprobe.probe.hooks import LayerProbe
     from layerprobe.scaling.engine import TraceGenerator
     from layerprobe.scaling.formats import Sampling, detect_format
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from layerprobe import drop_layers
-from layerprobe.probe.capture import LayerProbe, capture
+from layerprobe.probe.hooks import LayerProbe, capture
 from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt
 from layerprobe.scaling.formats import FORMATS, Sampling
 from tests.probe_ref import lively_loaded as tiny_loaded
@@ -202,3 +202,19 @@ def test_smollm2_statistics_match_full_forward(smollm2, one_thread):
         assert np.abs(tl.rank - ref["rank"]).max() <= max(2, 1e-3 * ref["rank"].max())
         assert np.mean(tl.top1_agree == ref["top1_agree"]) > 0.95
         assert tl.layers.tolist() == list(range(30))
+
+
+def test_package_exports_are_the_functions_not_submodules() -> None:
+    """`from layerprobe.probe import capture` must give the function even after the submodules are
+    imported (a submodule of the same name used to shadow it)."""
+    import importlib
+
+    import layerprobe.probe as probe_pkg
+
+    for name in probe_pkg.__all__:
+        importlib.import_module(probe_pkg._LAZY[name])
+    from layerprobe.probe import capture as fn
+    from layerprobe.probe import teacher_forced as tf
+
+    assert callable(fn) and fn.__module__ == "layerprobe.probe.hooks"
+    assert callable(tf)

@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("transformer_lens")
 
 from layerprobe import drop_layers  # noqa: E402
-from layerprobe.probe.capture import capture  # noqa: E402
+from layerprobe.probe.hooks import capture  # noqa: E402
 from layerprobe.probe.tl import boot_bridge, tl_layer_stats  # noqa: E402
 from layerprobe.scaling.engine import build_prompt  # noqa: E402
 from layerprobe.scaling.formats import FORMATS, Sampling  # noqa: E402

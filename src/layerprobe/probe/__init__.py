@@ -1,6 +1,6 @@
 """Per-layer probes during generation (DESIGN.md §6; docs/probes.md).
 
-- capture: `LayerProbe` (a scaling-engine observer with forward hooks) and `capture()`;
+- hooks: `LayerProbe` (a scaling-engine observer with forward hooks) and `capture()`;
 - lens: logit-lens statistics of all layers of a step in one stacked matmul;
 - store: `TraceLayers` and its .npz files;
 - settle: settling depth and deep-thinking tokens from stored JSD;
@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "LayerProbe": "layerprobe.probe.capture",
-    "capture": "layerprobe.probe.capture",
+    "LayerProbe": "layerprobe.probe.hooks",
+    "capture": "layerprobe.probe.hooks",
     "TraceLayers": "layerprobe.probe.store",
     "save_trace_layers": "layerprobe.probe.store",
     "load_trace_layers": "layerprobe.probe.store",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe.probe.aggregate import layer_summary, position_bins, position_heatmap
-from layerprobe.probe.capture import LayerProbe
+from layerprobe.probe.hooks import LayerProbe
 from layerprobe.probe.store import load_trace_layers, save_trace_layers
 from layerprobe.probe.teacher import (
     load_teacher_forced,
