@@ -134,6 +134,10 @@ class Analysis:
         s = self.s
         if s.task is not None and s.task not in TASKS:
             raise UserError(f"--task {s.task}: unknown task (valid: {', '.join(TASKS)}; see `layerprobe tasks`)")
+        from layerprobe.runs.store import check_out_dir
+
+        self.out = Path(s.out) if s.out is not None else default_out(s.model)
+        check_out_dir(self.out)  # before minutes of loading
         t0 = time.perf_counter()
         self.progress("loading model", 0, 1)
         base = load_model(s.model, device=s.device, dtype=s.dtype)
@@ -175,7 +179,6 @@ class Analysis:
             variants=[v.spec for v in self.variants], versions=_versions(),
             expected_traces=len(self.plan) * len(self.variants),
         )
-        self.out = Path(s.out) if s.out is not None else default_out(s.model)
         self.store = RunStore.open(self.out, self.info, force=s.force)
         self.batch_size = s.batch_size or auto_batch_size(base, base.device)
 

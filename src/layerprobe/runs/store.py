@@ -157,6 +157,31 @@ def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def check_out_dir(path: Path) -> None:
+    """Refuse an --out that is a file, a non-empty folder that is not a run, or not writable."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not is_run_dir(path):
+        raise UserError(f"--out {path} is a non-empty directory that is not a layerprobe run; choose another --out")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path} is not writable (no write permission in {existing})")
+
+
+def _create_out_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {path} is not writable ({exc.strerror or exc})") from None
+
+
 class RunStore:
     """Writer for one run directory (create or resume)."""
 
@@ -175,17 +200,8 @@ class RunStore:
         (the old samples are moved aside to samples.jsonl.<timestamp>.bak, never deleted).
         """
         path = Path(run_dir)
-        if path.exists() and not path.is_dir():
-            raise UserError(f"--out {path} exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()) and not is_run_dir(path):
-            raise UserError(f"--out {path} is a non-empty directory that is not a layerprobe run; choose another --out")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise UserError(f"--out {path} is not writable ({exc.strerror or exc})") from None
+        check_out_dir(path)
+        _create_out_dir(path)
         store = cls(path, info)
         if is_run_dir(path):
             old = read_run_info(path)
