@@ -50,6 +50,10 @@ def _register() -> None:
 _register()
 
 
+#: Commands that never load a model, so the CLI need not import transformers for them.
+_NO_MODEL_COMMANDS = frozenset({"report", "runs", "tasks", "models"})
+
+
 def _fail(code: int, message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.exit(code)
@@ -60,10 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     # The CLI shows its own progress; transformers' per-file bars and warnings would bury the errors.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in _NO_MODEL_COMMANDS:  # importing transformers costs ~2 s: only when needed
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="layerprobe", standalone_mode=False)
