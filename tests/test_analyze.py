@@ -65,7 +65,8 @@ def test_trace_contents_follow_the_settings(tiny_run: Path) -> None:
     assert Counter(r.group for r in recs if r.variant == "base" and r.mode == "sequential") == {"long": 4, "short": 4, "facts": 4}
     for r in recs:
         assert r.thinking_tokens <= r.budget
-        assert (r.finish == "budget") == (r.thinking_tokens >= r.budget) or r.finish == "max_tokens"
+        assert r.budget_hit == (r.thinking_tokens >= r.budget)
+        assert r.finish in ("answered", "max_tokens") if not r.budget_hit else r.finish in ("budget", "max_tokens")
         assert r.correct == (r.answer == r.gold)
         assert r.layers_file is not None
         arr = np.load(tiny_run / r.layers_file)
@@ -250,3 +251,46 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path
     recs = read_samples(a.out)
     keys = [r.key() for r in recs]
     assert len(keys) == len(set(keys)) == a.info.expected_traces
+
+
+def test_trace_file_names_are_unique_per_problem_id() -> None:
+    from layerprobe.runs.schema import trace_file_stem
+
+    ids = ["p 2", "p_2", "p/2", "P_2", "a" * 200, "a" * 199 + "b"]
+    stems = [trace_file_stem(i, "sequential", 64, 0) for i in ids]
+    assert len(set(stems)) == len(ids)
+    assert len(set(s.lower() for s in stems)) == len(ids)  # case-insensitive file systems too
+    assert all("/" not in s and len(s) < 100 for s in stems)
+
+
+def test_duplicate_problem_ids_and_drop_lists_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    task = tmp_path / "t.jsonl"
+    task.write_text('{"id": "1", "question": "2+2", "answer": "4"}\n{"id": "1", "question": "3+3", "answer": "6"}\n')
+    res = run_cli(capsys, "analyze", "--out", str(tmp_path / "a"), "--no-report", "--task", "gsm8k", "--task-file",
+                  str(task), "--budgets", "4", "--samples", "1", "--drop", "3")
+    assert_one_line_error(res, "unique", "1")
+    res = run_cli(capsys, "analyze", "--out", str(tmp_path / "b"), "--no-report", "--drop", "10,11", "--drop", "11,10")
+    assert_one_line_error(res, "--drop", "twice")
+
+
+def test_a_second_writer_is_refused_and_changed_variants_are_detected(tiny_run: Path) -> None:
+    from layerprobe.errors import UserError
+    from layerprobe.runs import RunStore, read_run_info
+    from layerprobe.runs.store import run_differences
+
+    info = read_run_info(tiny_run)
+    first = RunStore.open(tiny_run, info.model_copy(deep=True))
+    try:
+        with pytest.raises(UserError, match="another layerprobe process"):
+            RunStore.open(tiny_run, info.model_copy(deep=True))
+    finally:
+        first.close("complete")
+    again = RunStore.open(tiny_run, info.model_copy(deep=True))  # the lock is released on close
+    again.close("complete")
+    changed = info.model_copy(deep=True)
+    changed.variants[2].dropped = [3]
+    assert run_differences(info, changed) == ["variants (dropped layers)"]
+    changed = info.model_copy(deep=True)
+    changed.task.source = {"file": "other.jsonl", "sha1": "0"}
+    assert run_differences(info, changed) == ["task data"]
+    assert run_differences(info, info.model_copy(deep=True)) == []

@@ -39,7 +39,8 @@ def _trace_value(rec: Any, key: str) -> float | None:
     if key == "thinking_tokens":
         return float(rec.thinking_tokens)
     if key == "budget_exhausted":
-        return float(rec.finish == "budget")
+        hit = getattr(rec, "budget_hit", None)
+        return float(hit if hit is not None else (rec.finish == "budget" or rec.thinking_tokens >= rec.budget))
     if key == "answer_missing":
         return float(rec.answer is None or not str(rec.answer).strip())
     return None
@@ -50,9 +51,9 @@ def derive(run: RunData, n_boot: int = 2000) -> dict[str, Any]:
     trace behaviour (per problem: the mean over that problem's traces), with the verdicts of
     layerprobe.metrics.paired_comparison."""
     out: dict[str, Any] = {"trace_cmp": {}}
-    by: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for s in run.samples:
-        by[(s.variant, s.problem_id)].append(s)
+    by: dict[tuple[str, str], dict[tuple, Any]] = defaultdict(dict)
+    for s in run.samples:  # per variant and problem: its traces by (mode, budget, sample)
+        by[(s.variant, s.problem_id)][(s.mode, s.budget, s.sample)] = s
     for v in run.pruned:
         out["trace_cmp"][v] = {}
         for key in TRACE_METRICS:
@@ -60,8 +61,10 @@ def derive(run: RunData, n_boot: int = 2000) -> dict[str, Any]:
             for (var, pid), recs in by.items():
                 if var != run.base or (v, pid) not in by:
                     continue
-                va = [x for x in (_trace_value(r, key) for r in recs) if is_num(x)]
-                vb = [x for x in (_trace_value(r, key) for r in by[(v, pid)]) if is_num(x)]
+                mine = by[(v, pid)]
+                both = [k for k in recs if k in mine]  # the same traces on both sides (partial runs)
+                va = [x for x in (_trace_value(recs[k], key) for k in both) if is_num(x)]
+                vb = [x for x in (_trace_value(mine[k], key) for k in both) if is_num(x)]
                 if va and vb:
                     a.append(statistics.fmean(va))
                     b.append(statistics.fmean(vb))
@@ -135,6 +138,9 @@ def variant_sentences(run: RunData, v: str, derived: dict[str, Any]) -> list[Sen
                 what = "sequential" if c.get("mode") == "sequential" else "parallel samples"
                 parts += [f"{c.get('group')} {what} at {c.get('budget')} tokens ", Num(c.get("diff"), "d", ("metrics", "comparisons", i, "diff"))]
             parts.append(f" and {len(clear) - len(shown)} more." if len(clear) > len(shown) else ".")
+        # each test runs at the 5 % level and the comparisons overlap (the "all" group contains the others)
+        parts.append(f" With no real difference, about {0.05 * len(mine):.1f} of {len(mine)} tests at the 5 % level "
+                     "would come out this way by chance.")
         out.append(Sentence(*parts, tone="clear" if clear else "noise"))
     # 1. sequential scaling at the largest budget, per group
     if budgets:

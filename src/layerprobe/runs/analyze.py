@@ -45,7 +45,12 @@ def default_out(model: str) -> Path:
     import datetime as _dt
 
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(model).name or model)
-    return Path("runs") / f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{safe}"
+    base = Path("runs") / f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{safe}"
+    out, n = base, 1
+    while out.exists():  # two runs started in the same second get their own folders
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -91,6 +96,9 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
             calibration = resolve_calibration(base, file=s.calib, traces=s.calib_traces)
             if progress:
                 progress("calibration", 1, 1)
+    names = [v.spec.name for v in variants]
+    if len(set(names)) < len(names):
+        raise UserError("--drop: the same layers are given twice (" + ", ".join(n for n in names if names.count(n) > 1) + ")")
     for m in s.methods:
         pruned, sel = prune_model(base, m, s.n_drop, calibration)
         name = f"{m}-{len(pruned.dropped)}"
@@ -161,6 +169,9 @@ class Analysis:
         self.task, self.problems, source = load_problems(s.task, s.limit, s.seed, s.task_file)
         if not self.problems:
             raise UserError(f"--task {s.task}: no problems to run")
+        dup = sorted({p.id for p in self.problems if sum(q.id == p.id for q in self.problems) > 1})
+        if dup:
+            raise UserError(f"--task {s.task}: problem ids must be unique; repeated: {', '.join(dup[:5])}")
         self.base = base
         self.variants = build_variants(base, s, self.progress)
         self.timings["setup"] = time.perf_counter() - t0
@@ -335,7 +346,7 @@ class Analysis:
         rec = SampleRecord(
             variant=v.spec.name, problem_id=t.problem_id, group=problem.group, mode=t.mode, budget=t.budget,
             sample=t.sample, seed=t.seed, prompt_tokens=res.prompt_tokens, thinking_tokens=res.thinking_tokens,
-            answer_tokens=res.answer_tokens, finish=res.finish, waits=res.waits, answer=g.extracted, gold=problem.gold,
+            answer_tokens=res.answer_tokens, finish=res.finish, budget_hit=res.budget_hit, waits=res.waits, answer=g.extracted, gold=problem.gold,
             correct=g.correct, reflections=m["reflections"], repetition=m["repetition"],
             self_bleu_within=_nan_to_none(m["self_bleu_within"]), thinking_text=res.thinking_text, text=res.text,
             layers_file=layers_file, tf_file=tf_file,

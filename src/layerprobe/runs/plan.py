@@ -74,6 +74,8 @@ class AnalyzeSettings:
             raise UserError(f"--answer-max {self.answer_max}: must be at least 1")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.top_k is not None and self.top_k < 0:
+            raise UserError(f"--top-k {self.top_k}: must be 0 (off) or more")
         if self.lens_every < 1:
             raise UserError(f"--lens-every {self.lens_every}: must be at least 1")
         if self.n_drop is not None and not self.methods:
@@ -82,7 +84,7 @@ class AnalyzeSettings:
             raise UserError(f"--n-drop {self.n_drop}: must be at least 1")
         if self.calib is not None and self.calib_traces is not None:
             raise UserError("--calib and --calib-traces are exclusive: give one calibration source")
-        if len({tuple(d) for d in self.drops}) < len(self.drops):
+        if len({tuple(sorted(set(d))) for d in self.drops}) < len(self.drops):
             raise UserError("--drop: the same layer list is given twice")
         if len(set(self.methods)) < len(self.methods):
             raise UserError("--method: the same method is given twice")

@@ -13,6 +13,7 @@ A trace is identified by (variant, problem_id, mode, budget, sample); a key is n
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Literal
 
@@ -124,6 +125,7 @@ class SampleRecord(_Model):
     thinking_tokens: int
     answer_tokens: int
     finish: str
+    budget_hit: bool | None = None  # the thinking budget ran out (the answer was then forced)
     waits: int = 0
     answer: str | None
     gold: str
@@ -147,8 +149,9 @@ def trace_key(variant: str, problem_id: str, mode: str, budget: int, sample: int
 
 def trace_file_stem(problem_id: str, mode: str, budget: int, sample: int) -> str:
     """A file-system-safe, unique name for one trace's arrays inside its variant folder."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", problem_id)
-    return f"{mode[:3]}-b{budget}-s{sample}-{safe}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", problem_id)[:60]
+    tag = hashlib.sha1(problem_id.encode("utf-8")).hexdigest()[:8]  # ids differing only in replaced characters or case
+    return f"{mode[:3]}-b{budget}-s{sample}-{safe}-{tag}"
 
 
 class MetricsFile(_Model):

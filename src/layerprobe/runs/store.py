@@ -157,6 +157,19 @@ def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def run_differences(old: RunInfo, new: RunInfo) -> list[str]:
+    """What makes two runs' traces incomparable: settings, the layers each variant drops (a method
+    may choose differently on other calibration text), the task's data and the model's weights."""
+    diff = config_differences(old.config, new.config)
+    if [(v.name, v.dropped) for v in old.variants] != [(v.name, v.dropped) for v in new.variants]:
+        diff.append("variants (dropped layers)")
+    if old.task.source != new.task.source or old.task.n_problems != new.task.n_problems:
+        diff.append("task data")
+    if (old.model.source, old.model.revision) != (new.model.source, new.model.revision):
+        diff.append("model source")
+    return diff
+
+
 def check_out_dir(path: Path) -> None:
     """Refuse an --out that is a file, a non-empty folder that is not a run, or not writable."""
     if path.exists() and not path.is_dir():
@@ -190,6 +203,7 @@ class RunStore:
         self.info = info
         self._keys: set[tuple] = set()
         self._fh: Any = None
+        self._lock: Any = None
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -203,24 +217,43 @@ class RunStore:
         check_out_dir(path)
         _create_out_dir(path)
         store = cls(path, info)
-        if is_run_dir(path):
-            old = read_run_info(path)
-            diff = config_differences(old.config, info.config)
-            if diff and not force:
-                raise UserError(
-                    f"{path} holds a run with different settings ({', '.join(diff)}); "
-                    "use another --out, or --force to start it afresh"
-                )
-            if diff:
-                store._set_aside()
-            else:
-                info.created = old.created
-                info.timings = old.timings
-        _repair_tail(path / SAMPLES_FILE)
-        store._keys = {rec.key() for rec in read_samples(path)}
-        (path / LAYERS_DIR).mkdir(exist_ok=True)
-        store.set_status("running")
+        store._take_lock()
+        try:
+            if is_run_dir(path):
+                old = read_run_info(path)
+                diff = run_differences(old, info)
+                if diff and not force:
+                    raise UserError(
+                        f"{path} holds a run with different settings ({', '.join(diff)}); "
+                        "use another --out, or --force to start it afresh"
+                    )
+                if diff:
+                    store._set_aside()
+                else:
+                    info.created = old.created
+                    info.timings = old.timings
+            _repair_tail(path / SAMPLES_FILE)
+            store._keys = {rec.key() for rec in read_samples(path)}
+            (path / LAYERS_DIR).mkdir(exist_ok=True)
+            store.set_status("running")
+        except BaseException:
+            store.close()
+            raise
         return store
+
+    def _take_lock(self) -> None:
+        """One writer per run directory: a second process on the same --out is refused."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no advisory locks on this platform
+            return
+        fh = open(self.dir / ".lock", "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise UserError(f"{self.dir} is being written by another layerprobe process; wait for it or use another --out") from None
+        self._lock = fh
 
     def _set_aside(self) -> None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -273,3 +306,6 @@ class RunStore:
             self._fh = None
         if status is not None:
             self.set_status(status)
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None

@@ -50,6 +50,28 @@ def _ks(n: int) -> list[int]:
     return ks
 
 
+def exhausted(r: SampleRecord) -> bool:
+    """The trace used up its thinking budget (its answer was forced), whatever ended the answer."""
+    if r.budget_hit is not None:
+        return r.budget_hit
+    return r.finish == "budget" or r.thinking_tokens >= r.budget
+
+
+def problem_interval(records: Sequence[SampleRecord], value: Any) -> list[float]:
+    """95 % bootstrap interval of a per-trace value's mean, resampling problems (a problem's traces
+    at several budgets and samples are not independent of each other)."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        per[r.problem_id].append(float(value(r)))
+    means = [statistics.fmean(v) for v in per.values()]
+    if len(means) < 2:
+        return [math.nan, math.nan]
+    if all(m == means[0] for m in means) and means[0] in (0.0, 1.0):
+        # the bootstrap of identical values is a single point; Wilson over problems is not
+        return list(proportion_interval(int(means[0]) * len(means), len(means)))
+    return list(bootstrap_mean_interval(means, seed=0))
+
+
 def accuracy(records: Sequence[SampleRecord]) -> dict[str, Any]:
     """Share correct with its 95 % Wilson interval, plus the length/outcome rates of the group."""
     n = len(records)
@@ -61,7 +83,7 @@ def accuracy(records: Sequence[SampleRecord]) -> dict[str, Any]:
         "accuracy": c / n if n else math.nan,
         "ci": [lo, hi],
         "mean_thinking_tokens": _mean([r.thinking_tokens for r in records]),
-        "budget_exhausted_rate": _mean([float(r.finish == "budget") for r in records]),
+        "budget_exhausted_rate": _mean([float(exhausted(r)) for r in records]),
         "answer_missing_rate": _mean([float(r.answer is None) for r in records]),
     }
 
@@ -113,7 +135,8 @@ def trace_behaviour(records: Sequence[SampleRecord]) -> dict[str, Any]:
         "mean_thinking_tokens": statistics.fmean(lengths),
         "median_thinking_tokens": float(statistics.median(lengths)),
         "loop_rate": len(loops) / n,
-        "loop_ci": list(proportion_interval(len(loops), n)),
+        "loop_ci": problem_interval(records, lambda r: bool(r.repetition.get("loop"))),
+        "n_problems": len({r.problem_id for r in records}),
         "mean_loop_onset_fraction": _mean(
             [r.repetition["loop_onset"] / max(1, r.repetition.get("length") or 1) for r in loops]
         ),
@@ -123,7 +146,7 @@ def trace_behaviour(records: Sequence[SampleRecord]) -> dict[str, Any]:
         "reflections_per_1k": 1000.0 * sum(by_word.values()) / tokens if tokens else math.nan,
         "reflections_by_word_per_1k": {w: 1000.0 * c / tokens for w, c in sorted(by_word.items())} if tokens else {},
         "waits_inserted": sum(r.waits for r in records),
-        "budget_exhausted_rate": _mean([float(r.finish == "budget") for r in records]),
+        "budget_exhausted_rate": _mean([float(exhausted(r)) for r in records]),
         "answer_missing_rate": _mean([float(r.answer is None) for r in records]),
     }
 
