@@ -16,12 +16,7 @@ def runs(
     root: Annotated[Path, typer.Argument(help="folder holding run directories")] = Path("runs"),
 ) -> None:
     """List run directories: model, variants, task, status, traces done and date."""
-    from layerprobe.runs.store import (
-        SAMPLES_FILE,
-        effective_status,
-        is_run_dir,
-        read_run_info,
-    )
+    from layerprobe.runs.store import effective_status, is_run_dir, read_run_info, read_samples
 
     if not root.is_dir():
         raise UserError(f"{root}: no such folder (run directories are created by `layerprobe analyze`, default ./runs)")
@@ -38,8 +33,7 @@ def runs(
         except UserError as exc:
             t.add_row(d.name, "", "", "", f"unreadable: {exc}", "", "")
             continue
-        samples = d / SAMPLES_FILE
-        n = sum(1 for _ in open(samples, "rb")) if samples.is_file() else 0
+        n = len(read_samples(d))
         variants = ", ".join(v.name for v in info.variants)
         done = f"{n}/{info.expected_traces}" if info.expected_traces else str(n)
         t.add_row(d.name, info.model.id, variants, info.task.name, effective_status(info), done, info.updated[:16].replace("T", " "))

@@ -221,7 +221,10 @@ class Analysis:
             status = "complete"
         finally:
             torch.set_num_threads(threads)
-            self.info.timings = {**self.info.timings, **{k: round(v, 2) for k, v in self.timings.items()}}
+            total = dict(self.info.timings)  # a resumed run adds its time to the earlier sessions'
+            for k, v in self.timings.items():
+                total[k] = round(total.get(k, 0.0) + v, 2)
+            self.info.timings = total
             self.store.close(status)
             write_metrics(self.out, self.info)
         if self.s.report:

@@ -23,9 +23,11 @@ from layerprobe.runs.schema import LayerAggregates, SampleRecord, VariantSpec
 from layerprobe.runs.store import LAYERS_DIR, write_json_atomic
 
 HEATMAP_BINS = 20
-#: Aggregates read at most this many trace files per variant (a seeded random subset beyond it),
-#: so a run with thousands of long traces summarises in bounded memory; the count is recorded.
+#: Aggregates read at most this many trace files per variant, holding at most about this many tokens
+#: (a seeded random subset beyond either), so a run with thousands of long traces summarises in
+#: bounded memory (400k tokens x 28 layers x 6 float32 statistics = 270 MB); the counts are recorded.
 MAX_TRACES_AGGREGATED = 400
+MAX_TOKENS_AGGREGATED = 400_000
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -127,15 +129,23 @@ def write_layer_aggregates(run_dir: Path, spec: VariantSpec, loaded: Any, record
                            n_layers_original: int) -> LayerAggregates | None:
     """Summarise a variant's probe files into layers/<variant>.json; None if it has none."""
     files: dict[str, str] = {}
+    length: dict[str, int] = {}
     for r in records:
         if r.layers_file and r.layers_file not in files:
             files[r.layers_file] = r.group
+            length[r.layers_file] = r.thinking_tokens + r.answer_tokens
     if not files:
         return None
-    chosen = sorted(files)
-    sampled = len(chosen) > MAX_TRACES_AGGREGATED
-    if sampled:
-        chosen = sorted(random.Random(0).sample(chosen, MAX_TRACES_AGGREGATED))
+    order = sorted(files)
+    random.Random(0).shuffle(order)
+    chosen, tokens = [], 0
+    for f in order:
+        if chosen and (len(chosen) >= MAX_TRACES_AGGREGATED or tokens + length[f] > MAX_TOKENS_AGGREGATED):
+            continue
+        chosen.append(f)
+        tokens += length[f]
+    sampled = len(chosen) < len(files)
+    chosen.sort()
     traces = [load_trace_layers(run_dir / f) for f in chosen]
     summary = layer_summary(traces)
     by_group: dict[str, dict[str, list[float | None]]] = {}
