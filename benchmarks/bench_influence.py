@@ -28,44 +28,14 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
+
+from _memory import PeakSampler, rss_mb  # benchmarks/_memory.py (the script's folder is on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 TARGET_S = 60.0
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PeakSampler:
-    """Samples the current RSS in a background thread; `.peak` is the maximum seen."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-        self.peak = rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
-        return False
 
 
 def load(threads: int):

@@ -37,39 +37,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
+
+from _memory import PeakSampler, rss_mb  # benchmarks/_memory.py (the script's folder is on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PeakSampler:
-    """Samples the RSS every `interval` s in a background thread; `.peak` is the maximum seen."""
-
-    def __init__(self, interval: float = 0.01):
-        self.interval, self.peak = interval, rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
 
 
 def load(name: str, threads: int):
@@ -237,7 +210,7 @@ def _memory_child(args) -> int:
     gen.generate(requests(loaded, fmt, 1, 8, 2))  # warm-up
     before = rss_mb()
     t = time.perf_counter()
-    with PeakSampler() as peak:
+    with PeakSampler(0.01) as peak:
         if args.mode == "plain":
             out = gen.generate(reqs, batch_size=1)
             stored = 0
@@ -285,7 +258,7 @@ def _tl_child(args) -> int:
     with torch.inference_mode():
         loaded.model(torch.tensor([seq[:8]]))  # warm-up
     before = rss_mb()
-    with PeakSampler() as peak:
+    with PeakSampler(0.01) as peak:
         t = time.perf_counter()
         if args.mode == "hf":
             with torch.inference_mode():
