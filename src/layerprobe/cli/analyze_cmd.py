@@ -85,7 +85,6 @@ def analyze(
         raise UserError(f"--calib {calib}: no such file")
     if task_file is not None and not task_file.is_file():
         raise UserError(f"--task-file {task_file}: no such file")
-    settings.check()
 
     def _terminate(signum: int, frame: object) -> None:  # kill / SIGTERM: stop like Ctrl-C, run marked interrupted
         raise KeyboardInterrupt

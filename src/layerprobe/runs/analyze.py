@@ -7,6 +7,7 @@ import math
 import platform
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,9 +157,7 @@ class Analysis:
             # The toy's matmuls are tiny: a second thread mostly waits on the first (on a busy 2-core
             # machine a forward pass took many times longer on two threads), so the toy runs on one.
             torch.set_num_threads(1)
-        s.resolve(is_toy=base.source_kind == "toy")
-        if s.task not in TASKS:
-            raise UserError(f"--task {s.task}: unknown task (valid: {', '.join(TASKS)})")
+        s.resolve(is_toy=base.source_kind == "toy")  # a default task is always a known one
         self.fmt = detect_format(base.tokenizer, s.reasoning_format or base.reasoning_format)
         d = self.fmt.sampling
         self.sampling = Sampling(
@@ -169,7 +168,7 @@ class Analysis:
         self.task, self.problems, source = load_problems(s.task, s.limit, s.seed, s.task_file)
         if not self.problems:
             raise UserError(f"--task {s.task}: no problems to run")
-        dup = sorted({p.id for p in self.problems if sum(q.id == p.id for q in self.problems) > 1})
+        dup = sorted(pid for pid, n in Counter(p.id for p in self.problems).items() if n > 1)
         if dup:
             raise UserError(f"--task {s.task}: problem ids must be unique; repeated: {', '.join(dup[:5])}")
         self.base = base
