@@ -198,6 +198,13 @@ def test_bad_inputs_exit_2_with_one_line(args: list[str], fragments: list[str], 
     assert_one_line_error(res, *fragments)
 
 
+def test_task_file_with_a_toy_task_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "probs.jsonl"
+    f.write_text('{"id": "a", "question": "1+1?", "answer": "2"}\n')
+    res = run_cli(capsys, "analyze", "--out", str(tmp_path / "r"), "--no-report", "--limit", "1", "--task-file", str(f))
+    assert_one_line_error(res, "--task-file", "toy-mix")
+
+
 def test_unwritable_out_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
