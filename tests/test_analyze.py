@@ -260,6 +260,38 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path
     assert len(keys) == len(set(keys)) == a.info.expected_traces
 
 
+def test_an_internal_error_marks_the_run_failed_and_it_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception that is not a stop request: status "failed", finished traces kept; a re-run completes it."""
+    from layerprobe.runs.analyze import Analysis
+    from layerprobe.runs.plan import AnalyzeSettings
+    from layerprobe.scaling.engine import TraceGenerator
+
+    real = TraceGenerator.generate
+
+    def broken(self, requests, batch_size=16, observers=(), on_result=None):  # noqa: ANN001
+        def one_then_fail(res):  # noqa: ANN001
+            on_result(res)
+            raise RuntimeError("simulated internal error")
+
+        return real(self, requests, batch_size, observers, one_then_fail)
+
+    s = AnalyzeSettings(drops=[[11]], budgets=[6], samples=2, limit=1, out=tmp_path / "f", report=False,
+                        teacher_forced=False)
+    monkeypatch.setattr(TraceGenerator, "generate", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        Analysis(s).run()
+    info = RunInfo.model_validate_json((tmp_path / "f" / "run.json").read_text())
+    assert info.status == "failed"
+    kept = [r.key() for r in read_samples(tmp_path / "f")]
+    assert len(kept) == 1
+    monkeypatch.setattr(TraceGenerator, "generate", real)
+    a = Analysis(s)
+    a.run()
+    keys = [r.key() for r in read_samples(a.out)]
+    assert kept[0] in keys and len(keys) == len(set(keys)) == a.info.expected_traces
+    assert RunInfo.model_validate_json((a.out / "run.json").read_text()).status == "complete"
+
+
 def test_trace_file_names_are_unique_per_problem_id() -> None:
     from layerprobe.runs.schema import trace_file_stem
 

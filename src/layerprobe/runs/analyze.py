@@ -218,6 +218,9 @@ class Analysis:
             if self.s.probes:
                 self._aggregate_layers()
             status = "complete"
+        except Exception:
+            status = "failed"  # an error, not a stop asked for (Ctrl-C / SIGTERM stay "interrupted"); resumable
+            raise
         finally:
             torch.set_num_threads(threads)
             total = dict(self.info.timings)  # a resumed run adds its time to the earlier sessions'
