@@ -1,5 +1,5 @@
 """The shipped toy weights load offline and solve problems (floors well below the measured levels in
-docs/toy.md: greedy 1.00 on short chains and facts, 0.61 on 8-12-step chains)."""
+docs/toy.md: greedy 1.00 on short chains, facts and 8-12-step chains, 100 held-out problems each)."""
 
 from __future__ import annotations
 
@@ -34,4 +34,4 @@ def test_shipped_toy_loads_offline_and_solves(toy):
     assert toy.n_layers == 12 and toy.family == "qwen3" and toy.reasoning_format == "think-tags"
     assert accuracy(toy, "short", 20) >= 0.9
     assert accuracy(toy, "facts", 20) >= 0.9
-    assert accuracy(toy, "long", 20) >= 0.3  # far above chance (0.1)
+    assert accuracy(toy, "long", 20) >= 0.8  # chance is 0.1

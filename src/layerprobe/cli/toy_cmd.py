@@ -20,7 +20,7 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="training directory (checkpoints, log, final/)")],
     seed: Annotated[int, typer.Option("--seed", help="data and initialisation seed")] = 0,
     steps1: Annotated[int, typer.Option("--steps1", help="steps of the 6-layer stage")] = 2400,
-    steps2: Annotated[int, typer.Option("--steps2", help="steps after growing to 12 layers")] = 800,
+    steps2: Annotated[int, typer.Option("--steps2", help="steps after growing to 12 layers")] = 2400,
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; fast only with native bf16)")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads")] = 2,
 ) -> None:

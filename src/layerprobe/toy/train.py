@@ -53,7 +53,7 @@ class TrainConfig:
     stages: list[Stage] = field(
         default_factory=lambda: [
             Stage(layers=6, steps=2400, lr=2e-3, warmup=100, curriculum_frac=1 / 3),
-            Stage(layers=12, steps=800, lr=1e-3, warmup=50),
+            Stage(layers=12, steps=2400, lr=1e-3, warmup=50),
         ]
     )
     mix: DataMix = field(default_factory=DataMix)
