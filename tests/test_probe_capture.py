@@ -218,3 +218,25 @@ def test_package_exports_are_the_functions_not_submodules() -> None:
 
     assert callable(fn) and fn.__module__ == "layerprobe.probe.hooks"
     assert callable(tf)
+
+
+def test_storage_slabs_across_boundaries_give_the_same_traces_and_are_freed(one_thread, monkeypatch):
+    """Per-step results live in shared slabs; with a slab of 5 slots a batch of 3 crosses slab boundaries
+    every other step. The traces must equal those stored with the default slab, and every slab but the
+    one being filled is released once its traces have finished."""
+    import layerprobe.probe.hooks as hooks
+
+    loaded = tiny_loaded("qwen3")
+    prompts = _prompts(loaded.tokenizer, 3)
+    _, ref = _generate(loaded, prompts, batch_size=3)
+    monkeypatch.setattr(hooks, "_SLAB", 5)
+    gen = TraceGenerator(loaded.model, loaded.tokenizer, FMT, GREEDY)
+    reqs = [GenRequest(key=i, prompt=p, budget=9, seed=100 + i, answer_max=3) for i, p in enumerate(prompts)]
+    with LayerProbe(loaded) as probe:
+        results = gen.generate(reqs, batch_size=3, observers=[probe])
+        assert probe._slab >= 3  # the test really spans several slabs
+        small = [probe.pop(r.key) for r in results]
+        assert set(probe._slabs) <= {probe._slab}
+    for a, b in zip(ref, small):
+        for k in (*STATS, "top1_agree", "rank", "tokens"):
+            np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)

@@ -36,6 +36,11 @@ from layerprobe.prune.scores import _first_tensor
 
 # Columns of the per-step array kept for each row: (6, L) float32.
 _BI, _NORM, _JSD, _ENT, _TOP1, _RANK = range(6)
+# (row, step) slots per storage slab. Per-step results are copied into a few large slabs instead of
+# one small array per step: hundreds of small long-lived arrays interleaved with the KV cache's
+# per-step reallocations fragmented the heap and made `torch.cat` in the cache up to 5x slower on the
+# toy (docs/performance.md).
+_SLAB = 4096
 
 
 class LayerProbe:
@@ -70,7 +75,11 @@ class LayerProbe:
         self._keys: list[Any] = []
         self._x0: torch.Tensor | None = None
         self._outs: list[torch.Tensor | None] = [None] * self._n
-        self._rows: dict[Any, list[np.ndarray]] = {}  # key -> per-step (6, L) arrays
+        self._rows: dict[Any, list[int]] = {}  # key -> per-step slot (slab id * _SLAB + index)
+        self._slabs: dict[int, np.ndarray] = {}  # slab id -> (_SLAB, 6, L) float32
+        self._live: dict[int, int] = {}  # slab id -> slots not yet built into a finished trace
+        self._slab = -1  # id of the slab being filled
+        self._fill = _SLAB  # slots used in it
         self._tokens: dict[Any, list[int]] = {}
         self._done: dict[Any, TraceLayers] = {}
 
@@ -144,10 +153,20 @@ class LayerProbe:
         if self._x0 is None or any(o is None for o in self._outs):
             raise RuntimeError("the probe's hooks did not see the forward pass (is the model the loaded one?)")
         with torch.inference_mode():
-            stats = self._step_stats(list(tokens))
+            stats = self._step_stats(list(tokens))  # (B, 6, L)
         self._x0, self._outs = None, [None] * self._n
+        B = stats.shape[0]
+        if self._fill + B > _SLAB:
+            self._slab += 1
+            self._slabs[self._slab] = np.empty((_SLAB, 6, self._n), dtype=np.float32)
+            self._live[self._slab] = 0
+            self._fill = 0
+        slab, start = self._slab, self._fill
+        self._slabs[slab][start : start + B] = stats
+        self._fill += B
+        self._live[slab] += B
         for b, key in enumerate(keys):
-            self._rows[key].append(stats[b])
+            self._rows[key].append(slab * _SLAB + start + b)
             self._tokens[key].append(int(tokens[b]))
 
     def _step_stats(self, tokens: list[int]) -> np.ndarray:
@@ -179,10 +198,18 @@ class LayerProbe:
         self._done[key] = self._build(key)
 
     def _build(self, key: Any) -> TraceLayers:
-        steps = self._rows.pop(key, [])
+        slots = self._rows.pop(key, [])
         toks = self._tokens.pop(key, [])
         L = self._n
-        arr = np.stack(steps) if steps else np.zeros((0, 6, L), dtype=np.float32)  # (T, 6, L)
+        if slots:
+            arr = np.stack([self._slabs[s // _SLAB][s % _SLAB] for s in slots])  # (T, 6, L)
+        else:
+            arr = np.zeros((0, 6, L), dtype=np.float32)
+        for s in slots:
+            self._live[s // _SLAB] -= 1
+        for sid in {s // _SLAB for s in slots}:
+            if self._live[sid] == 0 and sid != self._slab:
+                del self._slabs[sid], self._live[sid]
         rank = arr[:, _RANK]
         lens_pos = np.flatnonzero(~np.isnan(arr[:, _JSD, -1])) if self.lens else np.zeros(0, dtype=np.int64)
         return TraceLayers(
