@@ -224,7 +224,7 @@ def test_storage_slabs_across_boundaries_give_the_same_traces_and_are_freed(one_
     """Per-step results live in shared slabs; with a slab of 5 slots a batch of 3 crosses slab boundaries
     every other step. The traces must equal those stored with the default slab, and every slab but the
     one being filled is released once its traces have finished."""
-    import layerprobe.probe.hooks as hooks
+    from layerprobe.probe import hooks
 
     loaded = tiny_loaded("qwen3")
     prompts = _prompts(loaded.tokenizer, 3)
