@@ -237,6 +237,13 @@ def test_storage_slabs_across_boundaries_give_the_same_traces_and_are_freed(one_
         assert probe._slab >= 3  # the test really spans several slabs
         small = [probe.pop(r.key) for r in results]
         assert set(probe._slabs) <= {probe._slab}
+        # a second generation with the same probe: the last slab of the first one is released too
+        first_last = probe._slab
+        again = gen.generate([GenRequest(key=("again", r.key), prompt=r.prompt, budget=9, seed=r.seed, answer_max=3)
+                              for r in reqs], batch_size=3, observers=[probe])
+        assert probe._slab > first_last and set(probe._slabs) <= {probe._slab}
+        for a, r in zip(small, again):
+            np.testing.assert_array_equal(a.block_influence, probe.pop(r.key).block_influence)
     for a, b in zip(ref, small):
         for k in (*STATS, "top1_agree", "rank", "tokens"):
             np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)

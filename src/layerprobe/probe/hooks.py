@@ -157,6 +157,8 @@ class LayerProbe:
         self._x0, self._outs = None, [None] * self._n
         B = stats.shape[0]
         if self._fill + B > _SLAB:
+            if self._live.get(self._slab) == 0:  # every trace in the full slab has already finished
+                del self._slabs[self._slab], self._live[self._slab]
             self._slab += 1
             self._slabs[self._slab] = np.empty((_SLAB, 6, self._n), dtype=np.float32)
             self._live[self._slab] = 0
