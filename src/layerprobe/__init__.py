@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from layerprobe._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -17,14 +19,8 @@ _LAZY = {
     "save_model": "layerprobe.prune.surgery",
 }
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that `import layerprobe.metrics` (pure functions) does not import torch.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'layerprobe' has no attribute {name!r}")
+# Lazy, so that `import layerprobe.metrics` (pure functions) does not import torch.
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["LoadedModel", "__version__", "drop_layers", "load_model", "save_model"]

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from layerprobe._lazy import lazy_getattr
 
 _LAZY = {
     "LayerProbe": "layerprobe.probe.hooks",
@@ -32,14 +32,8 @@ _LAZY = {
     "position_heatmap": "layerprobe.probe.aggregate",
 }
 
-
-def __getattr__(name: str) -> Any:
-    # lazy: settle/aggregate/store are numpy-only and should not import torch
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'layerprobe.probe' has no attribute {name!r}")
+# lazy: settle/aggregate/store are numpy-only and should not import torch
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)
