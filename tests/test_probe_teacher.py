@@ -81,3 +81,32 @@ def test_save_and_load(tmp_path, one_thread):
     np.testing.assert_array_equal(back.tokens, tf.tokens)
     np.testing.assert_allclose(back.kl, tf.kl, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(back.drift, tf.drift, rtol=1e-3, atol=1e-4)
+
+
+def test_softcapped_model_logits_are_not_capped_twice():
+    """Gemma-2 style models apply their final soft-cap inside forward: the teacher-forced log-probs must
+    equal log_softmax of the model's own logits (capping again would flatten them)."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from layerprobe.models.arch import arch_spec_for
+    from layerprobe.models.loaded import LoadedModel
+    from layerprobe.probe.teacher import _Reader
+
+    torch.manual_seed(0)
+    cfg = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, head_dim=16, final_logit_softcapping=2.0)
+    model = Gemma2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(50.0)  # logits well beyond the cap, so a second cap would show
+    loaded = LoadedModel(model=model, tokenizer=None, name="tiny-gemma2", source="from_config:gemma2", source_kind="config",
+                         family="gemma2", arch=arch_spec_for("gemma2", "model.layers", "model.norm", "lm_head"),
+                         layer_map=[0, 1], n_layers_original=2)
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+        lp, _ = _Reader(loaded, []).run(ids, slice(None))
+    ref = torch.log_softmax(logits, -1)
+    twice = torch.log_softmax(torch.tanh(logits / 2.0) * 2.0, -1)
+    assert float((twice - ref).abs().max()) > 0.1  # capping twice would be visible at this tolerance
+    torch.testing.assert_close(lp, ref, atol=1e-5, rtol=0)

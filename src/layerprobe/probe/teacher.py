@@ -98,9 +98,7 @@ class _Reader:
         finally:
             for h in handles:
                 h.remove()
-        logits = out.logits[0, keep].float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
+        logits = out.logits[0, keep].float()  # the model's forward has already applied any final soft-cap
         lp = logits.sub_(torch.logsumexp(logits, -1, keepdim=True))
         outs = [self._outs.pop(i) for i in self.pos]
         return lp, outs
