@@ -23,15 +23,6 @@ from layerprobe.errors import UserError
 from layerprobe.prune.surgery import parse_layer_list
 
 
-def _int_list(text: str, flag: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise UserError(f"{flag} '{text}': expected comma-separated integers such as 256,512") from None
-    return vals
-
-
 def analyze(
     model: Annotated[str, typer.Option("--model", "-m", help="alias, hub id, local directory or .gguf (default: the embedded toy)")] = "toy",
     drop: Annotated[list[str] | None, typer.Option("--drop", help="original layers to remove for one variant, e.g. 20,21 (repeatable)")] = None,
@@ -75,7 +66,7 @@ def analyze(
     settings = AnalyzeSettings(
         model=model, drops=drops, methods=methods, n_drop=n_drop, calib=str(calib) if calib else None,
         calib_traces=calib_traces, task=task, task_file=str(task_file) if task_file else None, limit=limit,
-        budgets=_int_list(budgets, "--budgets") if budgets is not None else None, samples=samples,
+        budgets=parse_layer_list(budgets, "--budgets", "integers", "256,512") if budgets is not None else None, samples=samples,
         parallel_budget=parallel_budget, wait=wait, temperature=temperature, top_p=top_p, top_k=top_k,
         answer_max=answer_max, seed=seed, probes=not no_probes, lens=not no_lens, lens_every=lens_every,
         teacher_forced=not no_teacher_forced, reasoning_format=fmt, device=device, dtype=dtype,

@@ -24,17 +24,18 @@ PROVENANCE_FILE = "layerprobe.json"
 PROVENANCE_SCHEMA_VERSION = 1
 
 
-def parse_layer_list(text: str, flag: str = "--drop") -> list[int]:
-    """Parse '20,21' (spaces allowed) into [20, 21]; UserError on anything that is not a list of integers."""
+def parse_layer_list(text: str, flag: str = "--drop", what: str = "layer indices", example: str = "20,21") -> list[int]:
+    """Parse '20,21' (spaces allowed) into [20, 21]; UserError on anything that is not a list of integers.
+    `what` and `example` name the values in the error message (e.g. "integers", "256,512" for budgets)."""
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(p == "" for p in parts):
-        raise UserError(f"{flag} '{text}': expected comma-separated layer indices such as 20,21")
+        raise UserError(f"{flag} '{text}': expected comma-separated {what} such as {example}")
     out: list[int] = []
     for p in parts:
         try:
             out.append(int(p))
         except ValueError:
-            raise UserError(f"{flag} '{text}': '{p}' is not an integer layer index (expected e.g. 20,21)") from None
+            raise UserError(f"{flag} '{text}': '{p}' is not an integer (expected comma-separated {what} such as {example})") from None
     return out
 
 
