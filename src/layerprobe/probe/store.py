@@ -24,7 +24,6 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 STATS = ("block_influence", "norm", "jsd", "entropy", "top1_agree")
-LENS_STATS = ("jsd", "entropy", "top1_agree", "rank")
 _F16_MAX = float(np.finfo(np.float16).max)
 
 

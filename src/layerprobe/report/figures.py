@@ -14,7 +14,6 @@ from markupsafe import Markup
 from layerprobe.report.load import ALL, RunData
 from layerprobe.report.numbers import is_num
 
-BASE_COLOR = "#3b3b3b"
 PALETTE = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 DROPPED_COLOR = "#f4d6d6"
 _counter = itertools.count()
@@ -33,13 +32,6 @@ def _plt():
         "text.parse_math": False,  # names and problem ids are user text: a "$" must not start mathtext
     })
     return plt
-
-
-def variant_colors(names: Sequence[str], base: str | None = None) -> dict[str, str]:
-    out, pal = {}, iter(itertools.cycle(PALETTE))
-    for n in names:
-        out[n] = BASE_COLOR if n == base else next(pal)
-    return out
 
 
 def to_svg(fig: Any, alt: str) -> Markup:

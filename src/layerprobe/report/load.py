@@ -5,7 +5,6 @@ a missing aggregate means "no probes", a missing array key is simply absent."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,10 +42,6 @@ def regime_of(group: str, task_regime: str | None = None) -> str:
         if "know" in t:
             return KNOWLEDGE
     return OTHER
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass

@@ -88,9 +88,6 @@ class Sentence:
         self.parts = parts
         self.tone = tone  # "", "drop", "noise", "rise": used for a subtle marker only
 
-    def nums(self) -> list[Num]:
-        return [p for p in self.parts if isinstance(p, Num)]
-
     def __html__(self) -> str:
         return "".join(p.__html__() if isinstance(p, Num) else str(escape(p)) for p in self.parts)
 

@@ -323,7 +323,7 @@ def render_report(run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike
     html = env.get_template("report.html.jinja").render(
         views=views, comparison=comparison, css=css, trace_metrics=TRACE_METRICS, rule=cases_mod.RULE, limits=limits,
         generated=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        version=runs[0].info.layerprobe_version, render_seconds=None,
+        version=runs[0].info.layerprobe_version,
     )
     html = html.replace("@@RENDER_SECONDS@@", f"{time.perf_counter() - t0:.1f}")
     try:

@@ -94,8 +94,6 @@ class AnalyzeSettings:
         d = TOY_DEFAULTS if is_toy else (QUICK_DEFAULTS if self.quick else REAL_DEFAULTS)
         if not self.drops and not self.methods:
             self.methods = list(d["methods"])
-            if self.n_drop is None:
-                self.n_drop = d["n_drop"]
         if self.methods and self.n_drop is None:
             self.n_drop = d["n_drop"]
         if self.budgets is None:

@@ -76,7 +76,8 @@ class ProbeSession:
 
 def teacher_forced_file(base: Any, pruned: Any, prompt_ids: Sequence[int], layers_file: Path, out: Path) -> None:
     """Run `pruned` (and `base`) over the exact token ids of a base trace and save the comparison."""
-    tokens = load_trace_layers(layers_file).tokens
+    with np.load(layers_file, allow_pickle=False) as data:  # only the token ids, not the statistics
+        tokens = np.asarray(data["tokens"], dtype=np.int64)
     tf = teacher_forced(base, pruned, list(prompt_ids), tokens.tolist(), key=out.stem)
     _atomic(out, lambda tmp: save_teacher_forced(tmp, tf))
 
