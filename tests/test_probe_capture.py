@@ -96,7 +96,7 @@ def test_lens_every_k_matches_full_lens_on_its_steps(one_thread):
         on = np.arange(f.n_tokens) % 3 == 0
         assert s.lens_every == 3 and s.lens_positions.tolist() == np.flatnonzero(on).tolist()
         np.testing.assert_allclose(s.block_influence, f.block_influence, atol=1e-6)
-        np.testing.assert_allclose(s.jsd[on], f.jsd[on], atol=1e-6)
+        np.testing.assert_allclose(s.jsd[on], f.jsd[on], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(s.rank[on], f.rank[on])
         assert np.isnan(s.jsd[~on]).all() and np.isnan(s.entropy[~on]).all() and (s.rank[~on] == -1).all()
 
@@ -108,7 +108,7 @@ def test_lens_off_keeps_influence_and_norm(one_thread):
     _, bare = _generate(loaded, prompts, batch_size=2, lens=False)
     for f, b in zip(full, bare):
         assert b.lens == "none" and b.lens_positions.size == 0
-        np.testing.assert_allclose(b.norm, f.norm, atol=1e-5)
+        np.testing.assert_allclose(b.norm, f.norm, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(b.block_influence, f.block_influence, atol=1e-6)
         assert np.isnan(b.jsd).all() and (b.rank == -1).all()
 
@@ -171,7 +171,7 @@ def test_forward_passes_outside_the_engine_are_ignored(one_thread):
         res = gen.generate([GenRequest(key="a", prompt=prompts[0], budget=9, answer_max=3)], observers=[probe])
         tl = probe.pop("a")
     assert tl.tokens.tolist() == res[0].all_ids
-    np.testing.assert_allclose(tl.jsd, ref[0].jsd, atol=1e-6)
+    np.testing.assert_allclose(tl.jsd, ref[0].jsd, rtol=1e-5, atol=1e-6)
 
 
 def test_capture_api_returns_traces_in_prompt_order(one_thread):

@@ -53,8 +53,9 @@ def test_pruned_divergence_matches_reference_and_chunking(family, one_thread):
         np.testing.assert_allclose(whole.drift[:, j], jsd.numpy(), atol=1e-4)
     for chunk in (1, 3, 7):
         part = teacher_forced(base, pruned, PROMPT, trace, chunk=chunk, threshold=0.05, window=4)
-        np.testing.assert_allclose(part.kl, whole.kl, atol=1e-5)
-        np.testing.assert_allclose(part.drift, whole.drift, atol=1e-5)
+        # chunked and whole float32 reductions differ by rounding that grows with the magnitude
+        np.testing.assert_allclose(part.kl, whole.kl, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(part.drift, whole.drift, rtol=1e-5, atol=1e-6)
         assert part.onset == whole.onset
     assert whole.onset == kl_onset(kl, 0.05, 4)
 
@@ -109,4 +110,4 @@ def test_softcapped_model_logits_are_not_capped_twice():
     ref = torch.log_softmax(logits, -1)
     twice = torch.log_softmax(torch.tanh(logits / 2.0) * 2.0, -1)
     assert float((twice - ref).abs().max()) > 0.1  # capping twice would be visible at this tolerance
-    torch.testing.assert_close(lp, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(lp, ref, atol=1e-6, rtol=1e-5)
