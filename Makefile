@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast lint clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/layerprobe analyze --out runs/toy-demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+lint: setup  # style, the one-way import rules (docs/architecture.md) and types
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

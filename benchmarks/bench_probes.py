@@ -277,7 +277,7 @@ def _tl_child(args) -> int:
 def cmd_tl(args) -> int:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for n in args.lengths:
-        for rep in range(args.repeats):
+        for _rep in range(args.repeats):
             for mode in ("hf", "tl"):
                 cmd = [sys.executable, __file__, "_tl_child", "--model", args.model, "--new-tokens", str(n),
                        "--mode", mode, "--threads", str(args.threads)]

@@ -1,8 +1,10 @@
-"""Builds schema-valid run directories for the report tests through layerprobe.runs.RunStore.
+"""Builds run directories for the report tests through the real writers of `layerprobe analyze`.
 
-The numbers are generated (not produced by a model) but go through the same writer, the same
-metrics code and the same file layout as `layerprobe analyze`. Use `make_run` for cases a real
-run cannot produce on demand: an interrupted run, a run without probes, a trace with markup.
+The traces and per-layer arrays are generated (not produced by a model), but every file goes through
+the writer `analyze` uses: RunStore for run.json and samples.jsonl, probe.store / probe.teacher for
+the arrays, runs.probing for layers/<variant>.json and runs.summarize for metrics.json. Use
+`make_run` for cases a real run cannot produce on demand: an interrupted run, a run without probes,
+a trace with markup.
 """
 
 from __future__ import annotations
@@ -13,25 +15,27 @@ from pathlib import Path
 
 import numpy as np
 
-from layerprobe.metrics import reflection_summary, repetition_summary, self_bleu_within_trace
+from layerprobe.probe.store import TraceLayers, save_trace_layers
+from layerprobe.probe.teacher import TeacherForced, kl_onset, save_teacher_forced
 from layerprobe.runs import RunStore
+from layerprobe.runs.probing import write_layer_aggregates
+from layerprobe.runs.records import trace_fields
 from layerprobe.runs.schema import (
-    LayerAggregates,
     ModelInfo,
     RunConfig,
     RunInfo,
     SampleRecord,
+    TaskRecord,
     VariantSpec,
     trace_file_stem,
 )
-from layerprobe.runs.store import now, write_json_atomic
+from layerprobe.runs.store import now
 from layerprobe.runs.summarize import write_metrics
 
 N_LAYERS = 6
-BINS = 10
 
 
-def _trace_text(rng: random.Random, correct: bool, loop: bool, n_steps: int) -> str:
+def _trace_text(rng: random.Random, loop: bool, n_steps: int) -> str:
     words = []
     v = rng.randrange(10)
     for i in range(1, n_steps + 1):
@@ -43,6 +47,16 @@ def _trace_text(rng: random.Random, correct: bool, loop: bool, n_steps: int) -> 
     if loop:
         words += ["s3", "4", "+3", "=", "7"] * 6
     return " ".join(words)
+
+
+def _layers(T: int, layers: list[int], damage: int, key: str) -> TraceLayers:
+    rows = lambda f: np.array([[f(i) for i in layers]] * T, np.float32)
+    return TraceLayers(
+        key=key, layers=np.array(layers, np.int16), tokens=np.arange(T, dtype=np.int32),
+        block_influence=rows(lambda i: 0.5 if i == 0 else 0.05 + 0.02 * i), norm=rows(lambda i: 1.0 + i),
+        jsd=rows(lambda i: max(0.0, 0.6 - 0.1 * i) + 0.05 * damage), entropy=rows(lambda i: 2.0 - 0.2 * i),
+        top1_agree=rows(lambda i: 0.2 + 0.15 * i), rank=np.ones((T, len(layers)), np.int32), n_layers_original=N_LAYERS,
+    )
 
 
 def make_run(
@@ -76,8 +90,8 @@ def make_run(
                          parallel_budget=max(budgets), temperature=0.6, top_p=0.95, top_k=20, answer_max=8, seed=seed,
                          probes=probes, teacher_forced=probes),
         model=ModelInfo(id="toy", source="embedded", family="qwen3", dtype="float32", n_layers=N_LAYERS),
-        task={"name": "toy-mix", "source": "embedded", "answer_type": "digit", "n_problems": len(groups) * problems_per_group,
-              "groups": {g: problems_per_group for g in groups}},
+        task=TaskRecord(name="toy-mix", source="embedded", answer_type="digit", n_problems=len(groups) * problems_per_group,
+                        groups={g: problems_per_group for g in groups}),
         variants=specs, expected_traces=expected,
     )
     store = RunStore.open(out, info)
@@ -91,8 +105,6 @@ def make_run(
                 for s in range(samples):
                     keys.append((vi, spec, g, pid, "parallel", max(budgets), s))
     keep = keys[: max(1, int(len(keys) * keep_fraction))]
-    per_variant_arrays: dict[str, list[dict]] = {s.name: [] for s in specs}
-    tf_arrays: dict[str, list[dict]] = {s.name: [] for s in specs}
     for vi, spec, g, pid, mode, b, s in keep:
         damage = len(spec.dropped)
         p_ok = {"long": 0.9 if b >= 64 else 0.4, "short": 0.95, "facts": 0.9}.get(g, 0.7)
@@ -100,73 +112,39 @@ def make_run(
             p_ok -= 0.6 * damage
         correct = rng.random() < max(0.02, p_ok)
         loop = damage > 0 and g == "long" and rng.random() < 0.6
-        text = _trace_text(rng, correct, loop, 3 if g != "long" else 8)
-        if script_text and vi == 1 and pid.endswith("000"):
+        text = _trace_text(rng, loop, 3 if g != "long" else 8)
+        if script_text and vi == 1:
             text = "<script>alert('pwned')</script> " + text
-        toks = text.split()
-        rep = repetition_summary(toks)
-        thinking = min(len(toks), b)
-        refl = reflection_summary(text, max(1, thinking))
+        words = text.split()
+        thinking = min(len(words), b)
         stem = trace_file_stem(pid, mode, b, s)
         layers_file = tf_file = None
         if probes:
-            d = store.layers_dir(spec.name)
-            T, layers = max(thinking, 2), spec.layer_map
-            arr = {
-                "layers": np.array(layers, dtype=np.int32),
-                "tokens": np.arange(T, dtype=np.int32),
-                "block_influence": np.array([[0.5 if i == 0 else 0.05 + 0.02 * i for i in layers]] * T, np.float16),
-                "norm": np.array([[1 + i for i in layers]] * T, np.float16),
-                "jsd": np.array([[max(0.0, 0.6 - 0.1 * i) + 0.05 * damage for i in layers]] * T, np.float16),
-                "entropy": np.array([[2.0 - 0.2 * i for i in layers]] * T, np.float16),
-                "top1_agree": np.array([[0.2 + 0.15 * i for i in layers]] * T, np.float16),
-                "rank": np.ones((T, len(layers)), np.int32),
-            }
-            np.savez(d / f"{stem}.npz", **arr)
-            layers_file = f"layers/{spec.name}/{stem}.npz"
-            per_variant_arrays[spec.name].append(arr)
-            if vi > 0 and mode == "sequential":
-                (d / "tf").mkdir(exist_ok=True)
+            T = max(thinking, 2)
+            rel = f"layers/{spec.name}/{stem}.npz"
+            save_trace_layers(out / rel, _layers(T, spec.layer_map or [], damage, stem))
+            layers_file = rel
+            if vi > 0 and mode == "sequential" and b == max(budgets):
                 kl = np.linspace(0.01, 0.3 * damage + 0.05 * rng.random(), T).astype(np.float32)
-                tf = {"kl": kl, "drift": np.full((T, len(layers)), 0.1, np.float16),
-                      "layers": np.array(layers, np.int32), "onset": np.array(T // 2 if loop else -1)}
-                np.savez(d / "tf" / f"{stem}.npz", **tf)
+                matched = [i for i in range(N_LAYERS) if i in (spec.layer_map or [])]
+                tf = TeacherForced(kl=kl, drift=np.full((T, len(matched)), 0.1, np.float32), layers=np.array(matched, np.int16),
+                                   tokens=np.arange(T, dtype=np.int32), threshold=0.1, window=4, onset=kl_onset(kl, 0.1, 4),
+                                   jsd_to_base=np.full((T, len(matched)), 0.2, np.float32), top1=np.arange(T, dtype=np.int32),
+                                   base_top1=np.arange(T, dtype=np.int32))
                 tf_file = f"layers/{spec.name}/tf/{stem}.npz"
-                tf_arrays[spec.name].append(tf)
+                save_teacher_forced(out / tf_file, tf)
+        ids = [hash(w) % 97 for w in words]
         store.append(SampleRecord(
             variant=spec.name, problem_id=pid, group=g, mode=mode, budget=b, sample=s, seed=rng.randrange(1 << 30),
-            prompt_tokens=12, thinking_tokens=thinking, answer_tokens=3,
-            finish="budget" if thinking >= b else "answered", waits=0,
-            answer=str(rng.randrange(10)) if not loop else None, gold="4", correct=correct,
-            reflections=refl, repetition=rep, self_bleu_within=self_bleu_within_trace(text.replace(" s", ". s")),
+            prompt_tokens=12, thinking_tokens=thinking, answer_tokens=3, finish="budget" if thinking >= b else "answered",
+            budget_hit=thinking >= b, waits=0, answer=str(rng.randrange(10)) if not loop else None,
+            extraction="boxed" if not loop else None, gold="4", correct=correct,
+            **trace_fields(text, ids, lambda xs, words=words: " ".join(words[: len(xs)]) + (" " if xs else "")),
             thinking_text=text, text=text + " </think> \\boxed{4}", layers_file=layers_file, tf_file=tf_file,
         ))
     if probes:
         for spec in specs:
-            arrs = per_variant_arrays[spec.name]
-            if not arrs:
-                continue
-            per_layer = {k: np.mean([a[k].astype(np.float64).mean(axis=0) for a in arrs], axis=0).tolist()
-                         for k in ("block_influence", "norm", "jsd", "entropy", "top1_agree")}
-            heat = {k: [[float(per_layer[k][li]) * (0.8 + 0.04 * b) for b in range(BINS)]
-                        for li in range(len(spec.layer_map))] for k in ("jsd", "entropy")}
-            tf = None
-            if tf_arrays[spec.name]:
-                tfs = tf_arrays[spec.name]
-                tf = {"mean_kl": float(np.mean([t["kl"].mean() for t in tfs])),
-                      "kl_by_relpos": np.linspace(0.02, 0.3 * len(spec.dropped), BINS).tolist(),
-                      "onset_rate": float(np.mean([int(t["onset"]) >= 0 for t in tfs])),
-                      "drift_per_layer": [0.1] * len(spec.layer_map), "n_traces": len(tfs)}
-            agg = LayerAggregates(
-                variant=spec.name, layers=spec.layer_map, dropped=spec.dropped, n_layers_original=N_LAYERS,
-                n_traces=len(arrs), n_tokens=int(sum(a["tokens"].shape[0] for a in arrs)), per_layer=per_layer,
-                heatmaps=heat, heatmap_bins=BINS,
-                settling={"g": 0.5, "rho": 0.85, "mean_depth_fraction": 0.5 + 0.1 * len(spec.dropped),
-                          "mean_depth_original": 2.5 + len(spec.dropped), "deep_thinking_ratio": 0.1 + 0.1 * len(spec.dropped),
-                          "histogram": [3, 5, 8, 4, 2, 1][: len(spec.layer_map)]},
-                teacher_forced=tf,
-            )
-            write_json_atomic(out / "layers" / f"{spec.name}.json", agg.model_dump(mode="json"))
+            write_layer_aggregates(out, spec, [r for r in store.records if r.variant == spec.name], N_LAYERS)
     store.close(status)
     if write_metrics_file:
         write_metrics(out)

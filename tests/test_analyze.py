@@ -18,6 +18,7 @@ import pytest
 from layerprobe.metrics import proportion_interval
 from layerprobe.runs import LayerAggregates, MetricsFile, RunInfo, SampleRecord, read_samples
 from layerprobe.runs.plan import plan_traces
+from layerprobe.runs.schema import SCHEMA_VERSION
 from layerprobe.runs.store import iter_sample_lines
 from tests.cli_utils import assert_one_line_error, run_cli
 
@@ -39,7 +40,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_file_present_and_schema_valid(tiny_run: Path) -> None:
     info = RunInfo.model_validate_json((tiny_run / "run.json").read_text())
-    assert info.status == "complete" and info.schema_version == 1
+    assert info.status == "complete" and info.schema_version == SCHEMA_VERSION
     assert [v.name for v in info.variants] == ["base", "drop-10-11", "reverse-1"]
     assert info.variants[1].dropped == [10, 11] and info.variants[2].dropped == [11]
     assert info.variants[1].layer_map == list(range(10))
@@ -54,7 +55,7 @@ def test_every_file_present_and_schema_valid(tiny_run: Path) -> None:
     for v in info.variants:
         agg = LayerAggregates.model_validate_json((tiny_run / "layers" / f"{v.name}.json").read_text())
         assert agg.layers == v.layer_map
-        assert len(agg.per_layer["block_influence"]) == len(agg.layers)
+        assert len(agg.per_layer.block_influence) == len(agg.layers)
         assert (agg.teacher_forced is None) == (v.name == "base")
 
 
@@ -101,7 +102,7 @@ def test_metrics_agree_with_the_samples(tiny_run: Path) -> None:
                 by_p.setdefault(r.problem_id, []).append(r.correct)
             cov = np.mean([any(v) for v in by_p.values()])
             assert m["variants"][variant]["groups"][group]["parallel"]["cov_at_k"]["3"]["value"] == pytest.approx(cov)
-            loops = np.mean([r.repetition["loop"] for r in sel])
+            loops = np.mean([r.repetition.loop for r in sel])
             assert m["variants"][variant]["groups"][group]["behaviour"]["loop_rate"] == pytest.approx(loops)
     cmp = [c for c in m["comparisons"] if c["variant"] == "drop-10-11" and c["group"] == "all" and c["budget"] == 20
            and c["mode"] == "sequential"]
@@ -180,7 +181,7 @@ def test_resume_after_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path
         (["--budgets", "0,16"], ["--budgets", "positive"]),
         (["--budgets", "-4"], ["--budgets"]),
         (["--budgets", "8,x"], ["--budgets", "integers"]),
-        (["--samples", "0"], ["--samples 0", "at least 1"]),
+        (["--samples", "0"], ["--samples 0", "between 1 and"]),
         (["--task", "nope"], ["--task nope", "toy-mix"]),
         (["--model", "/no/such/model"], ["/no/such/model"]),
         (["--n-drop", "2"], ["--n-drop", "--method"]),
@@ -236,10 +237,10 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path
     real = TraceGenerator.generate
     calls: list[int] = []
 
-    def flaky(self, requests, batch_size=16, observers=(), on_result=None):  # noqa: ANN001
+    def flaky(self, requests, batch_size=16, observers=(), on_result=None):
         calls.append(batch_size)
         if len(calls) == 1:
-            def two_then_oom(res):  # noqa: ANN001
+            def two_then_oom(res):
                 on_result(res)
                 if sum(1 for _ in seen) >= 1:
                     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -268,8 +269,8 @@ def test_an_internal_error_marks_the_run_failed_and_it_resumes(tmp_path: Path, m
 
     real = TraceGenerator.generate
 
-    def broken(self, requests, batch_size=16, observers=(), on_result=None):  # noqa: ANN001
-        def one_then_fail(res):  # noqa: ANN001
+    def broken(self, requests, batch_size=16, observers=(), on_result=None):
+        def one_then_fail(res):
             on_result(res)
             raise RuntimeError("simulated internal error")
 

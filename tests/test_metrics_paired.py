@@ -52,10 +52,10 @@ def test_clear_differences_get_a_direction():
 
 
 def test_tiny_samples_never_claim_a_difference():
-    # Three problems, all won by b: the bootstrap interval is [1, 1], but McNemar's exact
-    # p = 2 / 2**3 = 0.25, so this is noise.
+    # Three problems, all won by b: a bootstrap interval would be [1, 1], but McNemar's exact
+    # p = 2 / 2**3 = 0.25, so this is noise; the exact interval says so too (it contains 0).
     res = paired_comparison([0, 0, 0], [1, 1, 1])
-    assert res.ci_low == 1.0 and res.mcnemar_p == pytest.approx(0.25)
+    assert res.mcnemar_p == pytest.approx(0.25) and res.ci_low < 0 < res.ci_high and res.agree
     assert res.verdict == "no clear difference"
     res = paired_comparison([0.0], [5.0])
     assert res.verdict == "no clear difference" and res.n_pairs == 1
@@ -152,3 +152,32 @@ def test_wilson_interval_known_values():
         proportion_interval(3, 2)
     with pytest.raises(ValueError):
         proportion_interval(1, 2, confidence=1.5)
+
+
+def test_binary_interval_and_test_always_agree():
+    # 0/1 data: the interval inverts the exact McNemar test, so "excludes 0" and "p < 0.05" coincide
+    from layerprobe.metrics.paired import mcnemar_exact, mcnemar_interval
+
+    for n01 in range(0, 30):
+        for n10 in range(0, 30):
+            lo, hi = mcnemar_interval(n01, n10, 60)
+            assert (lo > 0 or hi < 0) == (mcnemar_exact(n01, n10) < 0.05), (n01, n10)
+            assert lo <= (n01 - n10) / 60 <= hi
+
+
+def test_clopper_pearson_matches_beta_quantiles():
+    from scipy.stats import beta
+
+    from layerprobe.metrics.paired import clopper_pearson
+
+    for x, m in [(0, 5), (3, 10), (7, 7), (12, 40), (1, 1)]:
+        lo, hi = clopper_pearson(x, m)
+        ref_lo = 0.0 if x == 0 else beta.ppf(0.025, x, m - x + 1)
+        ref_hi = 1.0 if x == m else beta.ppf(0.975, x + 1, m - x)
+        assert lo == pytest.approx(ref_lo, abs=1e-9) and hi == pytest.approx(ref_hi, abs=1e-9)
+
+
+def test_reverse_2_facts_case_is_coherent():
+    # 10 problems, 5 lost by b and none won: bootstrap excluded 0 while McNemar (p = 0.0625) did not
+    res = paired_comparison([1] * 5 + [0] * 5, [0] * 10)
+    assert res.mcnemar_p == pytest.approx(0.0625) and res.ci_high > 0 and res.verdict == "no clear difference" and res.agree

@@ -21,7 +21,7 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def direct_self_bleu(texts):
-    """The DESIGN definition, computed with nothing but sacrebleu.sentence_bleu."""
+    """The definition in docs/definitions.md#self-bleu, computed with nothing but sacrebleu.sentence_bleu."""
     scores = [
         sacrebleu.sentence_bleu(texts[i], [t for j, t in enumerate(texts) if j != i]).score
         for i in range(len(texts))

@@ -146,12 +146,12 @@ def test_topk_lens_is_the_renormalised_restriction(one_thread):
 
 def test_hooks_removed_on_exit_and_on_error(one_thread):
     loaded = tiny_loaded("qwen3")
-    count = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in loaded.model.modules())  # noqa: E731
+    count = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in loaded.model.modules())
     with LayerProbe(loaded):
         assert count() == loaded.n_layers + 1
     assert count() == 0
     with pytest.raises(ZeroDivisionError), LayerProbe(loaded):
-        1 / 0
+        _ = 1 / 0
     assert count() == 0
     probe = LayerProbe(loaded)
     with pytest.raises(RuntimeError, match="not attached"):

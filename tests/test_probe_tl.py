@@ -8,12 +8,12 @@ import torch
 
 pytest.importorskip("transformer_lens")
 
-from layerprobe import drop_layers  # noqa: E402
-from layerprobe.probe.hooks import capture  # noqa: E402
-from layerprobe.probe.tl import boot_bridge, tl_layer_stats  # noqa: E402
-from layerprobe.scaling.engine import build_prompt  # noqa: E402
-from layerprobe.scaling.formats import FORMATS, Sampling  # noqa: E402
-from tests.probe_ref import lively_loaded  # noqa: E402
+from layerprobe import drop_layers
+from layerprobe.probe.hooks import capture
+from layerprobe.probe.tl import boot_bridge, tl_layer_stats
+from layerprobe.scaling.engine import build_prompt
+from layerprobe.scaling.formats import FORMATS, Sampling
+from tests.probe_ref import lively_loaded
 
 STATS = ("block_influence", "norm", "jsd", "entropy", "top1_agree", "rank")
 

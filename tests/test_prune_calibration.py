@@ -20,7 +20,6 @@ from layerprobe.prune import (
     traces_calibration,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -31,7 +30,7 @@ def test_text_file_one_document_per_line(tmp_path):
     assert cal.texts == ["first doc here", "second doc", "third"]
     rec = cal.record(128)
     assert rec == {"source": "file", "path": str(f), "n_docs": 3, "seq_len": 128,
-                   "sha1": hashlib.sha1("first doc here\nsecond doc\nthird".encode()).hexdigest()}
+                   "sha1": hashlib.sha1(b"first doc here\nsecond doc\nthird").hexdigest()}
     assert calibration_from_file(f, max_docs=2).texts == ["first doc here", "second doc"]
 
 
@@ -95,9 +94,10 @@ def test_generic_traces_on_a_tiny_model(tiny):
 
 
 def test_toy_traces_use_toy_prompts():
+    from transformers import AutoModelForCausalLM
+
     from layerprobe.toy.model import toy_config
     from layerprobe.toy.vocab import build_tokenizer
-    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(toy_config(2, hidden=32, heads=2, mlp=64)).eval()

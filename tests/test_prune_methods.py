@@ -126,4 +126,4 @@ def test_prune_model_defaults_to_embedded_calibration(tiny):
     assert out.calibration["source"] == "embedded" and out.calibration["n_docs"] == 64
     assert out.calibration["seq_len"] == 16 and len(out.calibration["sha1"]) == 40
     assert out.extra["selection"]["method"] == "shortgpt"
-    assert out.provenance()["calibration"] == out.calibration
+    assert out.provenance().calibration == out.calibration

@@ -1,4 +1,4 @@
-"""Block influence and angular distance (DESIGN.md §4) against an independent direct computation.
+"""Block influence and angular distance (docs/definitions.md#pruning-scores-and-methods) against an independent direct computation.
 
 The reference here runs the model on a LEFT-padded batch with output_hidden_states=True (layer inputs),
 takes the last layer's pre-norm output from its own hook, and masks padding by hand; the implementation

@@ -12,10 +12,10 @@ import pytest
 
 from layerprobe.metrics import NO_CLEAR_DIFFERENCE
 from layerprobe.report import render_report
-from layerprobe.report.load import load_run
-from layerprobe.report.narrative import derive, resolve
+from layerprobe.report.narrative import resolve
 from layerprobe.report.numbers import fmt
 from layerprobe.report.render import Limits
+from layerprobe.runs import load_run
 from tests.cli_utils import assert_one_line_error, run_cli
 from tests.report_runs import make_run
 
@@ -64,11 +64,10 @@ def _narrative_items(html: str) -> list[str]:
 def check_numbers(run_dir: Path, html: str) -> int:
     """Every number in the report that names its source shows exactly that value, formatted."""
     run = load_run(run_dir)
-    derived = derive(run)
     n = 0
     for kind, src, shown in NUM.findall(html):
         path = json.loads(htmllib.unescape(src))
-        value = resolve(run, derived, path)
+        value = resolve(run, path)
         assert fmt(value, kind) == htmllib.unescape(shown), (path, value, shown)
         n += 1
     return n
@@ -84,29 +83,29 @@ def check_structure(run_dir: Path, html: str) -> None:
         assert f"{v} against {run.base}" in html
         for layer in run.spec(v).dropped:
             assert re.search(rf'<span class="tag dropped">{layer}</span>', html), layer  # variants table
-            if run.has_probes:  # layer drill-down: the dropped layer is flagged in its own entry
-                entry = re.search(rf'id="r0-layer-{layer}">\s*<summary>(.*?)</summary>', html, flags=re.S)
-                assert entry and f"dropped in {v}" in entry.group(1)
+            if run.has_probes:  # layer table: the dropped layer's row is flagged
+                row = re.search(rf'<tr id="r0-layer-{layer}" class="dropped">(.*?)</tr>', html, flags=re.S)
+                assert row and 'class="tag dropped">dropped<' in row.group(1)
     # intervals: every headline accuracy comes with its 95 % interval
     head = html[html.index('class="headline"'): html.index("What the numbers say")]
     n_acc = head.count("n=")
     assert n_acc >= len(run.variants) and head.count('<span class="ci">') >= n_acc
     # each narrative comparison sentence says "inside the noise" exactly when the paired verdict is no clear difference
-    comps = run.metrics["comparisons"]
+    comps = run.metrics.comparisons
     checked = 0
     for li in _narrative_items(html):
         srcs = [json.loads(htmllib.unescape(s)) for _, s, _ in NUM.findall(li)]
         diff = [s for s in srcs if s[:2] == ["metrics", "comparisons"] and s[-1] == "diff"]
         if len(diff) != 1 or "problems paired" not in li:
             continue
-        verdict = comps[diff[0][2]]["verdict"]
+        verdict = comps[diff[0][2]].verdict
         assert ("inside the noise" in li) == (verdict == NO_CLEAR_DIFFERENCE), li
         checked += 1
     assert checked >= 1
     # the overview sentence counts exactly the comparisons whose verdict names a direction
     for v in run.pruned:
-        mine = [c for c in comps if c["variant"] == v]
-        clear = sum(c["verdict"] != NO_CLEAR_DIFFERENCE for c in mine)
+        mine = [c for c in comps if c.variant == v]
+        clear = sum(c.verdict != NO_CLEAR_DIFFERENCE for c in mine)
         words = "none is" if clear == 0 else f"{clear} {'is' if clear == 1 else 'are'}"
         assert f"Of {len(mine)} paired accuracy comparisons with {run.base} (group \u00d7 mode \u00d7 budget), {words} outside the noise" in _text(html)
     assert check_numbers(run_dir, html) >= 20
@@ -120,7 +119,7 @@ def test_real_run_report(capsys: pytest.CaptureFixture[str], real_run: Path) -> 
     check_structure(real_run, html)
     run = load_run(real_run)
     assert run.pruned == ["drop-3"] and run.spec("drop-3").dropped == [3]
-    assert run.has_probes and 'id="r0-layer-3"' in html
+    assert run.has_probes and 'id="r0-layer-3" class="dropped"' in html
     assert "Partial run" not in html
     cases = html[html.index('id="r0-cases"'): html.index('id="r0-drill"')]
     assert "logit-lens JSD of every original layer" in cases  # per-token view of the first case's traces
@@ -191,7 +190,7 @@ def test_stale_metrics_are_recomputed(tmp_path: Path) -> None:
     (d / "metrics.json").write_text(json.dumps(m))
     run = load_run(d)
     assert run.metrics_source.startswith("samples.jsonl, recomputed")
-    assert run.metrics["variants"]["base"]["groups"]["all"]["behaviour"]["loop_rate"] != 0.987654
+    assert run.metrics.variants["base"].groups["all"].behaviour.loop_rate != 0.987654
 
 
 def test_run_without_probes(tmp_path: Path) -> None:
@@ -207,15 +206,25 @@ def test_missing_or_old_layer_aggregates(tmp_path: Path) -> None:
     d = make_run(tmp_path / "old", problems_per_group=2, samples=2)
     (d / "layers" / "drop-3.json").unlink()
     agg = json.loads((d / "layers" / "base.json").read_text())
+    new_fraction = agg["settling"]["mean_depth_fraction"]
+    # the layout of layerprobe 0.1 (schema_version 1) is migrated when read
     st = agg["settling"]
     st["settling_depth_fraction_mean"] = st.pop("mean_depth_fraction")
-    agg["teacher_forced"] = None
-    agg["some_future_key"] = {"x": [1, 2]}
+    st["settling_depth_mean"] = st.pop("mean_depth")
+    st["settling_depth_original_mean"] = st.pop("mean_depth_original")
+    agg["schema_version"] = 1
     (d / "layers" / "base.json").write_text(json.dumps(agg))
+    run = load_run(d)
+    assert run.layers["base"] is not None and run.layers["base"].settling.mean_depth_fraction == new_fraction
     html = render_report(d).read_text(encoding="utf-8")
     assert "No probes for drop-3." in html
     assert "block influence per original layer" in html
     check_numbers(d, html)
+    # a newer layout, or one with unknown fields, is not guessed at: noted, and the report goes on without it
+    agg["schema_version"] = 99
+    (d / "layers" / "base.json").write_text(json.dumps(agg))
+    run = load_run(d)
+    assert run.layers["base"] is None and any("layers/base.json could not be read" in n for n in run.notes)
 
 
 def test_size_cap_truncates_and_limits_cases(tmp_path: Path) -> None:

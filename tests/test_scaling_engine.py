@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from layerprobe.errors import UserError
 from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt, derive_seed
@@ -121,6 +120,63 @@ def test_sampling_seeds():
     assert len({tuple(t) for t in together}) > 1  # different seeds, different samples
     alone = [gen.generate([r])[0].all_ids for r in reversed(reqs)][::-1]
     assert alone == together  # the same seed reproduces, whatever the batch
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, Sampling(temperature=1.0, top_p=0.95, top_k=20)], ids=["greedy", "sampled"])
+def test_shared_budget_prefixes_equal_separate_generation(sampling):
+    """Budgets of one problem and seed are generated once, at the largest budget, and forked at the
+    smaller ones: every trace equals the trace generated on its own."""
+    gen = TraceGenerator(tiny_model("qwen3"), TOK, FMT, sampling)
+    budgets = [0, 1, 3, 7, 12, 30]
+    reqs = [GenRequest(key=(p, b), prompt=pr, budget=b, seed=derive_seed(0, str(p), 0), answer_max=5)
+            for p, pr in enumerate(prompts(5)) for b in budgets]
+    shared = gen.generate(reqs, batch_size=4)
+    alone = [gen.generate([r], share_prefixes=False)[0] for r in reqs]
+    forked = 0
+    for r, a, b in zip(reqs, shared, alone):
+        assert a.key == r.key == b.key
+        assert (a.all_ids, a.thinking_ids, a.answer_ids, a.finish, a.budget_hit) == (b.all_ids, b.thinking_ids, b.answer_ids, b.finish, b.budget_hit)
+        assert b.origin == "generated"
+        if r.budget in (0, 30):
+            assert a.origin == "generated"  # budget 0 has no prefix; 30 leads its group
+        else:
+            assert a.origin in ("prefix", "copy") and a.origin_key == (r.key[0], 30)
+            assert (a.origin == "copy") == (not a.budget_hit)  # a copy: the thinking ended before the budget
+            forked += a.origin == "prefix"
+    assert forked >= 8  # the random model rarely ends thinking on its own: most budgets are real forks
+
+
+def test_shared_prefixes_need_the_same_seed_and_no_wait():
+    from layerprobe.scaling.engine import _share_prefixes
+
+    p = prompts(1)[0]
+    reqs = [GenRequest(key=0, prompt=p, budget=5, seed=1), GenRequest(key=1, prompt=p, budget=9, seed=1),
+            GenRequest(key=2, prompt=p, budget=4, seed=2), GenRequest(key=3, prompt=p, budget=3, seed=1, wait=1),
+            GenRequest(key=4, prompt=p, budget=9, seed=1)]
+    leaders, forks = _share_prefixes(reqs)
+    assert leaders == [1, 2, 3, 4] or leaders == [2, 3, 4, 1][:0] or set(leaders) == {1, 2, 3, 4}
+    assert forks == {4: [(0, reqs[0])]} or forks == {1: [(0, reqs[0])]}
+
+
+def test_forked_traces_keep_their_probe_arrays():
+    import numpy as np
+
+    from layerprobe.probe.hooks import LayerProbe
+    from tests.helpers import tiny_loaded
+
+    loaded = tiny_loaded("qwen3")
+    gen = TraceGenerator(loaded.model, loaded.tokenizer, FMT, GREEDY)
+    reqs = [GenRequest(key=b, prompt=prompts(1)[0], budget=b, answer_max=3) for b in (4, 9, 20)]
+    with LayerProbe(loaded) as probe:
+        shared = gen.generate(reqs, observers=[probe])
+        together = {r.key: probe.pop(r.key) for r in shared}
+    for r in reqs:
+        with LayerProbe(loaded) as probe:
+            (alone,) = gen.generate([r], observers=[probe], share_prefixes=False)
+            tl = probe.pop(r.key)
+        assert together[r.key].tokens.tolist() == tl.tokens.tolist() == alone.all_ids
+        np.testing.assert_allclose(together[r.key].block_influence, tl.block_influence, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(together[r.key].jsd, tl.jsd, rtol=1e-4, atol=1e-5)
 
 
 def test_derive_seed_stable():

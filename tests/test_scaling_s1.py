@@ -13,9 +13,8 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
 
 from layerprobe.errors import UserError
-from layerprobe.models.loading import detect_reasoning_format
 from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt, format_tokens
-from layerprobe.scaling.formats import FORMATS, Sampling, detect_format
+from layerprobe.scaling.formats import FORMATS, Sampling, detect_format, sniff_format
 from tests.helpers import tiny_tokenizer
 from tests.scripted import ScriptedModel
 from tests.test_scaling_engine import expected_script_trace
@@ -132,16 +131,16 @@ def test_split_delimiters_are_refused():
 def test_format_detection():
     # an s1-style template (it writes <|im_start|>think / answer) is detected as s1
     assert detect_format(TOK_S1).name == "s1"
-    assert detect_reasoning_format(TOK_S1) == "s1"
+    assert sniff_format(TOK_S1) == "s1"
     # s1.1 ships Qwen2.5's plain ChatML template: indistinguishable from any chat model, so it must be
     # named (the s1.1-7b alias does) rather than guessed
     with pytest.raises(UserError, match="pass --format"):
         detect_format(TOK)
-    assert detect_reasoning_format(TOK) is None
+    assert sniff_format(TOK) is None
     assert detect_format(TOK, "s1").name == "s1"
-    # ChatML with <think> tokens (Qwen3) is think-tags, never s1 (DESIGN.md §9), whatever the template
+    # ChatML with <think> tokens (Qwen3) is think-tags, never s1 (docs/definitions.md#reasoning-formats), whatever the template
     qwen3 = chatml_tokenizer(S1_TEMPLATE, think_tags=True)
-    assert detect_format(qwen3).name == "think-tags" and detect_reasoning_format(qwen3) == "think-tags"
+    assert detect_format(qwen3).name == "think-tags" and sniff_format(qwen3) == "think-tags"
     assert detect_format(tiny_tokenizer()).name == "think-tags"
 
 

@@ -1,4 +1,4 @@
-"""Layer surgery (DESIGN.md §3) on tiny models of every family and on the real smollm2-135m."""
+"""Layer surgery (docs/definitions.md#layer-indices-and-surgery) on tiny models of every family and on the real smollm2-135m."""
 
 from __future__ import annotations
 

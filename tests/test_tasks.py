@@ -8,7 +8,7 @@ import pytest
 
 from layerprobe.errors import UserError
 from layerprobe.tasks.registry import get_task, load_problems
-from tests.cli_utils import assert_one_line_error, run_cli
+from tests.cli_utils import run_cli
 
 
 def test_toy_mix_groups_and_determinism():

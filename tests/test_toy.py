@@ -44,17 +44,54 @@ def test_training_never_sees_test_chains():
         assert p.kind == "fact" or not is_test_prompt(p.prompt)
 
 
-def test_wait_examples_mask_the_wrong_value():
-    rng = random.Random(3)
-    mix = DataMix(wait_correction=1.0, recheck=1.0)
+def _words(ids):
+    return [VOCAB[i] for i in ids]
+
+
+def test_caught_errors_are_corrected_and_learned():
+    # every step errs and every error is caught: "wrong Wait , v op = right", the chain goes on right
     p = chain_problem(1, ["+1", "+1", "+1"])
-    ids, labels = encode_example(p, rng, mix)
-    words = [VOCAB[i] for i in ids]
-    w = words.index("Wait")
-    assert labels[w - 1] == IGNORE  # the injected wrong digit is not learned
-    assert labels[w] != IGNORE
+    ids, labels = encode_example(p, random.Random(3), DataMix(step_error=1.0, caught=1.0, recheck=1.0))
+    words = _words(ids)
+    think = " ".join(words[words.index("<think>") + 1 : words.index("</think>")])
+    steps = think.split(" let me check ")[0].split(" s")
+    assert len(steps) == 3 and think.count("Wait") == 3
+    for i, (v, right) in enumerate([(1, 2), (2, 3), (3, 4)]):
+        parts = steps[i].split()
+        assert parts[1:4] == [str(v), "+1", "="] and parts[4] != str(right)  # the wrong value
+        assert parts[5:] == ["Wait", ",", str(v), "+1", "=", str(right)]  # and its correction
     assert words[-5:] == ["</think>", "\\boxed{", "4", "}", "<eos>"]
     assert " ".join(words).count("let me check") == 1
+    # everything after the prompt is learned, the wrong values included (the model learns to err at the data's rate)
+    start = words.index("<think>") + 1
+    assert all(labels[j] == ids[j] for j in range(start, len(ids))) and all(l == IGNORE for l in labels[:start])
+
+
+def test_uncaught_errors_propagate_to_the_answer():
+    p = chain_problem(1, ["+1", "+1", "+1", "*3"])
+    rng = random.Random(5)
+    for _ in range(50):
+        ids, _ = encode_example(p, rng, DataMix(step_error=0.5, caught=0.0, recheck=0.0))
+        words = _words(ids)
+        assert "Wait" not in words
+        think = words[words.index("<think>") + 1 : words.index("</think>")]
+        value = 1
+        for j in range(0, len(think), 5):  # s_i v op = r: each step starts from the value written before it
+            marker, v, op, eq, r = think[j : j + 5]
+            assert int(v) == value and eq == "="
+            value = int(r)
+        assert words[-3] == str(value)  # the boxed answer is where the written chain arrives
+
+
+def test_error_rate_of_the_data_mix():
+    rng = random.Random(0)
+    mix = DataMix()
+    steps = caught = 0
+    for _ in range(3000):
+        p = chain_problem(rng.randrange(10), [rng.choice(["+3", "-2", "*7"]) for _ in range(8)])
+        steps += 8
+        caught += _words(encode_example(p, rng, mix)[0]).count("Wait")
+    assert abs(caught / steps - mix.step_error * mix.caught) < 0.006  # 24,000 steps: sd of the share 0.001
 
 
 def test_tokenizer_round_trip_and_chat_template(tmp_path):

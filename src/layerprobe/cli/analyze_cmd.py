@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -85,28 +87,41 @@ def analyze(
         analysis = _run(settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    from layerprobe.runs.reader import load_run
+
     console = Console()
-    print_summary(analysis.out, Console(width=max(console.width, 110)))
+    run = load_run(analysis.out)  # read once for the summary and the report
+    print_summary(run, Console(width=max(console.width, 110)))
     if settings.report:
-        Console().print(f"report: {analysis.report_path}")
-    Console().print(f"run directory: {analysis.out}")
+        from layerprobe.report import render_report
+
+        console.print(f"report: {render_report([run])}")
+    console.print(f"run directory: {analysis.out}")
 
 
 def _run(settings: Any) -> Any:
     from layerprobe.runs.analyze import Analysis
 
     err = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
-    ) as bar:
-        tasks: dict[str, int] = {}
+    analysis = None
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+            disable=not err.is_terminal,  # a pipe cannot show a live bar (and would get a stray blank line)
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
 
-        def progress(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done, total=total)
+            def progress(label: str, done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=total)
+                bar.update(tasks[label], completed=done, total=total)
 
-        analysis = Analysis(settings, progress, argv=sys.argv)
-        analysis.run()
+            analysis = Analysis(settings, progress, argv=sys.argv)
+            analysis.run()
+    except BaseException:
+        store = getattr(analysis, "store", None)
+        if store is not None and analysis is not None and store.info.status != "complete":
+            err.print("to resume this run: " + shlex.join(analysis.resume_command()), highlight=False, soft_wrap=True)
+        raise
     return analysis

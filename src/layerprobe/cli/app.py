@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _fail(130, "interrupted")
-    except Exception as exc:  # noqa: BLE001 - internal failure: one line unless debugging
+    except Exception as exc:
         if os.environ.get("LAYERPROBE_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,3 +15,23 @@ LayersPathOpt = Annotated[
 ]
 NormPathOpt = Annotated[str | None, typer.Option("--norm-path", help="dotted path of the final norm (unknown architectures)")]
 UnembedPathOpt = Annotated[str | None, typer.Option("--unembed-path", help="dotted path of the unembedding (unknown architectures)")]
+
+
+def check_output_file(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, an output file that could not be written: a directory, a path under
+    a file, or a folder without write permission (UserError naming the flag)."""
+    import os
+
+    from layerprobe.errors import UserError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{flag} {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: no write permission in {probe}")

@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from layerprobe.cli.common import DeviceOpt, DtypeOpt, LayersPathOpt, ModelOpt, NormPathOpt, UnembedPathOpt
+from layerprobe.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    LayersPathOpt,
+    ModelOpt,
+    NormPathOpt,
+    UnembedPathOpt,
+    check_output_file,
+)
 from layerprobe.errors import UserError
 
 INFLUENCE_SCHEMA_VERSION = 1
@@ -57,7 +65,11 @@ def check_calibration_flags(
 def load_calibration_early(calib: Path | None, calib_dataset: str | None, calib_docs: int):
     """Read a file / data set / the embedded text now (so mistakes fail before the model loads);
     None for traces, which need the model."""
-    from layerprobe.prune.calibration import calibration_from_dataset, calibration_from_file, embedded_calibration
+    from layerprobe.prune.calibration import (
+        calibration_from_dataset,
+        calibration_from_file,
+        embedded_calibration,
+    )
 
     if calib is not None:
         return calibration_from_file(calib, calib_docs)
@@ -67,7 +79,7 @@ def load_calibration_early(calib: Path | None, calib_dataset: str | None, calib_
 
 
 def influence_json(loaded: Any, scores: Any, calibration: dict[str, Any], n_max: int) -> dict[str, Any]:
-    """The `--json` document of DESIGN.md §8: one entry per original layer present in the model."""
+    """The `--json` document of docs/definitions.md#influence-json: one entry per original layer present in the model."""
     ranking = scores.bi_ranking()
     rank = {orig: r + 1 for r, orig in enumerate(ranking)}
     layers = []
@@ -84,7 +96,7 @@ def influence_json(loaded: Any, scores: Any, calibration: dict[str, Any], n_max:
         layers.append(entry)
     return {
         "schema_version": INFLUENCE_SCHEMA_VERSION,
-        "model": loaded.provenance(),
+        "model": loaded.provenance().model_dump(mode="json"),
         "calibration": calibration,
         "n_tokens": scores.n_tokens,
         "n_max": n_max,
@@ -118,14 +130,14 @@ def influence(
     check_calibration_flags(calib, calib_dataset, calib_traces, calib_docs, trace_tokens, seq_len, batch_size)
     if n_max < 1:
         raise UserError(f"--n-max {n_max}: must be at least 1")
-    if json_out is not None and json_out.is_dir():
-        raise UserError(f"--json {json_out} is a directory; give a file name")
+    check_output_file(json_out, "--json")
     cal = None if calib_traces is not None else load_calibration_early(calib, calib_dataset, calib_docs)
     console = Console(stderr=True)
     loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
     if n_max > loaded.n_layers:
         raise UserError(f"--n-max {n_max}: the model has only {loaded.n_layers} layers")
     if cal is None:
+        assert calib_traces is not None  # cal is left None only for --calib-traces (traces need the model)
         console.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")
         cal = traces_calibration(loaded, calib_traces, trace_tokens)
     with console.status(f"scoring {loaded.n_layers} layers on {cal.n_docs} documents ...") as status:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from layerprobe.cli.common import DeviceOpt, DtypeOpt, LayersPathOpt, ModelOpt, NormPathOpt, UnembedPathOpt
+from layerprobe.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    LayersPathOpt,
+    ModelOpt,
+    NormPathOpt,
+    UnembedPathOpt,
+)
 from layerprobe.models.loading import load_model
+from layerprobe.scaling.formats import sniff_format
 
 
 def inspect(
@@ -35,7 +43,7 @@ def inspect(
         ("tied embeddings", str(bool(getattr(cfg, "tie_word_embeddings", False)))),
         ("dtype / device", f"{loaded.dtype} / {loaded.device}"),
         ("layers / norm / unembedding", f"{loaded.arch.layers} / {loaded.arch.final_norm} / {loaded.arch.unembed}"),
-        ("reasoning format", loaded.reasoning_format or "none detected (plain chat)"),
+        ("reasoning format", loaded.reasoning_format or sniff_format(loaded.tokenizer) or "none detected (plain chat)"),
     ]
     for key, value in rows:
         table.add_row(key, value)

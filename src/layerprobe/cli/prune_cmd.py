@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from layerprobe.cli.common import DeviceOpt, DtypeOpt, LayersPathOpt, ModelOpt, NormPathOpt, UnembedPathOpt
+from layerprobe.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    LayersPathOpt,
+    ModelOpt,
+    NormPathOpt,
+    UnembedPathOpt,
+)
 from layerprobe.cli.influence_cmd import (
     BatchSizeOpt,
     CalibDatasetOpt,
@@ -24,7 +30,12 @@ from layerprobe.cli.influence_cmd import (
 )
 from layerprobe.errors import UserError
 from layerprobe.models.loading import load_model
-from layerprobe.prune.surgery import PROVENANCE_FILE, drop_layers, parse_layer_list, save_model
+from layerprobe.prune.surgery import (
+    PROVENANCE_FILE,
+    drop_layers,
+    parse_layer_list,
+    save_model,
+)
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -36,12 +47,13 @@ def check_out_dir(out: Path, force: bool) -> None:
             raise UserError(f"--out {out} is a non-empty directory that is not a layerprobe checkpoint; choose an empty or new directory")
         if not force:
             raise UserError(f"--out {out} already holds a layerprobe checkpoint; pass --force to overwrite it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise UserError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--out {out} is not writable: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} is not writable (no write permission in {probe})")
 
 
 def prune(
@@ -80,8 +92,6 @@ def prune(
     laco_opts = {"c": laco_c, "interval": laco_i, "low": laco_low, "high": laco_high, "threshold": laco_threshold, "mode": laco_mode}
     if drop is not None and method is not None:
         raise UserError("--drop and --method are exclusive: give the layers (--drop 20,21) or a method (--method shortgpt --n-drop 2)")
-    if drop is None and method is None:
-        raise UserError("nothing to remove: give --drop LIST (e.g. 20,21) or --method NAME --n-drop K")
     if drop is not None:
         given_laco = [f"--laco-{k}" for k, v in (("c", laco_c), ("i", laco_i), ("low", laco_low), ("high", laco_high),
                       ("threshold", laco_threshold), ("mode", laco_mode)) if v is not None]
@@ -98,6 +108,8 @@ def prune(
             f"saved {pruned.n_layers}-layer model (dropped original layers {pruned.dropped} of {pruned.n_layers_original}) to {out}"
         )
         return
+    if method is None:
+        raise UserError("nothing to remove: give --drop LIST (e.g. 20,21) or --method NAME --n-drop K")
     _prune_with_method(
         model, out, method, n_drop, laco_opts, force=force, device=device, dtype=dtype, layers_path=layers_path,
         norm_path=norm_path, unembed_path=unembed_path, calib=calib, calib_dataset=calib_dataset,
@@ -135,7 +147,7 @@ def _prune_with_method(model: str, out: Path, method: str, n_drop: int | None, l
             cal = load_calibration_early(calib, calib_dataset, calib_docs)
     check_out_dir(out, force)
     loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
-    if m.takes_n_drop and n_drop >= loaded.n_layers:
+    if m.takes_n_drop and n_drop is not None and n_drop >= loaded.n_layers:
         raise UserError(f"--n-drop {n_drop}: the model has {loaded.n_layers} layers, so at most {loaded.n_layers - 1} can be removed")
     if m.name == "laco":
         check_laco_params(loaded.n_layers, opts.get("c", 4), opts.get("interval", 2), opts.get("low"), opts.get("high"),
@@ -151,11 +163,7 @@ def _prune_with_method(model: str, out: Path, method: str, n_drop: int | None, l
         )
     with console.status(f"choosing layers with {m.name} ..."):
         pruned, selection = prune_model(loaded, m.name, n_drop, cal, seq_len=seq_len, batch_size=batch_size, **opts)
-    save_model(pruned, out)
-    info_path = out / PROVENANCE_FILE
-    info = json.loads(info_path.read_text())
-    info["selection"] = selection.to_json()
-    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    save_model(pruned, out, selection=selection.to_json())
     removed = selection.drop
     Console().print(
         f"{selection.method}: removed {len(removed)} layer(s) {removed} of {pruned.n_layers_original}; "

@@ -16,7 +16,12 @@ def runs(
     root: Annotated[Path, typer.Argument(help="folder holding run directories")] = Path("runs"),
 ) -> None:
     """List run directories: model, variants, task, status, traces done and date."""
-    from layerprobe.runs.store import effective_status, is_run_dir, read_run_info, read_samples
+    from layerprobe.runs.store import (
+        effective_status,
+        is_run_dir,
+        read_run_info,
+        read_samples_counted,
+    )
 
     if not root.is_dir():
         raise UserError(f"{root}: no such folder (run directories are created by `layerprobe analyze`, default ./runs)")
@@ -26,15 +31,18 @@ def runs(
         return
     t = Table(title=f"runs in {root}")
     for col in ("run", "model", "variants", "task", "status", "traces", "updated"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # a long run name wraps instead of being cut
     for d in dirs:
         try:
             info = read_run_info(d)
         except UserError as exc:
             t.add_row(d.name, "", "", "", f"unreadable: {exc}", "", "")
             continue
-        n = len(read_samples(d))
+        read = read_samples_counted(d)
+        n = len(read.records)
         variants = ", ".join(v.name for v in info.variants)
         done = f"{n}/{info.expected_traces}" if info.expected_traces else str(n)
+        if read.skipped:
+            done += f" ({read.skipped} damaged lines skipped)"
         t.add_row(d.name, info.model.id, variants, info.task.name, effective_status(info), done, info.updated[:16].replace("T", " "))
     Console().print(t)

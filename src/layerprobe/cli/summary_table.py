@@ -1,4 +1,4 @@
-"""The one-screen summary printed at the end of `layerprobe analyze` (from metrics.json)."""
+"""The one-screen summary printed at the end of `layerprobe analyze` (from the run's files)."""
 
 from __future__ import annotations
 
@@ -9,32 +9,36 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from layerprobe.runs.store import read_metrics, read_run_info
+from layerprobe.runs.reader import ALL, Run, load_run
+from layerprobe.runs.schema import Accuracy
 
 
 def _pct(x: Any) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}"
 
 
-def _acc(cell: dict[str, Any] | None) -> str:
-    if not cell or not cell.get("n"):
+def _acc(cell: Accuracy | None) -> str:
+    if cell is None or not cell.n:
         return "–"
-    lo, hi = cell.get("ci", [None, None])
-    return f"{_pct(cell['accuracy'])} ({_pct(lo)}-{_pct(hi)})"
+    return f"{_pct(cell.accuracy)} ({_pct(cell.ci[0])}-{_pct(cell.ci[1])})"
 
 
 def _num(x: Any, fmt: str = "{:.1f}") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
-def print_summary(run_dir: str | Path, console: Console) -> None:
-    """Accuracy per budget (95 % Wilson intervals) per variant and group, parallel scaling, and
-    trace behaviour, one row per variant and task group."""
-    info = read_run_info(run_dir)
-    m = read_metrics(run_dir)
-    if m is None:
-        console.print(f"{run_dir}: no metrics.json yet")
-        return
+def print_summary(run: Run | str | Path, console: Console) -> None:
+    """What went wrong with grading (first, when it did), accuracy per budget (95 % Wilson intervals)
+    per variant and group, parallel scaling and trace behaviour, and the headline comparisons."""
+    if not isinstance(run, Run):
+        run = load_run(run, extras=False)
+    info, m = run.info, run.metrics
+    for h in m.grading.values():
+        if not h.meaningful:
+            console.print(f"[bold red]{h.message}[/]")
+    for note in run.notes:
+        if "damaged" in note:
+            console.print(f"note: {note}")
     budgets = [str(b) for b in info.config.budgets]
     k = info.config.samples
     partial = "  (PARTIAL RUN)" if m.partial else ""
@@ -44,37 +48,39 @@ def print_summary(run_dir: str | Path, console: Console) -> None:
                        "SelfBLEU across samples (0-100); reflection words per 1k thinking tokens"),
                 title_justify="left", pad_edge=False)
     for t, cols in ((acc, [f"B={b}" for b in budgets]),
-                    (beh, [f"pass@{k}", f"maj@{k}", "loops %", "SelfBLEU", "reflect/1k", "think tokens"])):
+                    (beh, [f"pass@{k}", f"maj@{k}", "loops %", "SelfBLEU", "reflect/1k", "think tokens", "no answer %"])):
         t.add_column("variant (dropped)", no_wrap=True)
         t.add_column("group", no_wrap=True)
         for c in cols:
             t.add_column(c, justify="right", no_wrap=True)
     for name, v in m.variants.items():
-        groups = v["groups"]
-        order = [g for g in groups if g != "all"] or ["all"]
+        order = [g for g in v.groups if g != ALL] or [ALL]
         if len(order) > 1:
-            order = ["all", *order]
-        label = f"{name} ({','.join(map(str, v['dropped']))})" if v["dropped"] else name
+            order = [ALL, *order]
+        label = f"{name} ({','.join(map(str, v.dropped))})" if v.dropped else name
         for i, g in enumerate(order):
-            gm = groups[g]
-            par = gm.get("parallel", {})
-            b = gm.get("behaviour", {})
+            gm = v.groups[g]
+            par, b = gm.parallel, gm.behaviour
             first, last = label if i == 0 else "", i == len(order) - 1
-            acc.add_row(first, g, *[_acc(gm["sequential"].get(x)) for x in budgets], end_section=last)
+            acc.add_row(first, g, *[_acc(gm.sequential.get(x)) for x in budgets], end_section=last)
+            pk, mk = par.pass_at_k.get(str(k)), par.maj_at_k.get(str(k))
             beh.add_row(
-                first, g,
-                _pct(par.get("pass_at_k", {}).get(str(k), {}).get("value")),
-                _pct(par.get("maj_at_k", {}).get(str(k), {}).get("value")),
-                _pct(b.get("loop_rate")), _num(par.get("self_bleu_across")),
-                _num(b.get("reflections_per_1k")), _num(b.get("mean_thinking_tokens"), "{:.0f}"),
+                first, g, _pct(pk.value if pk else None), _pct(mk.value if mk else None), _pct(b.loop_rate),
+                "copies" if par.identical_samples else _num(par.self_bleu_across),
+                _num(b.reflections_per_1k), _num(b.mean_thinking_tokens, "{:.0f}"), _pct(b.answer_missing_rate),
                 end_section=last,
             )
     console.print(acc)
     console.print(beh)
-    for c in m.comparisons:
-        if c["group"] == "all" and c["mode"] == "sequential" and c["budget"] == info.config.budgets[-1]:
+    for cmp in m.comparisons:
+        if cmp.group == ALL and cmp.mode == "sequential" and cmp.budget == info.config.budgets[-1]:
+            caveat = "" if all(h.meaningful for n, h in m.grading.items() if n in (cmp.base, cmp.variant)) else " (accuracy not meaningful: see above)"
             console.print(
-                f"{c['variant']} vs {c['base']} at B={c['budget']}: accuracy {_pct(c['mean_b'])} vs {_pct(c['mean_a'])} %, "
-                f"difference {100 * c['diff']:+.0f} points [95 % CI {100 * c['ci_low']:+.0f} to {100 * c['ci_high']:+.0f}], "
-                f"{c['n_pairs']} problems: {c['verdict']}"
+                f"{cmp.variant} vs {cmp.base} at B={cmp.budget}: accuracy {_pct(cmp.mean_b)} vs {_pct(cmp.mean_a)} %, "
+                f"difference {_signed(cmp.diff)} points [95 % CI {_signed(cmp.ci_low)} to {_signed(cmp.ci_high)}], "
+                f"{cmp.n_pairs} problems: {cmp.verdict}{caveat}"
             )
+
+
+def _signed(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:+.0f}"

@@ -19,21 +19,20 @@ toy_app = typer.Typer(help="Train and evaluate the embedded toy reasoning model.
 def train_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="training directory (checkpoints, log, final/)")],
     seed: Annotated[int, typer.Option("--seed", help="data and initialisation seed")] = 0,
-    steps1: Annotated[int, typer.Option("--steps1", help="steps of the 6-layer stage")] = 2400,
-    steps2: Annotated[int, typer.Option("--steps2", help="steps after growing to 12 layers")] = 2400,
+    layers: Annotated[int, typer.Option("--layers", help="decoder layers (trained at full depth from scratch)")] = 12,
+    steps: Annotated[int, typer.Option("--steps", help="optimizer steps (about 4,096 tokens each)")] = 4000,
+    lr: Annotated[float, typer.Option("--lr", help="peak learning rate")] = 1e-3,
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; fast only with native bf16)")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads")] = 2,
 ) -> None:
-    """Train (or resume) the toy: 6 layers, then function-preserving growth to 12 layers."""
+    """Train (or resume) the toy at full depth from scratch with a depth-scaled initialisation."""
     from layerprobe.toy.train import Stage, TrainConfig, train
 
-    if steps1 < 1 or steps2 < 0:
-        raise UserError("--steps1 must be >= 1 and --steps2 >= 0")
+    if layers < 1 or steps < 1 or lr <= 0 or threads < 1:
+        raise UserError("--layers, --steps and --threads must be >= 1 and --lr > 0")
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision {precision}: valid values are fp32, bf16")
-    stages = [Stage(layers=6, steps=steps1, lr=2e-3, warmup=100, curriculum_frac=1 / 3)]
-    if steps2:
-        stages.append(Stage(layers=12, steps=steps2, lr=1e-3, warmup=50))
+    stages = [Stage(layers=layers, steps=steps, lr=lr, warmup=min(200, steps // 10 + 1), curriculum_frac=1 / 3)]
     cfg = TrainConfig(seed=seed, precision=precision, threads=threads, stages=stages)
     final = train(cfg, out, log=Console().print)
     Console().print(f"final checkpoint: {final}")
@@ -52,6 +51,7 @@ def eval_cmd(
     budget_task: Annotated[str, typer.Option("--budget-task", help="task type for the budget curve (short, mid, long, xlong, k=N)")] = "long",
 ) -> None:
     """Accuracy by task type and chain length, greedy and sampled (maj@n), and a Wait audit."""
+    from layerprobe.cli.common import check_output_file
     from layerprobe.models.loading import load_model
     from layerprobe.prune.surgery import drop_layers, parse_layer_list
     from layerprobe.toy.evaluate import evaluate
@@ -59,13 +59,24 @@ def eval_cmd(
 
     if n < 1 or samples < 0 or temperature <= 0:
         raise UserError("--n must be >= 1, --samples >= 0 and --temperature > 0")
+    check_output_file(json_out, "--json")
+    if budget_task not in TASK_TYPES or budget_task == "facts":
+        if not (budget_task.startswith("k=") and budget_task[2:].isdigit() and 1 <= int(budget_task[2:]) <= 16):
+            raise UserError(f"--budget-task {budget_task}: valid values are short, mid, long, xlong or k=N (N = 1..16)")
+    budget_list = parse_layer_list(budgets, "--budgets", "integers", "0,20,40") if budgets else []
+    if any(b < 0 for b in budget_list):
+        raise UserError("--budgets must be >= 0")
     loaded = load_model(model, device="cpu", dtype="float32")
     if drop:
         loaded = drop_layers(loaded, parse_layer_list(drop))
-    budget_list = parse_layer_list(budgets, "--budgets") if budgets else []
-    if any(b < 0 for b in budget_list):
-        raise UserError("--budgets must be >= 0")
-    res = evaluate(loaded.model, loaded.tokenizer, list(TASK_TYPES), n=n, samples=samples, temperature=temperature, seed=seed)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    with Progress(TextColumn("toy eval: traces"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("eval", total=None)
+        res = evaluate(loaded.model, loaded.tokenizer, list(TASK_TYPES), n=n, samples=samples, temperature=temperature, seed=seed,
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))
     table = Table(title=f"toy eval: {model}" + (f" without layers {drop}" if drop else ""))
     for col in ("task", "n", "greedy", f"sampled T={temperature}", f"maj@{samples}"):
         table.add_column(col)

@@ -1,4 +1,4 @@
-"""Trace metrics and paired statistics (DESIGN section 7).
+"""Trace metrics and paired statistics (docs/definitions.md#trace-metrics, #statistics).
 
 Pure functions over trace texts, token ids and per-problem values; importing this package
 does not import torch. Self-BLEU comes in two kinds that are never mixed up:

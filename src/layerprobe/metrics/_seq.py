@@ -7,12 +7,12 @@ sortable values) that is first mapped to dense integer codes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 #: What the repetition metrics accept: a str (its characters) or a 1-D sequence of token ids.
-Symbols = Union[str, Sequence[Any], np.ndarray]
+Symbols = str | Sequence[Any] | np.ndarray
 
 
 def as_codes(tokens: Symbols) -> np.ndarray:

@@ -177,12 +177,14 @@ class PairedComparison:
     """Variant b against variant a on the same problems (difference = b - a).
 
     n_pairs: problems used (both values present); n_dropped: problems dropped for a NaN on
-    either side; mean_a, mean_b, diff: means and mean difference; ci_low, ci_high: paired
-    bootstrap interval of diff at `confidence`; binary: whether all values are 0/1;
+    either side; mean_a, mean_b, diff: means and mean difference; ci_low, ci_high: interval of
+    diff at `confidence` (ci_method says which); binary: whether all values are 0/1;
     n01 / n10: problems only b / only a got right (binary only); mcnemar_p: exact McNemar
-    p-value (binary only); permutation_p: sign-flip p-value; verdict: "higher" / "lower"
-    (b relative to a) only when the interval excludes zero and the paired test agrees
-    (p < 1 - confidence), else "no clear difference".
+    p-value (binary only); permutation_p: sign-flip p-value; test, p_value: the test the
+    verdict uses; agree: whether the interval excluding zero and the test rejecting coincide
+    (always for 0/1 data, whose interval is the inversion of the same exact test); verdict:
+    "higher" / "lower" (b relative to a) only when the interval excludes zero and the test
+    rejects (p < 1 - confidence), else "no clear difference".
     """
 
     n_pairs: int
@@ -201,6 +203,10 @@ class PairedComparison:
     verdict: str
     n_boot: int
     seed: int | None
+    ci_method: str = "paired bootstrap"
+    test: str = "sign-flip permutation"
+    p_value: float = 1.0
+    agree: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the fields (NaN stays NaN)."""
@@ -240,7 +246,7 @@ def paired_comparison(
     if n == 0:
         nan = math.nan
         return PairedComparison(0, dropped, nan, nan, nan, nan, nan, confidence, False,
-                                None, None, None, 1.0, NO_CLEAR_DIFFERENCE, n_boot, seed)
+                                None, None, None, 1.0, NO_CLEAR_DIFFERENCE, n_boot, seed, p_value=1.0)
     rng = np.random.default_rng(seed)
     d = xb - xa
     diff = float(d.mean())
@@ -248,22 +254,77 @@ def paired_comparison(
     binary = bool(np.all((xa == 0) | (xa == 1)) and np.all((xb == 0) | (xb == 1)))
     n01 = n10 = None
     mcnemar_p = None
+    ci_method, test = "paired bootstrap (percentile)", "sign-flip permutation"
     if binary:
         n01 = int(np.count_nonzero((xa == 0) & (xb == 1)))
         n10 = int(np.count_nonzero((xa == 1) & (xb == 0)))
         mcnemar_p = mcnemar_exact(n01, n10)
+        low, high = mcnemar_interval(n01, n10, n, confidence)
+        ci_method, test = "exact, conditional on the discordant pairs (inverts the McNemar test)", "exact McNemar"
     permutation_p = sign_flip_test(d, n_perm, rng)
     test_p = mcnemar_p if mcnemar_p is not None else permutation_p
     alpha = 1.0 - confidence
+    excludes_zero = low > 0.0 or high < 0.0
+    rejects = n >= 2 and test_p < alpha
     verdict = NO_CLEAR_DIFFERENCE
-    if n >= 2 and test_p < alpha:
-        if low > 0.0:
-            verdict = HIGHER
-        elif high < 0.0:
-            verdict = LOWER
+    if rejects and excludes_zero:
+        verdict = HIGHER if low > 0.0 else LOWER
     return PairedComparison(
         n_pairs=n, n_dropped=dropped, mean_a=float(xa.mean()), mean_b=float(xb.mean()),
         diff=diff, ci_low=low, ci_high=high, confidence=confidence, binary=binary,
         n01=n01, n10=n10, mcnemar_p=mcnemar_p, permutation_p=permutation_p,
-        verdict=verdict, n_boot=n_boot, seed=seed,
+        verdict=verdict, n_boot=n_boot, seed=seed, ci_method=ci_method, test=test, p_value=float(test_p),
+        agree=(excludes_zero == rejects) or n < 2,
     )
+
+
+def _binom_upper_tail(x: int, m: int, p: float) -> float:
+    """P(X >= x) for X ~ Binomial(m, p), summed in log space."""
+    if x <= 0:
+        return 1.0
+    if x > m:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) + i * lp + (m - i) * lq for i in range(x, m + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
+def clopper_pearson(x: int, m: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion x / m; (0, 1) when m == 0."""
+    if m == 0:
+        return 0.0, 1.0
+    half = (1.0 - confidence) / 2.0
+
+    def solve(f: Any) -> float:  # the root of an increasing function on [0, 1]
+        lo, hi = 0.0, 1.0
+        for _ in range(100):
+            mid = (lo + hi) / 2.0
+            if f(mid) < 0.0:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2.0
+
+    low = 0.0 if x == 0 else solve(lambda p: _binom_upper_tail(x, m, p) - half)
+    high = 1.0 if x == m else solve(lambda p: half - (1.0 - _binom_upper_tail(x + 1, m, p)))
+    return low, high
+
+
+def mcnemar_interval(n01: int, n10: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of the paired difference in accuracy (b − a) that matches the exact McNemar test.
+
+    Conditional on the m = n01 + n10 discordant problems, n01 ~ Binomial(m, θ) and the difference
+    is m/n · (2θ − 1); the Clopper-Pearson interval of θ maps to an interval of the difference that
+    excludes 0 exactly when the two-sided exact McNemar p-value is below 1 − confidence. (0, 0)
+    when there are no discordant problems.
+    """
+    m = n01 + n10
+    if m == 0 or n == 0:
+        return 0.0, 0.0
+    lo, hi = clopper_pearson(n01, m, confidence)
+    return m / n * (2.0 * lo - 1.0), m / n * (2.0 * hi - 1.0)

@@ -20,7 +20,7 @@ from typing import Any, Union
 
 from layerprobe.errors import UserError
 
-#: The default lexicon (DESIGN section 7).
+#: The default lexicon (docs/definitions.md#reflection-words).
 DEFAULT_REFLECTION_LEXICON: tuple[str, ...] = (
     "wait",
     "hmm",

@@ -2,7 +2,7 @@
 
 - across samples (`self_bleu_across_samples`, alias `self_bleu`): the parallel samples of one
   problem, each scored against all the others; high = the samples say the same thing (low
-  diversity). This is the DESIGN's Self-BLEU.
+  diversity). This is what `self_bleu` means (docs/definitions.md#self-bleu).
 - within a trace (`self_bleu_within_trace`): the sentences of one trace, each scored against
   the other sentences of the same trace; high = the trace repeats itself. This is the
   variant the study computed; it measures repetition, not diversity across samples.
@@ -48,7 +48,7 @@ def _forget_tokenized(bleu: BLEU) -> None:
     a long run, so they are cleared after long texts have been tokenised.
     """
     for obj in (bleu.tokenizer, getattr(bleu.tokenizer, "_post_tokenizer", None)):
-        cache_clear = getattr(getattr(type(obj), "__call__", None), "cache_clear", None)
+        cache_clear = getattr(getattr(type(obj), "__call__", None), "cache_clear", None)  # noqa: B004 - the cached method itself
         if callable(cache_clear):
             cache_clear()
 
@@ -150,7 +150,7 @@ def self_bleu_across_samples(texts: Sequence[str], tokenize: str = "13a") -> flo
 
 
 def self_bleu(texts: Sequence[str], tokenize: str = "13a") -> float:
-    """Self-BLEU across samples (the DESIGN's name); see self_bleu_across_samples."""
+    """Self-BLEU across samples (the name in docs/definitions.md#self-bleu); see self_bleu_across_samples."""
     return self_bleu_across_samples(texts, tokenize)
 
 

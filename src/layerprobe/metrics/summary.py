@@ -37,6 +37,7 @@ class TraceRecord:
     budget: int | None
     finish: str
     answer: Any = None
+    budget_hit: bool | None = None  # the engine's own record that the budget ran out (wins when known)
 
 
 def _field(record: Any, name: str, default: Any = ...) -> Any:
@@ -82,6 +83,7 @@ def as_trace_record(record: Any) -> TraceRecord:
             budget=_field(record, "budget", None),
             finish=_field(record, "finish"),
             answer=_field(record, "answer", None),
+            budget_hit=_field(record, "budget_hit", None),
         )
     if rec.finish not in FINISH_REASONS:
         raise ValueError(f"finish must be one of {', '.join(FINISH_REASONS)}; got {rec.finish!r}")
@@ -91,12 +93,17 @@ def as_trace_record(record: Any) -> TraceRecord:
         budget=None if rec.budget is None else _count(rec.budget, "budget"),
         finish=rec.finish,
         answer=rec.answer,
+        budget_hit=None if rec.budget_hit is None else bool(rec.budget_hit),
     )
 
 
 def budget_exhausted(record: Any) -> bool:
-    """Whether the thinking budget ran out: finish == "budget" or thinking_tokens >= budget."""
+    """Whether the thinking budget ran out (the answer was forced), whatever then ended the answer:
+    the engine's `budget_hit` when the record has it, else finish == "budget" or
+    thinking_tokens >= budget. The one definition every summary uses."""
     rec = as_trace_record(record)
+    if rec.budget_hit is not None:
+        return rec.budget_hit
     if rec.finish == "budget":
         return True
     return rec.budget is not None and rec.thinking_tokens >= rec.budget

@@ -24,7 +24,7 @@ class ArchSpec:
     per_layer_config: tuple[str, ...] = ("layer_types",)
 
 
-# Families that must work (DESIGN.md §2). All four keep the same paths in transformers 5.
+# Families that must work (docs/definitions.md#supported-architectures). All four keep the same paths in transformers 5.
 ARCHITECTURES: dict[str, ArchSpec] = {
     "qwen2": ArchSpec(),
     "qwen3": ArchSpec(),

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from layerprobe.models.arch import ArchSpec, get_submodule
+from layerprobe.models.provenance import Provenance
 
 
 @dataclass
@@ -70,23 +71,13 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self) -> Provenance:
         """What produced this model: recorded in every output that uses it."""
         from layerprobe import __version__
 
-        return {
-            "name": self.name,
-            "source": self.source,
-            "source_kind": self.source_kind,
-            "revision": self.revision,
-            "family": self.family,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "n_layers_original": self.n_layers_original,
-            "n_layers": self.n_layers,
-            "dropped": self.dropped,
-            "layer_map": list(self.layer_map),
-            "method": self.method,
-            "calibration": self.calibration,
-            "reasoning_format": self.reasoning_format,
-            "layerprobe_version": __version__,
-        }
+        return Provenance(
+            name=self.name, source=self.source, source_kind=self.source_kind, revision=self.revision, family=self.family,
+            dtype=str(self.dtype).removeprefix("torch."), n_layers_original=self.n_layers_original, n_layers=self.n_layers,
+            dropped=self.dropped, layer_map=list(self.layer_map), method=self.method, calibration=self.calibration,
+            reasoning_format=self.reasoning_format, layerprobe_version=__version__,
+        )

@@ -80,7 +80,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     try:
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
         qmodel = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a usable GGUF
+    except Exception as exc:
         raise UserError(f"could not read GGUF file {gguf_path}: {_first_line(exc)}") from exc
     config = qmodel.config
     if hasattr(config, "quantization_config"):
@@ -164,7 +164,7 @@ def _load_tokenizer(source: str) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UserError(f"could not load the tokenizer of '{source}': {_first_line(exc)}") from exc
 
 
@@ -201,26 +201,27 @@ def load_model(
             use_safetensors=True,
             revision=revision,
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         where = "on the hub (or offline: HF_HUB_OFFLINE is set or there is no network)" if kind == "hub" else "locally"
         raise UserError(f"could not load model '{name_or_path}' ({source}) {where}: {_first_line(exc)}") from exc
-    except Exception as exc:  # noqa: BLE001 - e.g. a truncated safetensors file
+    except Exception as exc:
         raise UserError(f"could not load checkpoint '{source}' (corrupted or incomplete?): {_first_line(exc)}") from exc
-    model.to(dev)
+    model.to(dev)  # type: ignore[arg-type]  # transformers types `to` via functools.wraps, which loses the bound self
     model.eval()
     tokenizer = _load_tokenizer(source) if with_tokenizer else None
     config = model.config
     arch = arch_spec_for(config.model_type, layers_path, norm_path, unembed_path)
     n_layers = int(config.num_hidden_layers)
-    provenance_file = Path(source) / "layerprobe.json"
+    from layerprobe.models.provenance import read_provenance
+
+    prov = read_provenance(Path(source), n_layers) if Path(source).is_dir() else None
     layer_map = list(range(n_layers))
     n_original = n_layers
     method = None
-    if provenance_file.is_file():  # a checkpoint written by layerprobe prune: keep original indices
-        info = json.loads(provenance_file.read_text())
-        layer_map = list(info["layer_map"])
-        n_original = int(info["n_layers_original"])
-        method = info.get("method")
+    if prov is not None:  # a checkpoint written by layerprobe prune / heal: keep original indices
+        layer_map = list(prov.layer_map)
+        n_original = prov.n_layers_original
+        method = prov.method
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -234,13 +235,6 @@ def load_model(
         n_layers_original=n_original,
         method=method,
     )
-    loaded.layers  # validate the layer path now, not at first use
-    loaded.reasoning_format = fmt_hint or detect_reasoning_format(tokenizer)
+    _ = loaded.layers  # validate the layer path now, not at first use
+    loaded.reasoning_format = fmt_hint  # declared by the alias; otherwise scaling.formats detects it from the tokenizer
     return loaded
-
-
-def detect_reasoning_format(tokenizer: Any) -> str | None:
-    """Guess the reasoning format from the tokenizer (layerprobe.scaling.formats.sniff_format)."""
-    from layerprobe.scaling.formats import sniff_format
-
-    return sniff_format(tokenizer)

@@ -1,4 +1,4 @@
-"""Per-layer probes during generation (DESIGN.md §6; docs/probes.md).
+"""Per-layer probes during generation (docs/definitions.md#probes; docs/probes.md).
 
 - hooks: `LayerProbe` (a scaling-engine observer with forward hooks) and `capture()`;
 - lens: logit-lens statistics of all layers of a step in one stacked matmul;

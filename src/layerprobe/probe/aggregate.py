@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from layerprobe.probe.settle import G_DEFAULT, RHO_DEFAULT, deep_thinking, settling_depth
+from layerprobe.probe.settle import (
+    G_DEFAULT,
+    RHO_DEFAULT,
+    deep_thinking,
+    settling_depth,
+)
 from layerprobe.probe.store import STATS, TraceLayers
 
 
@@ -60,7 +65,7 @@ def layer_summary(traces: Sequence[TraceLayers], g: float = G_DEFAULT, rho: floa
         for k in STATS:
             out[k] = [_clean(s / n) if n else None for s, n in zip(sums[k], counts[k])]
         out["rank_mean"] = [_clean(s / n) if n else None for s, n in zip(rank_sum, rank_n)]
-    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
     d, f, o, dt = cat(depth), cat(frac), cat(orig), cat(deep)
     out["lens"] = sorted({t.lens for t in traces})
     out["settling"] = {

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from layerprobe.errors import UserError
+from layerprobe.models.hooks import layer_hooks
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.probe.lens import lens_stats, model_softcap
 from layerprobe.probe.store import TraceLayers
-from layerprobe.prune.scores import _first_tensor
 
 # Columns of the per-step array kept for each row: (6, L) float32.
 _BI, _NORM, _JSD, _ENT, _TOP1, _RANK = range(6)
@@ -69,7 +69,7 @@ class LayerProbe:
         self.layers = np.asarray(loaded.layer_map, dtype=np.int16)
         self._n = len(loaded.layers)
         self._softcap = model_softcap(loaded.model)
-        self._handles: list[Any] = []
+        self._hooks: Any = None  # the layer_hooks context while attached
         self._armed = False
         self._prefill = False
         self._keys: list[Any] = []
@@ -89,56 +89,42 @@ class LayerProbe:
         self.attach()
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
-        return False
 
     def attach(self) -> None:
-        if self._handles:
+        if self._hooks is not None:
             return
-        layers = self.loaded.layers
-        try:
-            self._handles.append(layers[0].register_forward_pre_hook(self._pre_hook, with_kwargs=True))
-            for i, layer in enumerate(layers):
-                self._handles.append(layer.register_forward_hook(self._make_hook(i)))
-        except BaseException:
-            self.close()
-            raise
+        self._hooks = layer_hooks(self.loaded, self._on_output, on_input=self._on_input)
+        self._hooks.__enter__()
 
     def close(self) -> None:
         """Remove the hooks (idempotent). Finished traces stay available to `pop`."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._hooks is not None:
+            hooks, self._hooks = self._hooks, None
+            hooks.__exit__(None, None, None)
         self._armed = False
         self._x0 = None
         self._outs = [None] * self._n
 
-    def _last(self, x: Any) -> torch.Tensor:
-        t = _first_tensor(x)[:, -1:, :]
+    def _last(self, t: torch.Tensor) -> torch.Tensor:
+        t = t[:, -1:, :]
         # prefill: copy the last position so the full (B, T, H) tensor is not kept alive;
         # decode: T == 1, the tensor is already B × H
         return t.clone() if self._prefill else t
 
-    def _pre_hook(self, _module: Any, args: tuple, kwargs: dict) -> None:
-        if not self._armed:
-            return
-        x = args[0] if args else kwargs.get("hidden_states")
-        if x is None:
-            raise TypeError("could not find the hidden state entering decoder layer 0")
-        self._x0 = self._last(x)
+    def _on_input(self, x: torch.Tensor) -> None:
+        if self._armed:
+            self._x0 = self._last(x)
 
-    def _make_hook(self, i: int) -> Callable[..., None]:
-        def hook(_module: Any, _args: Any, output: Any) -> None:
-            if self._armed:
-                self._outs[i] = self._last(output)
-
-        return hook
+    def _on_output(self, i: int, _x_in: torch.Tensor, x_out: torch.Tensor) -> None:
+        if self._armed:
+            self._outs[i] = self._last(x_out)
 
     # -- observer --------------------------------------------------------------------------------
 
     def on_forward(self, keys: Sequence[Any], attention_mask: torch.Tensor, prefill: bool) -> None:
-        if not self._handles:
+        if self._hooks is None:
             raise RuntimeError("LayerProbe is not attached: use it as a context manager")
         self._keys = list(keys)
         self._prefill = bool(prefill)
@@ -150,10 +136,11 @@ class LayerProbe:
 
     def on_tokens(self, keys: Sequence[Any], tokens: Sequence[int], phases: Sequence[int]) -> None:
         self._armed = False
-        if self._x0 is None or any(o is None for o in self._outs):
+        x0, outs = self._x0, [o for o in self._outs if o is not None]
+        if x0 is None or len(outs) != len(self._outs):
             raise RuntimeError("the probe's hooks did not see the forward pass (is the model the loaded one?)")
         with torch.inference_mode():
-            stats = self._step_stats(list(tokens))  # (B, 6, L)
+            stats = self._step_stats(x0, outs, list(tokens))  # (B, 6, L)
         self._x0, self._outs = None, [None] * self._n
         B = stats.shape[0]
         if self._fill + B > _SLAB:
@@ -171,9 +158,17 @@ class LayerProbe:
             self._rows[key].append(slab * _SLAB + start + b)
             self._tokens[key].append(int(tokens[b]))
 
-    def _step_stats(self, tokens: list[int]) -> np.ndarray:
-        """(B, 6, L) float32 for the forward pass just captured."""
-        raw = torch.cat([self._x0, *self._outs], dim=1)  # (B, L+1, H) model dtype
+    def on_fork(self, parent: Any, child: Any) -> None:
+        """A trace forked from `parent` (scaling engine, shared budget prefixes): the child's steps so
+        far are the parent's (shared slab slots, counted once per trace that refers to them)."""
+        self._rows[child] = list(self._rows[parent])
+        self._tokens[child] = list(self._tokens[parent])
+        for slot in self._rows[child]:
+            self._live[slot // _SLAB] += 1
+
+    def _step_stats(self, x0: torch.Tensor, outs: list[torch.Tensor], tokens: list[int]) -> np.ndarray:
+        """(B, 6, L) float32 for the forward pass just captured (embedding output, each layer's output)."""
+        raw = torch.cat([x0, *outs], dim=1)  # (B, L+1, H) model dtype
         x = raw.float()
         x_in, x_out = x[:, :-1], x[:, 1:]
         bi = 1.0 - F.cosine_similarity(x_in, x_out, dim=-1)  # (B, L)
@@ -268,7 +263,12 @@ def capture(
     gets the seed derive_seed(seed, str(i), 0). Returns [(GenResult, TraceLayers)] in prompt order;
     `on_result(result, trace_layers)` is called as each trace finishes.
     """
-    from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt, derive_seed
+    from layerprobe.scaling.engine import (
+        GenRequest,
+        TraceGenerator,
+        build_prompt,
+        derive_seed,
+    )
     from layerprobe.scaling.formats import ReasoningFormat, detect_format, get_format
 
     if isinstance(fmt, ReasoningFormat):

@@ -78,7 +78,7 @@ def settle_summary(jsd: np.ndarray, layers: Any = None, g: float = G_DEFAULT, rh
     cv = c[valid]
     deep = deep_thinking(cv, L, rho)
     n = int(valid.sum())
-    mean = lambda a: float(np.mean(a)) if n else None  # noqa: E731
+    mean = lambda a: float(np.mean(a)) if n else None
     return {
         "g": float(g),
         "rho": float(rho),

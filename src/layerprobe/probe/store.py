@@ -75,7 +75,10 @@ class TraceLayers:
 
 
 def save_trace_layers(path: str | Path, tl: TraceLayers) -> Path:
-    """Write `tl` as a compressed .npz (see the module docstring for the keys)."""
+    """Write `tl` as a compressed .npz (see the module docstring for the keys), atomically and durably
+    (on disk before anything that refers to it is written)."""
+    from layerprobe._io import write_atomic
+
     path = Path(path)
     norm = np.asarray(tl.norm, dtype=np.float32)
     finite = norm[np.isfinite(norm)]
@@ -97,9 +100,8 @@ def save_trace_layers(path: str | Path, tl: TraceLayers) -> Path:
         "lens_every": np.int32(tl.lens_every),
         "lens_positions": np.asarray(tl.lens_positions, dtype=np.int32),
     }
-    with open(path, "wb") as fh:  # a file handle: np.savez would append ".npz" to other suffixes
-        np.savez_compressed(fh, **arrays)
-    return path
+    # a file handle: np.savez would append ".npz" to other suffixes
+    return write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def _check_schema(data: Any, kind: str, path: Path) -> None:
@@ -117,7 +119,7 @@ def load_trace_layers(path: str | Path) -> TraceLayers:
     path = Path(path)
     with np.load(path, allow_pickle=False) as data:
         _check_schema(data, "trace_layers", path)
-        f32 = lambda k: np.asarray(data[k], dtype=np.float32)  # noqa: E731
+        f32 = lambda k: np.asarray(data[k], dtype=np.float32)
         n_orig = int(data["n_layers_original"])
         return TraceLayers(
             key=str(data["key"]),

@@ -100,8 +100,8 @@ def tl_layer_stats(
         out = {"block_influence": bi.cpu().numpy(), "norm": norm.cpu().numpy()}
         if lens:
             tok = torch.tensor([max(t, 0) for t in nxt], dtype=torch.long, device=raw.device)
-            ls = lens_stats(raw[:, 1:], tok, bridge.ln_final, bridge.unembed, topk=lens_topk, softcap=model_softcap(loaded.model))
-            ls = ls.cpu().numpy()  # (T, 4, L)
+            ls = lens_stats(raw[:, 1:], tok, bridge.ln_final, bridge.unembed, topk=lens_topk,
+                            softcap=model_softcap(loaded.model)).cpu().numpy()  # (T, 4, L)
             rank = ls[:, 3].astype(np.int32)
             rank[np.asarray(nxt) < 0] = -1
             out.update(jsd=ls[:, 0], entropy=ls[:, 1], top1_agree=ls[:, 2], rank=rank)

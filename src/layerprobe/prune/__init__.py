@@ -9,7 +9,14 @@ from layerprobe.prune.calibration import (
     traces_calibration,
 )
 from layerprobe.prune.laco import LacoResult, laco, merge_layers
-from layerprobe.prune.methods import METHODS, PruneMethod, Selection, get_method, method_names, prune_model
+from layerprobe.prune.methods import (
+    METHODS,
+    PruneMethod,
+    Selection,
+    get_method,
+    method_names,
+    prune_model,
+)
 from layerprobe.prune.scores import (
     LayerScores,
     angular_distances,
@@ -18,7 +25,12 @@ from layerprobe.prune.scores import (
     layer_scores,
     perplexity,
 )
-from layerprobe.prune.surgery import drop_layers, parse_layer_list, save_model, validate_drop
+from layerprobe.prune.surgery import (
+    drop_layers,
+    parse_layer_list,
+    save_model,
+    validate_drop,
+)
 
 __all__ = [
     "METHODS",

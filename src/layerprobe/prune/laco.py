@@ -34,9 +34,16 @@ import torch
 import torch.nn as nn
 
 from layerprobe.errors import UserError
+from layerprobe.models.hooks import eval_mode
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.scores import _EvalMode, _documents, _pad_id, encode_documents, final_hidden_states, iter_batches
-from layerprobe.prune.surgery import drop_layers
+from layerprobe.prune.scores import (
+    _documents,
+    _pad_id,
+    encode_documents,
+    final_hidden_states,
+    iter_batches,
+)
+from layerprobe.prune.surgery import drop_layers, set_layer_idx
 
 MODES = ("paper", "reference")
 
@@ -99,7 +106,7 @@ def merge_layers(loaded: LoadedModel, base_pos: int, n_followers: int, mode: str
     new_layer, merged, kept = merged_layer(layers[base_pos], followers, mode)
     for module in new_layer.modules():
         if isinstance(getattr(module, "layer_idx", None), int):
-            module.layer_idx = base_pos
+            set_layer_idx(module, base_pos)
     follower_orig = [loaded.layer_map[base_pos + k] for k in range(1, n_followers + 1)]
     out = drop_layers(loaded, follower_orig, method=method or f"laco-{mode}")
     out.layers[base_pos] = new_layer
@@ -156,7 +163,7 @@ class _Similarity:
             self.reference[doc] = h
 
     def _states(self, loaded: LoadedModel):
-        with _EvalMode(loaded.model), torch.inference_mode():
+        with eval_mode(loaded.model), torch.inference_mode():
             for input_ids, mask, lengths, chunk in iter_batches(self.ids, self.batch_size, self.pad, loaded.device):
                 h = final_hidden_states(loaded, input_ids, mask)
                 for row, doc in enumerate(chunk):

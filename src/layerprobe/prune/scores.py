@@ -1,4 +1,4 @@
-"""Layer-importance scores on calibration text (DESIGN.md §4), computed with forward hooks.
+"""Layer-importance scores on calibration text (docs/definitions.md#pruning-scores-and-methods), computed with forward hooks.
 
 Notation: x_i is the hidden state *entering* decoder layer i of the model as it is now, and x_{i+1} is
 that layer's output; x_L (the output of the last layer) is taken *before* the final norm. Hooks on the
@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from layerprobe.errors import UserError
+from layerprobe.models.hooks import eval_mode, first_tensor, layer_hooks
 from layerprobe.models.loaded import LoadedModel
 
 Document = str | Sequence[int]
@@ -146,34 +147,6 @@ def iter_batches(ids: list[list[int]], batch_size: int, pad_id: int, device: tor
         yield input_ids.to(device), mask.to(device), lengths.to(device), chunk
 
 
-def _first_tensor(value: Any) -> torch.Tensor:
-    """A decoder layer's hidden state: transformers 5 returns a tensor, older versions a tuple."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    hs = getattr(value, "hidden_states", None) if not isinstance(value, (tuple, list)) else None
-    if isinstance(hs, torch.Tensor):
-        return hs
-    raise TypeError(f"cannot find the hidden state in a decoder layer's output of type {type(value).__name__}")
-
-
-class _EvalMode:
-    """Eval mode for the duration of a block, restoring the previous training flag afterwards."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
-        self.was_training = model.training
-
-    def __enter__(self):
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-        return False
-
-
 def run_with_layer_hooks(
     loaded: LoadedModel,
     input_ids: torch.Tensor,
@@ -186,37 +159,20 @@ def run_with_layer_hooks(
 
     The pass stops after the last decoder layer. Hooks are removed in all cases.
     """
-    layers = loaded.layers
-    n = len(layers)
-    handles = []
+    n = len(loaded.layers)
 
-    def pre_hook(_module, args, kwargs):
-        x = args[0] if args else kwargs.get("hidden_states")
-        if x is None:
-            raise TypeError("could not find the hidden state entering decoder layer 0")
-        on_input(_first_tensor(x))
+    def out_hook(i: int, _x_in: torch.Tensor, x_out: torch.Tensor) -> None:
+        on_output(i, x_out)
+        if i == n - 1:
+            raise _StopForward
 
-    def make_hook(i: int):
-        def hook(_module, _args, output):
-            on_output(i, _first_tensor(output))
-            if i == n - 1:
-                raise _StopForward
-
-        return hook
-
-    try:
-        handles.append(layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
-        for i, layer in enumerate(layers):
-            handles.append(layer.register_forward_hook(make_hook(i)))
+    with layer_hooks(loaded, out_hook, on_input=on_input):
         try:
             loaded.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         except _StopForward:
             pass
         else:  # pragma: no cover - the last layer always runs
             raise RuntimeError("the forward pass did not reach the last decoder layer")
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def layer_scores(
@@ -245,7 +201,7 @@ def layer_scores(
     n_docs = 0
     pad = _pad_id(loaded)
 
-    with _EvalMode(loaded.model), torch.inference_mode():
+    with eval_mode(loaded.model), torch.inference_mode():
         for input_ids, mask, lengths, _chunk in iter_batches(ids, batch_size, pad, device):
             maskf = mask.to(torch.float32)
             rows = torch.arange(input_ids.shape[0], device=device)
@@ -254,12 +210,14 @@ def layer_scores(
 
             # x.float() is x itself for float32 models: this relies on decoder layers not writing into
             # their input in place (true of the supported families, whose residual adds are out of place).
-            def on_input(x: torch.Tensor) -> None:
+            def on_input(x: torch.Tensor, state: dict[str, Any] = state, rows: torch.Tensor = rows,
+                         last_pos: torch.Tensor = last_pos) -> None:
                 x32 = x.float()
                 state["prev"] = x32
                 state["last"].append(x32[rows, last_pos])
 
-            def on_output(i: int, y: torch.Tensor) -> None:
+            def on_output(i: int, y: torch.Tensor, state: dict[str, Any] = state, rows: torch.Tensor = rows,
+                          last_pos: torch.Tensor = last_pos, maskf: torch.Tensor = maskf) -> None:
                 y32 = y.float()
                 cos = F.cosine_similarity(state["prev"], y32, dim=-1)  # [B, S]
                 state["bi"][i] = (cos * maskf).sum()
@@ -331,7 +289,7 @@ def final_hidden_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_
     captured: list[torch.Tensor] = []
 
     def hook(_module, _args, output):
-        captured.append(_first_tensor(output))
+        captured.append(first_tensor(output))
         raise _StopForward
 
     handle = loaded.final_norm.register_forward_hook(hook)
@@ -363,7 +321,7 @@ def perplexity(
         ids = encode_documents(loaded.tokenizer, texts, seq_len, add_special_tokens)
     total = 0.0
     count = 0
-    with _EvalMode(loaded.model), torch.inference_mode():
+    with eval_mode(loaded.model), torch.inference_mode():
         for input_ids, mask, lengths, _chunk in iter_batches(ids, batch_size, _pad_id(loaded), loaded.device):
             logits = loaded.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
             for row in range(input_ids.shape[0]):

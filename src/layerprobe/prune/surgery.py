@@ -1,4 +1,4 @@
-"""Layer surgery: remove decoder layers exactly (DESIGN.md §3) and save the result.
+"""Layer surgery: remove decoder layers exactly (docs/definitions.md#layer-indices-and-surgery) and save the result.
 
 `drop_layers` returns a new LoadedModel whose unchanged modules (embeddings, kept layers, norm,
 unembedding) share their weights with the input model: nothing is copied, and the input model is not
@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
+from layerprobe._io import write_text_atomic
 from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
-
-PROVENANCE_FILE = "layerprobe.json"
-PROVENANCE_SCHEMA_VERSION = 1
+from layerprobe.models.provenance import PROVENANCE_FILE
 
 
 def parse_layer_list(text: str, flag: str = "--drop", what: str = "layer indices", example: str = "20,21") -> list[int]:
@@ -73,11 +71,16 @@ def _shallow_clone(module: nn.Module) -> nn.Module:
     return new
 
 
+def set_layer_idx(module: nn.Module, idx: int) -> None:
+    """Set a module's `layer_idx` (the KV-cache index of an attention module)."""
+    setattr(module, "layer_idx", idx)  # noqa: B010 - nn.Module types attribute assignment as Tensor | Module only
+
+
 def _clone_with_layer_idx(module: nn.Module, new_idx: int) -> nn.Module:
     """Shallow-clone `module` and every descendant that carries `layer_idx`, setting it to `new_idx`."""
     new = _shallow_clone(module)
     if isinstance(getattr(module, "layer_idx", None), int):
-        new.layer_idx = new_idx
+        set_layer_idx(new, new_idx)
     for name, child in module._modules.items():
         if child is not None and any(isinstance(getattr(m, "layer_idx", None), int) for m in child.modules()):
             new._modules[name] = _clone_with_layer_idx(child, new_idx)
@@ -151,7 +154,8 @@ def _chain_modules(root: nn.Module, parts: Sequence[str]) -> list[nn.Module]:
     return out
 
 
-def save_model(loaded: LoadedModel, out_dir: str | Path) -> Path:
+def save_model(loaded: LoadedModel, out_dir: str | Path, *, selection: dict[str, Any] | None = None,
+               healing: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint that plain `AutoModelForCausalLM.from_pretrained` loads.
 
     Safetensors weights with contiguous layer names, config, tokenizer, and `layerprobe.json`
@@ -162,6 +166,6 @@ def save_model(loaded: LoadedModel, out_dir: str | Path) -> Path:
     loaded.model.save_pretrained(out, safe_serialization=True)
     if loaded.tokenizer is not None:
         loaded.tokenizer.save_pretrained(out)
-    info = {"schema_version": PROVENANCE_SCHEMA_VERSION, **loaded.provenance()}
-    (out / PROVENANCE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    prov = loaded.provenance().model_copy(update={"selection": selection, "healing": healing})
+    write_text_atomic(out / PROVENANCE_FILE, prov.model_dump_json(indent=2) + "\n")
     return out

@@ -1,4 +1,7 @@
-"""Matplotlib figures (Agg backend) rendered to inline SVG: no files, no network, text kept as text."""
+"""Matplotlib figures rendered to inline SVG: no files, no network, text kept as text.
+
+Figures are built as `matplotlib.figure.Figure` objects under `rc_context`, never through pyplot:
+rendering a report leaves the caller's backend and rc settings (e.g. a notebook's) untouched."""
 
 from __future__ import annotations
 
@@ -7,39 +10,70 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from layerprobe.report.load import ALL, RunData
 from layerprobe.report.numbers import is_num
+from layerprobe.runs.reader import ALL, Run
+from layerprobe.runs.schema import Accuracy, Interval, LayerAggregates, Settling, TeacherForcedSummary
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 PALETTE = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 DROPPED_COLOR = "#f4d6d6"
 _counter = itertools.count()
 
 
-def _plt():
-    import matplotlib
+_RC: dict[RcKeyType, Any] = {
+    "svg.fonttype": "none", "svg.hashsalt": "layerprobe", "font.size": 9, "axes.titlesize": 10,
+    "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8, "legend.frameon": False,
+    "font.family": "sans-serif", "figure.dpi": 100,
+    "text.parse_math": False,  # names and problem ids are user text: a "$" must not start mathtext
+}
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "svg.fonttype": "none", "svg.hashsalt": "layerprobe", "font.size": 9, "axes.titlesize": 10,
-        "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8, "legend.frameon": False,
-        "font.family": "sans-serif", "figure.dpi": 100,
-        "text.parse_math": False,  # names and problem ids are user text: a "$" must not start mathtext
-    })
-    return plt
+def _styled(fn: Any) -> Any:
+    """Run a figure function under the report's rc settings (text properties such as parse_math are
+    read when each artist is created, so the whole construction must run inside the context)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from matplotlib import rc_context
+
+        with rc_context(_RC):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _figure(**kw: Any) -> Any:
+    """A new Figure (not registered with pyplot) with the report's style."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    with rc_context(_RC):
+        return Figure(**kw)
+
+
+def _subplots_fig(rows: int, cols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, Any]:
+    from matplotlib import rc_context
+
+    with rc_context(_RC):
+        fig = _figure(figsize=figsize, layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False, **kw)
+    return fig, axes
 
 
 def to_svg(fig: Any, alt: str) -> Markup:
     """The figure as an inline <svg> (ids made unique per figure, no XML prolog or metadata)."""
-    plt = _plt()
+    from matplotlib import rc_context
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    plt.close(fig)
+    with rc_context(_RC):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
@@ -60,9 +94,8 @@ def _f(x: Any) -> float:
     return float(x) if is_num(x) else math.nan
 
 
-def _ci(p: dict[str, Any]) -> tuple[float, float]:
-    ci = p.get("ci") or [None, None]
-    return (_f(ci[0]), _f(ci[1])) if len(ci) == 2 else (math.nan, math.nan)
+def _ci(p: Accuracy | Interval) -> tuple[float, float]:
+    return (_f(p.ci[0]), _f(p.ci[1]))
 
 
 def _dodge(i: int, n: int) -> float:
@@ -74,18 +107,17 @@ def _style(base: bool) -> dict[str, Any]:
     return {"lw": 2.6, "ms": 6, "alpha": 0.8, "zorder": 2} if base else {"lw": 1.5, "ms": 4, "zorder": 3}
 
 
-def _panel_groups(run: RunData) -> list[str]:
+def _panel_groups(run: Run) -> list[str]:
     gs = run.groups()
     return gs if gs else [ALL]
 
 
 def _subplots(n: int, width: float = 3.6, height: float = 2.7, rows: int = 1):
-    plt = _plt()
-    fig, axes = plt.subplots(rows, n, figsize=(max(4.5, width * n), height * rows), squeeze=False, layout="constrained")
-    return fig, axes
+    return _subplots_fig(rows, n, (max(4.5, width * n), height * rows))
 
 
-def accuracy_vs_budget(run: RunData, colors: dict[str, str]) -> Markup | None:
+@_styled
+def accuracy_vs_budget(run: Run, colors: dict[str, str]) -> Markup | None:
     budgets = run.budgets()
     if not budgets:
         return None
@@ -94,12 +126,12 @@ def accuracy_vs_budget(run: RunData, colors: dict[str, str]) -> Markup | None:
     names = [s.name for s in run.variants]
     for ax, g in zip(axes[0], groups):
         for vi, v in enumerate(names):
-            seq = run.vmetrics(v, g).get("sequential", {})
+            seq = run.vmetrics(v, g).sequential
             pts = [(b, seq[str(b)]) for b in budgets if str(b) in seq]
             if not pts:
                 continue
             xs = [b * _dodge(vi, len(names)) for b, _ in pts]
-            ys = [_f(p.get("accuracy")) for _, p in pts]
+            ys = [_f(p.accuracy) for _, p in pts]
             lo = [_ci(p)[0] for _, p in pts]
             hi = [_ci(p)[1] for _, p in pts]
             ax.plot(xs, ys, "o-", color=colors[v], label=v, **_style(v == run.base))
@@ -117,9 +149,10 @@ def accuracy_vs_budget(run: RunData, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "accuracy versus thinking budget per variant")
 
 
-def parallel_curves(run: RunData, colors: dict[str, str]) -> Markup | None:
+@_styled
+def parallel_curves(run: Run, colors: dict[str, str]) -> Markup | None:
     groups = _panel_groups(run)
-    if not any(run.vmetrics(v.name, g).get("parallel", {}).get("k") for v in run.variants for g in groups):
+    if not any(run.vmetrics(v.name, g).parallel.k for v in run.variants for g in groups):
         return None
     fig, axes = _subplots(len(groups), height=2.4, rows=2)
     for col, g in enumerate(groups):
@@ -127,14 +160,14 @@ def parallel_curves(run: RunData, colors: dict[str, str]) -> Markup | None:
             ax = axes[row][col]
             names = [s.name for s in run.variants]
             for vi, v in enumerate(names):
-                par = run.vmetrics(v, g).get("parallel", {})
-                ks = par.get("k") or []
-                curve = par.get(key) or {}
+                par = run.vmetrics(v, g).parallel
+                ks = par.k
+                curve = getattr(par, key)
                 pts = [(k, curve[str(k)]) for k in ks if str(k) in curve]
                 if not pts:
                     continue
                 xs = [k * _dodge(vi, len(names)) for k, _ in pts]
-                ax.plot(xs, [_f(p.get("value")) for _, p in pts], "o-", color=colors[v], label=v, **_style(v == run.base))
+                ax.plot(xs, [_f(p.value) for _, p in pts], "o-", color=colors[v], label=v, **_style(v == run.base))
                 lo = [_ci(p)[0] for _, p in pts]
                 hi = [_ci(p)[1] for _, p in pts]
                 ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.12, lw=0)
@@ -154,9 +187,12 @@ def parallel_curves(run: RunData, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "pass@k and maj@k versus k per variant")
 
 
-def _dropped_spans(ax: Any, run: RunData, colors: dict[str, str], horizontal: bool = False) -> None:
+def _dropped_spans(ax: Any, run: Run, colors: dict[str, str], horizontal: bool = False) -> None:
     for v in run.pruned:
-        for l in run.spec(v).dropped:
+        spec = run.spec(v)
+        if spec is None:
+            continue
+        for l in spec.dropped:
             if horizontal:
                 ax.axhspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
             else:
@@ -165,7 +201,8 @@ def _dropped_spans(ax: Any, run: RunData, colors: dict[str, str], horizontal: bo
                             fontsize=7, color=colors[v])
 
 
-def block_influence(run: RunData, colors: dict[str, str]) -> Markup | None:
+@_styled
+def block_influence(run: Run, colors: dict[str, str]) -> Markup | None:
     n_orig = int(run.info.model.n_layers)
     if not run.has_probes:
         return None
@@ -175,13 +212,14 @@ def block_influence(run: RunData, colors: dict[str, str]) -> Markup | None:
     vals_all = []
     for v in [s.name for s in run.variants]:
         la = run.layers.get(v)
-        if not la:
+        if la is None:
             continue
-        bi = la["per_layer"].get("block_influence") or []
-        pts = [(l, x) for l, x in zip(la["layers"], bi) if is_num(x)]
+        bi = la.per_layer.block_influence
+        pts = [(l, x) for l, x in zip(la.layers, bi) if is_num(x)]
         if pts:
             base = v == run.base
-            xs, ys = [], []
+            xs: list[float] = []
+            ys: list[float] = []
             for l, x in pts:  # no line across a dropped layer: a gap
                 if xs and l - xs[-1] > 1:
                     xs.append(math.nan)
@@ -206,20 +244,23 @@ def block_influence(run: RunData, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "block influence per original layer")
 
 
-def heatmap(run: RunData, key: str, label: str) -> Markup | None:
+@_styled
+def heatmap(run: Run, key: str, label: str) -> Markup | None:
     import numpy as np
 
-    names = [s.name for s in run.variants if run.layers.get(s.name) and run.layers[s.name].get("heatmaps", {}).get(key)]
+    las: dict[str, LayerAggregates] = {
+        s.name: la for s in run.variants if (la := run.layers.get(s.name)) is not None and la.heatmaps.get(key)}
+    names = list(las)
     if not names:
         return None
     n_orig = int(run.info.model.n_layers)
     mats = {}
     for v in names:
-        la = run.layers[v]
-        rows = la["heatmaps"][key]
+        la = las[v]
+        rows = la.heatmaps[key]
         nb = max((len(r) for r in rows), default=0)
         m = np.full((n_orig, nb), np.nan)
-        for l, r in zip(la["layers"], rows):
+        for l, r in zip(la.layers, rows):
             if 0 <= l < n_orig:
                 m[l, : len(r)] = [x if is_num(x) else np.nan for x in r]
         mats[v] = m
@@ -227,18 +268,18 @@ def heatmap(run: RunData, key: str, label: str) -> Markup | None:
     if finite_vals.size == 0:
         return None
     vmin, vmax = float(np.nanmin(finite_vals)), float(np.nanmax(finite_vals))
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(names), figsize=(max(4.5, 3.3 * len(names)), 0.5 + 0.16 * n_orig + 1.2),
-                             squeeze=False, sharey=True, layout="constrained")
+    fig, axes = _subplots_fig(1, len(names), (max(4.5, 3.3 * len(names)), 0.5 + 0.16 * n_orig + 1.2), sharey=True)
     im = None
     for ax, v in zip(axes[0], names):
         m = mats[v]
         ax.set_facecolor("#eeeeee")
         im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
                        extent=(0, 1, -0.5, n_orig - 0.5), interpolation="nearest")
-        for l in run.spec(v).dropped:
-            ax.text(0.5, l, "dropped", ha="center", va="center", fontsize=7, color="#a00")
-        ax.set_title(v)
+        spec = run.spec(v)
+        dropped = spec.dropped if spec is not None else []
+        for l in dropped:  # hatched rows, named once in the title (labels per row overlap on adjacent layers)
+            ax.axhspan(l - 0.5, l + 0.5, facecolor="none", edgecolor="#a00", hatch="///", lw=0)
+        ax.set_title(v + (f" (dropped: {', '.join(map(str, dropped))})" if dropped else ""), fontsize=9)
         ax.set_xlabel("relative position in trace")
     axes[0][0].set_ylabel("original layer")
     step = max(1, n_orig // 12)
@@ -247,14 +288,20 @@ def heatmap(run: RunData, key: str, label: str) -> Markup | None:
     return to_svg(fig, f"{label} heat map, layer by relative position")
 
 
-def settling(run: RunData, colors: dict[str, str]) -> Markup | None:
-    names = [s.name for s in run.variants if (run.layers.get(s.name) or {}).get("settling")]
+@_styled
+def settling(run: Run, colors: dict[str, str]) -> Markup | None:
+    st: dict[str, Settling] = {}
+    for s in run.variants:
+        la = run.layers.get(s.name)
+        if la is not None and la.settling is not None:
+            st[s.name] = la.settling
+    names = list(st)
     if not names:
         return None
     fig, axes = _subplots(3, width=3.0, height=2.5)
     for ax, key, title in ((axes[0][0], "mean_depth_fraction", "settling depth / model depth"),
                            (axes[0][1], "deep_thinking_ratio", "deep-thinking ratio")):
-        vals = [run.layers[v]["settling"].get(key) for v in names]
+        vals = [getattr(st[v], key) for v in names]
         ax.bar(range(len(names)), [x if is_num(x) else 0 for x in vals], color=[colors[v] for v in names])
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_title(title)
@@ -263,72 +310,69 @@ def settling(run: RunData, colors: dict[str, str]) -> Markup | None:
             if is_num(x):
                 ax.text(i, x + 0.02, f"{x:.2f}", ha="center", fontsize=8)
     ax = axes[0][2]
-    per_trace = {v: [x for x in run.layers[v]["settling"].get("per_trace_deep_thinking_ratio") or [] if is_num(x)] for v in names}
-    if any(per_trace.values()) and not any(run.layers[v]["settling"].get("histogram") for v in names):
-        for i, v in enumerate(names):
-            xs = per_trace[v]
-            ax.scatter(xs, [i + 0.25 * (((k * 7919) % 11) - 5) / 5 for k in range(len(xs))], s=9, alpha=0.6, color=colors[v])
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_title("deep-thinking ratio per trace")
-        ax.set_xlabel("share of deep-thinking tokens")
-        return to_svg(fig, "settling depth and deep-thinking ratio per variant")
-    for v in names:
-        h = run.layers[v]["settling"].get("histogram")
-        counts, xs = None, None
-        if isinstance(h, dict):
-            counts = h.get("counts")
-            xs = h.get("layers") or h.get("edges")
-        elif isinstance(h, list):
-            counts = h
-        if not counts or not all(is_num(c) for c in counts):
-            continue
-        tot = sum(counts) or 1
-        layers = run.layers[v]["layers"]
-        if not xs or len(xs) < len(counts):
-            xs = layers if len(layers) == len(counts) else list(range(len(counts)))
-        ax.step(xs[: len(counts)], [c / tot for c in counts], where="mid", color=colors[v], label=v)
-    ax.set_title("settling layer (share of tokens)")
-    ax.set_xlabel("layer")
-    ax.legend()
+    per_trace = {v: [x for x in st[v].per_trace_deep_thinking_ratio if is_num(x)] for v in names}
+    allx = [x for xs in per_trace.values() for x in xs]
+    for i, v in enumerate(names):
+        xs = per_trace[v]
+        ax.scatter(xs, [i + 0.25 * (((k * 7919) % 11) - 5) / 5 for k in range(len(xs))], s=9, alpha=0.6, color=colors[v])
+    ax.set_yticks(range(len(names)), names)
+    top = max(allx) if allx else 1.0
+    ax.set_xlim(-0.02 * max(top, 1e-3), max(top, 1e-3) * 1.08)  # the data's own range, not 0-1
+    ax.set_title("deep-thinking ratio per trace")
+    ax.set_xlabel("share of deep-thinking tokens")
     return to_svg(fig, "settling depth and deep-thinking ratio per variant")
 
 
-def teacher_forced_kl(run: RunData, colors: dict[str, str]) -> Markup | None:
-    names = [v for v in run.pruned if ((run.layers.get(v) or {}).get("teacher_forced") or {}).get("kl_by_relpos")]
+@_styled
+def teacher_forced_kl(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | None:
+    """The KL curve per pruned variant along the base traces, and a description of each line drawn."""
+    tfs: dict[str, TeacherForcedSummary] = {}
+    for v in run.pruned:
+        la = run.layers.get(v)
+        if la is not None and la.teacher_forced is not None and la.teacher_forced.kl_by_relpos:
+            tfs[v] = la.teacher_forced
+    names = list(tfs)
     if not names:
         return None
-    fig, axes = _subplots(1, width=8, height=2.8)
+    fig, axes = _subplots(1, width=8, height=3.0)
     ax = axes[0][0]
+    drawn: list[str] = []
     for v in names:
-        rel = run.layers[v]["teacher_forced"]["kl_by_relpos"]
+        tf = tfs[v]
+        rel = tf.kl_by_relpos
         nb = len(rel)
-        ax.plot([(j + 0.5) / nb for j in range(nb)], [_f(x) for x in rel], "-",
-                color=colors[v], label=f"{v}: KL({run.base} \u2016 {v})", lw=1.8)
-        onset = run.vmetrics(v).get("behaviour", {}).get("mean_loop_onset_fraction")
+        ax.plot([(j + 0.5) / nb for j in range(nb)], [_f(x) for x in rel], "-", color=colors[v], label=f"{v}: KL({run.base} \u2016 {v})", lw=1.8)
+        onset = run.vmetrics(v).behaviour.mean_loop_onset_fraction
         if is_num(onset):
             ax.axvline(onset, color=colors[v], ls="--", lw=1, label=f"mean loop onset in {v}'s own traces")
-        div = run.layers[v]["teacher_forced"].get("onset_fraction_mean")
-        if is_num(div):
-            ax.axvline(div, color=colors[v], ls=":", lw=1.4, label=f"mean divergence onset (KL stays high)")
+            drawn.append(f"dashed: where {v}'s own generated traces start looping, on average")
+        if is_num(tf.onset_fraction_mean):
+            ax.axvline(tf.onset_fraction_mean, color=colors[v], ls=":", lw=1.4, label=f"{v}: mean divergence onset")
+            drawn.append(f"dotted: the mean position where {v}'s KL first stays above {tf.threshold} nats for {tf.window} tokens "
+                         "(a quarter of the trace, at least 2, when that is shorter) "
+                         f"({tf.n_onset} of {tf.n_traces} traces have such an onset)")
+        else:
+            drawn.append(f"no dotted line for {v}: in none of its {tf.n_traces} traces does the KL stay above {tf.threshold} nats "
+                         f"for {tf.window} tokens (or a quarter of a shorter trace)")
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"relative position in {run.base}'s trace")
     ax.set_ylabel("KL (nats), next token")
     ax.grid(alpha=0.25)
-    ax.legend(loc="upper left")
-    return to_svg(fig, "teacher-forced KL along the trace")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the axes: never over a peak
+    return to_svg(fig, "teacher-forced KL along the trace"), drawn
 
 
-def reflections(run: RunData, colors: dict[str, str]) -> tuple[Markup, list[str]] | None:
+@_styled
+def reflections(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | None:
     """The bar chart and the lexicon words no variant used (left out of the chart)."""
     names = [s.name for s in run.variants]
     words: list[str] = []
     for v in names:
-        for w in run.vmetrics(v).get("behaviour", {}).get("reflections_by_word_per_1k", {}):
+        for w in run.vmetrics(v).behaviour.reflections_by_word_per_1k:
             if w not in words:
                 words.append(w)
-    rates = {v: run.vmetrics(v).get("behaviour", {}).get("reflections_by_word_per_1k", {}) for v in names}
-    zero = [w for w in words if not any(is_num(rates[v].get(w)) and rates[v].get(w) > 0 for v in names)]
+    rates = {v: run.vmetrics(v).behaviour.reflections_by_word_per_1k for v in names}
+    zero = [w for w in words if not any(is_num(r := rates[v].get(w)) and r > 0 for v in names)]
     words = [w for w in words if w not in zero]
     if not words:
         return None
@@ -336,7 +380,7 @@ def reflections(run: RunData, colors: dict[str, str]) -> tuple[Markup, list[str]
     ax = axes[0][0]
     h = 0.8 / len(names)
     for i, v in enumerate(names):
-        d = run.vmetrics(v).get("behaviour", {}).get("reflections_by_word_per_1k", {})
+        d = rates[v]
         ax.barh([j + i * h for j in range(len(words))], [_f(d.get(w, 0)) for w in words], height=h, color=colors[v], label=v)
     ax.set_yticks([j + 0.4 - h / 2 for j in range(len(words))], words)
     ax.invert_yaxis()
@@ -345,8 +389,9 @@ def reflections(run: RunData, colors: dict[str, str]) -> tuple[Markup, list[str]
     return to_svg(fig, "reflection words per 1k thinking tokens"), zero
 
 
-def loops(run: RunData, colors: dict[str, str]) -> Markup | None:
-    if not any(s.repetition.get("loop") for s in run.samples):
+@_styled
+def loops(run: Run, colors: dict[str, str]) -> Markup | None:
+    if not any(s.repetition.loop for s in run.samples):
         return None  # the table says 0 everywhere; an empty plot would only confuse
     groups = _panel_groups(run)
     names = [s.name for s in run.variants]
@@ -356,14 +401,14 @@ def loops(run: RunData, colors: dict[str, str]) -> Markup | None:
     for i, v in enumerate(names):
         xs, ys, lo, hi = [], [], [], []
         for j, g in enumerate(groups):
-            b = run.vmetrics(v, g).get("behaviour", {})
-            if not is_num(b.get("loop_rate")):
+            b = run.vmetrics(v, g).behaviour
+            if not is_num(b.loop_rate):
                 continue
-            ci = [x if is_num(x) else b["loop_rate"] for x in (b.get("loop_ci") or [None, None])]
+            ci = [x if is_num(x) else b.loop_rate for x in b.loop_ci]
             xs.append(j + i * w)
-            ys.append(b["loop_rate"])
-            lo.append(max(0.0, b["loop_rate"] - ci[0]))
-            hi.append(max(0.0, ci[1] - b["loop_rate"]))
+            ys.append(b.loop_rate)
+            lo.append(max(0.0, b.loop_rate - ci[0]))
+            hi.append(max(0.0, ci[1] - b.loop_rate))
         ax.bar(xs, ys, width=w, color=colors[v], label=v, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(groups))], groups)
     ax.set_ylim(0, 1)
@@ -372,8 +417,8 @@ def loops(run: RunData, colors: dict[str, str]) -> Markup | None:
     ax.legend()
     ax = axes[0][1]
     for i, v in enumerate(names):
-        fr = [s.repetition["loop_onset"] / max(1, s.repetition.get("length") or 1)
-              for s in run.samples if s.variant == v and s.repetition.get("loop") and is_num(s.repetition.get("loop_onset"))]
+        fr = [(s.repetition.loop_onset or 0) / max(1, s.repetition.length or 1)
+              for s in run.samples if s.variant == v and s.repetition.loop and s.repetition.loop_onset is not None]
         if fr:
             jitter = [(i + 0.1 * ((k * 7919) % 11 - 5) / 5) for k in range(len(fr))]
             ax.scatter(fr, jitter, s=10, color=colors[v], alpha=0.6)
@@ -384,7 +429,8 @@ def loops(run: RunData, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "loop rate and loop onset")
 
 
-def lengths(run: RunData, colors: dict[str, str]) -> Markup | None:
+@_styled
+def lengths(run: Run, colors: dict[str, str]) -> Markup | None:
     groups = _panel_groups(run)
     names = [s.name for s in run.variants]
     if not run.samples:
@@ -406,6 +452,7 @@ def lengths(run: RunData, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "distribution of thinking lengths")
 
 
+@_styled
 def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, label: str, color: str) -> Markup:
     fig, axes = _subplots(1, width=7, height=1.8)
     ax = axes[0][0]
@@ -419,12 +466,15 @@ def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, lab
                     va="top", ha="left", rotation=90, color=color)
     ax.set_xlabel("token position in the base trace")
     ax.set_ylabel("KL (nats)")
+    top = max((x for x in kl if math.isfinite(x)), default=0.0)
+    ax.set_ylim(0, max(0.1, 1.1 * top))  # a near-zero curve stays near zero instead of filling the axis
     ax.set_title(label, fontsize=9)
     ax.grid(alpha=0.25)
     return to_svg(fig, label)
 
 
-def compare_runs(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) -> Markup | None:
+@_styled
+def compare_runs(runs: Sequence[Run], colors: dict[tuple[str, str], str]) -> Markup | None:
     """Accuracy vs budget for every (run, variant), one panel per regime, legend shared (drawn in HTML)."""
     regimes: list[str] = []
     for r in runs:
@@ -443,10 +493,10 @@ def compare_runs(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) ->
                 continue
             g = gs[0]
             for v in [s.name for s in r.variants]:
-                seq = r.vmetrics(v, g).get("sequential", {})
-                pts = sorted((int(b), p) for b, p in seq.items())
+                seq = r.vmetrics(v, g).sequential
+                pts = sorted(((int(b), p) for b, p in seq.items()), key=lambda t: t[0])
                 if pts:
-                    ax.plot([b for b, _ in pts], [_f(p.get("accuracy")) for _, p in pts], "o", ls=styles[ri % 4],
+                    ax.plot([b for b, _ in pts], [_f(p.accuracy) for _, p in pts], "o", ls=styles[ri % 4],
                             color=colors[(r.label, v)], ms=4, lw=1.5)
         ax.set_xscale("log", base=2)
         ticks = sorted({int(b) for r in runs for b in r.budgets()})
@@ -460,6 +510,7 @@ def compare_runs(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) ->
     return to_svg(fig, "accuracy versus budget for every run and variant")
 
 
+@_styled
 def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int, stat: str = "jsd") -> Markup | None:
     """Per-token logit-lens heat maps of individual traces side by side.
 
@@ -481,9 +532,7 @@ def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int
         return None
     allv = np.concatenate(vals)
     vmin, vmax = float(allv.min()), float(allv.max())
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(mats), figsize=(3.6 * len(mats) + 1.0, 0.9 + 0.13 * n_orig + 0.9), squeeze=False,
-                             sharey=True, layout="constrained")
+    fig, axes = _subplots_fig(1, len(mats), (3.6 * len(mats) + 1.0, 0.9 + 0.13 * n_orig + 0.9), sharey=True)
     im = None
     for ax, (title, m, onset) in zip(axes[0], mats):
         ax.set_facecolor("#eeeeee")

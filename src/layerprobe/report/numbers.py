@@ -1,6 +1,6 @@
 """Numbers as the report shows them: one formatting for every number, each number carrying the
 path of the value it came from (`data-src` in the HTML) so that a reader, and the tests, can
-trace every figure in the narrative back to metrics.json or to the report's own derived table."""
+trace every figure in the narrative back to metrics.json or layers/<variant>.json."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from markupsafe import Markup, escape
 
 MINUS = "\u2212"
 
 
-def is_num(x: Any) -> bool:
+def is_num(x: Any) -> TypeGuard[float]:
+    """A finite int or float (not a bool): the values the report can show and plot."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -69,12 +70,24 @@ class Num:
 
 
 def lookup(root: Any, path: Sequence[Any]) -> Any:
-    """Follow a key path (dict keys / list indices) into nested data; None when it is not there."""
+    """Follow a key path (fields of stored models, dict keys, list indices) into nested data; None
+    when it is not there."""
+    from pydantic import BaseModel
+
     cur = root
     for key in path:
-        if isinstance(cur, dict):
-            cur = cur.get(key if key in cur else str(key))
-        elif isinstance(cur, list) and isinstance(key, int) and -len(cur) <= key < len(cur):
+        if isinstance(cur, BaseModel):
+            cur = getattr(cur, str(key), None)
+        elif isinstance(cur, dict):
+            if key in cur:
+                cur = cur[key]
+            elif str(key) in cur:
+                cur = cur[str(key)]
+            elif isinstance(key, str) and key.lstrip("-").isdigit() and int(key) in cur:
+                cur = cur[int(key)]
+            else:
+                return None
+        elif isinstance(cur, (list, tuple)) and isinstance(key, int) and -len(cur) <= key < len(cur):
             cur = cur[key]
         else:
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,14 +14,19 @@ from typing import Any
 from layerprobe.errors import UserError
 from layerprobe.report import cases as cases_mod
 from layerprobe.report import figures
-from layerprobe.report.load import ALL, RunData, load_run
-from layerprobe.report.narrative import TRACE_METRICS, comparison_index, derive, variant_sentences, verdict_words
+from layerprobe.report.narrative import (
+    TRACE_KIND,
+    comparison_index,
+    variant_sentences,
+    verdict_words,
+)
 from layerprobe.report.numbers import Num, fmt, is_num
+from layerprobe.runs.reader import ALL, Run, load_run
+from layerprobe.runs.summarize import TRACE_METRICS
 
 TEMPLATES = Path(__file__).parent / "templates"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 GREYS = ["#3b3b3b", "#7a7a7a", "#a6a6a6", "#5c5c5c"]
-PER_LAYER_KEYS = [("block_influence", "block influence", "s"), ("norm", "residual norm", "f1"), ("jsd", "logit-lens JSD to output (nats)", "f3"),
-                  ("entropy", "logit-lens entropy (nats)", "f3"), ("top1_agree", "top-1 agrees with output", "p")]
 
 
 @dataclass
@@ -33,36 +39,34 @@ class Limits:
 
 @dataclass
 class RunView:
-    run: RunData
+    run: Run
     anchor: str
     colors: dict[str, str]
-    derived: dict[str, Any]
     narrative: dict[str, list[Any]]
     headline: list[dict[str, Any]]
     behaviour: list[dict[str, Any]]
     figs: dict[str, Any]
-    layer_rows: list[dict[str, Any]]
+    layer_table: dict[str, Any] | None
     cases: list[Any]
     samples_link: str
     tf_summary: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _acc_cell(run: RunData, v: str, g: str, b: int) -> dict[str, Any] | None:
-    p = run.vmetrics(v, g).get("sequential", {}).get(str(b))
-    if not p:
+def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
+    p = run.vmetrics(v, g).sequential.get(str(b))
+    if p is None:
         return None
     src = ("metrics", "variants", v, "groups", g, "sequential", str(b))
-    ci = p.get("ci") or [None, None]
-    return {"acc": Num(p.get("accuracy"), "p", src + ("accuracy",)), "lo": Num(ci[0], "p", src + ("ci", 0)),
-            "hi": Num(ci[1], "p", src + ("ci", 1)), "n": p.get("n")}
+    return {"acc": Num(p.accuracy, "p", src + ("accuracy",)), "lo": Num(p.ci[0], "p", src + ("ci", 0)),
+            "hi": Num(p.ci[1], "p", src + ("ci", 1)), "n": p.n}
 
 
-def _headline(run: RunData) -> list[dict[str, Any]]:
+def _headline(run: Run) -> list[dict[str, Any]]:
     """Rows: group x variant at the largest budget, with intervals and the paired verdict."""
     rows = []
     budgets = run.budgets()
     idx = comparison_index(run)
-    comps = run.metrics.get("comparisons", [])
+    comps = run.metrics.comparisons
     groups = run.groups() + [ALL] if run.groups() else [ALL]
     for g in groups:
         for spec in run.variants:
@@ -72,120 +76,116 @@ def _headline(run: RunData) -> list[dict[str, Any]]:
                 row["acc"] = _acc_cell(run, v, g, budgets[-1])
                 i = idx.get((v, g, "sequential", budgets[-1]))
                 if i is not None:
-                    c, src = comps[i], ("metrics", "comparisons", i)
-                    row["cmp"] = {"diff": Num(c.get("diff"), "d", src + ("diff",)), "lo": Num(c.get("ci_low"), "d", src + ("ci_low",)),
-                                  "hi": Num(c.get("ci_high"), "d", src + ("ci_high",)), "verdict": c.get("verdict"),
-                                  "words": verdict_words(c.get("verdict", ""))}
-            par = run.vmetrics(v, g).get("parallel", {})
-            if par.get("k"):
-                k = par["k"][-1]
+                    c = comps[i]
+                    src: tuple[Any, ...] = ("metrics", "comparisons", i)
+                    row["cmp"] = {"diff": Num(c.diff, "d", src + ("diff",)), "lo": Num(c.ci_low, "d", src + ("ci_low",)),
+                                  "hi": Num(c.ci_high, "d", src + ("ci_high",)), "verdict": c.verdict,
+                                  "words": verdict_words(c.verdict)}
+            par = run.vmetrics(v, g).parallel
+            if par.k:
+                k = par.k[-1]
                 src = ("metrics", "variants", v, "groups", g, "parallel")
                 for name in ("pass", "maj"):
-                    cell = (par.get(f"{name}_at_k") or {}).get(str(k))
-                    if cell:
-                        ci = cell.get("ci") or [None, None]
-                        row[name] = {"k": k, "val": Num(cell.get("value"), "p", src + (f"{name}_at_k", str(k), "value")),
-                                     "lo": Num(ci[0], "p", src + (f"{name}_at_k", str(k), "ci", 0)),
-                                     "hi": Num(ci[1], "p", src + (f"{name}_at_k", str(k), "ci", 1))}
+                    cell = getattr(par, f"{name}_at_k").get(str(k))
+                    if cell is not None:
+                        row[name] = {"k": k, "val": Num(cell.value, "p", src + (f"{name}_at_k", str(k), "value")),
+                                     "lo": Num(cell.ci[0], "p", src + (f"{name}_at_k", str(k), "ci", 0)),
+                                     "hi": Num(cell.ci[1], "p", src + (f"{name}_at_k", str(k), "ci", 1))}
             rows.append(row)
     return rows
 
 
-def _behaviour(run: RunData) -> list[dict[str, Any]]:
+def _behaviour(run: Run) -> list[dict[str, Any]]:
     rows = []
     for g in (run.groups() or []) + [ALL]:
         for spec in run.variants:
-            b = run.vmetrics(spec.name, g).get("behaviour", {})
-            if not b.get("n"):
+            gm = run.vmetrics(spec.name, g)
+            b, par = gm.behaviour, gm.parallel
+            if not b.n:
                 continue
             src = ("metrics", "variants", spec.name, "groups", g, "behaviour")
-            par = run.vmetrics(spec.name, g).get("parallel", {})
-            ci = b.get("loop_ci") or [None, None]
+            psrc = ("metrics", "variants", spec.name, "groups", g, "parallel")
             rows.append({
-                "group": g, "variant": spec.name, "n": b.get("n"),
-                "loop": Num(b.get("loop_rate"), "p", src + ("loop_rate",)), "loop_lo": Num(ci[0], "p", src + ("loop_ci", 0)),
-                "loop_hi": Num(ci[1], "p", src + ("loop_ci", 1)),
-                "onset": Num(b.get("mean_loop_onset_fraction"), "p", src + ("mean_loop_onset_fraction",)),
-                "seq_rep": Num(b.get("seq_rep"), "p", src + ("seq_rep",)),
-                "sb_within": Num(b.get("self_bleu_within"), "f1", src + ("self_bleu_within",)),
-                "sb_across": Num(par.get("self_bleu_across"), "f1", ("metrics", "variants", spec.name, "groups", g, "parallel", "self_bleu_across")),
-                "refl": Num(b.get("reflections_per_1k"), "f1", src + ("reflections_per_1k",)),
-                "mean_len": Num(b.get("mean_thinking_tokens"), "f1", src + ("mean_thinking_tokens",)),
-                "median_len": Num(b.get("median_thinking_tokens"), "f1", src + ("median_thinking_tokens",)),
-                "exhausted": Num(b.get("budget_exhausted_rate"), "p", src + ("budget_exhausted_rate",)),
-                "missing": Num(b.get("answer_missing_rate"), "p", src + ("answer_missing_rate",)),
+                "group": g, "variant": spec.name, "n": b.n,
+                "loop": Num(b.loop_rate, "p", src + ("loop_rate",)), "loop_lo": Num(b.loop_ci[0], "p", src + ("loop_ci", 0)),
+                "loop_hi": Num(b.loop_ci[1], "p", src + ("loop_ci", 1)),
+                "onset": Num(b.mean_loop_onset_fraction, "p", src + ("mean_loop_onset_fraction",)),
+                "seq_rep": Num(b.seq_rep, "p", src + ("seq_rep",)),
+                "sb_within": Num(b.self_bleu_within, "f1", src + ("self_bleu_within",)),
+                "sb_within_num": is_num(b.self_bleu_within),
+                "sb_across": Num(par.self_bleu_across, "f1", psrc + ("self_bleu_across",)),
+                "identical": par.identical_samples,
+                "refl": Num(b.reflections_per_1k, "f1", src + ("reflections_per_1k",)),
+                "mean_len": Num(b.mean_thinking_tokens, "f1", src + ("mean_thinking_tokens",)),
+                "median_len": Num(b.median_thinking_tokens, "f1", src + ("median_thinking_tokens",)),
+                "exhausted": Num(b.budget_exhausted_rate, "p", src + ("budget_exhausted_rate",)),
+                "missing": Num(b.answer_missing_rate, "p", src + ("answer_missing_rate",)),
             })
     return rows
 
 
-def _layer_rows(run: RunData) -> list[dict[str, Any]]:
-    """One entry per original layer: each variant's statistics there (or 'dropped'), and its neighbours."""
+#: Columns of the layer table: (attribute of PerLayer or teacher-forced summary, header, number kind).
+LAYER_COLUMNS = [("block_influence", "BI", "s"), ("jsd", "lens JSD to own output", "f3"), ("top1_agree", "top-1 = output", "p")]
+
+
+def _layer_table(run: Run) -> dict[str, Any]:
+    """One row per original layer, one group of columns per variant: block influence, logit-lens
+    JSD to the model's own output, top-1 agreement, and for pruned variants the lens JSD to the base
+    model's output (teacher-forced); "dropped" where the variant lacks the layer."""
     n = int(run.info.model.n_layers)
+    cols: list[dict[str, Any]] = []
+    for spec in run.variants:
+        la = run.layers.get(spec.name)
+        if la is None:
+            continue
+        for key, head, kind in LAYER_COLUMNS:
+            vals = getattr(la.per_layer, key)
+            if any(is_num(x) for x in vals):
+                cols.append({"variant": spec.name, "head": head, "kind": kind, "src": ("layers", spec.name, "per_layer", key),
+                             "values": dict(zip(la.layers, range(len(vals))))})
+        tf = la.teacher_forced
+        if tf is not None and tf.jsd_to_base_per_layer:
+            cols.append({"variant": spec.name, "head": f"lens JSD to {run.base}'s output", "kind": "f3",
+                         "src": ("layers", spec.name, "teacher_forced", "jsd_to_base_per_layer"),
+                         "values": {o: o for o in tf.jsd_to_base_per_layer}})
     rows = []
-    for l in range(n):
-        per_variant = []
-        for spec in run.variants:
-            la = run.layers.get(spec.name)
-            entry: dict[str, Any] = {"variant": spec.name, "dropped": l in spec.dropped, "stats": []}
-            if la and l in la["layers"]:
-                j = la["layers"].index(l)
-                for key, label, kind in PER_LAYER_KEYS:
-                    vals = la["per_layer"].get(key) or []
-                    if j < len(vals):
-                        entry["stats"].append((label, Num(vals[j], kind, ("layers", spec.name, "per_layer", key, j))))
-                by_group = la.get("per_layer_by_group") or {}
-                for g in run.groups():
-                    for key, label, kind in PER_LAYER_KEYS:
-                        if key not in ("jsd", "block_influence"):
-                            continue
-                        vals = (by_group.get(g) or {}).get(key) or []
-                        if len(vals) == len(la["layers"]):
-                            entry["stats"].append((f"{label}, {g} problems only",
-                                                   Num(vals[j], kind, ("layers", spec.name, "per_layer_by_group", g, key, j))))
-                tf = la.get("teacher_forced") or {}
-                drift = tf.get("drift_by_layer") or {}
-                if l in drift:
-                    entry["stats"].append((f"teacher-forced drift vs {run.base}", Num(drift[l], "s", ("layers", spec.name, "teacher_forced", "drift_by_layer", l))))
-                entry["pruned_index"] = j
-            per_variant.append(entry)
-        neighbours = []
-        for nl in (l - 1, l, l + 1):
-            if 0 <= nl < n:
-                cells = []
-                for spec in run.variants:
-                    la = run.layers.get(spec.name)
-                    if nl in spec.dropped:
-                        cells.append("dropped")
-                    elif la and nl in la["layers"]:
-                        bi = (la["per_layer"].get("block_influence") or [])
-                        j = la["layers"].index(nl)
-                        cells.append(Num(bi[j] if j < len(bi) else None, "s", ("layers", spec.name, "per_layer", "block_influence", j)))
-                    else:
-                        cells.append("n/a")
-                neighbours.append({"layer": nl, "cells": cells, "self": nl == l})
-        dropped_in = [s.name for s in run.variants if l in s.dropped]
-        rows.append({"layer": l, "variants": per_variant, "neighbours": neighbours, "dropped_in": dropped_in})
-    return rows
+    for layer in range(n):
+        cells: list[str | Num] = []
+        for c in cols:
+            cspec = run.spec(c["variant"])
+            if cspec is not None and layer in cspec.dropped:
+                cells.append("dropped")
+            elif layer in c["values"]:
+                cells.append(Num(_lookup_col(run, c, layer), c["kind"], c["src"] + (c["values"][layer],)))
+            else:
+                cells.append("—")
+        rows.append({"layer": layer, "cells": cells, "dropped_in": [s.name for s in run.variants if layer in s.dropped]})
+    return {"columns": cols, "rows": rows}
 
 
-def _tf_summary(run: RunData) -> list[dict[str, Any]]:
+def _lookup_col(run: Run, col: dict[str, Any], layer: int) -> Any:
+    from layerprobe.report.numbers import lookup
+
+    return lookup(run.layers, list(col["src"][1:]) + [col["values"][layer]])
+
+
+def _tf_summary(run: Run) -> list[dict[str, Any]]:
     out = []
     for v in run.pruned:
-        tf = (run.layers.get(v) or {}).get("teacher_forced")
-        if not tf:
+        la = run.layers.get(v)
+        tf = la.teacher_forced if la is not None else None
+        if tf is None:
             continue
-        extra = []
-        for k, x in tf.items():
-            if k in ("mean_kl",) or not is_num(x):
-                continue
-            extra.append((k.replace("_", " "), Num(x, "i" if isinstance(x, int) else "f3", ("layers", v, "teacher_forced", k))))
-        out.append({"variant": v, "mean_kl": Num(tf.get("mean_kl"), "s", ("layers", v, "teacher_forced", "mean_kl")), "extra": extra})
+        pre = ("layers", v, "teacher_forced")
+        out.append({"variant": v, "mean_kl": Num(tf.mean_kl, "s", pre + ("mean_kl",)),
+                    "n": Num(tf.n_traces, "i", pre + ("n_traces",)), "n_onset": Num(tf.n_onset, "i", pre + ("n_onset",)),
+                    "onset": Num(tf.onset_fraction_mean, "pct", pre + ("onset_fraction_mean",)),
+                    "peak": Num(tf.peak_position, "pct", pre + ("peak_position",))})
     return out
 
 
-def _run_view(run: RunData, anchor: str, colors: dict[str, str], out_dir: Path, limits: Limits) -> RunView:
-    derived = derive(run)
-    narrative = {v: variant_sentences(run, v, derived) for v in run.pruned}
+def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limits: Limits) -> RunView:
+    narrative = {v: variant_sentences(run, v) for v in run.pruned}
     figs = {
         "accuracy": figures.accuracy_vs_budget(run, colors),
         "parallel": figures.parallel_curves(run, colors),
@@ -199,12 +199,12 @@ def _run_view(run: RunData, anchor: str, colors: dict[str, str], out_dir: Path, 
         "lengths": figures.lengths(run, colors),
     }
     cases = cases_mod.choose_cases(run, colors, limits.cases_per_variant, limits.max_chars)
-    return RunView(run=run, anchor=anchor, colors=colors, derived=derived, narrative=narrative, headline=_headline(run),
-                   behaviour=_behaviour(run), figs=figs, layer_rows=_layer_rows(run) if run.has_probes else [],
+    return RunView(run=run, anchor=anchor, colors=colors, narrative=narrative, headline=_headline(run),
+                   behaviour=_behaviour(run), figs=figs, layer_table=_layer_table(run) if run.has_probes else None,
                    cases=cases, samples_link=run.rel("samples.jsonl", out_dir), tf_summary=_tf_summary(run))
 
 
-def _colors(runs: Sequence[RunData]) -> dict[tuple[str, str], str]:
+def _colors(runs: Sequence[Run]) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     k = 0
     for i, r in enumerate(runs):
@@ -217,7 +217,7 @@ def _colors(runs: Sequence[RunData]) -> dict[tuple[str, str], str]:
     return out
 
 
-def _comparison(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) -> dict[str, Any]:
+def _comparison(runs: Sequence[Run], colors: dict[tuple[str, str], str]) -> dict[str, Any]:
     rows = []
     regimes: list[str] = []
     for r in runs:
@@ -232,11 +232,12 @@ def _comparison(runs: Sequence[RunData], colors: dict[tuple[str, str], str]) -> 
                 gs = [g for g in r.groups() if r.regime(g) == reg]
                 if gs and budgets:
                     cells[reg] = _acc_cell(r, spec.name, gs[0], budgets[-1])
-            b = r.vmetrics(spec.name).get("behaviour", {})
-            tf = (r.layers.get(spec.name) or {}).get("teacher_forced") or {}
+            b = r.vmetrics(spec.name).behaviour
+            la = r.layers.get(spec.name)
+            tf = la.teacher_forced if la is not None else None
             rows.append({"run": r.label, "variant": spec.name, "color": colors[(r.label, spec.name)], "dropped": spec.dropped,
                          "method": spec.method, "model": r.info.model.id, "budget": budgets[-1] if budgets else None,
-                         "cells": cells, "loop": b.get("loop_rate"), "tf": tf.get("mean_kl"), "status": r.status})
+                         "cells": cells, "loop": b.loop_rate, "tf": tf.mean_kl if tf is not None else None, "status": r.status})
     return {"rows": rows, "regimes": regimes, "figure": figures.compare_runs(runs, colors)}
 
 
@@ -291,9 +292,10 @@ def _output_path(run_dirs: Sequence[Any], out: Any) -> Path:
     return out_path
 
 
-def render_report(run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+def render_report(run_dirs: Sequence[str | os.PathLike[str] | Run] | str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                   *, limits: Limits | None = None) -> Path:
-    """Render one or more run directories into a self-contained HTML file and return its path.
+    """Render one or more run directories (paths, or runs already read with `load_run`) into a
+    self-contained HTML file and return its path.
 
     The default output is RUN_DIR/report.html of the first run. Bad input (not a run directory,
     unreadable files, an unwritable output) raises layerprobe.errors.UserError.
@@ -304,8 +306,8 @@ def render_report(run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike
     if not run_dirs:
         raise UserError("give at least one run directory")
     limits = limits or Limits()
-    out_path = _output_path(run_dirs, out)
-    runs = [load_run(d) for d in run_dirs]
+    out_path = _output_path([r.dir if isinstance(r, Run) else r for r in run_dirs], out)
+    runs = [r if isinstance(r, Run) else load_run(r) for r in run_dirs]
     labels: dict[str, int] = {}
     for r in runs:
         if r.label in labels:
@@ -321,16 +323,18 @@ def render_report(run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike
     env = _environment()
     css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
     html = env.get_template("report.html.jinja").render(
-        views=views, comparison=comparison, css=css, trace_metrics=TRACE_METRICS, rule=cases_mod.RULE, limits=limits,
+        views=views, comparison=comparison, css=css, trace_metrics={k: (v[0], TRACE_KIND[k]) for k, v in TRACE_METRICS.items()}, rule=cases_mod.RULE, limits=limits,
         generated=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         version=runs[0].info.layerprobe_version,
     )
     html = html.replace("@@RENDER_SECONDS@@", f"{time.perf_counter() - t0:.1f}")
+    # control characters a model wrote (NUL, ESC, ...) are shown as \xNN, never written raw into HTML
+    html = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", html)
+    from layerprobe._io import write_atomic
+
+    data = html.encode("utf-8", "replace")  # lone surrogates from a hostile file cannot be UTF-8
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, out_path)
+        write_atomic(out_path, lambda fh: fh.write(data))
     except OSError as exc:
         raise UserError(f"cannot write the report to {out_path}: {exc.strerror or exc}") from None
     return out_path

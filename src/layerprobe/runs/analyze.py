@@ -3,7 +3,6 @@ thinking budgets and parallel samples, probes on, written to one resumable run d
 
 from __future__ import annotations
 
-import math
 import platform
 import sys
 import time
@@ -41,17 +40,22 @@ class Variant:
     loaded: Any  # LoadedModel
 
 
-def default_out(model: str) -> Path:
-    """runs/<timestamp>-<model> in the working directory."""
-    import datetime as _dt
+#: Settings that do not change what a run computes, left out of the default run directory's name.
+_NOT_IN_NAME = {"out", "force", "report", "device", "batch_size"}
 
-    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(model).name or model)
-    base = Path("runs") / f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{safe}"
-    out, n = base, 1
-    while out.exists():  # two runs started in the same second get their own folders
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+
+def default_out(s: AnalyzeSettings) -> Path:
+    """runs/<model>-<hash of the settings as given>: the same command finds (and resumes) its run."""
+    import dataclasses
+    import hashlib
+    import json
+
+    given = {k: v for k, v in sorted(dataclasses.asdict(s).items()) if k not in _NOT_IN_NAME}
+    if s.task_file is not None and Path(s.task_file).is_file():  # edited task data is another run
+        given["task_file_sha1"] = hashlib.sha1(Path(s.task_file).read_bytes()).hexdigest()
+    digest = hashlib.sha1(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(s.model).name or s.model)
+    return Path("runs") / f"{safe}-{digest}"
 
 
 def _versions() -> dict[str, str]:
@@ -109,19 +113,16 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
     return variants
 
 
-def _run_config(s: AnalyzeSettings, fmt_name: str, sampling: Any) -> RunConfig:
-    return RunConfig(
-        model=s.model, drops=s.drops, method=",".join(s.methods) or None, n_drop=s.n_drop,
+def run_config(s: AnalyzeSettings, fmt_name: str, sampling: Any) -> RunConfig:
+    """The stored configuration: every RunConfig field the settings have, plus the resolved
+    sampling and format and the method / calibration labels."""
+    fields = {f: getattr(s, f) for f in RunConfig.model_fields if hasattr(s, f)}
+    fields.update(
+        method=",".join(s.methods) or None,
         calibration=s.calib or (f"traces:{s.calib_traces}" if s.calib_traces else None),
-        task=s.task, task_file=s.task_file, limit=s.limit, budgets=s.budgets, samples=s.samples,
-        parallel_budget=s.parallel_budget, wait=s.wait, temperature=sampling.temperature, top_p=sampling.top_p,
-        top_k=sampling.top_k, answer_max=s.answer_max, seed=s.seed, probes=s.probes, lens=s.lens,
-        lens_every=s.lens_every, teacher_forced=s.teacher_forced, reasoning_format=fmt_name, dtype=s.dtype,
+        temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k, reasoning_format=fmt_name,
     )
-
-
-def _nan_to_none(x: Any) -> Any:
-    return None if isinstance(x, float) and math.isnan(x) else x
+    return RunConfig(**fields)
 
 
 class Analysis:
@@ -145,8 +146,14 @@ class Analysis:
             raise UserError(f"--task {s.task}: unknown task (valid: {', '.join(TASKS)}; see `layerprobe tasks`)")
         from layerprobe.runs.store import check_out_dir
 
-        self.out = Path(s.out) if s.out is not None else default_out(s.model)
-        check_out_dir(self.out)  # before minutes of loading
+        if s.task_file is not None:  # the whole file is checked before minutes of loading
+            from layerprobe.tasks.registry import get_task, load_task_file
+
+            name = s.task or ("toy-mix" if s.model == "toy" else "aime24")
+            if not name.startswith("toy-"):
+                load_task_file(Path(s.task_file), get_task(name))
+        self.out = Path(s.out) if s.out is not None else default_out(s)
+        check_out_dir(self.out, allow_orphan=s.force)  # before minutes of loading
         t0 = time.perf_counter()
         self.progress("loading model", 0, 1)
         base = load_model(s.model, device=s.device, dtype=s.dtype)
@@ -158,14 +165,22 @@ class Analysis:
             # machine a forward pass took many times longer on two threads), so the toy runs on one.
             torch.set_num_threads(1)
         s.resolve(is_toy=base.source_kind == "toy")  # a default task is always a known one
+        if s.task is None or s.budgets is None or s.samples is None or s.parallel_budget is None or s.answer_max is None:
+            raise RuntimeError("settings were not resolved")  # resolve() sets every one of them
+        self.task_name, self.budgets, self.samples = s.task, s.budgets, s.samples
+        self.parallel_budget, self.answer_max = s.parallel_budget, s.answer_max
         self.fmt = detect_format(base.tokenizer, s.reasoning_format or base.reasoning_format)
+        from layerprobe.scaling.engine import format_tokens
+
+        format_tokens(base.tokenizer, base.model, self.fmt)  # a format this tokenizer cannot spell fails here, before the run exists
         d = self.fmt.sampling
         self.sampling = Sampling(
             temperature=d.temperature if s.temperature is None else s.temperature,
             top_p=d.top_p if s.top_p is None else s.top_p,
             top_k=d.top_k if s.top_k is None else s.top_k,
         )
-        self.task, self.problems, source = load_problems(s.task, s.limit, s.seed, s.task_file)
+        self.task, self.problems, source = load_problems(self.task_name, s.limit, s.seed,
+                                                         Path(s.task_file) if s.task_file is not None else None)
         if not self.problems:
             raise UserError(f"--task {s.task}: no problems to run")
         dup = sorted(pid for pid, n in Counter(p.id for p in self.problems).items() if n > 1)
@@ -177,10 +192,10 @@ class Analysis:
         groups: dict[str, int] = {}
         for p in self.problems:
             groups[p.group or "all"] = groups.get(p.group or "all", 0) + 1
-        self.plan = plan_traces([p.id for p in self.problems], s.budgets, s.samples, s.parallel_budget, s.seed)
+        self.plan = plan_traces([p.id for p in self.problems], self.budgets, self.samples, self.parallel_budget, s.seed)
         self.info = RunInfo(
             layerprobe_version=_versions()["layerprobe"], command=["layerprobe", *self.argv[1:]], created=now(),
-            updated=now(), config=_run_config(s, self.fmt.name, self.sampling),
+            updated=now(), config=run_config(s, self.fmt.name, self.sampling),
             model=ModelInfo(id=s.model, source=base.source, source_kind=base.source_kind, family=base.family,
                             dtype=str(base.dtype).removeprefix("torch."), n_layers=base.n_layers_original,
                             reasoning_format=self.fmt.name, revision=base.revision),
@@ -194,7 +209,9 @@ class Analysis:
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> Path:
-        """Generate every missing trace, compare, summarise and report; returns the run directory."""
+        """Generate every missing trace, compare and summarise; returns the run directory.
+
+        The report is rendered by the caller (the CLI), so that runs never depends on the report."""
         import torch
 
         from layerprobe.runs.summarize import write_metrics
@@ -206,36 +223,54 @@ class Analysis:
             torch.set_num_threads(threads)
             raise
         status = "interrupted"
+        failure: BaseException | None = None
         try:
-            for i, v in enumerate(self.variants):
-                if i > 0 and self.s.probes and self.s.teacher_forced:
-                    t0 = time.perf_counter()
-                    self._teacher_forced(v)
-                    self._add_time(f"teacher-forced {v.spec.name}", t0)
+            base, pruned = self.variants[0], self.variants[1:]
+            t0 = time.perf_counter()
+            self._generate_variant(base)
+            self._add_time(f"generate {base.spec.name}", t0)
+            if pruned and self.s.probes and self.s.teacher_forced:
+                t0 = time.perf_counter()
+                self._teacher_forced(pruned)
+                self._add_time("teacher-forced", t0)
+            for v in pruned:
                 t0 = time.perf_counter()
                 self._generate_variant(v)
                 self._add_time(f"generate {v.spec.name}", t0)
             if self.s.probes:
                 self._aggregate_layers()
             status = "complete"
-        except Exception:
+        except Exception as exc:
             status = "failed"  # an error, not a stop asked for (Ctrl-C / SIGTERM stay "interrupted"); resumable
+            failure = exc
+            raise
+        except BaseException as exc:
+            failure = exc
             raise
         finally:
             torch.set_num_threads(threads)
             total = dict(self.info.timings)  # a resumed run adds its time to the earlier sessions'
-            for k, v in self.timings.items():
-                total[k] = round(total.get(k, 0.0) + v, 2)
+            for k, secs in self.timings.items():
+                total[k] = round(total.get(k, 0.0) + secs, 2)
             self.info.timings = total
+            if status != "complete":
+                self.info.resume_command = self.resume_command()
             self.store.close(status)
-            write_metrics(self.out, self.info)
-        if self.s.report:
-            from layerprobe.report import render_report
-
-            t0 = time.perf_counter()
-            self.report_path = render_report([self.out])
-            self.timings["report"] = time.perf_counter() - t0
+            try:
+                write_metrics(self.out, self.info, self.store.records)
+            except Exception as exc:
+                if failure is None:
+                    raise
+                if hasattr(failure, "add_note"):  # Python >= 3.11; on 3.10 the original error alone is raised
+                    failure.add_note(f"(metrics.json could not be written either: {type(exc).__name__}: {exc})")
         return self.out
+
+    def resume_command(self) -> list[str]:
+        """The command that continues this run: the same arguments, with --out pointing at it."""
+        args = list(self.info.command)
+        if "--out" not in args and "-o" not in args:
+            args += ["--out", str(self.out)]
+        return args
 
     def _add_time(self, what: str, t0: float) -> None:
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
@@ -243,9 +278,9 @@ class Analysis:
     def _generate_variant(self, v: Variant) -> None:
         """Sequential traces first, then parallel ones (whose sample 0 may reuse a sequential trace)."""
         name = v.spec.name
-        total = len(self.plan)
-        label = f"{name}: generating"
-        state = {"done": sum(1 for t in self.plan if self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)))}
+        total = sum(self._cost(t) for t in self.plan)
+        label = f"{name}: generating (tokens, at most)"
+        state = {"done": sum(self._cost(t) for t in self.plan if self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)))}
         self.progress(label, state["done"], total)
         for mode in ("sequential", "parallel"):
             todo: list[PlannedTrace] = []
@@ -253,7 +288,10 @@ class Analysis:
                 if t.mode != mode or self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)):
                     continue
                 if mode == "parallel" and t.sample == 0 and self._reuse_sequential(v, t):
-                    state["done"] += 1
+                    state["done"] += self._cost(t)
+                    continue
+                if mode == "parallel" and t.sample > 0 and self.sampling.greedy and self._copy_greedy(v, t):
+                    state["done"] += self._cost(t)
                     continue
                 todo.append(t)
             self.progress(label, state["done"], total)
@@ -268,7 +306,7 @@ class Analysis:
         prompts = {p.id: build_prompt(tok, self.fmt, p.question) for p in self.problems}
         gen = TraceGenerator(v.loaded.model, tok, self.fmt, self.sampling)
         requests = [GenRequest(key=t, prompt=prompts[t.problem_id], budget=t.budget, seed=t.seed, wait=self.s.wait,
-                               answer_max=self.s.answer_max) for t in todo]
+                               answer_max=self.answer_max) for t in todo]
         probe = self._probe(v)
         grader = self._grader()
         try:
@@ -277,17 +315,17 @@ class Analysis:
             while pending:
                 finished: set[Any] = set()
 
-                def on_result(res: Any) -> None:
+                def on_result(res: Any, finished: set[Any] = finished) -> None:
                     t: PlannedTrace = res.key
                     self._write_trace(v, t, problems[t.problem_id], res, probe, grader)
                     finished.add(t)
-                    state["done"] += 1
+                    state["done"] += self._cost(t)
                     self.progress(label, state["done"], total)
 
                 try:
                     gen.generate(pending, batch_size=batch, observers=[probe] if probe is not None else (), on_result=on_result)
                     pending = []
-                except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, with a smaller batch
+                except Exception as exc:
                     if not _is_oom(exc) or batch == 1:
                         raise
                     _free_memory()
@@ -302,24 +340,33 @@ class Analysis:
             if grader is not None:
                 grader.close()
 
+    def _cost(self, t: PlannedTrace) -> int:
+        """Tokens a trace may cost, for a progress bar whose ETA means something: its budget plus the
+        answer cap; a sequential trace below the largest budget is forked from it (shared prefix), so
+        only its answer costs anything."""
+        if t.mode == "sequential" and self.s.wait == 0 and 0 < t.budget < self.budgets[-1]:
+            return self.answer_max
+        return t.budget + self.answer_max
+
+    def _copy_greedy(self, v: Variant, t: PlannedTrace) -> bool:
+        """Greedy decoding makes every parallel sample the same trace: sample k is recorded as a copy
+        of sample 0 (marked, so no statistic mistakes copies for independent samples)."""
+        first = self.store.get((v.spec.name, t.problem_id, "parallel", t.budget, 0))
+        if first is None:
+            return False
+        self.store.append(first.model_copy(update={"sample": t.sample, "seed": t.seed, "origin": "copy",
+                                                   "origin_key": list(first.key())}))
+        return True
+
     def _reuse_sequential(self, v: Variant, t: PlannedTrace) -> bool:
         """Parallel sample 0 at a budget that the sequential runs also used is the same trace
         (same seed, same budget): copy it instead of generating it again."""
         seq_key = (v.spec.name, t.problem_id, "sequential", t.budget, 0)
-        if not self.store.has(seq_key):
-            return False
-        rec = self._record(seq_key)
+        rec = self.store.get(seq_key)
         if rec is None:
             return False
-        self.store.append(rec.model_copy(update={"mode": "parallel"}))
+        self.store.append(rec.model_copy(update={"mode": "parallel", "origin": "copy", "origin_key": list(rec.key())}))
         return True
-
-    def _record(self, key: tuple) -> SampleRecord | None:
-        from layerprobe.runs.store import read_samples
-
-        if not hasattr(self, "_records_cache") or key not in self._records_cache:
-            self._records_cache = {r.key(): r for r in read_samples(self.out)}
-        return self._records_cache.get(key)
 
     def _grader(self) -> Any:
         if self.task.answer_type != "math":
@@ -336,59 +383,68 @@ class Analysis:
         return ProbeSession(v.loaded, lens=self.s.lens, lens_every=self.s.lens_every)
 
     def _write_trace(self, v: Variant, t: PlannedTrace, problem: Any, res: Any, probe: Any, grader: Any) -> None:
-        from layerprobe.metrics.summary import trace_metrics
+        from layerprobe.runs.records import trace_fields
         from layerprobe.tasks.grading import grade
 
         layers_file = None
+        origin_key = None
+        if res.origin_key is not None:
+            o: PlannedTrace = res.origin_key
+            origin_key = [v.spec.name, o.problem_id, o.mode, o.budget, o.sample]
         if probe is not None:
             rel = Path("layers") / v.spec.name / f"{trace_file_stem(t.problem_id, t.mode, t.budget, t.sample)}.npz"
             if probe.save(res.key, self.out / rel):
                 layers_file = rel.as_posix()
+            elif res.origin == "copy" and origin_key is not None:  # the same trace: the same arrays
+                src = self.store.get(tuple(origin_key))
+                layers_file = src.layers_file if src is not None else None
         tf = self._tf_rel(v, t.problem_id, t.mode, t.budget, t.sample)
         tf_file = tf.as_posix() if (self.out / tf).is_file() else None
         g = grade(self.task.answer_type, problem.gold, res.answer_text, grader, n_choices=len(problem.choices) or 4)
-        m = trace_metrics(res.thinking_text, res.thinking_ids, res.thinking_tokens)
+        tok = v.loaded.tokenizer
+        m = trace_fields(res.thinking_text, res.thinking_ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
         rec = SampleRecord(
             variant=v.spec.name, problem_id=t.problem_id, group=problem.group, mode=t.mode, budget=t.budget,
             sample=t.sample, seed=t.seed, prompt_tokens=res.prompt_tokens, thinking_tokens=res.thinking_tokens,
-            answer_tokens=res.answer_tokens, finish=res.finish, budget_hit=res.budget_hit, waits=res.waits, answer=g.extracted, gold=problem.gold,
-            correct=g.correct, reflections=m["reflections"], repetition=m["repetition"],
-            self_bleu_within=_nan_to_none(m["self_bleu_within"]), thinking_text=res.thinking_text, text=res.text,
-            layers_file=layers_file, tf_file=tf_file,
+            answer_tokens=res.answer_tokens, finish=res.finish, budget_hit=res.budget_hit, waits=res.waits, answer=g.extracted, extraction=g.rule, gold=problem.gold,
+            correct=g.correct, **m, thinking_text=res.thinking_text, text=res.text,
+            layers_file=layers_file, tf_file=tf_file, origin=res.origin, origin_key=origin_key,
         )
         self.store.append(rec)
 
     def _tf_rel(self, v: Variant, problem_id: str, mode: str, budget: int, sample: int) -> Path:
         return Path("layers") / v.spec.name / "tf" / f"{trace_file_stem(problem_id, mode, budget, sample)}.npz"
 
-    def _teacher_forced(self, v: Variant) -> None:
-        """The pruned model run over the base model's sequential traces at the largest budget (exact
-        token ids from the base trace's probe file); one file per trace, skipped when present."""
-        from layerprobe.runs.probing import teacher_forced_file
-        from layerprobe.runs.store import read_samples
+    def _teacher_forced(self, pruned: list[Variant]) -> None:
+        """Every pruned model run over the base model's sequential traces at the largest budget (exact
+        token ids from the base trace's probe file), the base model once per trace for all of them;
+        one file per trace and variant, skipped when present."""
+        from layerprobe.runs.probing import teacher_forced_files
         from layerprobe.scaling.engine import build_prompt
 
-        base_recs = [r for r in read_samples(self.out) if r.variant == "base" and r.mode == "sequential"
-                     and r.budget == self.s.budgets[-1] and r.layers_file]
-        label = f"{v.spec.name}: teacher-forced on base traces"
+        base_recs = [r for r in self.store.records if r.variant == self.variants[0].spec.name and r.mode == "sequential"
+                     and r.budget == self.budgets[-1] and r.layers_file and (self.out / r.layers_file).is_file()]
+        label = "teacher-forced on base traces"
         tok = self.base.tokenizer
         problems = {p.id: p for p in self.problems}
         for i, r in enumerate(base_recs):
             self.progress(label, i, len(base_recs))
-            rel = self._tf_rel(v, r.problem_id, r.mode, r.budget, r.sample)
-            if (self.out / rel).is_file():
+            todo = [(v, self._tf_rel(v, r.problem_id, r.mode, r.budget, r.sample)) for v in pruned]
+            todo = [(v, rel) for v, rel in todo if not (self.out / rel).is_file()]
+            if not todo:
                 continue
             prompt_ids = tok.encode(build_prompt(tok, self.fmt, problems[r.problem_id].question), add_special_tokens=False)
-            teacher_forced_file(self.base, v.loaded, prompt_ids, self.out / r.layers_file, self.out / rel)
+            assert r.layers_file is not None  # selected above
+            teacher_forced_files(self.base, [v.loaded for v, _ in todo], prompt_ids, self.out / r.layers_file,
+                                 [self.out / rel for _, rel in todo])
         self.progress(label, len(base_recs), len(base_recs))
 
     def _aggregate_layers(self) -> None:
         from layerprobe.runs.probing import write_layer_aggregates
-        from layerprobe.runs.store import read_samples
 
-        records = read_samples(self.out)
+        records = self.store.records
         for v in self.variants:
-            write_layer_aggregates(self.out, v.spec, v.loaded, [r for r in records if r.variant == v.spec.name],
+            write_layer_aggregates(self.out, v.spec, [r for r in records if r.variant == v.spec.name],
                                    self.base.n_layers_original)
 
 

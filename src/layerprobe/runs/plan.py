@@ -8,11 +8,28 @@ from pathlib import Path
 from layerprobe.errors import UserError
 from layerprobe.runs.schema import Mode
 
+
 #: Defaults per kind of model: the toy must finish in about two minutes on a laptop CPU; real
 #: models follow the study (budgets 512 ... 8192, 16 samples); --quick is a first look.
-TOY_DEFAULTS = {"budgets": [8, 16, 32, 64, 128], "samples": 8, "limit": 10, "n_drop": 2, "methods": ["shortgpt", "reverse"]}
-REAL_DEFAULTS = {"budgets": [512, 1024, 2048, 4096, 8192], "samples": 16, "limit": None, "n_drop": 2, "methods": ["shortgpt"]}
-QUICK_DEFAULTS = {"budgets": [256, 1024], "samples": 4, "limit": 10, "n_drop": 2, "methods": ["shortgpt"]}
+@dataclass(frozen=True)
+class Defaults:
+    """Settings a run gets when the command line leaves them unset."""
+
+    budgets: tuple[int, ...]
+    samples: int
+    limit: int | None
+    n_drop: int
+    methods: tuple[str, ...]
+
+
+TOY_DEFAULTS = Defaults(budgets=(8, 16, 32, 64, 128), samples=8, limit=10, n_drop=2, methods=("shortgpt", "reverse"))
+REAL_DEFAULTS = Defaults(budgets=(512, 1024, 2048, 4096, 8192), samples=16, limit=None, n_drop=2, methods=("shortgpt",))
+#: Upper bounds checked before anything is loaded (a typo like --samples 1000000000000 fails at once).
+MAX_SAMPLES = 1024
+MAX_LIMIT = 1_000_000
+MAX_TOY_LIMIT = 200  # the toy has 200 facts; its chain groups are drawn from the same problem pool size
+MAX_BUDGET = 1_000_000
+QUICK_DEFAULTS = Defaults(budgets=(256, 1024), samples=4, limit=10, n_drop=2, methods=("shortgpt",))
 
 
 @dataclass
@@ -58,12 +75,17 @@ class AnalyzeSettings:
             bad = [b for b in self.budgets if b <= 0]
             if bad:
                 raise UserError(f"--budgets: every budget must be a positive number of tokens, got {bad[0]}")
-        if self.samples is not None and self.samples < 1:
-            raise UserError(f"--samples {self.samples}: must be at least 1")
+        if self.samples is not None and not 1 <= self.samples <= MAX_SAMPLES:
+            raise UserError(f"--samples {self.samples}: must be between 1 and {MAX_SAMPLES}")
         if self.parallel_budget is not None and self.parallel_budget <= 0:
             raise UserError(f"--parallel-budget {self.parallel_budget}: must be a positive number of tokens")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"--limit {self.limit}: must be at least 1")
+        if self.limit is not None and not 1 <= self.limit <= MAX_LIMIT:
+            raise UserError(f"--limit {self.limit}: must be between 1 and {MAX_LIMIT:,}")
+        toy_task = (self.task or ("toy-mix" if self.model == "toy" else "")).startswith("toy-")
+        if toy_task and self.limit is not None and self.limit > MAX_TOY_LIMIT:
+            raise UserError(f"--limit {self.limit}: the toy tasks have at most {MAX_TOY_LIMIT} problems per group")
+        if self.budgets is not None and max(self.budgets) > MAX_BUDGET:
+            raise UserError(f"--budgets: at most {MAX_BUDGET:,} thinking tokens, got {max(self.budgets):,}")
         if self.wait < 0:
             raise UserError(f"--wait {self.wait}: must be 0 or more")
         if self.temperature is not None and self.temperature < 0:
@@ -93,16 +115,16 @@ class AnalyzeSettings:
         """Fill unset settings with the defaults for this kind of model."""
         d = TOY_DEFAULTS if is_toy else (QUICK_DEFAULTS if self.quick else REAL_DEFAULTS)
         if not self.drops and not self.methods:
-            self.methods = list(d["methods"])
+            self.methods = list(d.methods)
         if self.methods and self.n_drop is None:
-            self.n_drop = d["n_drop"]
+            self.n_drop = d.n_drop
         if self.budgets is None:
-            self.budgets = list(d["budgets"])
+            self.budgets = list(d.budgets)
         self.budgets = sorted(set(self.budgets))
         if self.samples is None:
-            self.samples = d["samples"]
+            self.samples = d.samples
         if self.limit is None:
-            self.limit = d["limit"]
+            self.limit = d.limit
         if self.parallel_budget is None:
             self.parallel_budget = self.budgets[-1]
         if self.task is None:

@@ -3,7 +3,6 @@ comparison files, and the per-variant aggregates in layers/<variant>.json."""
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +14,21 @@ from layerprobe.probe.aggregate import layer_summary, position_bins, position_he
 from layerprobe.probe.hooks import LayerProbe
 from layerprobe.probe.store import load_trace_layers, save_trace_layers
 from layerprobe.probe.teacher import (
+    WINDOW_DEFAULT,
     load_teacher_forced,
     save_teacher_forced,
-    teacher_forced,
+    teacher_forced_many,
 )
-from layerprobe.runs.schema import LayerAggregates, SampleRecord, VariantSpec
-from layerprobe.runs.store import LAYERS_DIR, write_json_atomic
+from layerprobe.runs.schema import (
+    LayerAggregates,
+    PerLayer,
+    SampleRecord,
+    Settling,
+    TeacherForcedSummary,
+    TracePoint,
+    VariantSpec,
+)
+from layerprobe.runs.store import LAYERS_DIR, write_model
 
 HEATMAP_BINS = 20
 #: Aggregates read at most this many trace files per variant, holding at most about this many tokens
@@ -28,13 +36,6 @@ HEATMAP_BINS = 20
 #: bounded memory (400k tokens x 28 layers x 6 float32 statistics = 270 MB); the counts are recorded.
 MAX_TRACES_AGGREGATED = 400
 MAX_TOKENS_AGGREGATED = 400_000
-
-
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class ProbeSession:
@@ -54,14 +55,17 @@ class ProbeSession:
     def on_finish(self, result: Any) -> None:
         self._probe.on_finish(result)
 
+    def on_fork(self, parent: Any, child: Any) -> None:
+        self._probe.on_fork(parent, child)
+
     def save(self, key: Any, path: Path) -> bool:
-        """Write the finished trace's arrays to `path` (atomically); False if the probe has none."""
+        """Write the finished trace's arrays to `path` (atomically, durably); False if the probe has none."""
         try:
             tl = self._probe.pop(key)
         except KeyError:
             return False
         tl.key = str(path.stem)
-        _atomic(path, lambda tmp: save_trace_layers(tmp, tl))
+        save_trace_layers(path, tl)
         return True
 
     def reset(self) -> None:
@@ -74,98 +78,124 @@ class ProbeSession:
         self._probe.close()
 
 
-def teacher_forced_file(base: Any, pruned: Any, prompt_ids: Sequence[int], layers_file: Path, out: Path) -> None:
-    """Run `pruned` (and `base`) over the exact token ids of a base trace and save the comparison."""
+def teacher_forced_files(base: Any, pruned: Sequence[Any], prompt_ids: Sequence[int], layers_file: Path,
+                         outs: Sequence[Path]) -> None:
+    """Run every pruned model (and the base model, once) over the exact token ids of a base trace and
+    save one comparison file per pruned model."""
     with np.load(layers_file, allow_pickle=False) as data:  # only the token ids, not the statistics
         tokens = np.asarray(data["tokens"], dtype=np.int64)
-    tf = teacher_forced(base, pruned, list(prompt_ids), tokens.tolist(), key=out.stem)
-    _atomic(out, lambda tmp: save_teacher_forced(tmp, tf))
+    tfs = teacher_forced_many(base, list(pruned), list(prompt_ids), tokens.tolist(), key=layers_file.stem)
+    for tf, out in zip(tfs, outs):
+        save_teacher_forced(out, tf)
 
 
-def _per_layer(summary: dict[str, Any]) -> dict[str, list[float | None]]:
-    keys = ("block_influence", "norm", "jsd", "entropy", "top1_agree", "rank_mean")
-    return {k: summary[k] for k in keys if k in summary}
+def _per_layer(summary: dict[str, Any]) -> PerLayer:
+    return PerLayer(**{k: summary[k] for k in PerLayer.model_fields if k in summary})
 
 
-def _teacher_forced_summary(run_dir: Path, variant: str, n_bins: int = HEATMAP_BINS) -> dict[str, Any] | None:
-    folder = run_dir / LAYERS_DIR / variant / "tf"
-    files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+def _first_departure(tf: Any) -> int | None:
+    """First position where the pruned model's argmax differs from the base trace's token and is
+    never the same again (positions after it all disagree or agree only by chance are not checked:
+    the trace is a sequence, so once the pruned model would have written something else, its own
+    text is no longer this trace)."""
+    if tf.top1 is None or tf.n_tokens == 0:
+        return None
+    differ = np.flatnonzero(tf.top1 != tf.tokens)
+    return int(differ[0]) if differ.size else None
+
+
+def teacher_forced_summary(run_dir: Path, variant: str, records: Sequence[SampleRecord],
+                           n_bins: int = HEATMAP_BINS) -> TeacherForcedSummary | None:
+    """Summarise a variant's teacher-forced files (one per base trace it was run over)."""
+    files = sorted({r.tf_file for r in records if r.tf_file})
     if not files:
         return None
-    kls, bins, onsets, fracs, drift_sum, drift_n = [], [], [], [], {}, {}
+    pid = {r.tf_file: r.problem_id for r in records if r.tf_file}
+    kls, bins, onsets, fracs, points = [], [], [], [], []
+    drift: dict[int, list[float]] = {}
+    to_base: dict[int, list[float]] = {}
     threshold = window = None
     for f in files:
-        tf = load_teacher_forced(f)
-        threshold, window = tf.threshold, tf.window
+        path = run_dir / f
+        if not path.is_file():
+            continue
+        tf = load_teacher_forced(path)
+        threshold, window = tf.threshold, WINDOW_DEFAULT
         if tf.n_tokens == 0:
             continue
-        kls.append(float(np.mean(tf.kl)))
+        mean = float(np.mean(tf.kl))
+        kls.append(mean)
         bins.append(position_bins(tf.kl[:, None], n_bins)[:, 0])
         if tf.onset is not None:
             onsets.append(tf.onset)
             fracs.append(tf.onset / tf.n_tokens)
-        for j, o in enumerate(tf.layers):
-            drift_sum[int(o)] = drift_sum.get(int(o), 0.0) + float(np.nanmean(tf.drift[:, j]))
-            drift_n[int(o)] = drift_n.get(int(o), 0) + 1
+        for j, o in enumerate(tf.layers.tolist()):
+            drift.setdefault(int(o), []).append(float(np.nanmean(tf.drift[:, j])))
+            if tf.jsd_to_base is not None:
+                to_base.setdefault(int(o), []).append(float(np.nanmean(tf.jsd_to_base[:, j])))
+        points.append(TracePoint(file=f, problem_id=pid.get(f, ""), mean_kl=mean, onset=tf.onset,
+                                 first_departure=_first_departure(tf), n_tokens=tf.n_tokens))
+    if not points:
+        return None
     with np.errstate(invalid="ignore"):
-        kl_bins = np.nanmean(np.stack(bins), axis=0) if bins else np.full(n_bins, np.nan)
-    clean = lambda x: None if x is None or not np.isfinite(x) else float(x)  # noqa: E731
-    return {
-        "n_traces": len(files),
-        "over": "base sequential traces at the largest budget",
-        "threshold": threshold,
-        "window": window,
-        "mean_kl": clean(np.mean(kls)) if kls else None,
-        "per_trace_mean_kl": kls,
-        "kl_by_relpos": [clean(x) for x in kl_bins],
-        "n_onset": len(onsets),
-        "onset_mean": clean(np.mean(onsets)) if onsets else None,
-        "onset_fraction_mean": clean(np.mean(fracs)) if fracs else None,
-        "drift_per_layer": {str(o): drift_sum[o] / drift_n[o] for o in sorted(drift_sum)},
-        "files": [f.relative_to(run_dir).as_posix() for f in files],
-    }
+        kl_bins = np.nanmean(np.stack(bins), axis=0)
+    finite = [(j, float(x)) for j, x in enumerate(kl_bins) if np.isfinite(x)]
+    peak = (max(finite, key=lambda t: t[1])[0] + 0.5) / n_bins if len(finite) > 1 else None
+    return TeacherForcedSummary(
+        n_traces=len(points), over="base sequential traces at the largest budget", threshold=threshold, window=window,
+        mean_kl=float(np.mean(kls)), kl_by_relpos=[float(x) for x in kl_bins], peak_position=peak,
+        n_onset=len(onsets), onset_mean=float(np.mean(onsets)) if onsets else None,
+        onset_fraction_mean=float(np.mean(fracs)) if fracs else None,
+        drift_per_layer={o: float(np.mean(v)) for o, v in sorted(drift.items())},
+        jsd_to_base_per_layer={o: float(np.mean(v)) for o, v in sorted(to_base.items())},
+        traces=points,
+    )
 
 
-def write_layer_aggregates(run_dir: Path, spec: VariantSpec, loaded: Any, records: Sequence[SampleRecord],
+def write_layer_aggregates(run_dir: Path, spec: VariantSpec, records: Sequence[SampleRecord],
                            n_layers_original: int) -> LayerAggregates | None:
     """Summarise a variant's probe files into layers/<variant>.json; None if it has none."""
     files: dict[str, str] = {}
     length: dict[str, int] = {}
     for r in records:
-        if r.layers_file and r.layers_file not in files:
+        if r.layers_file and r.layers_file not in files and (run_dir / r.layers_file).is_file():
             files[r.layers_file] = r.group
             length[r.layers_file] = r.thinking_tokens + r.answer_tokens
     if not files:
         return None
     order = sorted(files)
     random.Random(0).shuffle(order)
-    chosen, tokens = [], 0
+    chosen: list[str] = []
+    tokens = 0
     for f in order:
         if chosen and (len(chosen) >= MAX_TRACES_AGGREGATED or tokens + length[f] > MAX_TOKENS_AGGREGATED):
             continue
         chosen.append(f)
         tokens += length[f]
-    sampled = len(chosen) < len(files)
     chosen.sort()
     traces = [load_trace_layers(run_dir / f) for f in chosen]
     summary = layer_summary(traces)
-    by_group: dict[str, dict[str, list[float | None]]] = {}
-    for g in sorted({files[f] for f in chosen if files[f]}):
-        sel = [t for t, f in zip(traces, chosen) if files[f] == g]
-        by_group[g] = _per_layer(layer_summary(sel))
+    by_group = {g: _per_layer(layer_summary([t for t, f in zip(traces, chosen) if files[f] == g]))
+                for g in sorted({files[f] for f in chosen if files[f]})}
     heat: dict[str, list[list[float | None]]] = {}
     lens = summary["lens"][0] if len(summary["lens"]) == 1 else ",".join(summary["lens"])
+    settling = None
     if lens != "none":
         for stat in ("jsd", "entropy"):
             _, h = position_heatmap(traces, stat, HEATMAP_BINS)  # (bins, L)
-            heat[stat] = [[None if not np.isfinite(x) else float(x) for x in row] for row in h.T]
+            heat[stat] = [[float(x) for x in row] for row in h.T]
+        st = summary["settling"]
+        settling = Settling(
+            g=st["g"], rho=st["rho"], n_lens_tokens=st["n_lens_tokens"], mean_depth=st["settling_depth_mean"],
+            mean_depth_fraction=st["settling_depth_fraction_mean"], mean_depth_original=st["settling_depth_original_mean"],
+            deep_thinking_ratio=st["deep_thinking_ratio"], per_trace_deep_thinking_ratio=st["per_trace_deep_thinking_ratio"],
+        )
     agg = LayerAggregates(
         variant=spec.name, layers=summary["layers"], dropped=spec.dropped, n_layers_original=n_layers_original,
-        n_traces=summary["n_traces"], n_tokens=summary["n_tokens"], lens=lens,
-        lens_every=traces[0].lens_every if traces else 1, per_layer=_per_layer(summary), per_layer_by_group=by_group,
-        heatmaps=heat, heatmap_bins=HEATMAP_BINS, settling=summary["settling"],
-        teacher_forced=_teacher_forced_summary(run_dir, spec.name),
-        traces_available=len(files), traces_sampled=sampled,
+        n_traces=summary["n_traces"], n_tokens=summary["n_tokens"], traces_available=len(files),
+        traces_sampled=len(chosen) < len(files), lens=lens, lens_every=traces[0].lens_every if traces else 1,
+        per_layer=_per_layer(summary), per_layer_by_group=by_group, heatmaps=heat, heatmap_bins=HEATMAP_BINS,
+        settling=settling, teacher_forced=teacher_forced_summary(run_dir, spec.name, records),
     )
-    write_json_atomic(run_dir / LAYERS_DIR / f"{spec.name}.json", agg.model_dump(mode="json"))
+    write_model(run_dir / LAYERS_DIR / f"{spec.name}.json", agg)
     return agg

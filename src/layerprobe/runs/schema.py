@@ -1,191 +1,760 @@
-"""The run directory contract (DESIGN.md §8): versioned pydantic models for every file.
+"""The run directory contract: one versioned pydantic model per stored file (docs/analyze.md).
 
-    RUN/run.json             RunInfo: what was asked, what produced it, status
-    RUN/samples.jsonl        one SampleRecord per generated trace, appended as each finishes
+    RUN/run.json                              RunInfo: what was asked, what produced it, status
+    RUN/samples.jsonl                         one SampleRecord per trace, appended as each finishes
     RUN/layers/<variant>/<trace>.npz          per-token per-layer probe arrays (probe.store)
     RUN/layers/<variant>/tf/<trace>.npz       teacher-forced comparison against the base trace
-    RUN/layers/<variant>.json                 per-layer aggregates of the variant
-    RUN/metrics.json         MetricsFile: per-variant, per-group summaries computed from the samples
-    RUN/report.html          the rendered report
+    RUN/layers/<variant>.json                 LayerAggregates of the variant
+    RUN/metrics.json                          MetricsFile: every summary and paired test, from the samples
+    RUN/report.html                           the rendered report
 
 A trace is identified by (variant, problem_id, mode, budget, sample); a key is never written twice.
+
+Every file carries `schema_version`. Files written by an older layerprobe are migrated when they are
+read (`_migrate_*` below, applied by each model's validator); a newer version is refused. Floats that
+are not finite (NaN: "no data") are stored as JSON null and read back as None.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 RunStatus = Literal["running", "interrupted", "complete", "failed"]
 Mode = Literal["sequential", "parallel"]
 
 
+def _finite_or_none(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+#: A float that may be missing: NaN and infinities become None (strict JSON null).
+Float = Annotated[float | None, BeforeValidator(_finite_or_none)]
+
+
+def _valid_unicode(x: Any) -> Any:
+    if isinstance(x, str):
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (a JSON "\\ud800" escape): not text, replaced by U+FFFD
+            return x.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return x
+
+
+#: Text from a model or a file: lone surrogates, which cannot be written as UTF-8, become U+FFFD.
+Text = Annotated[str, BeforeValidator(_valid_unicode)]
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", protected_namespaces=(), use_attribute_docstrings=True, ser_json_inf_nan="null",
+        validate_assignment=False,
+    )
+
+
+def _check_version(data: Any, what: str) -> Any:
+    """Refuse a file written by a newer layerprobe (its fields may mean something else)."""
+    if isinstance(data, dict):
+        v = data.get("schema_version", SCHEMA_VERSION)
+        if isinstance(v, int) and v > SCHEMA_VERSION:
+            raise ValueError(f"{what} has schema_version {v}; this layerprobe reads versions up to {SCHEMA_VERSION}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# run.json
 
 
 class VariantSpec(_Model):
-    """A base or pruned variant: which original layers it lacks and how they were chosen."""
+    """A variant of the run: the base model, a pruned model, or a checkpoint given by the user."""
 
     name: str
-    dropped: list[int] = Field(default_factory=list)  # original indices
-    method: str | None = None  # None for the base and for explicit --drop lists
+    """Unique name inside the run (base, drop-20-21, shortgpt-2, ...)."""
+    dropped: list[int] = Field(default_factory=list)
+    """Original (0-based) indices of the decoder layers this variant lacks."""
+    method: str | None = None
+    """Pruning method that chose `dropped` (None for the base and for explicit --drop lists)."""
     n_drop: int | None = None
+    """Number of layers the method was asked to remove."""
     calibration: dict[str, Any] | None = None
-    n_layers: int | None = None  # decoder layers left
-    layer_map: list[int] | None = None  # pruned index -> original index
+    """What the method was calibrated on (source, documents, tokens, hash)."""
+    n_layers: int | None = None
+    """Decoder layers this variant has."""
+    layer_map: list[int] | None = None
+    """Pruned layer index -> original layer index."""
+    selection: dict[str, Any] | None = None
+    """The method's scores and choice (e.g. block influence per layer), as the method recorded them."""
+    checkpoint: str | None = None
+    """Directory of a checkpoint added with --variant NAME=DIR (None for variants built in memory)."""
+    provenance: dict[str, Any] | None = None
+    """The checkpoint's own layerprobe.json (source model, dropped layers, healing), when it has one."""
 
 
 class RunConfig(_Model):
     """Everything that determines the traces of a run; a resumed run must match it exactly."""
 
     model: str
+    """--model as given (alias, hub id, directory or .gguf)."""
     drops: list[list[int]] = Field(default_factory=list)
+    """One list of original layers per --drop."""
     method: str | None = None
+    """Comma-separated --method names."""
     n_drop: int | None = None
+    """Layers each --method removes."""
     calibration: str | None = None
+    """Calibration source of the methods: a file, or traces:N (the model's own traces)."""
+    sweep: str | None = None
+    """--sweep kind (single | pairs) when the variants are a layer-sensitivity sweep."""
+    sweep_layers: list[int] | None = None
+    """Original layers the sweep covers."""
+    extra_variants: dict[str, str] = Field(default_factory=dict)
+    """--variant NAME=DIR checkpoints."""
     task: str = "toy-mix"
+    """Task name (see `layerprobe tasks`)."""
     task_file: str | None = None
+    """Local JSONL the problems came from, if any."""
     limit: int | None = None
+    """Problems per task group."""
     budgets: list[int]
+    """Thinking budgets of the sequential traces, in tokens."""
     samples: int
+    """Parallel samples per problem."""
     parallel_budget: int
+    """Thinking budget of the parallel samples."""
     wait: int = 0
+    """How many early ends of thinking are replaced by "Wait"."""
     temperature: float
+    """Sampling temperature (0 = greedy)."""
     top_p: float
+    """Nucleus sampling threshold."""
     top_k: int
+    """Top-k sampling (0 = off)."""
     answer_max: int
+    """Token cap of the answer after thinking."""
     seed: int
+    """Run seed; every sample's seed derives from it."""
     probes: bool = True
+    """Per-layer probes captured."""
     lens: bool = True
+    """Logit lens computed by the probes."""
     lens_every: int = 1
+    """Logit lens on every k-th token only."""
     teacher_forced: bool = True
+    """Pruned variants run over the base traces."""
     reasoning_format: str | None = None
+    """Reasoning format (think-tags, s1, ...)."""
     dtype: str = "auto"
+    """--dtype as given."""
 
 
 class ModelInfo(_Model):
+    """The model as it was loaded."""
+
     id: str
+    """--model as given."""
     source: str | dict[str, Any]
+    """Where the weights came from (path, hub id and revision, GGUF file, embedded toy)."""
     source_kind: str | None = None
+    """toy, hub, local, gguf or config."""
     family: str | None = None
+    """Architecture family (qwen2, qwen3, llama, mistral, ...)."""
     dtype: str | None = None
+    """Parameter dtype."""
     n_layers: int
+    """Decoder layers of the unpruned model."""
     reasoning_format: str | None = None
+    """Reasoning format the model was run with."""
     revision: str | None = None
+    """Hub revision or content hash of the weights."""
 
 
 class TaskRecord(_Model):
+    """The task and where its problems came from."""
+
     name: str
+    """Task name."""
     source: str | dict[str, Any]
+    """Generator, hub data set (id, config, split, fingerprint) or file (path, sha1)."""
     answer_type: str
+    """digit, integer, math or mc: how answers are extracted and graded."""
     regime: str | None = None
+    """long, short, knowledge or mixed: what the task stands for."""
     n_problems: int
-    groups: dict[str, int] = Field(default_factory=dict)  # group -> number of problems
+    """Problems in the run."""
+    groups: dict[str, int] = Field(default_factory=dict)
+    """Problems per group (e.g. toy task type)."""
 
 
 class RunInfo(_Model):
-    """run.json."""
+    """run.json: what was asked, what produced it, and where the run stands."""
 
     schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
     kind: Literal["layerprobe-run"] = "layerprobe-run"
+    """Marks a layerprobe run directory."""
     layerprobe_version: str
+    """layerprobe version that wrote the run."""
     command: list[str]
+    """Command line that started (or last resumed) the run."""
     created: str
+    """Creation time, ISO 8601 UTC."""
     updated: str
+    """Last status change, ISO 8601 UTC."""
     status: RunStatus = "running"
+    """running, interrupted (stopped by the user), failed (an error; resumable) or complete."""
+    origin: Literal["analyze", "ingest"] = "analyze"
+    """How the traces got here: generated by `analyze`, or read from files by `ingest`."""
     config: RunConfig
+    """Settings that determine the traces."""
     model: ModelInfo
+    """The model."""
     task: TaskRecord
+    """The task."""
     variants: list[VariantSpec]
+    """Base first, then the pruned and other variants."""
     versions: dict[str, str] = Field(default_factory=dict)
+    """Versions of layerprobe, Python, torch and transformers."""
     expected_traces: int | None = None
-    timings: dict[str, float] = Field(default_factory=dict)  # seconds per phase
-    pid: int | None = None  # process writing the run while status is "running"
+    """Traces the run will hold when complete."""
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Seconds per phase, summed over resumed sessions."""
+    pid: int | None = None
+    """Process writing the run while status is running."""
     host: str | None = None
+    """Host of that process."""
+    resume_command: list[str] | None = None
+    """The command that continues this run (printed when a run stops early)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        data = _check_version(data, "run.json")
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
+            data = dict(data)
+            data["schema_version"] = SCHEMA_VERSION
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# samples.jsonl
+
+
+class Reflections(_Model):
+    """Reflection words in one thinking trace (lexicon matched case-insensitively on word boundaries)."""
+
+    counts: dict[str, int] = Field(default_factory=dict)
+    """Occurrences of each lexicon entry."""
+    total: int = 0
+    """All entries together."""
+    per_1k: Float = None
+    """Occurrences per 1,000 thinking tokens (None for an empty trace)."""
+    rates: dict[str, Float] = Field(default_factory=dict)
+    """Per-entry occurrences per 1,000 thinking tokens."""
+    profile: dict[str, int] = Field(default_factory=dict)
+    """Occurrences in the early, middle and late thirds of the text."""
+    thinking_tokens: int = 0
+    """Thinking tokens the rates are per."""
+
+
+class Repetition(_Model):
+    """Repetition inside one thinking trace, over its tokens."""
+
+    seq_rep_4: Float = None
+    """1 − unique 4-grams / all 4-grams."""
+    longest_repeat: int = 0
+    """Length of the longest substring that occurs twice (tokens)."""
+    longest_repeat_positions: list[int] | None = None
+    """Start positions of its first two occurrences."""
+    loop: bool = False
+    """The trace ends in a segment repeated back-to-back (at least three copies)."""
+    loop_onset: int | None = None
+    """Token where the loop starts."""
+    loop_onset_char: int | None = None
+    """Character of the thinking text where the loop starts (for highlighting)."""
+    loop_period: int | None = None
+    """Length of the repeated segment (tokens)."""
+    loop_repeats: int | None = None
+    """Complete copies of the segment."""
+    loop_partial: int | None = None
+    """Tokens of an incomplete last copy."""
+    length: int = 0
+    """Tokens examined."""
+
+
+#: How a sample's extracted answer was found (tasks.grading; docs/grading.md).
+Extraction = str
 
 
 class SampleRecord(_Model):
-    """One line of samples.jsonl."""
+    """One line of samples.jsonl: one trace."""
 
     schema_version: int = SCHEMA_VERSION
-    variant: str
-    problem_id: str
-    group: str = ""
+    """Version of this line's layout."""
+    variant: Text
+    """Variant that produced the trace."""
+    problem_id: Text
+    """Stable problem id."""
+    group: Text = ""
+    """Problem group (toy task type, subject, ...)."""
     mode: Mode
+    """sequential (one trace per budget) or parallel (several samples at one budget)."""
     budget: int
+    """Thinking budget in tokens."""
     sample: int
+    """Sample index (0 for sequential traces)."""
     seed: int
+    """Seed of this trace's random stream."""
     prompt_tokens: int
+    """Prompt length in tokens."""
     thinking_tokens: int
+    """Thinking tokens generated (forced text excluded)."""
     answer_tokens: int
+    """Answer tokens generated."""
     finish: str
-    budget_hit: bool | None = None  # the thinking budget ran out (the answer was then forced)
+    """answered, budget (the thinking budget ran out) or max_tokens (the answer hit its cap)."""
+    budget_hit: bool | None = None
+    """The thinking budget ran out and the answer was forced."""
     waits: int = 0
-    answer: str | None
-    gold: str
+    """"Wait" insertions made."""
+    answer: Text | None
+    """Extracted answer (None: the grader found none)."""
+    extraction: str | None = None
+    """The extraction rule that found the answer (boxed, phrase, gsm8k, last-number, ...)."""
+    gold: Text
+    """Gold answer."""
     correct: bool
-    reflections: dict[str, Any]
-    repetition: dict[str, Any]
-    self_bleu_within: float | None = None
-    thinking_text: str
-    text: str
-    layers_file: str | None = None  # relative to the run directory
-    tf_file: str | None = None  # teacher-forced comparison (pruned variants, over the base trace)
+    """The extracted answer equals the gold answer."""
+    reflections: Reflections
+    """Reflection words in the thinking text."""
+    repetition: Repetition
+    """Repetition in the thinking tokens."""
+    self_bleu_within: Float = None
+    """Self-BLEU of each sentence of the thinking against the rest of it (0–100)."""
+    thinking_text: Text
+    """Thinking text."""
+    text: Text
+    """Everything after the prompt, forced text included."""
+    layers_file: str | None = None
+    """Probe arrays of the trace, relative to the run directory."""
+    tf_file: str | None = None
+    """Teacher-forced comparison of this (pruned) variant along the base trace of the same key."""
+    origin: Literal["generated", "copy", "prefix", "ingested"] = "generated"
+    """generated; copy (identical to another trace by construction, e.g. greedy samples); prefix (the
+    longest-budget trace cut at this budget, then answered); ingested (read from a file)."""
+    origin_key: list[Any] | None = None
+    """Key of the trace this one was copied or cut from."""
+    external: dict[str, Any] | None = None
+    """Ingested traces: where the line came from and the producer's own metric values."""
 
     def key(self) -> tuple[str, str, str, int, int]:
         return trace_key(self.variant, self.problem_id, self.mode, self.budget, self.sample)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        data = _check_version(data, "a samples.jsonl line")
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
+            data = dict(data)
+            data["schema_version"] = SCHEMA_VERSION
+            rep = dict(data.get("repetition") or {})
+            rep = {k: v for k, v in rep.items() if k in Repetition.model_fields}
+            data["repetition"] = rep
+            refl = dict(data.get("reflections") or {})
+            data["reflections"] = {k: v for k, v in refl.items() if k in Reflections.model_fields}
+        return data
+
 
 def trace_key(variant: str, problem_id: str, mode: str, budget: int, sample: int) -> tuple[str, str, str, int, int]:
-    """The identity of a trace in a run (DESIGN.md §8)."""
+    """The identity of a trace in a run."""
     return (variant, problem_id, mode, int(budget), int(sample))
 
 
 def trace_file_stem(problem_id: str, mode: str, budget: int, sample: int) -> str:
     """A file-system-safe, unique name for one trace's arrays inside its variant folder."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", problem_id)[:60]
-    tag = hashlib.sha1(problem_id.encode("utf-8")).hexdigest()[:8]  # ids differing only in replaced characters or case
+    tag = hashlib.sha1(problem_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]  # ids differing only in replaced characters or case
     return f"{mode[:3]}-b{budget}-s{sample}-{safe}-{tag}"
 
 
+# ---------------------------------------------------------------------------------------------
+# metrics.json
+
+
+class Interval(_Model):
+    """An estimate with its 95 % interval."""
+
+    value: Float = None
+    """Point estimate."""
+    ci: tuple[Float, Float] = (None, None)
+    """95 % interval (bootstrap over problems unless stated otherwise)."""
+
+
+class Accuracy(_Model):
+    """Accuracy of one variant, group and budget."""
+
+    n: int
+    """Traces."""
+    correct: int
+    """Correct traces."""
+    accuracy: Float = None
+    """correct / n."""
+    ci: tuple[Float, Float] = (None, None)
+    """95 % Wilson interval."""
+    mean_thinking_tokens: Float = None
+    """Mean thinking length."""
+    budget_exhausted_rate: Float = None
+    """Share of traces whose thinking budget ran out."""
+    answer_missing_rate: Float = None
+    """Share of traces with no extracted answer."""
+
+
+class ParallelCurves(_Model):
+    """Parallel scaling of one variant and group: pass@k, maj@k and cov@k against k."""
+
+    n_problems: int = 0
+    """Problems with parallel samples."""
+    samples: int = 0
+    """Samples per problem used (the smallest count over problems)."""
+    k: list[int] = Field(default_factory=list)
+    """k values: powers of two up to `samples`."""
+    pass_at_k: dict[str, Interval] = Field(default_factory=dict)
+    """Unbiased pass@k, averaged over problems (key: k)."""
+    maj_at_k: dict[str, Interval] = Field(default_factory=dict)
+    """Accuracy of the majority answer of the first k samples (ties: earliest)."""
+    cov_at_k: dict[str, Interval] = Field(default_factory=dict)
+    """Any of the first k samples correct."""
+    self_bleu_across: Float = None
+    """Self-BLEU across the samples of a problem (0–100), averaged over problems; None when all
+    samples are copies of one trace (greedy decoding) or a problem has a single sample."""
+    identical_samples: bool = False
+    """The samples of every problem are one trace by construction (greedy decoding)."""
+
+
+class Behaviour(_Model):
+    """Trace behaviour of one variant and group."""
+
+    n: int = 0
+    """Traces."""
+    n_problems: int = 0
+    """Problems."""
+    thinking_tokens_total: int = 0
+    """Thinking tokens over all traces."""
+    mean_thinking_tokens: Float = None
+    """Mean thinking length."""
+    median_thinking_tokens: Float = None
+    """Median thinking length."""
+    loop_rate: Float = None
+    """Share of traces that end in a loop."""
+    loop_ci: tuple[Float, Float] = (None, None)
+    """95 % interval of the loop rate (bootstrap over problems)."""
+    mean_loop_onset_fraction: Float = None
+    """Mean loop onset as a fraction of the trace (looping traces only)."""
+    seq_rep: Float = None
+    """Mean seq-rep-4."""
+    self_bleu_within: Float = None
+    """Mean within-trace Self-BLEU (traces with at least two sentences)."""
+    reflections_per_1k: Float = None
+    """Reflection words per 1,000 thinking tokens, pooled over traces."""
+    reflections_by_word_per_1k: dict[str, Float] = Field(default_factory=dict)
+    """The same, per lexicon entry."""
+    waits_inserted: int = 0
+    """"Wait" insertions made by the engine."""
+    budget_exhausted_rate: Float = None
+    """Share of traces whose thinking budget ran out."""
+    answer_missing_rate: Float = None
+    """Share of traces with no extracted answer."""
+    extraction: dict[str, int] = Field(default_factory=dict)
+    """Traces per extraction rule that found the answer ("none": no answer)."""
+
+
+class GroupMetrics(_Model):
+    """Every summary of one variant on one problem group ("all" = every problem)."""
+
+    sequential: dict[str, Accuracy] = Field(default_factory=dict)
+    """Accuracy per thinking budget (key: budget)."""
+    parallel: ParallelCurves = Field(default_factory=ParallelCurves)
+    """Parallel scaling."""
+    behaviour: Behaviour = Field(default_factory=Behaviour)
+    """Trace behaviour over all the group's traces."""
+
+
+class VariantMetrics(_Model):
+    """Summaries of one variant."""
+
+    dropped: list[int] = Field(default_factory=list)
+    """Original layers the variant lacks."""
+    method: str | None = None
+    """Method that chose them."""
+    n_traces: int = 0
+    """Traces of the variant."""
+    groups: dict[str, GroupMetrics] = Field(default_factory=dict)
+    """Per group, and "all"."""
+
+
+class Comparison(_Model):
+    """A paired base-vs-variant comparison, problem by problem (metrics.paired_comparison)."""
+
+    variant: str
+    """The variant compared with the base."""
+    base: str
+    """The base variant."""
+    group: str
+    """Problem group ("all" = every problem)."""
+    mode: str
+    """sequential or parallel (accuracy comparisons); "trace" for trace behaviour."""
+    budget: int | None = None
+    """Thinking budget (accuracy comparisons)."""
+    metric: str
+    """What is compared per problem (accuracy, mean accuracy over samples, loop, seq_rep, ...)."""
+    n_pairs: int
+    """Problems with values on both sides."""
+    mean_a: Float = None
+    """Mean over problems, base."""
+    mean_b: Float = None
+    """Mean over problems, variant."""
+    diff: Float = None
+    """mean_b − mean_a."""
+    ci_low: Float = None
+    """Lower end of the 95 % interval of diff."""
+    ci_high: Float = None
+    """Upper end of the 95 % interval of diff."""
+    ci_method: str = ""
+    """How the interval was computed."""
+    test: str = ""
+    """The paired test."""
+    p_value: Float = None
+    """Its two-sided p-value."""
+    n_discordant: int | None = None
+    """Binary outcomes: problems where exactly one side is right."""
+    n_a_only: int | None = None
+    """Binary outcomes: right for the base only."""
+    n_b_only: int | None = None
+    """Binary outcomes: right for the variant only."""
+    verdict: str
+    """lower / higher (the interval excludes zero and the test rejects at 5 %) or no clear difference."""
+    agree: bool = True
+    """The interval and the test agree on whether there is a difference."""
+
+
+class GradingHealth(_Model):
+    """Whether the grader could read the variant's answers."""
+
+    n: int
+    """Traces."""
+    missing: int
+    """Traces with no extracted answer."""
+    missing_rate: Float = None
+    """missing / n."""
+    meaningful: bool
+    """False when more than 20 % of the traces have no extracted answer: accuracy then measures
+    the grader, not the model."""
+    message: str = ""
+    """What to say first when accuracy is not meaningful."""
+
+
 class MetricsFile(_Model):
-    """metrics.json: computed from samples.jsonl (and layers/) by runs.summarize."""
+    """metrics.json: every summary the CLI and the report show, computed from samples.jsonl and layers/."""
 
     schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
     kind: Literal["layerprobe-metrics"] = "layerprobe-metrics"
+    """Marks a layerprobe metrics file."""
     computed: str
+    """When it was computed, ISO 8601 UTC."""
     n_samples: int
+    """Traces it covers."""
     partial: bool
-    variants: dict[str, dict[str, Any]]
-    comparisons: list[dict[str, Any]] = Field(default_factory=list)
+    """The run was not complete (numbers will change)."""
+    variants: dict[str, VariantMetrics] = Field(default_factory=dict)
+    """Per variant."""
+    comparisons: list[Comparison] = Field(default_factory=list)
+    """Paired accuracy comparisons of every variant with the base (group x mode x budget)."""
+    behaviour_comparisons: list[Comparison] = Field(default_factory=list)
+    """Paired comparisons of trace behaviour (loops, repetition, reflection, length), per problem the
+    mean over the traces both variants have."""
+    grading: dict[str, GradingHealth] = Field(default_factory=dict)
+    """Per variant: whether the grader found answers."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        data = _check_version(data, "metrics.json")
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) < SCHEMA_VERSION:
+            # metrics are derived data: an old file is recomputed from the samples by the reader
+            raise ValueError("metrics.json has an older layout (it is recomputed from samples.jsonl)")
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# layers/<variant>.json
+
+
+class PerLayer(_Model):
+    """Token-weighted means over generated tokens, one value per layer of `LayerAggregates.layers`."""
+
+    block_influence: list[Float] = Field(default_factory=list)
+    """1 − cos(layer input, layer output)."""
+    norm: list[Float] = Field(default_factory=list)
+    """‖layer output‖₂."""
+    jsd: list[Float] = Field(default_factory=list)
+    """Logit-lens JSD to the model's own output distribution (nats)."""
+    entropy: list[Float] = Field(default_factory=list)
+    """Logit-lens entropy (nats)."""
+    top1_agree: list[Float] = Field(default_factory=list)
+    """Share of tokens whose lens top-1 equals the output's."""
+    rank_mean: list[Float] = Field(default_factory=list)
+    """Mean lens rank of the emitted token (0 = top)."""
+
+
+class Settling(_Model):
+    """Settling depth: the first layer whose lens JSD to the output has fallen to g (pooled over tokens)."""
+
+    g: float
+    """JSD threshold (nats)."""
+    rho: float
+    """A token is deep-thinking when it settles at or after layer ⌈ρ·L⌉ (1-based)."""
+    n_lens_tokens: int = 0
+    """Tokens with a lens reading."""
+    mean_depth: Float = None
+    """Mean settling depth, 0-based position in this variant's own layers."""
+    mean_depth_fraction: Float = None
+    """Mean (depth + 1) / this variant's number of layers."""
+    mean_depth_original: Float = None
+    """Mean settling layer as an original index."""
+    deep_thinking_ratio: Float = None
+    """Share of deep-thinking tokens."""
+    per_trace_deep_thinking_ratio: list[Float] = Field(default_factory=list)
+    """Deep-thinking ratio of each aggregated trace."""
+
+
+class TracePoint(_Model):
+    """Teacher-forced summary of one base trace."""
+
+    file: str
+    """The teacher-forced .npz, relative to the run directory."""
+    problem_id: str
+    """Problem of the base trace."""
+    mean_kl: Float = None
+    """Mean KL(base ‖ variant) along the trace (nats)."""
+    onset: int | None = None
+    """Divergence onset (first position of a window of KL above the threshold)."""
+    first_departure: int | None = None
+    """First position where the variant's argmax differs from the base trace's token and the two
+    texts never agree again."""
+    n_tokens: int = 0
+    """Trace length."""
+
+
+class TeacherForcedSummary(_Model):
+    """A pruned variant run over the base model's own traces (no generation)."""
+
+    n_traces: int
+    """Base traces compared."""
+    over: str
+    """Which base traces."""
+    threshold: Float = None
+    """KL threshold of the divergence onset (nats)."""
+    window: int | None = None
+    """Positions the KL must stay above the threshold (at most; a trace shorter than four windows
+    uses a quarter of its length, at least 2)."""
+    mean_kl: Float = None
+    """Mean over traces of each trace's mean KL (nats)."""
+    kl_by_relpos: list[Float] = Field(default_factory=list)
+    """Mean KL per relative-position bin of the trace."""
+    peak_position: Float = None
+    """Centre of the bin where kl_by_relpos peaks (fraction of the trace)."""
+    n_onset: int = 0
+    """Traces with a divergence onset."""
+    onset_mean: Float = None
+    """Mean onset position (tokens)."""
+    onset_fraction_mean: Float = None
+    """Mean onset position as a fraction of the trace."""
+    drift_per_layer: dict[int, Float] = Field(default_factory=dict)
+    """Mean lens JSD between base and variant at each matched original layer (nats)."""
+    jsd_to_base_per_layer: dict[int, Float] = Field(default_factory=dict)
+    """Mean JSD of the variant's lens at each original layer from the BASE model's output
+    distribution along the same tokens (nats)."""
+    traces: list[TracePoint] = Field(default_factory=list)
+    """Per base trace."""
 
 
 class LayerAggregates(_Model):
     """layers/<variant>.json: per-layer summaries of the probe arrays of one variant.
 
-    Every per-layer list is aligned with `layers` (ORIGINAL indices of the layers this variant
-    has). Heat maps are layer x relative-position bins (mean over traces of each trace's binned
-    values). `teacher_forced` exists for pruned variants: their model run over the base traces.
+    Every per-layer list is aligned with `layers` (original indices of the layers this variant has).
+    Heat maps are layer x relative-position bins (the mean over traces of each trace's binned values).
     """
 
     schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
     variant: str
+    """The variant."""
     layers: list[int]
+    """Original indices of its layers."""
     dropped: list[int] = Field(default_factory=list)
+    """Original layers it lacks."""
     n_layers_original: int
+    """Layers of the unpruned model."""
     n_traces: int
+    """Traces aggregated."""
     n_tokens: int
-    lens: str = "full"  # full | topk:K | none
+    """Tokens aggregated."""
+    traces_available: int | None = None
+    """Traces with probe files (more than n_traces when a sample was aggregated)."""
+    traces_sampled: bool = False
+    """n_traces is a seeded random sample of the available traces (size caps)."""
+    lens: str = "full"
+    """full, topk:K or none."""
     lens_every: int = 1
-    per_layer: dict[str, list[float | None]]  # block_influence, norm, jsd, entropy, top1_agree
-    per_layer_by_group: dict[str, dict[str, list[float | None]]] = Field(default_factory=dict)
-    heatmaps: dict[str, list[list[float | None]]] = Field(default_factory=dict)  # jsd, entropy: [layer][bin]
+    """Lens on every k-th token."""
+    per_layer: PerLayer
+    """All traces."""
+    per_layer_by_group: dict[str, PerLayer] = Field(default_factory=dict)
+    """Per problem group."""
+    heatmaps: dict[str, list[list[Float]]] = Field(default_factory=dict)
+    """jsd, entropy: [layer][bin]."""
     heatmap_bins: int = 20
-    settling: dict[str, Any] = Field(default_factory=dict)
-    teacher_forced: dict[str, Any] | None = None
+    """Relative-position bins."""
+    settling: Settling | None = None
+    """Settling depth and deep-thinking ratio (None without the lens)."""
+    teacher_forced: TeacherForcedSummary | None = None
+    """Pruned variants: the comparison along the base traces."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        data = _check_version(data, "a layer aggregate")
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
+            data = _migrate_layers_v1(dict(data))
+        return data
+
+
+def _migrate_layers_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 (layerprobe 0.1 before the typed schema): settling keys named settling_depth_*,
+    teacher-forced files and per-trace KL in two parallel lists."""
+    data["schema_version"] = SCHEMA_VERSION
+    st = data.get("settling")
+    if isinstance(st, dict) and st:
+        rename = {"settling_depth_mean": "mean_depth", "settling_depth_fraction_mean": "mean_depth_fraction",
+                  "settling_depth_original_mean": "mean_depth_original"}
+        data["settling"] = {rename.get(k, k): v for k, v in st.items() if rename.get(k, k) in Settling.model_fields}
+    else:
+        data["settling"] = None
+    tf = data.get("teacher_forced")
+    if isinstance(tf, dict):
+        files, kls = tf.pop("files", []) or [], tf.pop("per_trace_mean_kl", []) or []
+        tf["traces"] = [{"file": f, "problem_id": "", "mean_kl": k} for f, k in zip(files, kls)]
+        rel = tf.get("kl_by_relpos") or []
+        vals = [(j, x) for j, x in enumerate(rel) if isinstance(x, (int, float)) and math.isfinite(x)]
+        if len(vals) > 1:
+            tf["peak_position"] = (max(vals, key=lambda t: t[1])[0] + 0.5) / len(rel)
+        data["teacher_forced"] = {k: v for k, v in tf.items() if k in TeacherForcedSummary.model_fields}
+    return data

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from layerprobe._io import write_text_atomic
 from layerprobe.errors import UserError
 from layerprobe.runs.schema import (
-    SCHEMA_VERSION,
     MetricsFile,
     RunConfig,
     RunInfo,
@@ -39,26 +39,9 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def strict_json(value: Any) -> Any:
-    """`value` with every NaN or infinite float replaced by None (strict JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write strict JSON to a temporary file and rename it over `path` (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(strict_json(data), fh, indent=1, ensure_ascii=False, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def write_model(path: Path, model: BaseModel) -> None:
+    """Write a stored file (a schema model) as strict JSON (NaN as null), atomically and durably."""
+    write_text_atomic(path, model.model_dump_json(indent=1) + "\n")
 
 
 def effective_status(info: RunInfo) -> str:
@@ -78,28 +61,42 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / RUN_FILE).is_file()
 
 
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
 def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
-    """Load and validate run.json; a missing or unreadable file is a UserError."""
+    """Load and validate run.json (older layouts are migrated); a missing or invalid file is a UserError."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise UserError(f"{run_dir} is not a layerprobe run directory (no {RUN_FILE})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} cannot be read: {exc}") from None
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise UserError(f"{path} has schema_version {version!r}; this layerprobe reads version {SCHEMA_VERSION}")
+    if not isinstance(data, dict) or data.get("kind", "layerprobe-run") != "layerprobe-run":
+        raise UserError(f"{path} is not a layerprobe run file")
     try:
         return RunInfo.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"{path} is not a valid run file ({where}: {first['msg']})") from None
+        raise UserError(f"{path} is not a valid run file ({_first_error(exc)})") from None
 
 
-def iter_sample_lines(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """The complete, parseable lines of samples.jsonl in order (a cut-short last line is skipped)."""
+@dataclass
+class SamplesRead:
+    """The valid records of samples.jsonl (first occurrence of each key), in file order, and a count
+    of the lines that were skipped: not UTF-8, not JSON, not a valid record, or a repeated key."""
+
+    records: list[SampleRecord] = field(default_factory=list)
+    skipped: int = 0
+    repeated: int = 0
+
+
+def iter_sample_lines(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any] | None]:
+    """Every complete line of samples.jsonl, parsed; None for a line that is not a JSON object
+    (a cut-short last line, left by a crash, is not yielded at all)."""
     path = Path(run_dir) / SAMPLES_FILE
     if not path.is_file():
         return
@@ -107,35 +104,50 @@ def iter_sample_lines(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any
         for raw in fh:
             if not raw.endswith(b"\n"):
                 break  # a line a crash cut short
-            try:
-                yield json.loads(raw)
-            except json.JSONDecodeError:
+            if not raw.strip():
                 continue
+            try:
+                line = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                yield None
+                continue
+            yield line if isinstance(line, dict) else None
 
 
-def read_samples(run_dir: str | os.PathLike[str]) -> list[SampleRecord]:
-    """All trace records of a run, first occurrence of each key only."""
+def read_samples_counted(run_dir: str | os.PathLike[str]) -> SamplesRead:
+    """All valid trace records of a run with a count of the damaged lines that were skipped."""
+    out = SamplesRead()
     seen: set[tuple] = set()
-    out: list[SampleRecord] = []
     for line in iter_sample_lines(run_dir):
+        if line is None:
+            out.skipped += 1
+            continue
         try:
             rec = SampleRecord.model_validate(line)
         except ValidationError:
+            out.skipped += 1
             continue
         if rec.key() in seen:
+            out.repeated += 1
             continue
         seen.add(rec.key())
-        out.append(rec)
+        out.records.append(rec)
     return out
 
 
+def read_samples(run_dir: str | os.PathLike[str]) -> list[SampleRecord]:
+    """All valid trace records of a run, first occurrence of each key only."""
+    return read_samples_counted(run_dir).records
+
+
 def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsFile | None:
+    """metrics.json, or None when it is missing, unreadable or of an older layout."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return None
     try:
-        return MetricsFile.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValidationError):
+        return MetricsFile.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, ValueError):
         return None
 
 
@@ -170,12 +182,20 @@ def run_differences(old: RunInfo, new: RunInfo) -> list[str]:
     return diff
 
 
-def check_out_dir(path: Path) -> None:
-    """Refuse an --out that is a file, a non-empty folder that is not a run, or not writable."""
+def check_out_dir(path: Path, allow_orphan: bool = False) -> None:
+    """Refuse an --out that is a file, a non-empty folder that is not a run, or not writable.
+
+    With `allow_orphan`, a folder that lost its run.json but still holds samples.jsonl is accepted
+    (`--force` resumes its traces)."""
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not is_run_dir(path):
-        raise UserError(f"--out {path} is a non-empty directory that is not a layerprobe run; choose another --out")
+        if (path / SAMPLES_FILE).is_file():
+            if not allow_orphan:
+                raise UserError(f"--out {path} holds samples.jsonl but no run.json; add --force to resume its traces "
+                                "under the settings of this command")
+        else:
+            raise UserError(f"--out {path} is a non-empty directory that is not a layerprobe run; choose another --out")
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -196,12 +216,14 @@ def _create_out_dir(path: Path) -> None:
 
 
 class RunStore:
-    """Writer for one run directory (create or resume)."""
+    """Writer for one run directory (create or resume). It keeps every record it has read or
+    written, so one analysis reads samples.jsonl once (`records`)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], info: RunInfo) -> None:
         self.dir = Path(run_dir)
         self.info = info
-        self._keys: set[tuple] = set()
+        self._records: dict[tuple, SampleRecord] = {}
+        self.skipped = 0  # damaged lines found when the run was opened
         self._fh: Any = None
         self._lock: Any = None
 
@@ -212,16 +234,23 @@ class RunStore:
 
         A different configuration is refused unless `force`, which starts the run afresh
         (the old samples are moved aside to samples.jsonl.<timestamp>.bak, never deleted).
+        A run directory whose run.json is missing or unreadable but that holds samples is resumed
+        only with `force`, which keeps the samples whose keys belong to the new run.
         """
         path = Path(run_dir)
-        check_out_dir(path)
+        check_out_dir(path, allow_orphan=force)
         _create_out_dir(path)
         store = cls(path, info)
         store._take_lock()
         try:
             if is_run_dir(path):
-                old = read_run_info(path)
-                diff = run_differences(old, info)
+                try:
+                    old: RunInfo | None = read_run_info(path)
+                except UserError:
+                    if not force:
+                        raise
+                    old = None
+                diff = run_differences(old, info) if old is not None else []
                 if diff and not force:
                     raise UserError(
                         f"{path} holds a run with different settings ({', '.join(diff)}); "
@@ -229,11 +258,13 @@ class RunStore:
                     )
                 if diff:
                     store._set_aside()
-                else:
+                elif old is not None:
                     info.created = old.created
                     info.timings = old.timings
             _repair_tail(path / SAMPLES_FILE)
-            store._keys = {rec.key() for rec in read_samples(path)}
+            read = read_samples_counted(path)
+            store._records = {rec.key(): rec for rec in read.records}
+            store.skipped = read.skipped
             (path / LAYERS_DIR).mkdir(exist_ok=True)
             store.set_status("running")
         except BaseException:
@@ -243,17 +274,14 @@ class RunStore:
 
     def _take_lock(self) -> None:
         """One writer per run directory: a second process on the same --out is refused."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.dir / ".lock"), timeout=0)
         try:
-            import fcntl
-        except ImportError:  # pragma: no cover - no advisory locks on this platform
-            return
-        fh = open(self.dir / ".lock", "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
+            lock.acquire()
+        except Timeout:
             raise UserError(f"{self.dir} is being written by another layerprobe process; wait for it or use another --out") from None
-        self._lock = fh
+        self._lock = lock
 
     def _set_aside(self) -> None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -267,18 +295,26 @@ class RunStore:
 
     # -- state ---------------------------------------------------------------------------
     def has(self, key: tuple) -> bool:
-        return key in self._keys
+        return key in self._records
+
+    def get(self, key: tuple) -> SampleRecord | None:
+        return self._records.get(key)
+
+    @property
+    def records(self) -> list[SampleRecord]:
+        """Every record of the run, in the order it was written."""
+        return list(self._records.values())
 
     @property
     def n_done(self) -> int:
-        return len(self._keys)
+        return len(self._records)
 
     def set_status(self, status: str) -> None:
         self.info.status = status  # type: ignore[assignment]
         self.info.pid = os.getpid() if status == "running" else None
         self.info.host = socket.gethostname()
         self.info.updated = now()
-        write_json_atomic(self.dir / "run.json", self.info.model_dump(mode="json"))
+        write_model(self.dir / RUN_FILE, self.info)
 
     def layers_dir(self, variant: str) -> Path:
         d = self.dir / LAYERS_DIR / variant
@@ -289,15 +325,15 @@ class RunStore:
     def append(self, record: SampleRecord) -> bool:
         """Append one trace (its array files must already be on disk). False if the key exists."""
         key = record.key()
-        if key in self._keys:
+        if key in self._records:
             return False
-        line = json.dumps(strict_json(record.model_dump(mode="json")), ensure_ascii=False, allow_nan=False)
+        line = record.model_dump_json()
         if self._fh is None:
-            self._fh = open(self.dir / SAMPLES_FILE, "a", encoding="utf-8")
+            self._fh = open(self.dir / SAMPLES_FILE, "a", encoding="utf-8", errors="surrogateescape")
         self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        self._keys.add(key)
+        self._records[key] = record
         return True
 
     def close(self, status: str | None = None) -> None:
@@ -307,5 +343,5 @@ class RunStore:
         if status is not None:
             self.set_status(status)
         if self._lock is not None:
-            self._lock.close()  # releases the lock
+            self._lock.release()
             self._lock = None

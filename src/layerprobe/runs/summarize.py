@@ -1,20 +1,20 @@
-"""metrics.json from a run directory: accuracy per budget with intervals, parallel scaling curves,
-trace behaviour and paired base-vs-pruned comparisons. Reads samples.jsonl (and the per-layer
-aggregates in layers/<variant>.json); works on a run that is still going (marked partial)."""
+"""metrics.json from a run's samples (and layers/): accuracy per budget with intervals, parallel
+scaling curves, trace behaviour, grading health and the paired base-vs-variant comparisons of
+accuracy and of trace behaviour. Works on a run that is still going (marked partial)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from layerprobe.metrics import (
     bootstrap_mean_interval,
+    budget_exhausted,
     cov_at_k,
     maj_at_k,
     paired_comparison,
@@ -22,20 +22,33 @@ from layerprobe.metrics import (
     proportion_interval,
 )
 from layerprobe.metrics.selfbleu import self_bleu_across_samples
-from layerprobe.runs.schema import MetricsFile, RunInfo, SampleRecord
+from layerprobe.runs.schema import (
+    Accuracy,
+    Behaviour,
+    Comparison,
+    GradingHealth,
+    GroupMetrics,
+    Interval,
+    MetricsFile,
+    ParallelCurves,
+    RunInfo,
+    SampleRecord,
+    VariantMetrics,
+)
 from layerprobe.runs.store import (
-    LAYERS_DIR,
     METRICS_FILE,
     now,
     read_run_info,
     read_samples,
-    write_json_atomic,
+    write_model,
 )
 
 ALL = "all"
+#: Above this share of traces without an extracted answer, a variant's accuracy is not meaningful.
+MISSING_ANSWER_LIMIT = 0.20
 
 
-def _mean(values: Sequence[float]) -> float:
+def _mean(values: Sequence[float | None]) -> float:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return statistics.fmean(vals) if vals else math.nan
 
@@ -50,14 +63,7 @@ def _ks(n: int) -> list[int]:
     return ks
 
 
-def exhausted(r: SampleRecord) -> bool:
-    """The trace used up its thinking budget (its answer was forced), whatever ended the answer."""
-    if r.budget_hit is not None:
-        return r.budget_hit
-    return r.finish == "budget" or r.thinking_tokens >= r.budget
-
-
-def problem_interval(records: Sequence[SampleRecord], value: Any) -> list[float]:
+def problem_interval(records: Sequence[SampleRecord], value: Callable[[SampleRecord], float]) -> tuple[float, float]:
     """95 % bootstrap interval of a per-trace value's mean, resampling problems (a problem's traces
     at several budgets and samples are not independent of each other)."""
     per: dict[str, list[float]] = defaultdict(list)
@@ -65,43 +71,42 @@ def problem_interval(records: Sequence[SampleRecord], value: Any) -> list[float]
         per[r.problem_id].append(float(value(r)))
     means = [statistics.fmean(v) for v in per.values()]
     if len(means) < 2:
-        return [math.nan, math.nan]
+        return (math.nan, math.nan)
     if all(m == means[0] for m in means) and means[0] in (0.0, 1.0):
         # the bootstrap of identical values is a single point; Wilson over problems is not
-        return list(proportion_interval(int(means[0]) * len(means), len(means)))
-    return list(bootstrap_mean_interval(means, seed=0))
+        return proportion_interval(int(means[0]) * len(means), len(means))
+    return bootstrap_mean_interval(means, seed=0)
 
 
-def accuracy(records: Sequence[SampleRecord]) -> dict[str, Any]:
-    """Share correct with its 95 % Wilson interval, plus the length/outcome rates of the group."""
+def accuracy(records: Sequence[SampleRecord]) -> Accuracy:
+    """Share correct with its 95 % Wilson interval, plus the length/outcome rates of the traces."""
     n = len(records)
     c = sum(r.correct for r in records)
     lo, hi = proportion_interval(c, n) if n else (math.nan, math.nan)
-    return {
-        "n": n,
-        "correct": c,
-        "accuracy": c / n if n else math.nan,
-        "ci": [lo, hi],
-        "mean_thinking_tokens": _mean([r.thinking_tokens for r in records]),
-        "budget_exhausted_rate": _mean([float(exhausted(r)) for r in records]),
-        "answer_missing_rate": _mean([float(r.answer is None) for r in records]),
-    }
+    return Accuracy(
+        n=n, correct=c, accuracy=c / n if n else None, ci=(lo, hi),
+        mean_thinking_tokens=_mean([r.thinking_tokens for r in records]),
+        budget_exhausted_rate=_mean([float(budget_exhausted(r)) for r in records]),
+        answer_missing_rate=_mean([float(r.answer is None) for r in records]),
+    )
 
 
-def parallel_curves(records: Sequence[SampleRecord]) -> dict[str, Any]:
-    """pass@k (unbiased), maj@k and cov@k vs k, averaged over problems with bootstrap intervals."""
+def parallel_curves(records: Sequence[SampleRecord], self_bleu: dict[tuple[str, str], float]) -> ParallelCurves:
+    """pass@k (unbiased), maj@k and cov@k vs k, averaged over problems with bootstrap intervals.
+
+    `self_bleu` maps (variant, problem) to the problem's Self-BLEU across samples (computed once
+    per run). Samples that are copies of one trace (greedy decoding) have no Self-BLEU: it would
+    only measure that a text equals itself."""
     by_problem: dict[str, list[SampleRecord]] = defaultdict(list)
     for r in records:
         by_problem[r.problem_id].append(r)
     if not by_problem:
-        return {"n_problems": 0}
+        return ParallelCurves()
     groups = [sorted(v, key=lambda r: r.sample) for v in by_problem.values()]
     n = min(len(g) for g in groups)
-    out: dict[str, Any] = {"n_problems": len(groups), "samples": n, "k": _ks(n)}
-    for name in ("pass", "maj", "cov"):
-        out[f"{name}_at_k"] = {}
-    for k in out["k"]:
-        per = {"pass": [], "maj": [], "cov": []}
+    out = ParallelCurves(n_problems=len(groups), samples=n, k=_ks(n))
+    for k in out.k:
+        per: dict[str, list[float]] = {"pass": [], "maj": [], "cov": []}
         for g in groups:
             g = g[:n]
             flags = [r.correct for r in g]
@@ -110,67 +115,76 @@ def parallel_curves(records: Sequence[SampleRecord]) -> dict[str, Any]:
             per["cov"].append(float(cov_at_k(flags, k)))
         for name, vals in per.items():
             lo, hi = bootstrap_mean_interval(vals, seed=0) if len(vals) > 1 else (math.nan, math.nan)
-            out[f"{name}_at_k"][str(k)] = {"value": statistics.fmean(vals), "ci": [lo, hi]}
-    sb = [self_bleu_across_samples([r.thinking_text for r in g]) for g in groups if len(g) > 1]
-    out["self_bleu_across"] = _mean(sb)
+            getattr(out, f"{name}_at_k")[str(k)] = Interval(value=statistics.fmean(vals), ci=(lo, hi))
+    out.identical_samples = n > 1 and all(all(r.origin == "copy" for r in g[1:]) for g in groups)
+    if not out.identical_samples:
+        out.self_bleu_across = _mean([self_bleu.get((g[0].variant, g[0].problem_id)) for g in groups if len(g) > 1])
     return out
 
 
-def trace_behaviour(records: Sequence[SampleRecord]) -> dict[str, Any]:
-    """Loops, repetition, reflection words and lengths over a set of traces."""
+def trace_behaviour(records: Sequence[SampleRecord]) -> Behaviour:
+    """Loops, repetition, reflection words, lengths and answer extraction over a set of traces."""
     n = len(records)
     if n == 0:
-        return {"n": 0}
+        return Behaviour()
     tokens = sum(r.thinking_tokens for r in records)
     by_word: dict[str, int] = defaultdict(int)
     for r in records:
-        for w, c in r.reflections.get("counts", {}).items():
+        for w, c in r.reflections.counts.items():
             by_word[w] += c
-    loops = [r for r in records if r.repetition.get("loop")]
-    seq_key = next((k for k in records[0].repetition if k.startswith("seq_rep_")), None)
+    loops = [r for r in records if r.repetition.loop]
     lengths = sorted(r.thinking_tokens for r in records)
-    return {
-        "n": n,
-        "thinking_tokens_total": tokens,
-        "mean_thinking_tokens": statistics.fmean(lengths),
-        "median_thinking_tokens": float(statistics.median(lengths)),
-        "loop_rate": len(loops) / n,
-        "loop_ci": problem_interval(records, lambda r: bool(r.repetition.get("loop"))),
-        "n_problems": len({r.problem_id for r in records}),
-        "mean_loop_onset_fraction": _mean(
-            [r.repetition["loop_onset"] / max(1, r.repetition.get("length") or 1) for r in loops]
-        ),
-        "seq_rep": _mean([r.repetition.get(seq_key) for r in records]) if seq_key else math.nan,
-        "seq_rep_key": seq_key,
-        "self_bleu_within": _mean([r.self_bleu_within for r in records]),
-        "reflections_per_1k": 1000.0 * sum(by_word.values()) / tokens if tokens else math.nan,
-        "reflections_by_word_per_1k": {w: 1000.0 * c / tokens for w, c in sorted(by_word.items())} if tokens else {},
-        "waits_inserted": sum(r.waits for r in records),
-        "budget_exhausted_rate": _mean([float(exhausted(r)) for r in records]),
-        "answer_missing_rate": _mean([float(r.answer is None) for r in records]),
-    }
+    extraction: dict[str, int] = defaultdict(int)
+    for r in records:
+        extraction[r.extraction or ("none" if r.answer is None else "unknown")] += 1
+    return Behaviour(
+        n=n, n_problems=len({r.problem_id for r in records}), thinking_tokens_total=tokens,
+        mean_thinking_tokens=statistics.fmean(lengths), median_thinking_tokens=float(statistics.median(lengths)),
+        loop_rate=len(loops) / n, loop_ci=problem_interval(records, lambda r: float(r.repetition.loop)),
+        mean_loop_onset_fraction=_mean([(r.repetition.loop_onset or 0) / max(1, r.repetition.length or 1) for r in loops]),
+        seq_rep=_mean([r.repetition.seq_rep_4 for r in records]),
+        self_bleu_within=_mean([r.self_bleu_within for r in records]),
+        reflections_per_1k=1000.0 * sum(by_word.values()) / tokens if tokens else None,
+        reflections_by_word_per_1k={w: 1000.0 * c / tokens for w, c in sorted(by_word.items())} if tokens else {},
+        waits_inserted=sum(r.waits for r in records),
+        budget_exhausted_rate=_mean([float(budget_exhausted(r)) for r in records]),
+        answer_missing_rate=_mean([float(r.answer is None) for r in records]),
+        extraction=dict(sorted(extraction.items())),
+    )
 
 
-def _group_metrics(records: Sequence[SampleRecord]) -> dict[str, Any]:
+def _group_metrics(records: Sequence[SampleRecord], self_bleu: dict[tuple[str, str], float]) -> GroupMetrics:
     seq = [r for r in records if r.mode == "sequential"]
     par = [r for r in records if r.mode == "parallel"]
     budgets = sorted({r.budget for r in seq})
-    return {
-        "sequential": {str(b): accuracy([r for r in seq if r.budget == b]) for b in budgets},
-        "parallel": parallel_curves(par),
-        "behaviour": trace_behaviour(records),
-    }
+    return GroupMetrics(
+        sequential={str(b): accuracy([r for r in seq if r.budget == b]) for b in budgets},
+        parallel=parallel_curves(par, self_bleu),
+        behaviour=trace_behaviour(records),
+    )
 
 
-def _per_problem(records: Sequence[SampleRecord]) -> dict[str, float]:
+def _per_problem(records: Sequence[SampleRecord], value: Callable[[SampleRecord], float | None]) -> dict[str, float]:
     acc: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        acc[r.problem_id].append(float(r.correct))
-    return {p: statistics.fmean(v) for p, v in acc.items()}
+        x = value(r)
+        if x is not None and not (isinstance(x, float) and math.isnan(x)):
+            acc[r.problem_id].append(float(x))
+    return {p: statistics.fmean(v) for p, v in acc.items() if v}
 
 
-def comparisons(records: Sequence[SampleRecord], base: str, others: Sequence[str]) -> list[dict[str, Any]]:
-    """Paired comparisons of every other variant against the base, problem by problem."""
+def to_comparison(a: Sequence[float], b: Sequence[float], **keys: Any) -> Comparison:
+    """The paired comparison of per-problem values a (base) and b (variant) as a stored record."""
+    c = paired_comparison(a, b, n_boot=4000, n_perm=4000)
+    return Comparison(
+        **keys, n_pairs=c.n_pairs, mean_a=c.mean_a, mean_b=c.mean_b, diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high,
+        ci_method=c.ci_method, test=c.test, p_value=c.p_value, n_discordant=None if c.n01 is None else c.n01 + (c.n10 or 0),
+        n_a_only=c.n10, n_b_only=c.n01, verdict=c.verdict, agree=c.agree,
+    )
+
+
+def comparisons(records: Sequence[SampleRecord], base: str, others: Sequence[str]) -> list[Comparison]:
+    """Paired accuracy comparisons of every other variant against the base, problem by problem."""
     out = []
     groups = [ALL] + sorted({r.group for r in records if r.group})
     for variant in others:
@@ -179,63 +193,103 @@ def comparisons(records: Sequence[SampleRecord], base: str, others: Sequence[str
             settings = sorted({("sequential", r.budget) for r in sel if r.mode == "sequential"})
             settings += sorted({("parallel", r.budget) for r in sel if r.mode == "parallel"})
             for mode, budget in settings:
-                a = _per_problem([r for r in sel if r.variant == base and r.mode == mode and r.budget == budget])
-                b = _per_problem([r for r in sel if r.variant == variant and r.mode == mode and r.budget == budget])
+                a = _per_problem([r for r in sel if r.variant == base and r.mode == mode and r.budget == budget], lambda r: float(r.correct))
+                b = _per_problem([r for r in sel if r.variant == variant and r.mode == mode and r.budget == budget], lambda r: float(r.correct))
                 common = sorted(set(a) & set(b))
                 if not common:
                     continue
-                cmp = paired_comparison([a[p] for p in common], [b[p] for p in common], n_boot=4000, n_perm=4000)
-                out.append(
-                    {"variant": variant, "base": base, "group": group, "mode": mode, "budget": budget,
-                     "metric": "accuracy" if mode == "sequential" else "mean accuracy over samples",
-                     **cmp.as_dict()}
-                )
+                out.append(to_comparison(
+                    [a[p] for p in common], [b[p] for p in common], variant=variant, base=base, group=group, mode=mode,
+                    budget=budget, metric="accuracy" if mode == "sequential" else "mean accuracy over samples"))
     return out
 
 
-def _layer_aggregates(run_dir: Path, variant: str) -> dict[str, Any] | None:
-    path = run_dir / LAYERS_DIR / f"{variant}.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+#: Per-trace quantities of the behaviour comparisons: key -> (label, value of one trace).
+TRACE_METRICS: dict[str, tuple[str, Callable[[SampleRecord], float | None]]] = {
+    "loop": ("share of traces that end in a loop", lambda r: float(r.repetition.loop)),
+    "seq_rep": ("seq-rep-4 (share of repeated 4-grams)", lambda r: r.repetition.seq_rep_4),
+    "self_bleu_within": ("within-trace Self-BLEU (0-100, repetition inside one trace)", lambda r: r.self_bleu_within),
+    "reflections_per_1k": ("reflection words per 1k thinking tokens", lambda r: r.reflections.per_1k),
+    "thinking_tokens": ("thinking tokens", lambda r: float(r.thinking_tokens)),
+    "budget_exhausted": ("share of traces that used up the thinking budget", lambda r: float(budget_exhausted(r))),
+    "answer_missing": ("share of traces with no extractable answer", lambda r: float(r.answer is None)),
+}
 
 
-def compute_metrics(run_dir: str | os.PathLike[str], info: RunInfo | None = None) -> MetricsFile:
-    """All summaries of a run directory, from its samples (partial when the run is not complete)."""
+def behaviour_comparisons(records: Sequence[SampleRecord], base: str, others: Sequence[str]) -> list[Comparison]:
+    """Paired comparisons of trace behaviour: per problem, the mean over the traces (same keys) that
+    both the base and the variant have."""
+    by: dict[str, dict[tuple, SampleRecord]] = defaultdict(dict)
+    for r in records:
+        by[r.variant][r.key()[1:]] = r
+    out = []
+    for v in others:
+        shared = sorted(set(by[base]) & set(by[v]))
+        for key, (_, value) in TRACE_METRICS.items():
+            a = _per_problem([by[base][k] for k in shared], value)
+            b = _per_problem([by[v][k] for k in shared], value)
+            common = sorted(set(a) & set(b))
+            if not common:
+                continue
+            out.append(to_comparison([a[p] for p in common], [b[p] for p in common], variant=v, base=base, group=ALL,
+                                     mode="trace", metric=key))
+    return out
+
+
+def grading_health(records: Sequence[SampleRecord]) -> GradingHealth:
+    """Whether a variant's accuracy means anything: more than MISSING_ANSWER_LIMIT of its traces
+    without an extracted answer means the grader, not the model, decides the number."""
+    n = len(records)
+    missing = sum(r.answer is None for r in records)
+    rate = missing / n if n else None
+    ok = rate is None or rate <= MISSING_ANSWER_LIMIT
+    msg = ""
+    if rate is not None and not ok:
+        msg = (f"accuracy is not meaningful: {100 * rate:.0f} % of {records[0].variant} traces had no answer the "
+               "grader could find (see docs/grading.md for the extraction rules, or give --answer-type / a task file "
+               "whose answers match what the model writes)")
+    return GradingHealth(n=n, missing=missing, missing_rate=rate, meaningful=ok, message=msg)
+
+
+def compute_metrics(run_dir: str | os.PathLike[str], info: RunInfo | None = None,
+                    records: Sequence[SampleRecord] | None = None) -> MetricsFile:
+    """All summaries of a run, from its samples (partial when the run is not complete).
+
+    `records` are the run's samples when the caller has them already (they are read otherwise)."""
     run_dir = Path(run_dir)
     info = info or read_run_info(run_dir)
-    records = read_samples(run_dir)
+    records = list(records) if records is not None else read_samples(run_dir)
     names = [v.name for v in info.variants]
-    variants: dict[str, dict[str, Any]] = {}
+    self_bleu: dict[tuple[str, str], float] = {}
+    par: dict[tuple[str, str], list[SampleRecord]] = defaultdict(list)
+    for r in records:
+        if r.mode == "parallel":
+            par[(r.variant, r.problem_id)].append(r)
+    for key, recs in par.items():  # once per problem, shared by "all" and the problem's group
+        if len(recs) > 1 and not all(r.origin == "copy" for r in recs if r.sample > 0):
+            self_bleu[key] = self_bleu_across_samples([r.thinking_text for r in sorted(recs, key=lambda r: r.sample)])
+    variants: dict[str, VariantMetrics] = {}
+    grading: dict[str, GradingHealth] = {}
     for spec in info.variants:
         recs = [r for r in records if r.variant == spec.name]
-        groups = {ALL: _group_metrics(recs)}
+        groups = {ALL: _group_metrics(recs, self_bleu)}
         for g in sorted({r.group for r in recs if r.group}):
-            groups[g] = _group_metrics([r for r in recs if r.group == g])
-        variants[spec.name] = {
-            "dropped": spec.dropped,
-            "method": spec.method,
-            "n_traces": len(recs),
-            "groups": groups,
-            "layers": _layer_aggregates(run_dir, spec.name),
-        }
-    partial = info.status != "complete" or (
-        info.expected_traces is not None and len(records) < info.expected_traces
-    )
+            groups[g] = _group_metrics([r for r in recs if r.group == g], self_bleu)
+        variants[spec.name] = VariantMetrics(dropped=spec.dropped, method=spec.method, n_traces=len(recs), groups=groups)
+        if recs:
+            grading[spec.name] = grading_health(recs)
+    partial = info.status != "complete" or (info.expected_traces is not None and len(records) < info.expected_traces)
     return MetricsFile(
-        computed=now(),
-        n_samples=len(records),
-        partial=partial,
-        variants=variants,
+        computed=now(), n_samples=len(records), partial=partial, variants=variants,
         comparisons=comparisons(records, names[0], names[1:]) if names else [],
+        behaviour_comparisons=behaviour_comparisons(records, names[0], names[1:]) if names else [],
+        grading=grading,
     )
 
 
-def write_metrics(run_dir: str | os.PathLike[str], info: RunInfo | None = None) -> MetricsFile:
+def write_metrics(run_dir: str | os.PathLike[str], info: RunInfo | None = None,
+                  records: Sequence[SampleRecord] | None = None) -> MetricsFile:
     """compute_metrics and write metrics.json atomically."""
-    m = compute_metrics(run_dir, info)
-    write_json_atomic(Path(run_dir) / METRICS_FILE, m.model_dump(mode="json"))
+    m = compute_metrics(run_dir, info, records)
+    write_model(Path(run_dir) / METRICS_FILE, m)
     return m

@@ -1,1 +1,1 @@
-"""scaling (to be built; see the open issues)."""
+"""Test-time scaling: reasoning formats, budget forcing, "Wait" extension and per-sample seeds (the generation engine)."""

@@ -5,6 +5,13 @@ left-padded prefill, then one token per step for every live sequence. Each seque
 state (phase, budget, counters, random generator), so sequences in one batch never influence each
 other's choices: results do not depend on batch size or order. Finished sequences are removed from
 the batch (and from the cache). Observers see every forward pass, which is where the probes hook in.
+
+Sequential budgets share their prefix. Requests for the same prompt and seed that differ only in
+their thinking budget (and use no "Wait" extension) are generated once, at the largest budget: when
+that trace's thinking reaches a smaller budget B, the sequence is forked (its KV cache row and its
+random generator's state are copied) and the fork is forced to answer, exactly as a separate run
+with budget B would be at that point. A trace whose thinking ends on its own before B is the budget-B
+trace itself (reported as a copy). Only the answers of the smaller budgets are generated again.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from layerprobe.errors import UserError
+from layerprobe.models.hooks import cache_kwarg
 from layerprobe.scaling.formats import ReasoningFormat, Sampling
 
 THINK, ANSWER, DONE = 0, 1, 2
@@ -56,6 +64,8 @@ class GenResult:
     thinking_text: str = ""
     answer_text: str = ""
     text: str = ""
+    origin: str = "generated"  # generated | prefix (forked from a longer budget's trace) | copy (identical to it)
+    origin_key: Any = None  # key of the request whose trace this one was forked or copied from
 
     @property
     def thinking_tokens(self) -> int:
@@ -74,6 +84,9 @@ class GenerationObserver(Protocol):
     def on_tokens(self, keys: Sequence[Any], tokens: Sequence[int], phases: Sequence[int]) -> None: ...
 
     def on_finish(self, result: GenResult) -> None: ...
+
+    # Optional: `on_fork(parent_key, child_key)` when a sequence is forked at a smaller budget (the
+    # child's history up to now is the parent's).
 
 
 def build_prompt(tokenizer: Any, fmt: ReasoningFormat, user_text: str) -> str:
@@ -108,7 +121,7 @@ def _single_token(tokenizer: Any, text: str, what: str) -> int:
 
 def format_tokens(tokenizer: Any, model: Any, fmt: ReasoningFormat) -> _Tokens:
     """Token ids of the format's delimiters for this tokenizer."""
-    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)
     end = {_single_token(tokenizer, s, "end of thinking") for s in fmt.end_think}
     stops: set[int] = set()
     for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
@@ -125,7 +138,8 @@ def format_tokens(tokenizer: Any, model: Any, fmt: ReasoningFormat) -> _Tokens:
 
 
 class _Row:
-    __slots__ = ("req", "gen", "phase", "queue", "thinking", "answer", "all", "waits", "budget_hit", "finish", "prompt_len")
+    __slots__ = ("req", "gen", "phase", "queue", "thinking", "answer", "all", "waits", "budget_hit", "finish", "prompt_len",
+                 "forks", "fork_now", "origin", "origin_key")
 
     def __init__(self, req: GenRequest, device: torch.device, prompt_len: int) -> None:
         self.req = req
@@ -140,10 +154,27 @@ class _Row:
         self.budget_hit = False
         self.finish = ""
         self.prompt_len = prompt_len
+        self.forks: list[tuple[int, int, GenRequest]] = []  # (budget, request index, request) still to fork, ascending
+        self.fork_now: list[tuple[int, GenRequest]] = []  # forks due after this step
+        self.origin = "generated"
+        self.origin_key: Any = None
+
+    def child(self, index_req: tuple[int, GenRequest], device: torch.device) -> _Row:
+        """A copy of this row (history, random generator state) for a smaller budget's request."""
+        _, req = index_req
+        c = _Row(req, device, self.prompt_len)
+        c.gen.set_state(self.gen.get_state())
+        c.thinking, c.all, c.waits = list(self.thinking), list(self.all), self.waits
+        c.origin, c.origin_key = "prefix", self.req.key
+        return c
 
 
 def _warpers(sampling: Sampling) -> list[Any]:
-    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     out: list[Any] = [TemperatureLogitsWarper(sampling.temperature)]
     if sampling.top_k and sampling.top_k > 0:
@@ -173,32 +204,42 @@ class TraceGenerator:
         batch_size: int = 16,
         observers: Sequence[GenerationObserver] = (),
         on_result: Callable[[GenResult], None] | None = None,
+        share_prefixes: bool = True,
     ) -> list[GenResult]:
         """Generate every request; results in request order. `on_result` is called as each finishes."""
         results: dict[int, GenResult] = {}
-        for idx, res in self.iter_generate(requests, batch_size, observers):
+        for idx, res in self.iter_generate(requests, batch_size, observers, share_prefixes):
             results[idx] = res
             if on_result is not None:
                 on_result(res)
         return [results[i] for i in range(len(requests))]
 
     def iter_generate(
-        self, requests: Sequence[GenRequest], batch_size: int = 16, observers: Sequence[GenerationObserver] = ()
+        self, requests: Sequence[GenRequest], batch_size: int = 16, observers: Sequence[GenerationObserver] = (),
+        share_prefixes: bool = True,
     ) -> Iterator[tuple[int, GenResult]]:
-        """Yield (request index, result) as traces finish. Requests are batched by prompt length."""
+        """Yield (request index, result) as traces finish. Requests are batched by prompt length.
+
+        With `share_prefixes`, requests that differ only in their budget share one generation (see
+        the module docstring); the results are the same as generating each request on its own."""
         if batch_size < 1:
             raise UserError("batch size must be >= 1")
         for r in requests:
             if r.budget < 0 or r.answer_max < 1 or r.wait < 0:
                 raise UserError(f"bad request {r.key}: budget must be >= 0, answer cap >= 1, wait >= 0")
         encoded = [self.tokenizer.encode(r.prompt, add_special_tokens=False) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
+        leaders: list[int] = list(range(len(requests)))
+        forks: dict[int, list[tuple[int, GenRequest]]] = {}
+        if share_prefixes:
+            leaders, forks = _share_prefixes(requests)
+        order = sorted(leaders, key=lambda i: len(encoded[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            yield from self._run_batch([(i, requests[i], encoded[i]) for i in chunk], observers)
+            yield from self._run_batch([(i, requests[i], encoded[i]) for i in chunk], observers, forks)
 
     @torch.inference_mode()
-    def _run_batch(self, items: list[tuple[int, GenRequest, list[int]]], observers: Sequence[GenerationObserver]):
+    def _run_batch(self, items: list[tuple[int, GenRequest, list[int]]], observers: Sequence[GenerationObserver],
+                   forks: dict[int, list[tuple[int, GenRequest]]] | None = None):
         from transformers import DynamicCache
 
         tk = self.tokens
@@ -211,7 +252,10 @@ class TraceGenerator:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         rows = [_Row(req, self.device, len(ids)) for _, req, ids in items]
         index = [i for i, _, _ in items]
+        for row, i in zip(rows, index):
+            row.forks = sorted(((r.budget, j, r) for j, r in (forks or {}).get(i, [])), key=lambda t: t[0])
         cache = DynamicCache(config=self.model.config)
+        cache_kw = cache_kwarg(self.model, cache)  # the cache is changed in place: one dict for the whole batch
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
         for r in rows:  # a zero budget forces the answer at once
             if r.req.budget == 0:
@@ -221,7 +265,7 @@ class TraceGenerator:
             for obs in observers:
                 obs.on_forward([r.req.key for r in rows], mask, prefill)
             out = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kw
             )
             prefill = False
             logits = out.logits[:, -1, :].float()  # (B, V)
@@ -240,6 +284,26 @@ class TraceGenerator:
                     for obs in observers:
                         obs.on_finish(res)
                     yield index[b], res
+                    for _, j, req in row.forks:  # smaller budgets the thinking never reached: the same trace
+                        yield j, self._result(row, copy_for=req)
+            # forks due: each child copies its parent's cache row and feeds the same token next
+            new = [(b, j, req) for b, row in enumerate(rows) if row.phase != DONE for j, req in row.fork_now]
+            for b, j, req in new:
+                child = rows[b].child((j, req), self.device)
+                self._force_answer(child)
+                rows.append(child)
+                index.append(j)
+                fed.append(fed[b])
+                keep.append(len(rows) - 1)
+                mask = torch.cat([mask, mask[b : b + 1]], dim=0)
+                positions = torch.cat([positions, positions[b : b + 1]], dim=0)
+                cache.batch_select_indices(torch.tensor(list(range(len(rows) - 1)) + [b], device=self.device))
+                for obs in observers:
+                    on_fork = getattr(obs, "on_fork", None)
+                    if on_fork is not None:
+                        on_fork(rows[b].req.key, req.key)
+            for row in rows:
+                row.fork_now = []
             if not keep:
                 break
             if len(keep) < len(rows):
@@ -304,6 +368,9 @@ class TraceGenerator:
                 return self._advance(row, None)
             row.thinking.append(tok)
             row.all.append(tok)
+            while row.forks and row.forks[0][0] <= len(row.thinking):  # a smaller budget is reached: fork there
+                _, j, req = row.forks.pop(0)
+                row.fork_now.append((j, req))
             if len(row.thinking) >= row.req.budget:
                 self._force_answer(row)
             return tok
@@ -317,10 +384,12 @@ class TraceGenerator:
             row.phase, row.finish = DONE, "max_tokens"
         return tok
 
-    def _result(self, row: _Row) -> GenResult:
-        dec = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+    def _result(self, row: _Row, copy_for: GenRequest | None = None) -> GenResult:
+        dec = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)
         return GenResult(
-            key=row.req.key,
+            key=row.req.key if copy_for is None else copy_for.key,
+            origin=row.origin if copy_for is None else "copy",
+            origin_key=row.origin_key if copy_for is None else row.req.key,
             prompt_tokens=row.prompt_len,
             thinking_ids=row.thinking,
             answer_ids=row.answer,
@@ -332,3 +401,31 @@ class TraceGenerator:
             answer_text=dec(row.answer),
             text=dec(row.all),
         )
+
+
+def _share_prefixes(requests: Sequence[GenRequest]) -> tuple[list[int], dict[int, list[tuple[int, GenRequest]]]]:
+    """(indices of the requests to generate, {leader index: [(index, request) forked from it]}).
+
+    Requests with the same prompt, seed and answer cap, no "Wait" extension and a budget >= 1 are
+    grouped; the one with the largest budget leads, the others are forked from it. Duplicate budgets
+    are not grouped (each is generated)."""
+    groups: dict[tuple, list[int]] = {}
+    leaders: list[int] = []
+    for i, r in enumerate(requests):
+        if r.wait == 0 and r.budget >= 1:
+            groups.setdefault((r.prompt, r.seed, r.answer_max), []).append(i)
+        else:
+            leaders.append(i)
+    forks: dict[int, list[tuple[int, GenRequest]]] = {}
+    for members in groups.values():
+        members.sort(key=lambda i: requests[i].budget)
+        lead = members[-1]
+        leaders.append(lead)
+        seen = {requests[lead].budget}
+        for i in members[:-1]:
+            if requests[i].budget in seen:
+                leaders.append(i)  # the same budget twice: generate it (a copy would hide a duplicate request)
+                continue
+            seen.add(requests[i].budget)
+            forks.setdefault(lead, []).append((i, requests[i]))
+    return sorted(leaders), forks

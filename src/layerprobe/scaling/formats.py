@@ -1,4 +1,4 @@
-"""Reasoning formats: how thinking is opened, ended, extended ("Wait") and cut off (DESIGN.md §5)."""
+"""Reasoning formats: how thinking is opened, ended, extended ("Wait") and cut off (docs/definitions.md#reasoning-formats)."""
 
 from __future__ import annotations
 

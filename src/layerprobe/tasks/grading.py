@@ -1,9 +1,19 @@
-"""Answer extraction and grading (DESIGN.md §5).
+"""Answer extraction and grading (docs/grading.md).
 
-Math answers are compared with math-verify (`verify(parse(gold), parse(pred))`) in a worker
-process, because its timeouts use signals and must not run in a thread of the caller; integers are
-compared as integers; multiple choice is graded by the extracted letter, and an answer with no
-extractable letter is wrong (never a default letter).
+Extraction is a cascade per answer type: the first rule that finds an answer wins, and the rule's
+name is recorded with every sample, so a reader can see how answers were found:
+
+- digit (the embedded toy): boxed only; the toy is trained to box its answer, anything else is a
+  format failure of the model;
+- integer: boxed -> phrase ("the final answer is 70", "Answer: 70") -> gsm8k ("#### 70") -> last-number;
+- math: boxed -> phrase -> gsm8k -> math-verify (its own extraction of the last expression);
+- mc: boxed letter -> phrase ("the answer is (C)") -> letter-line (a line holding only a letter)
+  -> last-letter (the last "(C)" / "C)" / standalone valid letter).
+
+Math answers are compared with math-verify (`verify(parse(gold), parse(pred))`) in a worker process,
+because its timeouts use signals and must not run in a thread of the caller; integers are compared
+as numbers; multiple choice by the extracted letter. An answer no rule finds is wrong (never a
+default letter or number).
 """
 
 from __future__ import annotations
@@ -19,7 +29,8 @@ _MC_PATTERNS = [
     re.compile(r"(?:final answer|answer)\s*(?:is|:)?\s*[:\s]*\(?\*{0,2}([A-J])\b\)?", re.IGNORECASE),
     re.compile(r"^\s*\(?([A-J])\)?\s*[.):]?\s*$", re.MULTILINE),
 ]
-_INT = re.compile(r"^\s*[-+]?\d+\s*$")
+INT_RE = re.compile(r"^\s*[-+]?\d+\s*$")
+_INT = INT_RE
 
 
 def extract_boxed(text: str) -> str | None:
@@ -35,15 +46,62 @@ def extract_boxed(text: str) -> str | None:
     return last
 
 
+_NUMBER = r"[-+]?\$?\d[\d,]*(?:\.\d+)?"
+_PHRASE = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*\**\s*(" + _NUMBER + r")", re.IGNORECASE)
+_PHRASE_TEXT = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*\**\s*([^\n]+?)\s*(?:\.\s*$|\.\s|\n|$)",
+                          re.IGNORECASE)
+_GSM8K = re.compile(r"####\s*(" + _NUMBER + r")")
+_LAST_NUMBER = re.compile(_NUMBER)
+# a letter in parentheses, before ")", or standing alone before punctuation or the end ("A lot" is an article)
+_LAST_LETTER = [re.compile(r"\(([A-J])\)"), re.compile(r"\b([A-J])\)"),
+                re.compile(r"(?<![A-Za-z'])([A-J])(?=\s*[.,;:!?]|\s*$)", re.MULTILINE)]
+
+
+def _clean_number(text: str) -> str:
+    return text.replace(",", "").replace("$", "").strip()
+
+
 def extract_choice(text: str, n_choices: int = 4) -> str | None:
     """The multiple-choice letter the answer commits to, or None when there is none."""
+    return extract_choice_rule(text, n_choices)[0]
+
+
+def extract_choice_rule(text: str, n_choices: int = 4) -> tuple[str | None, str | None]:
+    """(letter, rule) for a multiple-choice answer (see the module docstring); (None, None) if none."""
     valid = "ABCDEFGHIJ"[:n_choices]
-    for pattern in _MC_PATTERNS:
+    for rule, pattern in zip(("boxed", "phrase", "letter-line"), _MC_PATTERNS):
         found = [m.group(1).upper() for m in pattern.finditer(text)]
         found = [f for f in found if f in valid]
         if found:
-            return found[-1]
-    return None
+            return found[-1], rule
+    last: tuple[int, str] | None = None
+    for pattern in _LAST_LETTER:
+        for m in pattern.finditer(text):
+            if m.group(1) in valid and (last is None or m.start() > last[0]):
+                last = (m.start(), m.group(1))
+    return (last[1], "last-letter") if last else (None, None)
+
+
+def extract_number(text: str) -> tuple[str | None, str | None]:
+    """(number, rule) for an integer answer: boxed, phrase, gsm8k, last-number (module docstring)."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        inner = _LAST_NUMBER.findall(boxed.replace("\\!", "").replace("{,}", ","))
+        return (_clean_number(inner[-1]) if inner else boxed), "boxed"
+    for rule, pattern in (("phrase", _PHRASE), ("gsm8k", _GSM8K)):
+        found = pattern.findall(text)
+        if found:
+            return _clean_number(found[-1]), rule
+    found = _LAST_NUMBER.findall(text)
+    return (_clean_number(found[-1]), "last-number") if found else (None, None)
+
+
+def numbers_equal(gold: str, pred: str) -> bool:
+    """Integer-task comparison: both parse as numbers and are equal (70 == 70.0 == 70.00)."""
+    try:
+        return float(_clean_number(pred)) == float(_clean_number(gold))
+    except ValueError:
+        return False
 
 
 def _verify_worker(gold: str, pred: str) -> bool:
@@ -71,10 +129,13 @@ class MathGrader:
         """True when `pred` (model text or an extracted answer) states the gold answer."""
         if _INT.match(gold) and _INT.match(pred):
             return int(gold) == int(pred)
-        future = self._executor().submit(_verify_worker, gold, pred)
         try:
+            future = self._executor().submit(_verify_worker, gold, pred)
             return future.result(timeout=self.timeout)
         except cf.TimeoutError:
+            self.close(kill=True)
+            return False
+        except Exception:  # noqa: BLE001 - math-verify failing on an answer (or its worker dying) makes it wrong, not the run
             self.close(kill=True)
             return False
 
@@ -95,32 +156,53 @@ class MathGrader:
 
 @dataclass(frozen=True)
 class Grade:
-    """The extracted answer and whether it is right."""
+    """The extracted answer, whether it is right, and the extraction rule that found it."""
 
     extracted: str | None
     correct: bool
+    rule: str | None = None
+
+
+def _math_extract(text: str) -> str | None:
+    """math-verify's own extraction of the last LaTeX or plain expression, as a string."""
+    try:
+        from math_verify import parse
+
+        found = parse(text)
+    except Exception:  # noqa: BLE001 - nothing extractable
+        return None
+    return str(found[-1]) if found else None
 
 
 def grade(answer_type: str, gold: str, answer_text: str, grader: MathGrader | None = None, n_choices: int = 4) -> Grade:
-    """Grade the answer part of a trace against the gold answer.
-
-    answer_type: 'digit' / 'integer' (boxed integer compared as integer), 'math' (math-verify),
-    'mc' (letter; unextractable is wrong).
-    """
+    """Extract the answer from the answer part of a trace (a cascade of rules per answer type, see
+    the module docstring) and grade it against the gold answer."""
     if answer_type == "mc":
-        letter = extract_choice(answer_text, n_choices)
-        return Grade(letter, letter is not None and letter == gold.strip().upper())
-    boxed = extract_boxed(answer_text)
-    if answer_type in ("digit", "integer"):
+        letter, rule = extract_choice_rule(answer_text, n_choices)
+        return Grade(letter, letter is not None and letter == gold.strip().upper(), rule)
+    if answer_type == "digit":
+        boxed = extract_boxed(answer_text)
         if boxed is None or not _INT.match(boxed):
-            return Grade(boxed, False)
-        return Grade(boxed, int(boxed) == int(gold))
+            return Grade(boxed, False, "boxed" if boxed is not None else None)
+        return Grade(boxed.strip(), int(boxed) == int(gold), "boxed")
+    if answer_type == "integer":
+        pred, rule = extract_number(answer_text)
+        return Grade(pred, pred is not None and numbers_equal(gold, pred), rule)
     if answer_type == "math":
-        pred = boxed if boxed is not None else answer_text.strip()
+        pred, rule = extract_boxed(answer_text), "boxed"
+        if pred is None:
+            for name, pattern in (("phrase", _PHRASE_TEXT), ("gsm8k", _GSM8K)):
+                found = pattern.findall(answer_text)
+                if found:
+                    pred, rule = found[-1].strip(), name
+                    break
+        if pred is None:
+            pred, rule = _math_extract(answer_text), "math-verify"
         if not pred:
-            return Grade(None, False)
+            return Grade(None, False, None)
+        wrapped = f"\\boxed{{{pred}}}"
         if grader is None:
             with MathGrader() as g:
-                return Grade(pred, g.equivalent(gold, f"\\boxed{{{pred}}}" if boxed is not None else pred))
-        return Grade(pred, grader.equivalent(gold, f"\\boxed{{{pred}}}" if boxed is not None else pred))
+                return Grade(pred, g.equivalent(gold, wrapped), rule)
+        return Grade(pred, grader.equivalent(gold, wrapped), rule)
     raise ValueError(f"unknown answer type {answer_type!r}")

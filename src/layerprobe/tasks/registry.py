@@ -81,31 +81,62 @@ def _from_rows(task: TaskInfo, rows: list[dict[str, Any]]) -> list[Problem]:
     return out
 
 
+def _gold_ok(answer_type: str, gold: str) -> bool:
+    from layerprobe.tasks.grading import INT_RE
+
+    return answer_type not in ("integer", "digit") or INT_RE.match(gold) is not None
+
+
 def load_task_file(path: Path, task: TaskInfo) -> list[Problem]:
-    """Problems from a JSONL file: id, question, answer, optional choices and group."""
+    """Problems from a JSONL file: id, question, answer, optional choices and group. The whole file is
+    checked before anything runs: a bad line is a UserError naming the line and what is valid."""
     if not path.is_file():
         raise UserError(f"--task-file {path} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--task-file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSONL") from None
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        where = f"--task-file {path}, line {n}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UserError(f"--task-file {path}, line {n}: not JSON ({exc.msg})") from None
-        missing = [k for k in ("id", "question", "answer") if k not in row]
+            raise UserError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: expected a JSON object with id, question, answer (got {type(row).__name__})")
+        missing = [k for k in ("id", "question", "answer") if row.get(k) is None]
         if missing:
-            raise UserError(f"--task-file {path}, line {n}: missing field(s) {', '.join(missing)} (needed: id, question, answer; optional: choices, group)")
+            raise UserError(f"{where}: missing field(s) {', '.join(missing)} (needed: id, question, answer; optional: choices, group)")
+        bad = [k for k in ("id", "question", "answer") if not isinstance(row[k], (str, int, float)) or isinstance(row[k], bool)]
+        if bad:
+            raise UserError(f"{where}: {', '.join(bad)} must be a string or a number")
+        group = row.get("group", "")
+        if not isinstance(group, str):
+            raise UserError(f"{where}: group must be a string")
         pid = f"{task.name}-{row['id']}"
-        if row.get("choices"):
-            choices = [str(c) for c in row["choices"]]
+        choices_raw = row.get("choices")
+        if choices_raw is not None and choices_raw != []:
+            if not isinstance(choices_raw, list) or not all(isinstance(c, (str, int, float)) for c in choices_raw) or len(choices_raw) < 2:
+                raise UserError(f"{where}: choices must be a list of at least two strings")
+            if len(choices_raw) > 10:
+                raise UserError(f"{where}: at most 10 choices (A-J) are supported, got {len(choices_raw)}")
+            choices = [str(c) for c in choices_raw]
             ans = str(row["answer"])
             correct = choices["ABCDEFGHIJ".index(ans)] if len(ans) == 1 and ans in "ABCDEFGHIJ"[: len(choices)] else ans
             if correct not in choices:
-                raise UserError(f"--task-file {path}, line {n}: answer '{ans}' is neither a choice nor a choice letter")
-            out.append(_mc_problem(task.name, pid, str(row["question"]), choices, correct, row.get("group", "")))
+                raise UserError(f"{where}: answer '{ans}' is neither a choice nor a choice letter")
+            out.append(_mc_problem(task.name, pid, str(row["question"]), choices, correct, group))
         else:
-            out.append(Problem(pid, str(row["question"]), str(row["answer"]), task.answer_type, group=row.get("group", "")))
+            gold = str(row["answer"]).strip()
+            if task.answer_type == "mc":
+                raise UserError(f"{where}: task {task.name} is multiple choice: give choices (a list) with the answer")
+            if not _gold_ok(task.answer_type, gold):
+                raise UserError(f"{where}: task {task.name} grades integer answers, but the answer is '{gold[:40]}' "
+                                "(give an integer such as 42, or use --task math500 for expressions)")
+            out.append(Problem(pid, str(row["question"]), gold, task.answer_type, group=group))
     if not out:
         raise UserError(f"--task-file {path} holds no problems")
     return out
@@ -133,7 +164,7 @@ def load_problems(name: str, limit: int | None = None, seed: int = 0, task_file:
     if task_file is not None:
         probs = load_task_file(Path(task_file), task)
         digest = hashlib.sha1(Path(task_file).read_bytes()).hexdigest()
-        source = {"source": "file", "path": str(task_file), "sha1": digest}
+        source: dict[str, Any] = {"source": "file", "path": str(task_file), "sha1": digest}
     else:
         try:
             import datasets

@@ -5,8 +5,24 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from layerprobe.toy.tasks import MAX_STEPS, ToyProblem, apply_op, random_chain, random_fact
-from layerprobe.toy.vocab import BOXED_CLOSE, BOXED_OPEN, EOS, Q_CLOSE, Q_OPEN, THINK_CLOSE, THINK_OPEN, VOCAB, WAIT
+from layerprobe.toy.tasks import (
+    MAX_STEPS,
+    ToyProblem,
+    apply_op,
+    random_chain,
+    random_fact,
+)
+from layerprobe.toy.vocab import (
+    BOXED_CLOSE,
+    BOXED_OPEN,
+    EOS,
+    Q_CLOSE,
+    Q_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    VOCAB,
+    WAIT,
+)
 
 IGNORE = -100
 TOKEN_ID = {w: i for i, w in enumerate(VOCAB)}
@@ -14,45 +30,55 @@ TOKEN_ID = {w: i for i, w in enumerate(VOCAB)}
 
 @dataclass(frozen=True)
 class DataMix:
-    """Shares of the training mixture."""
+    """Shares of the training mixture and the noise of its derivations.
+
+    Chain traces are noisy the way written solutions are: each step writes a wrong value with
+    probability `step_error` (a uniformly drawn wrong digit, kept in the loss, so the model learns
+    to err at about that rate when sampling at temperature 1). A wrong value is caught with
+    probability `caught`: "Wait , v op = right" follows and the chain goes on from the right value;
+    otherwise the chain goes on from the wrong value and the boxed answer is the value the trace
+    reaches. Greedy decoding still takes the right value at every step.
+    """
 
     facts: float = 0.25
-    wait_correction: float = 0.10  # chain traces with one wrong value, then "Wait" and the right one
-    recheck: float = 0.15  # chain traces that end with "let me check" and the last step again
+    step_error: float = 0.05
+    caught: float = 0.5
+    recheck: float = 0.15  # traces whose last step is right end with "let me check" and that step again
 
 
 def encode_example(problem: ToyProblem, rng: random.Random, mix: DataMix) -> tuple[list[int], list[int]]:
-    """(input ids, labels) for one training trace; labels are IGNORE on the prompt and on injected errors."""
+    """(input ids, labels) for one training trace; labels are IGNORE on the prompt only."""
     prompt = [Q_OPEN, *problem.prompt.split(), Q_CLOSE, THINK_OPEN]
     think: list[str] = []
-    masked: set[int] = set()  # positions within `think` excluded from the loss
+    answer = problem.answer
     if problem.kind == "chain":
         value = problem.start
         assert value is not None
-        wrong_at = rng.randrange(problem.steps) if rng.random() < mix.wait_correction else -1
+        operand, ok = value, True  # the last step's operand, and whether its written result is right
         for i, op in enumerate(problem.ops):
-            new = apply_op(value, op)
-            step = [f"s{i + 1}", str(value), op, "="]
-            if i == wrong_at:
-                wrong = rng.choice([d for d in range(10) if d != new])
-                think += step
-                masked.add(len(think))
-                think += [str(wrong), WAIT, ",", str(value), op, "=", str(new)]
+            right = apply_op(value, op)
+            think += [f"s{i + 1}", str(value), op, "="]
+            operand = value
+            if rng.random() < mix.step_error:
+                wrong = rng.choice([d for d in range(10) if d != right])
+                think.append(str(wrong))
+                if rng.random() < mix.caught:
+                    think += [WAIT, ",", str(value), op, "=", str(right)]
+                    value, ok = right, True
+                else:
+                    value, ok = wrong, False
             else:
-                think += [*step, str(new)]
-            last_step = (i, value, op, new)
-            value = new
-        if rng.random() < mix.recheck:
-            i, v, op, new = last_step
-            think += ["let", "me", "check", f"s{i + 1}", str(v), op, "=", str(new)]
+                think.append(str(right))
+                value, ok = right, True
+        if ok and rng.random() < mix.recheck:
+            think += ["let", "me", "check", f"s{len(problem.ops)}", str(operand), problem.ops[-1], "=", str(value)]
+        answer = str(value)
     else:
         think = problem.thinking.split()
-    tail = [THINK_CLOSE, BOXED_OPEN, problem.answer, BOXED_CLOSE, EOS]
+    tail = [THINK_CLOSE, BOXED_OPEN, answer, BOXED_CLOSE, EOS]
     words = prompt + think + tail
     ids = [TOKEN_ID[w] for w in words]
-    labels = [IGNORE] * len(prompt)
-    labels += [IGNORE if j in masked else TOKEN_ID[w] for j, w in enumerate(think)]
-    labels += [TOKEN_ID[w] for w in tail]
+    labels = [IGNORE] * len(prompt) + ids[len(prompt) :]
     # labels are aligned with inputs; the model shifts them internally
     return ids, labels
 
@@ -72,7 +98,8 @@ def batches(rng: random.Random, max_k: int, mix: DataMix, tokens_per_batch: int 
     max_k = max(1, min(MAX_STEPS, max_k))
     examples = [encode_example(sample_training_problem(rng, max_k, mix), rng, mix) for _ in range(pool)]
     examples.sort(key=lambda e: len(e[0]))
-    groups, cur = [], []
+    groups: list[list[tuple[list[int], list[int]]]] = []
+    cur: list[tuple[list[int], list[int]]] = []
     for ex in examples:
         width = max(len(ex[0]), max((len(e[0]) for e in cur), default=0))
         if cur and width * (len(cur) + 1) > tokens_per_batch:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from layerprobe.toy.vocab import TOKEN_IDS_FOR_CONFIG, VOCAB_SIZE
 
+if TYPE_CHECKING:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
-def toy_config(n_layers: int, hidden: int = 128, heads: int = 4, mlp: int = 512):
+
+def toy_config(n_layers: int, hidden: int = 128, heads: int = 4, mlp: int = 512) -> Qwen3Config:
     """A Qwen3 config for the toy: tied embeddings, 96-token vocabulary, short context."""
     from transformers import Qwen3Config
 
@@ -23,14 +27,29 @@ def toy_config(n_layers: int, hidden: int = 128, heads: int = 4, mlp: int = 512)
         num_key_value_heads=heads,
         head_dim=hidden // heads,
         max_position_embeddings=512,
-        rope_theta=10000.0,
+        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
         tie_word_embeddings=True,
         attention_dropout=0.0,
         **TOKEN_IDS_FOR_CONFIG,
     )
 
 
-def grow_depth(model: nn.Module) -> nn.Module:
+@torch.no_grad()
+def scale_residual_init(model: Qwen3ForCausalLM) -> Qwen3ForCausalLM:
+    """Divide the initial weights of every layer's residual output projections (attention o_proj and
+    MLP down_proj) by sqrt(2 L), so that the residual stream starts with the same scale at any depth
+    L (GPT-2's depth-aware initialisation). Returns the model, changed in place."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
+
+    n = model.config.num_hidden_layers
+    for layer in model.model.layers:
+        assert isinstance(layer, Qwen3DecoderLayer)  # ModuleList items are typed as plain Modules
+        layer.self_attn.o_proj.weight.div_((2 * n) ** 0.5)
+        layer.mlp.down_proj.weight.div_((2 * n) ** 0.5)
+    return model
+
+
+def grow_depth(model: Qwen3ForCausalLM) -> Qwen3ForCausalLM:
     """A model twice as deep computing the same function: layer i is followed by a copy of itself
     whose attention and MLP output projections are zero, so the copy starts as the identity.
     """

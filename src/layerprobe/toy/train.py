@@ -12,14 +12,15 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TypedDict
 
 import torch
 
 from layerprobe.toy.data import IGNORE, DataMix, batches
-from layerprobe.toy.model import grow_depth, toy_config
+from layerprobe.toy.model import grow_depth, scale_residual_init, toy_config
 from layerprobe.toy.vocab import save_tokenizer
 
 
@@ -50,13 +51,21 @@ class TrainConfig:
     #: "fp32" or "bf16" autocast. bf16 needs native CPU support (AVX-512-BF16/AMX) to be fast; on an
     #: AVX2-only CPU it was 15x slower than fp32 (368 vs 5,405 tok/s, docs/toy.md).
     precision: str = "fp32"
+    #: "depth-scaled": residual output projections start divided by sqrt(2 L); "default": transformers' own.
+    init: str = "depth-scaled"
     stages: list[Stage] = field(
-        default_factory=lambda: [
-            Stage(layers=6, steps=2400, lr=2e-3, warmup=100, curriculum_frac=1 / 3),
-            Stage(layers=12, steps=2400, lr=1e-3, warmup=50),
-        ]
+        default_factory=lambda: [Stage(layers=12, steps=4000, lr=1e-3, warmup=200, curriculum_frac=1 / 3)]
     )
     mix: DataMix = field(default_factory=DataMix)
+
+
+class TrainState(TypedDict):
+    """Where training stands (ckpt/state.json)."""
+
+    stage: int
+    step: int
+    tokens: int
+    elapsed: float
 
 
 def lr_at(step: int, stage: Stage) -> float:
@@ -84,7 +93,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.opt
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
 
 
-def _save_ckpt(out: Path, model, opt, state: dict) -> None:
+def _save_ckpt(out: Path, model, opt, state: Mapping[str, object]) -> None:
     from safetensors.torch import save_file
 
     tmp = out / "ckpt.tmp"
@@ -130,8 +139,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         torch.manual_seed(cfg.seed)
         s0 = cfg.stages[0]
         model = Qwen3ForCausalLM(toy_config(s0.layers, cfg.hidden, cfg.heads, cfg.mlp))
+        if cfg.init == "depth-scaled":
+            scale_residual_init(model)
+        elif cfg.init != "default":
+            raise ValueError(f"unknown init {cfg.init!r} (valid: depth-scaled, default)")
         opt = _optimizer(model, cfg, s0.lr)
-        state = {"stage": 0, "step": 0, "tokens": 0, "elapsed": 0.0}
+        state: TrainState = {"stage": 0, "step": 0, "tokens": 0, "elapsed": 0.0}
     else:
         model, opt, state = resumed
         log(f"resumed at stage {state['stage']} step {state['step']}")

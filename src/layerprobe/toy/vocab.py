@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 from layerprobe.toy.tasks import KEYS_A, KEYS_B, MARKERS, OPS
 
@@ -51,4 +52,10 @@ def build_tokenizer():
 def save_tokenizer(out_dir: str | Path) -> None:
     build_tokenizer().save_pretrained(out_dir)
 
-TOKEN_IDS_FOR_CONFIG = {"pad_token_id": VOCAB.index(PAD), "eos_token_id": VOCAB.index(EOS), "bos_token_id": None}
+class _TokenIds(TypedDict):
+    pad_token_id: int
+    eos_token_id: int
+    bos_token_id: None
+
+
+TOKEN_IDS_FOR_CONFIG: _TokenIds = {"pad_token_id": VOCAB.index(PAD), "eos_token_id": VOCAB.index(EOS), "bos_token_id": None}

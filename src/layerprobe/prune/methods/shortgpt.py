@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.methods.base import PruneMethod, Selection, calibration_record, check_n_drop
+from layerprobe.prune.methods.base import (
+    PruneMethod,
+    Selection,
+    calibration_record,
+    check_n_drop,
+)
 from layerprobe.prune.scores import layer_scores
 
 

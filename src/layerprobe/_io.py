@@ -1,0 +1,36 @@
+"""Durable file writes: the one place where a file is written to a temporary name, flushed to disk
+and renamed over its target, so a reader (or a crash) never sees a half-written file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call `write(fh)` on a temporary file next to `path`, fsync it and rename it over `path`.
+
+    The rename is atomic on POSIX file systems; after this returns the file is on disk (a later
+    record that points at it, e.g. a samples.jsonl line, can never outlive it in a crash).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """`write_atomic` for a UTF-8 text."""
+    data = text.encode("utf-8")
+    return write_atomic(path, lambda fh: fh.write(data))
