@@ -68,8 +68,10 @@ def main() -> int:
     tok.padding_side = "left"
 
     def run_engine(b: int) -> tuple[float, int, int]:
-        reqs = [GenRequest(key=i, prompt=p, budget=args.budget, wait=10**6, answer_max=args.answer_max)
-                for i, p in enumerate(prompts[:b])]
+        reqs = [
+            GenRequest(key=i, prompt=p, budget=args.budget, wait=10**6, answer_max=args.answer_max)
+            for i, p in enumerate(prompts[:b])
+        ]
         t = time.perf_counter()
         res = engine.generate(reqs, batch_size=b)
         dt = time.perf_counter() - t
@@ -79,16 +81,24 @@ def main() -> int:
     def run_generate(b: int, length: int) -> tuple[float, int]:
         t = time.perf_counter()
         enc = tok(prompts[:b], return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.generate(**enc, do_sample=False, max_new_tokens=length, min_new_tokens=length,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out = model.generate(
+            **enc,
+            do_sample=False,
+            max_new_tokens=length,
+            min_new_tokens=length,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         dt = time.perf_counter() - t
         new = out.shape[1] - enc.input_ids.shape[1]
         assert new == length, (new, length)
         return dt, b * new
 
-    print(f"toy: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {model.config.num_hidden_layers} layers; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}")
+    print(
+        f"toy: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {model.config.num_hidden_layers} layers; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}"
+    )
     print(f"load average before: {load_avg()}")
     lengths = {}
     for b in args.batches:  # warm-up round; fixes the generate length per batch size
@@ -111,11 +121,17 @@ def main() -> int:
                     hf[b].append(n / dt)
                     tg = n
             tokens[b] = (te, tg)
-            print(f"round {r + 1}/{args.repeats} batch {b}: engine {eng[b][-1]:.0f} tok/s, generate {hf[b][-1]:.0f} tok/s "
-                  f"(load {load_avg()})", file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.repeats} batch {b}: engine {eng[b][-1]:.0f} tok/s, generate {hf[b][-1]:.0f} tok/s "
+                f"(load {load_avg()})",
+                file=sys.stderr,
+                flush=True,
+            )
     print(f"load average after:  {load_avg()}")
     print()
-    print("| batch | engine tokens/run | generate tokens/run | engine tok/s | generate tok/s | engine / generate | median of paired ratios |")
+    print(
+        "| batch | engine tokens/run | generate tokens/run | engine tok/s | generate tok/s | engine / generate | median of paired ratios |"
+    )
     print("|---|---|---|---|---|---|---|")
     ratio = {}
     for b in args.batches:
@@ -125,8 +141,12 @@ def main() -> int:
         print(f"| {b} | {tokens[b][0]} | {tokens[b][1]} | {e:,.0f} | {g:,.0f} | {ratio[b]:.0%} | {paired:.0%} |")
     print()
     for b in args.batches:
-        print(f"batch {b}: engine tok/s " + ", ".join(f"{x:.0f}" for x in eng[b])
-              + " | generate tok/s " + ", ".join(f"{x:.0f}" for x in hf[b]))
+        print(
+            f"batch {b}: engine tok/s "
+            + ", ".join(f"{x:.0f}" for x in eng[b])
+            + " | generate tok/s "
+            + ", ".join(f"{x:.0f}" for x in hf[b])
+        )
     top = max(args.batches)
     ok = ratio[top] >= args.target
     print(f"\nbatch {top}: engine at {ratio[top]:.0%} of generate (target >= {args.target:.0%}): {'met' if ok else 'MISSED'}")

@@ -62,8 +62,14 @@ def child(n_docs: int, threads: int, seq_len: int, batch_size: int, baseline: bo
     trace: list[float] = []  # RSS after each batch: flat when nothing accumulates across documents
     with PeakSampler() as sampler:
         t0 = time.perf_counter()
-        scores = layer_scores(loaded, cal, n_max=1, seq_len=seq_len, batch_size=batch_size,
-                              progress=lambda done, total: trace.append(round(rss_mb(), 1)))
+        scores = layer_scores(
+            loaded,
+            cal,
+            n_max=1,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            progress=lambda done, total: trace.append(round(rss_mb(), 1)),
+        )
         wall = time.perf_counter() - t0
     extra = {}
     if baseline:  # the same batches through the bare decoder stack, no hooks, no statistics
@@ -123,8 +129,10 @@ def compare_traces(n_traces: int, trace_tokens: int, threads: int, seq_len: int,
     s_gen = layer_scores(loaded, generic, seq_len=seq_len, batch_size=batch_size)
     s_tr = layer_scores(loaded, traces, seq_len=seq_len, batch_size=batch_size)
     lengths = [len(ids) for ids in traces.token_ids]
-    print(f"traces: {n_traces} greedy traces, up to {trace_tokens} new tokens, total lengths {lengths} "
-          f"(generated in {gen_s:.1f} s); scored {s_tr.n_tokens} tokens")
+    print(
+        f"traces: {n_traces} greedy traces, up to {trace_tokens} new tokens, total lengths {lengths} "
+        f"(generated in {gen_s:.1f} s); scored {s_tr.n_tokens} tokens"
+    )
     print(f"generic: embedded text, {s_gen.n_docs} docs x {seq_len} tokens = {s_gen.n_tokens} tokens")
     print("layer  BI(generic)  BI(traces)")
     for i in range(loaded.n_layers):
@@ -144,10 +152,14 @@ def main() -> int:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--live-memory", action="store_true",
-                    help="run the measurements with MALLOC_MMAP_THRESHOLD_=65536 (RSS = live memory; slower)")
-    ap.add_argument("--baseline", action="store_true",
-                    help="also time a plain forward pass (no hooks) over the same batches, for comparison")
+    ap.add_argument(
+        "--live-memory",
+        action="store_true",
+        help="run the measurements with MALLOC_MMAP_THRESHOLD_=65536 (RSS = live memory; slower)",
+    )
+    ap.add_argument(
+        "--baseline", action="store_true", help="also time a plain forward pass (no hooks) over the same batches, for comparison"
+    )
     ap.add_argument("--traces", type=int, default=None, help="compare generic text with N reasoning traces instead")
     ap.add_argument("--trace-tokens", type=int, default=128)
     args = ap.parse_args()
@@ -159,8 +171,18 @@ def main() -> int:
         return 0
     results = []
     for n in [int(x) for x in args.docs.split(",")]:
-        cmd = [sys.executable, __file__, "--child", str(n), "--threads", str(args.threads),
-               "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(n),
+            "--threads",
+            str(args.threads),
+            "--seq-len",
+            str(args.seq_len),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         if args.baseline:
             cmd.append("--baseline")
         env = dict(os.environ)

@@ -92,24 +92,25 @@ def main() -> int:
         ("reflection_counts(text)", *best_of(lambda: reflection_counts(text), args.repeat)),
         ("reflection_profile(text)", *best_of(lambda: reflection_profile(text), args.repeat)),
         ("seq_rep(tokens, n=4)", *best_of(lambda: seq_rep(token_list, 4), args.repeat)),
-        ("longest_repeated_substring(tokens)",
-         *best_of(lambda: longest_repeated_substring(token_list), args.repeat)),
+        ("longest_repeated_substring(tokens)", *best_of(lambda: longest_repeated_substring(token_list), args.repeat)),
         ("detect_loop(tokens)", *best_of(lambda: detect_loop(token_list), args.repeat)),
-        ("self_bleu_within_trace(text)",
-         *best_of(lambda: self_bleu_within_trace(text), args.repeat)),
+        ("self_bleu_within_trace(text)", *best_of(lambda: self_bleu_within_trace(text), args.repeat)),
     ]
     for name, seconds, result in rows:
         total += seconds
-        shown = result if not hasattr(result, "segment") else (
-            f"Loop(period={result.period}, repeats={result.repeats}, onset={result.onset})")
+        shown = (
+            result
+            if not hasattr(result, "segment")
+            else (f"Loop(period={result.period}, repeats={result.repeats}, onset={result.onset})")
+        )
         print(f"  {name:<38} {seconds:7.3f} s   -> {shown}")
     print(f"  {'all trace metrics':<38} {total:7.3f} s   (target < 2 s)")
 
-    samples = [synthetic_trace(args.sample_tokens, seed=1 + i, loop_fraction=0.0)[0]
-               for i in range(args.samples)]
+    samples = [synthetic_trace(args.sample_tokens, seed=1 + i, loop_fraction=0.0)[0] for i in range(args.samples)]
     seconds, value = best_of(lambda: self_bleu_across_samples(samples), args.repeat)
-    print(f"Self-BLEU across {args.samples} samples of {args.sample_tokens} tokens: "
-          f"{seconds:.3f} s -> {value:.3f}   (target < 5 s)")
+    print(
+        f"Self-BLEU across {args.samples} samples of {args.sample_tokens} tokens: {seconds:.3f} s -> {value:.3f}   (target < 5 s)"
+    )
     ok = total < 2.0 and seconds < 5.0
     print("targets met" if ok else "TARGET MISSED")
     return 0 if ok else 1

@@ -60,15 +60,26 @@ def main() -> None:
     else:
         questions = [(f"q{i}", f"What is {17 + 3 * i} times {23 + i}? Think step by step.") for i in range(args.problems)]
     gen = TraceGenerator(loaded.model, loaded.tokenizer, fmt, Sampling(temperature=args.temperature, top_p=0.95, top_k=20))
-    reqs = [GenRequest(key=(pid, b), prompt=build_prompt(loaded.tokenizer, fmt, q), budget=b, seed=derive_seed(0, pid, 0), answer_max=16)
-            for pid, q in questions for b in budgets]
+    reqs = [
+        GenRequest(
+            key=(pid, b), prompt=build_prompt(loaded.tokenizer, fmt, q), budget=b, seed=derive_seed(0, pid, 0), answer_max=16
+        )
+        for pid, q in questions
+        for b in budgets
+    ]
     out = {}
     for share in (False, True):
         c = Counter()
         t0 = time.perf_counter()
         res = gen.generate(reqs, batch_size=args.batch_size, observers=[c], share_prefixes=share)
-        out[share] = (time.perf_counter() - t0, c.rows, c.prefill, [r.all_ids for r in res],
-                      sum(r.thinking_tokens for r in res), sum(r.origin != "generated" for r in res))
+        out[share] = (
+            time.perf_counter() - t0,
+            c.rows,
+            c.prefill,
+            [r.all_ids for r in res],
+            sum(r.thinking_tokens for r in res),
+            sum(r.origin != "generated" for r in res),
+        )
     sep, shr = out[False], out[True]
     same = sep[3] == shr[3]
     print(f"model {args.model}, budgets {budgets}, {len(questions)} problems, temperature {args.temperature}")

@@ -182,7 +182,9 @@ def cmd_speed(args) -> int:
         "ratio_a_bi_over_plain": round(a, 4),
         "ratio_b_lens_over_plain_plus_matmul": round(b, 4),
         "ratio_lens_over_plain": round(med["lens"] / med["plain"], 4),
-        "on_tokens_ms_per_forward_median": {k: round(1000 * statistics.median(v) / len(counter.sizes), 3) for k, v in reduce_s.items()},
+        "on_tokens_ms_per_forward_median": {
+            k: round(1000 * statistics.median(v) / len(counter.sizes), 3) for k, v in reduce_s.items()
+        },
         "cpu_seconds_median": {k: round(v, 3) for k, v in cmed.items()},
         "cpu_seconds_all": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
         "cpu_ratio_a": round(ca, 4),
@@ -218,18 +220,29 @@ def _memory_child(args) -> int:
             with LayerProbe(loaded, lens=True) as probe:
                 out = gen.generate(reqs, batch_size=1, observers=[probe])
                 tl = probe.pop(0)
-            stored = sum(getattr(tl, k).nbytes for k in ("block_influence", "norm", "jsd", "entropy", "top1_agree", "rank", "tokens"))
+            stored = sum(
+                getattr(tl, k).nbytes for k in ("block_influence", "norm", "jsd", "entropy", "top1_agree", "rank", "tokens")
+            )
     dt = time.perf_counter() - t
     c = loaded.model.config
     n_pos = out[0].prompt_tokens + len(out[0].all_ids)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     kv = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * n_pos * torch.finfo(loaded.dtype).bits // 8
-    print(json.dumps({
-        "mode": args.mode, "new_tokens": args.new_tokens, "positions": n_pos, "seconds": round(dt, 2),
-        "rss_before_mb": round(before, 1), "peak_growth_mb": round(peak.peak - before, 1),
-        "kv_cache_mb": round(kv / 2**20, 1), "probe_arrays_mb": round(stored / 2**20, 2),
-        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "new_tokens": args.new_tokens,
+                "positions": n_pos,
+                "seconds": round(dt, 2),
+                "rss_before_mb": round(before, 1),
+                "peak_growth_mb": round(peak.peak - before, 1),
+                "kv_cache_mb": round(kv / 2**20, 1),
+                "probe_arrays_mb": round(stored / 2**20, 2),
+                "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
     return 0
 
 
@@ -238,8 +251,21 @@ def cmd_memory(args) -> int:
     rows = []
     for n in args.lengths:
         for mode in ("plain", "probe"):
-            cmd = [sys.executable, __file__, "_memory_child", "--model", args.model, "--new-tokens", str(n),
-                   "--mode", mode, "--threads", str(args.threads), "--answer-max", str(args.answer_max)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "_memory_child",
+                "--model",
+                args.model,
+                "--new-tokens",
+                str(n),
+                "--mode",
+                mode,
+                "--threads",
+                str(args.threads),
+                "--answer-max",
+                str(args.answer_max),
+            ]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
@@ -269,8 +295,17 @@ def _tl_child(args) -> int:
             boot = time.perf_counter() - t
             tl_layer_stats(loaded, seq, bridge=bridge)
         dt = time.perf_counter() - t
-    print(json.dumps({"mode": args.mode, "tokens": args.new_tokens, "seconds": round(dt, 3), "boot_seconds": round(boot, 3),
-                      "peak_growth_mb": round(peak.peak - before, 1)}))
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "tokens": args.new_tokens,
+                "seconds": round(dt, 3),
+                "boot_seconds": round(boot, 3),
+                "peak_growth_mb": round(peak.peak - before, 1),
+            }
+        )
+    )
     return 0
 
 
@@ -279,8 +314,19 @@ def cmd_tl(args) -> int:
     for n in args.lengths:
         for _rep in range(args.repeats):
             for mode in ("hf", "tl"):
-                cmd = [sys.executable, __file__, "_tl_child", "--model", args.model, "--new-tokens", str(n),
-                       "--mode", mode, "--threads", str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "_tl_child",
+                    "--model",
+                    args.model,
+                    "--new-tokens",
+                    str(n),
+                    "--mode",
+                    mode,
+                    "--threads",
+                    str(args.threads),
+                ]
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if out.returncode:
                     print(json.dumps({"mode": mode, "tokens": n, "error": out.stderr.strip().splitlines()[-1:]}))
@@ -304,7 +350,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.lengths is None:
         args.lengths = [512, 2048, 8192] if args.part == "memory" else [512]
-    return {"speed": cmd_speed, "memory": cmd_memory, "tl": cmd_tl, "_memory_child": _memory_child, "_tl_child": _tl_child}[args.part](args)
+    return {"speed": cmd_speed, "memory": cmd_memory, "tl": cmd_tl, "_memory_child": _memory_child, "_tl_child": _tl_child}[
+        args.part
+    ](args)
 
 
 if __name__ == "__main__":

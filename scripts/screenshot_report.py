@@ -20,8 +20,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--hide-scrollbars", "--disable-extensions", "--mute-audio"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--disable-extensions",
+    "--mute-audio",
+]
 
 
 def find_chromium() -> str:
@@ -34,8 +44,14 @@ def find_chromium() -> str:
 
 def screenshot(html: Path, png: Path, width: int, height: int) -> None:
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [find_chromium(), *FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
-               f"--window-size={width},{height}", html.resolve().as_uri()]
+        cmd = [
+            find_chromium(),
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={png}",
+            f"--window-size={width},{height}",
+            html.resolve().as_uri(),
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
 
 
@@ -60,8 +76,12 @@ def main() -> None:
         html = args.html
         if args.open_details:
             html = Path(tmp) / "open.html"
-            html.write_text(args.html.read_text(encoding="utf-8").replace("<details>", "<details open>")
-                            .replace("<details id=", "<details open id="), encoding="utf-8")
+            html.write_text(
+                args.html.read_text(encoding="utf-8")
+                .replace("<details>", "<details open>")
+                .replace("<details id=", "<details open id="),
+                encoding="utf-8",
+            )
         screenshot(html, full, args.width, args.max_height)
         img = Image.open(full).convert("RGB")
     # trim the blank bottom: the last row that is not pure background

@@ -52,10 +52,16 @@ def _trace_text(rng: random.Random, loop: bool, n_steps: int) -> str:
 def _layers(T: int, layers: list[int], damage: int, key: str) -> TraceLayers:
     rows = lambda f: np.array([[f(i) for i in layers]] * T, np.float32)
     return TraceLayers(
-        key=key, layers=np.array(layers, np.int16), tokens=np.arange(T, dtype=np.int32),
-        block_influence=rows(lambda i: 0.5 if i == 0 else 0.05 + 0.02 * i), norm=rows(lambda i: 1.0 + i),
-        jsd=rows(lambda i: max(0.0, 0.6 - 0.1 * i) + 0.05 * damage), entropy=rows(lambda i: 2.0 - 0.2 * i),
-        top1_agree=rows(lambda i: 0.2 + 0.15 * i), rank=np.ones((T, len(layers)), np.int32), n_layers_original=N_LAYERS,
+        key=key,
+        layers=np.array(layers, np.int16),
+        tokens=np.arange(T, dtype=np.int32),
+        block_influence=rows(lambda i: 0.5 if i == 0 else 0.05 + 0.02 * i),
+        norm=rows(lambda i: 1.0 + i),
+        jsd=rows(lambda i: max(0.0, 0.6 - 0.1 * i) + 0.05 * damage),
+        entropy=rows(lambda i: 2.0 - 0.2 * i),
+        top1_agree=rows(lambda i: 0.2 + 0.15 * i),
+        rank=np.ones((T, len(layers)), np.int32),
+        n_layers_original=N_LAYERS,
     )
 
 
@@ -80,19 +86,47 @@ def make_run(
     specs = []
     for name, dropped in variants:
         layer_map = [i for i in range(N_LAYERS) if i not in dropped]
-        specs.append(VariantSpec(name=name, dropped=dropped, method=None if not dropped else "shortgpt",
-                                 n_drop=len(dropped) or None, calibration={"source": "toy-traces"} if dropped else None,
-                                 n_layers=len(layer_map), layer_map=layer_map))
+        specs.append(
+            VariantSpec(
+                name=name,
+                dropped=dropped,
+                method=None if not dropped else "shortgpt",
+                n_drop=len(dropped) or None,
+                calibration={"source": "toy-traces"} if dropped else None,
+                n_layers=len(layer_map),
+                layer_map=layer_map,
+            )
+        )
     expected = len(specs) * len(groups) * problems_per_group * (len(budgets) + samples)
     info = RunInfo(
-        layerprobe_version="0.1.0", command=["layerprobe", "analyze", "--test"], created=now(), updated=now(),
-        config=RunConfig(model="toy", drops=[d for _, d in variants[1:]], budgets=list(budgets), samples=samples,
-                         parallel_budget=max(budgets), temperature=0.6, top_p=0.95, top_k=20, answer_max=8, seed=seed,
-                         probes=probes, teacher_forced=probes),
+        layerprobe_version="0.1.0",
+        command=["layerprobe", "analyze", "--test"],
+        created=now(),
+        updated=now(),
+        config=RunConfig(
+            model="toy",
+            drops=[d for _, d in variants[1:]],
+            budgets=list(budgets),
+            samples=samples,
+            parallel_budget=max(budgets),
+            temperature=0.6,
+            top_p=0.95,
+            top_k=20,
+            answer_max=8,
+            seed=seed,
+            probes=probes,
+            teacher_forced=probes,
+        ),
         model=ModelInfo(id="toy", source="embedded", family="qwen3", dtype="float32", n_layers=N_LAYERS),
-        task=TaskRecord(name="toy-mix", source="embedded", answer_type="digit", n_problems=len(groups) * problems_per_group,
-                        groups={g: problems_per_group for g in groups}),
-        variants=specs, expected_traces=expected,
+        task=TaskRecord(
+            name="toy-mix",
+            source="embedded",
+            answer_type="digit",
+            n_problems=len(groups) * problems_per_group,
+            groups={g: problems_per_group for g in groups},
+        ),
+        variants=specs,
+        expected_traces=expected,
     )
     store = RunStore.open(out, info)
     keys = []
@@ -127,21 +161,47 @@ def make_run(
             if vi > 0 and mode == "sequential" and b == max(budgets):
                 kl = np.linspace(0.01, 0.3 * damage + 0.05 * rng.random(), T).astype(np.float32)
                 matched = [i for i in range(N_LAYERS) if i in (spec.layer_map or [])]
-                tf = TeacherForced(kl=kl, drift=np.full((T, len(matched)), 0.1, np.float32), layers=np.array(matched, np.int16),
-                                   tokens=np.arange(T, dtype=np.int32), threshold=0.1, window=4, onset=kl_onset(kl, 0.1, 4),
-                                   jsd_to_base=np.full((T, len(matched)), 0.2, np.float32), top1=np.arange(T, dtype=np.int32),
-                                   base_top1=np.arange(T, dtype=np.int32))
+                tf = TeacherForced(
+                    kl=kl,
+                    drift=np.full((T, len(matched)), 0.1, np.float32),
+                    layers=np.array(matched, np.int16),
+                    tokens=np.arange(T, dtype=np.int32),
+                    threshold=0.1,
+                    window=4,
+                    onset=kl_onset(kl, 0.1, 4),
+                    jsd_to_base=np.full((T, len(matched)), 0.2, np.float32),
+                    top1=np.arange(T, dtype=np.int32),
+                    base_top1=np.arange(T, dtype=np.int32),
+                )
                 tf_file = f"layers/{spec.name}/tf/{stem}.npz"
                 save_teacher_forced(out / tf_file, tf)
         ids = [hash(w) % 97 for w in words]
-        store.append(SampleRecord(
-            variant=spec.name, problem_id=pid, group=g, mode=mode, budget=b, sample=s, seed=rng.randrange(1 << 30),
-            prompt_tokens=12, thinking_tokens=thinking, answer_tokens=3, finish="budget" if thinking >= b else "answered",
-            budget_hit=thinking >= b, waits=0, answer=str(rng.randrange(10)) if not loop else None,
-            extraction="boxed" if not loop else None, gold="4", correct=correct,
-            **trace_fields(text, ids, lambda xs, words=words: " ".join(words[: len(xs)]) + (" " if xs else "")),
-            thinking_text=text, text=text + " </think> \\boxed{4}", layers_file=layers_file, tf_file=tf_file,
-        ))
+        store.append(
+            SampleRecord(
+                variant=spec.name,
+                problem_id=pid,
+                group=g,
+                mode=mode,
+                budget=b,
+                sample=s,
+                seed=rng.randrange(1 << 30),
+                prompt_tokens=12,
+                thinking_tokens=thinking,
+                answer_tokens=3,
+                finish="budget" if thinking >= b else "answered",
+                budget_hit=thinking >= b,
+                waits=0,
+                answer=str(rng.randrange(10)) if not loop else None,
+                extraction="boxed" if not loop else None,
+                gold="4",
+                correct=correct,
+                **trace_fields(text, ids, lambda xs, words=words: " ".join(words[: len(xs)]) + (" " if xs else "")),
+                thinking_text=text,
+                text=text + " </think> \\boxed{4}",
+                layers_file=layers_file,
+                tf_file=tf_file,
+            )
+        )
     if probes:
         for spec in specs:
             write_layer_aggregates(out, spec, [r for r in store.records if r.variant == spec.name], N_LAYERS)

@@ -22,8 +22,23 @@ from layerprobe.runs.schema import SCHEMA_VERSION
 from layerprobe.runs.store import iter_sample_lines
 from tests.cli_utils import assert_one_line_error, run_cli
 
-TINY = ["--limit", "2", "--budgets", "6,20", "--samples", "3", "--drop", "10,11", "--method", "reverse",
-        "--n-drop", "1", "--no-report", "--seed", "7"]
+TINY = [
+    "--limit",
+    "2",
+    "--budgets",
+    "6,20",
+    "--samples",
+    "3",
+    "--drop",
+    "10,11",
+    "--method",
+    "reverse",
+    "--n-drop",
+    "1",
+    "--no-report",
+    "--seed",
+    "7",
+]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +119,11 @@ def test_metrics_agree_with_the_samples(tiny_run: Path) -> None:
             assert m["variants"][variant]["groups"][group]["parallel"]["cov_at_k"]["3"]["value"] == pytest.approx(cov)
             loops = np.mean([r.repetition.loop for r in sel])
             assert m["variants"][variant]["groups"][group]["behaviour"]["loop_rate"] == pytest.approx(loops)
-    cmp = [c for c in m["comparisons"] if c["variant"] == "drop-10-11" and c["group"] == "all" and c["budget"] == 20
-           and c["mode"] == "sequential"]
+    cmp = [
+        c
+        for c in m["comparisons"]
+        if c["variant"] == "drop-10-11" and c["group"] == "all" and c["budget"] == 20 and c["mode"] == "sequential"
+    ]
     assert len(cmp) == 1
     base = np.mean([r.correct for r in recs if r.variant == "base" and r.mode == "sequential" and r.budget == 20])
     assert cmp[0]["mean_a"] == pytest.approx(base)
@@ -193,8 +211,9 @@ def test_resume_after_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path
         (["--lens-every", "0"], ["--lens-every"]),
     ],
 )
-def test_bad_inputs_exit_2_with_one_line(args: list[str], fragments: list[str], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_inputs_exit_2_with_one_line(
+    args: list[str], fragments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     res = run_cli(capsys, "analyze", "--out", str(tmp_path / "r"), "--no-report", "--limit", "1", *args)
     assert_one_line_error(res, *fragments)
 
@@ -209,11 +228,25 @@ def test_task_file_with_a_toy_task_is_refused(tmp_path: Path, capsys: pytest.Cap
 def test_unwritable_out_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    res = run_cli(capsys, "analyze", "--out", str(blocker / "sub"), "--no-report", "--limit", "1", "--budgets", "4",
-                  "--samples", "1", "--drop", "3")
+    res = run_cli(
+        capsys,
+        "analyze",
+        "--out",
+        str(blocker / "sub"),
+        "--no-report",
+        "--limit",
+        "1",
+        "--budgets",
+        "4",
+        "--samples",
+        "1",
+        "--drop",
+        "3",
+    )
     assert_one_line_error(res, "--out")
-    res = run_cli(capsys, "analyze", "--out", str(blocker), "--no-report", "--limit", "1", "--budgets", "4",
-                  "--samples", "1", "--drop", "3")
+    res = run_cli(
+        capsys, "analyze", "--out", str(blocker), "--no-report", "--limit", "1", "--budgets", "4", "--samples", "1", "--drop", "3"
+    )
     assert_one_line_error(res, "--out", "not a directory")
 
 
@@ -240,6 +273,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path
     def flaky(self, requests, batch_size=16, observers=(), on_result=None):
         calls.append(batch_size)
         if len(calls) == 1:
+
             def two_then_oom(res):
                 on_result(res)
                 if sum(1 for _ in seen) >= 1:
@@ -251,8 +285,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path
         return real(self, requests, batch_size, observers, on_result)
 
     monkeypatch.setattr(TraceGenerator, "generate", flaky)
-    s = AnalyzeSettings(drops=[[11]], budgets=[6], samples=2, limit=1, out=tmp_path / "oom", report=False,
-                        batch_size=8, teacher_forced=False)
+    s = AnalyzeSettings(
+        drops=[[11]], budgets=[6], samples=2, limit=1, out=tmp_path / "oom", report=False, batch_size=8, teacher_forced=False
+    )
     a = Analysis(s)
     a.run()
     assert calls[0] == 8 and calls[1] == 4
@@ -276,8 +311,7 @@ def test_an_internal_error_marks_the_run_failed_and_it_resumes(tmp_path: Path, m
 
         return real(self, requests, batch_size, observers, one_then_fail)
 
-    s = AnalyzeSettings(drops=[[11]], budgets=[6], samples=2, limit=1, out=tmp_path / "f", report=False,
-                        teacher_forced=False)
+    s = AnalyzeSettings(drops=[[11]], budgets=[6], samples=2, limit=1, out=tmp_path / "f", report=False, teacher_forced=False)
     monkeypatch.setattr(TraceGenerator, "generate", broken)
     with pytest.raises(RuntimeError, match="simulated"):
         Analysis(s).run()
@@ -306,8 +340,23 @@ def test_trace_file_names_are_unique_per_problem_id() -> None:
 def test_duplicate_problem_ids_and_drop_lists_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     task = tmp_path / "t.jsonl"
     task.write_text('{"id": "1", "question": "2+2", "answer": "4"}\n{"id": "1", "question": "3+3", "answer": "6"}\n')
-    res = run_cli(capsys, "analyze", "--out", str(tmp_path / "a"), "--no-report", "--task", "gsm8k", "--task-file",
-                  str(task), "--budgets", "4", "--samples", "1", "--drop", "3")
+    res = run_cli(
+        capsys,
+        "analyze",
+        "--out",
+        str(tmp_path / "a"),
+        "--no-report",
+        "--task",
+        "gsm8k",
+        "--task-file",
+        str(task),
+        "--budgets",
+        "4",
+        "--samples",
+        "1",
+        "--drop",
+        "3",
+    )
     assert_one_line_error(res, "unique", "1")
     res = run_cli(capsys, "analyze", "--out", str(tmp_path / "b"), "--no-report", "--drop", "10,11", "--drop", "11,10")
     assert_one_line_error(res, "--drop", "twice")

@@ -23,8 +23,9 @@ def _damage_a_line(run: Path) -> None:
     (run / "samples.jsonl").write_bytes(b"".join(lines))
 
 
-def test_non_utf8_line_is_skipped_and_counted(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_utf8_line_is_skipped_and_counted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     run = make_run(tmp_path / "runs" / "r1", problems_per_group=1, samples=2, probes=False)
     make_run(tmp_path / "runs" / "r2", problems_per_group=1, samples=2, probes=False)
@@ -41,8 +42,21 @@ def test_non_utf8_line_is_skipped_and_counted(capsys: pytest.CaptureFixture[str]
 
 def test_analyze_resumes_past_a_damaged_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ("analyze", "--out", str(out), "--limit", "1", "--budgets", "4", "--samples", "1", "--drop", "11", "--no-probes",
-            "--no-report")
+    args = (
+        "analyze",
+        "--out",
+        str(out),
+        "--limit",
+        "1",
+        "--budgets",
+        "4",
+        "--samples",
+        "1",
+        "--drop",
+        "11",
+        "--no-probes",
+        "--no-report",
+    )
     assert run_cli(capsys, *args).code == 0
     _damage_a_line(out)
     res = run_cli(capsys, *args)
@@ -51,21 +65,25 @@ def test_analyze_resumes_past_a_damaged_line(capsys: pytest.CaptureFixture[str],
     assert len(load_run(out).samples) == 12  # the damaged trace was generated again
 
 
-@pytest.mark.parametrize("line, fragment", [
-    ("5", "expected a JSON object"),
-    ('"a string"', "expected a JSON object"),
-    ('{"id": 1, "question": "q", "answer": "A", "choices": 5}', "choices must be a list"),
-    ('{"id": 1, "question": null, "answer": "4"}', "missing field(s) question"),
-    ('{"id": 1, "question": "q", "answer": "two"}', "grades integer answers"),
-    ('{"id": 1, "question": "q", "answer": "4.0"}', "grades integer answers"),
-    ('{"id": [1], "question": "q", "answer": "4"}', "id must be a string or a number"),
-])
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("5", "expected a JSON object"),
+        ('"a string"', "expected a JSON object"),
+        ('{"id": 1, "question": "q", "answer": "A", "choices": 5}', "choices must be a list"),
+        ('{"id": 1, "question": null, "answer": "4"}', "missing field(s) question"),
+        ('{"id": 1, "question": "q", "answer": "two"}', "grades integer answers"),
+        ('{"id": 1, "question": "q", "answer": "4.0"}', "grades integer answers"),
+        ('{"id": [1], "question": "q", "answer": "4"}', "id must be a string or a number"),
+    ],
+)
 def test_task_file_is_checked_whole_before_loading(capsys, tmp_path, line, fragment) -> None:
     f = tmp_path / "t.jsonl"
     f.write_text('{"id": 0, "question": "3 + 5?", "answer": "8"}\n' + line + "\n")
     t0 = time.perf_counter()
-    res = run_cli(capsys, "analyze", "--model", "smollm2-135m", "--task", "gsm8k", "--task-file", str(f),
-                  "--out", str(tmp_path / "o"))
+    res = run_cli(
+        capsys, "analyze", "--model", "smollm2-135m", "--task", "gsm8k", "--task-file", str(f), "--out", str(tmp_path / "o")
+    )
     assert_one_line_error(res, "line 2", fragment)
     assert time.perf_counter() - t0 < FAST and not (tmp_path / "o").exists()
 
@@ -73,16 +91,20 @@ def test_task_file_is_checked_whole_before_loading(capsys, tmp_path, line, fragm
 def test_task_file_not_utf8(capsys, tmp_path) -> None:
     f = tmp_path / "t.jsonl"
     f.write_bytes(b'{"id": 0, "question": "\xff", "answer": "8"}\n')
-    assert_one_line_error(run_cli(capsys, "analyze", "--model", "smollm2-135m", "--task", "gsm8k", "--task-file", str(f)),
-                          "not UTF-8")
+    assert_one_line_error(
+        run_cli(capsys, "analyze", "--model", "smollm2-135m", "--task", "gsm8k", "--task-file", str(f)), "not UTF-8"
+    )
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (("--samples", str(10**12)), "--samples"),
-    (("--limit", str(10**9)), "--limit"),
-    (("--limit", "500"), "at most 200 problems per group"),
-    (("--budgets", str(10**9)), "--budgets"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("--samples", str(10**12)), "--samples"),
+        (("--limit", str(10**9)), "--limit"),
+        (("--limit", "500"), "at most 200 problems per group"),
+        (("--budgets", str(10**9)), "--budgets"),
+    ],
+)
 def test_huge_counts_are_refused_at_once(capsys, tmp_path, args, fragment) -> None:
     t0 = time.perf_counter()
     assert_one_line_error(run_cli(capsys, "analyze", "--out", str(tmp_path / "o"), *args), fragment)
@@ -98,8 +120,9 @@ def test_provenance_that_disagrees_with_the_checkpoint(capsys, tiny_checkpoint_d
     bad = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint_dir, bad)
     n = json.loads((bad / "config.json").read_text())["num_hidden_layers"]
-    (bad / "layerprobe.json").write_text(json.dumps({"name": "x", "source": "x", "n_layers_original": n, "n_layers": 2,
-                                                     "layer_map": [0, 1]}))
+    (bad / "layerprobe.json").write_text(
+        json.dumps({"name": "x", "source": "x", "n_layers_original": n, "n_layers": 2, "layer_map": [0, 1]})
+    )
     res = run_cli(capsys, "prune", "--model", str(bad), "--drop", "1", "--out", str(tmp_path / "o"))
     assert_one_line_error(res, "disagrees with the checkpoint", f"has {n} layers")
     assert not (tmp_path / "o").exists()
@@ -117,8 +140,11 @@ def test_report_survives_surrogates_control_characters_and_bad_metrics(capsys, t
         if r["variant"] != "base":
             r["thinking_text"] = "lone \ud800 surrogate, NUL \x00 and ESC \x1b[31m here " + r["thinking_text"]
     (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (run / "metrics.json").write_text(json.dumps({"schema_version": 2, "kind": "layerprobe-metrics", "computed": 5,
-                                                  "n_samples": "many", "partial": [], "variants": 7}))
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {"schema_version": 2, "kind": "layerprobe-metrics", "computed": 5, "n_samples": "many", "partial": [], "variants": 7}
+        )
+    )
     res = run_cli(capsys, "report", str(run))
     assert res.code == 0, res.err
     html = (run / "report.html").read_text(encoding="utf-8")
@@ -127,10 +153,13 @@ def test_report_survives_surrogates_control_characters_and_bad_metrics(capsys, t
     assert "recomputed" in html
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (("--budget-task", "bogus"), "--budget-task bogus"),
-    (("--json", "{tmp}"), "is a directory"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("--budget-task", "bogus"), "--budget-task bogus"),
+        (("--json", "{tmp}"), "is a directory"),
+    ],
+)
 def test_toy_eval_refuses_before_work(capsys, tmp_path, args, fragment) -> None:
     args = tuple(a.replace("{tmp}", str(tmp_path)) for a in args)
     t0 = time.perf_counter()
@@ -158,8 +187,21 @@ def test_killed_run_reads_interrupted_everywhere(capsys, tmp_path) -> None:
 
 def test_deleted_run_json_resumes_with_force(capsys, tmp_path) -> None:
     out = tmp_path / "run"
-    args = ("analyze", "--out", str(out), "--limit", "1", "--budgets", "4", "--samples", "1", "--drop", "11", "--no-probes",
-            "--no-report")
+    args = (
+        "analyze",
+        "--out",
+        str(out),
+        "--limit",
+        "1",
+        "--budgets",
+        "4",
+        "--samples",
+        "1",
+        "--drop",
+        "11",
+        "--no-probes",
+        "--no-report",
+    )
     assert run_cli(capsys, *args).code == 0
     before = (out / "samples.jsonl").read_bytes()
     (out / "run.json").unlink()

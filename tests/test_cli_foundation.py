@@ -135,7 +135,18 @@ def test_console_script_exit_code(tiny_checkpoint_dir, tmp_path):
     """The installed entry point, as a user runs it: exit 2 and a single stderr line."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "layerprobe", "prune", "--model", str(tiny_checkpoint_dir), "--drop", "9", "--out", str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "layerprobe",
+            "prune",
+            "--model",
+            str(tiny_checkpoint_dir),
+            "--drop",
+            "9",
+            "--out",
+            str(tmp_path / "o"),
+        ],
         capture_output=True,
         text=True,
         env=env,

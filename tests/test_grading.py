@@ -69,16 +69,19 @@ def test_digit():
     assert not grade("digit", "4", "4").correct  # the toy must box its answer
 
 
-@pytest.mark.parametrize("text, extracted, rule", [
-    ("The answer is 70.", "70", "phrase"),           # smollm2's own phrasing
-    ("3 + 5 = 8. So the final answer is 8", "8", "phrase"),
-    ("Answer: 1,200 dollars", "1200", "phrase"),
-    ("Natalia sold 48 + 24 = 72.\n#### 72", "72", "gsm8k"),
-    ("so 3 + 5 = 8", "8", "last-number"),
-    ("first \\boxed{12} then the answer is 7", "12", "boxed"),  # boxed wins over later phrases
-    ("\\boxed{\\$1,000}", "1000", "boxed"),
-    ("no digits at all", None, None),
-])
+@pytest.mark.parametrize(
+    "text, extracted, rule",
+    [
+        ("The answer is 70.", "70", "phrase"),  # smollm2's own phrasing
+        ("3 + 5 = 8. So the final answer is 8", "8", "phrase"),
+        ("Answer: 1,200 dollars", "1200", "phrase"),
+        ("Natalia sold 48 + 24 = 72.\n#### 72", "72", "gsm8k"),
+        ("so 3 + 5 = 8", "8", "last-number"),
+        ("first \\boxed{12} then the answer is 7", "12", "boxed"),  # boxed wins over later phrases
+        ("\\boxed{\\$1,000}", "1000", "boxed"),
+        ("no digits at all", None, None),
+    ],
+)
 def test_integer_extraction_cascade(text, extracted, rule):
     g = grade("integer", "72", text)
     assert (g.extracted, g.rule) == (extracted, rule)
@@ -91,15 +94,18 @@ def test_integer_compared_as_numbers():
     assert grade("integer", "-3", "#### -3").correct
 
 
-@pytest.mark.parametrize("text, letter, rule", [
-    ("\\boxed{(B)}", "B", "boxed"),
-    ("So the answer is (C).", "C", "phrase"),
-    ("Thinking...\nD\n", "D", "letter-line"),
-    ("I would go with (A) here", "A", "last-letter"),
-    ("It could be any of them", None, None),
-    ("A lot of reasoning, I pick", None, None),  # the article "A" is not a choice
-    ("After all that I choose C.", "C", "last-letter"),
-])
+@pytest.mark.parametrize(
+    "text, letter, rule",
+    [
+        ("\\boxed{(B)}", "B", "boxed"),
+        ("So the answer is (C).", "C", "phrase"),
+        ("Thinking...\nD\n", "D", "letter-line"),
+        ("I would go with (A) here", "A", "last-letter"),
+        ("It could be any of them", None, None),
+        ("A lot of reasoning, I pick", None, None),  # the article "A" is not a choice
+        ("After all that I choose C.", "C", "last-letter"),
+    ],
+)
 def test_choice_extraction_cascade(text, letter, rule):
     g = grade("mc", "A", text)
     assert (g.extracted, g.rule) == (letter, rule)

@@ -23,8 +23,14 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 def test_default_lexicon_has_the_design_entries():
     assert set(DEFAULT_REFLECTION_LEXICON) == {
-        "wait", "hmm", "alternatively", "actually", "let me check", "let me verify",
-        "double-check", "hold on",
+        "wait",
+        "hmm",
+        "alternatively",
+        "actually",
+        "let me check",
+        "let me verify",
+        "double-check",
+        "hold on",
     }
 
 

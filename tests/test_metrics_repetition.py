@@ -125,16 +125,14 @@ def test_loop_hand_built_with_partial_final_copy():
     seq = [7, 8, 9] + [1, 2, 3] * 4 + [1, 2]
     loop = detect_loop(seq)
     assert loop is not None
-    assert (loop.segment, loop.period, loop.repeats, loop.partial, loop.onset) == (
-        [1, 2, 3], 3, 4, 2, 3)
+    assert (loop.segment, loop.period, loop.repeats, loop.partial, loop.onset) == ([1, 2, 3], 3, 4, 2, 3)
     assert loop.covered == len(seq) - 3
 
 
 def test_loop_without_partial_copies_shortens_the_tail():
     seq = [7, 8, 9] + [1, 2, 3] * 4 + [1, 2]
     loop = detect_loop(seq, allow_partial=False)
-    assert (loop.segment, loop.period, loop.repeats, loop.partial, loop.onset) == (
-        [3, 1, 2], 3, 4, 0, 5)
+    assert (loop.segment, loop.period, loop.repeats, loop.partial, loop.onset) == ([3, 1, 2], 3, 4, 0, 5)
 
 
 def test_loop_onset_extends_into_a_matching_prefix():
@@ -142,8 +140,7 @@ def test_loop_onset_extends_into_a_matching_prefix():
     # really starts one position earlier, with the rotation [3, 1, 2]: 3 1 2 | 3 1 2 | 3 1 2 | 3
     seq = [9, 3] + [1, 2, 3] * 3
     loop = detect_loop(seq)
-    assert (loop.onset, loop.period, loop.segment, loop.repeats, loop.partial) == (
-        1, 3, [3, 1, 2], 3, 1)
+    assert (loop.onset, loop.period, loop.segment, loop.repeats, loop.partial) == (1, 3, [3, 1, 2], 3, 1)
 
 
 def test_loop_prefers_earliest_onset_over_a_short_tail_period():
@@ -189,8 +186,7 @@ def test_loop_on_constructed_sequences(seed):
     seq = prefix + seg * k + seg[:partial]
     loop = detect_loop(seq)
     assert loop is not None
-    assert (loop.onset, loop.period, loop.segment, loop.repeats, loop.partial) == (
-        len(prefix), len(seg), seg, k, partial)
+    assert (loop.onset, loop.period, loop.segment, loop.repeats, loop.partial) == (len(prefix), len(seg), seg, k, partial)
     whole = detect_loop(seq, allow_partial=False)
     assert (whole.onset, whole.repeats, whole.partial) == (len(prefix) + partial, k, 0)
 

@@ -22,10 +22,7 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 def direct_self_bleu(texts):
     """The definition in docs/definitions.md#self-bleu, computed with nothing but sacrebleu.sentence_bleu."""
-    scores = [
-        sacrebleu.sentence_bleu(texts[i], [t for j, t in enumerate(texts) if j != i]).score
-        for i in range(len(texts))
-    ]
+    scores = [sacrebleu.sentence_bleu(texts[i], [t for j, t in enumerate(texts) if j != i]).score for i in range(len(texts))]
     return sum(scores) / len(scores)
 
 
@@ -34,8 +31,7 @@ SMALL_INPUTS = [
     ["x", "x y", "x y z", "x y z w"],  # lengths 1..4: closest-length ties
     ["a b c d e", "a b c d e", "e d c b a", ""],  # duplicates and an empty sample
     ["Wait, 3 + 4 = 7. Hmm.", "Wait, 3+4=7, hmm!", "So the answer is 7.", "7"],
-    ["\u00e9t\u00e9 \u00e0 Paris", "\u732b \u732b \u732b", "ete a paris",
-     "\u00e9t\u00e9 \u00e0 Paris."],
+    ["\u00e9t\u00e9 \u00e0 Paris", "\u732b \u732b \u732b", "ete a paris", "\u00e9t\u00e9 \u00e0 Paris."],
     ["one two", "three four"],
     ["a a a a a a", "a a a", "a a a a a a a a a", "b a a"],
 ]
@@ -44,10 +40,7 @@ SMALL_INPUTS = [
 @pytest.mark.parametrize("texts", SMALL_INPUTS)
 def test_equals_direct_sacrebleu(texts):
     assert self_bleu_across_samples(texts) == pytest.approx(direct_self_bleu(texts), abs=1e-9)
-    direct = [
-        sacrebleu.sentence_bleu(texts[i], texts[:i] + texts[i + 1 :]).score
-        for i in range(len(texts))
-    ]
+    direct = [sacrebleu.sentence_bleu(texts[i], texts[:i] + texts[i + 1 :]).score for i in range(len(texts))]
     assert pairwise_self_bleu(texts) == pytest.approx(direct, abs=1e-9)
 
 
@@ -76,8 +69,7 @@ def test_fewer_than_two_samples_is_nan():
 
 def test_split_sentences_hand_example():
     text = "First step. Then x = 3.5 is it? Yes!\nNext line\n\n  Last one"
-    assert split_sentences(text) == [
-        "First step.", "Then x = 3.5 is it?", "Yes!", "Next line", "Last one"]
+    assert split_sentences(text) == ["First step.", "Then x = 3.5 is it?", "Yes!", "Next line", "Last one"]
     assert split_sentences("") == []
     assert split_sentences("   \n ") == []
 

@@ -20,15 +20,20 @@ from layerprobe.metrics import (
 
 
 def rec(thinking=100, answer_tokens=10, budget=256, finish="answered", answer="7"):
-    return {"thinking_tokens": thinking, "answer_tokens": answer_tokens, "budget": budget,
-            "finish": finish, "answer": answer}
+    return {"thinking_tokens": thinking, "answer_tokens": answer_tokens, "budget": budget, "finish": finish, "answer": answer}
 
 
 def test_summarize_trace_flags():
     out = summarize_trace(rec())
-    assert out == {"thinking_tokens": 100, "answer_tokens": 10, "total_tokens": 110,
-                   "budget": 256, "finish": "answered", "budget_exhausted": False,
-                   "answer_missing": False}
+    assert out == {
+        "thinking_tokens": 100,
+        "answer_tokens": 10,
+        "total_tokens": 110,
+        "budget": 256,
+        "finish": "answered",
+        "budget_exhausted": False,
+        "answer_missing": False,
+    }
     assert summarize_trace(rec(finish="budget"))["budget_exhausted"] is True
     assert summarize_trace(rec(thinking=256))["budget_exhausted"] is True
     assert summarize_trace(rec(budget=None, thinking=10**6))["budget_exhausted"] is False
@@ -38,8 +43,7 @@ def test_summarize_trace_flags():
 
 
 def test_records_as_objects_and_dataclasses():
-    obj = SimpleNamespace(thinking_tokens=5, answer_tokens=np.int64(2), budget=None,
-                          finish="answered", answer=None)
+    obj = SimpleNamespace(thinking_tokens=5, answer_tokens=np.int64(2), budget=None, finish="answered", answer=None)
     assert summarize_trace(obj)["total_tokens"] == 7
     assert summarize_trace(TraceRecord(5, 2, 5, "answered", "x"))["budget_exhausted"] is True
 
@@ -59,8 +63,12 @@ def test_distinct_answers_ignores_missing():
 
 
 def test_summarize_samples():
-    recs = [rec(thinking=100, answer="7"), rec(thinking=256, finish="budget", answer=None),
-            rec(thinking=50, answer="8"), rec(thinking=10, answer="7")]
+    recs = [
+        rec(thinking=100, answer="7"),
+        rec(thinking=256, finish="budget", answer=None),
+        rec(thinking=50, answer="8"),
+        rec(thinking=10, answer="7"),
+    ]
     out = summarize_samples(recs)
     assert out["n_samples"] == 4
     assert out["distinct_answers"] == 2
@@ -91,11 +99,24 @@ def test_trace_metrics_bundle():
 
 
 def test_public_api_is_complete_and_torch_free():
-    for name in ["reflection_counts", "reflection_rates", "DEFAULT_REFLECTION_LEXICON",
-                 "seq_rep", "longest_repeated_substring", "detect_loop", "self_bleu",
-                 "self_bleu_across_samples", "self_bleu_within_trace", "pass_at_k", "maj_at_k",
-                 "cov_at_k", "paired_comparison", "proportion_interval", "summarize_trace",
-                 "summarize_samples"]:
+    for name in [
+        "reflection_counts",
+        "reflection_rates",
+        "DEFAULT_REFLECTION_LEXICON",
+        "seq_rep",
+        "longest_repeated_substring",
+        "detect_loop",
+        "self_bleu",
+        "self_bleu_across_samples",
+        "self_bleu_within_trace",
+        "pass_at_k",
+        "maj_at_k",
+        "cov_at_k",
+        "paired_comparison",
+        "proportion_interval",
+        "summarize_trace",
+        "summarize_samples",
+    ]:
         assert hasattr(metrics, name), name
     import ast
     from pathlib import Path

@@ -178,8 +178,16 @@ def test_capture_api_returns_traces_in_prompt_order(one_thread):
     loaded = tiny_loaded("qwen2")
     texts = ["w10 w11", "w12 w13 w14 w15 w16 w17", "w20"]
     seen = []
-    pairs = capture(loaded, texts, "think-tags", budget=6, sampling=GREEDY, answer_max=2, batch_size=2,
-                    on_result=lambda r, t: seen.append(r.key))
+    pairs = capture(
+        loaded,
+        texts,
+        "think-tags",
+        budget=6,
+        sampling=GREEDY,
+        answer_max=2,
+        batch_size=2,
+        on_result=lambda r, t: seen.append(r.key),
+    )
     assert [r.key for r, _ in pairs] == [0, 1, 2] and sorted(seen) == [0, 1, 2]
     for text, (res, tl) in zip(texts, pairs):
         assert tl.key == res.key and tl.tokens.tolist() == res.all_ids
@@ -239,8 +247,11 @@ def test_storage_slabs_across_boundaries_give_the_same_traces_and_are_freed(one_
         assert set(probe._slabs) <= {probe._slab}
         # a second generation with the same probe: the last slab of the first one is released too
         first_last = probe._slab
-        again = gen.generate([GenRequest(key=("again", r.key), prompt=r.prompt, budget=9, seed=r.seed, answer_max=3)
-                              for r in reqs], batch_size=3, observers=[probe])
+        again = gen.generate(
+            [GenRequest(key=("again", r.key), prompt=r.prompt, budget=9, seed=r.seed, answer_max=3) for r in reqs],
+            batch_size=3,
+            observers=[probe],
+        )
         assert probe._slab > first_last and set(probe._slabs) <= {probe._slab}
         for a, r in zip(small, again):
             np.testing.assert_array_equal(a.block_influence, probe.pop(r.key).block_influence)

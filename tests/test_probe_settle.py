@@ -16,13 +16,15 @@ NAN = np.nan
 
 
 def test_settling_depth_first_layer_at_or_below_g():
-    jsd = np.array([
-        [0.6, 0.55, 0.5, 0.7, 0.1, 0.0],   # equal to g at l=2 counts (≤); a later rise does not undo it
-        [0.2, 0.9, 0.9, 0.9, 0.9, 0.0],    # settles at once
-        [0.9, 0.8, 0.7, 0.6, 0.51, 0.0],   # only the last layer
-        [0.9, 0.8, 0.7, 0.6, 0.51, 0.52],  # never (a hand-made profile): L − 1, counted
-        [NAN] * 6,                         # lens skipped
-    ])
+    jsd = np.array(
+        [
+            [0.6, 0.55, 0.5, 0.7, 0.1, 0.0],  # equal to g at l=2 counts (≤); a later rise does not undo it
+            [0.2, 0.9, 0.9, 0.9, 0.9, 0.0],  # settles at once
+            [0.9, 0.8, 0.7, 0.6, 0.51, 0.0],  # only the last layer
+            [0.9, 0.8, 0.7, 0.6, 0.51, 0.52],  # never (a hand-made profile): L − 1, counted
+            [NAN] * 6,  # lens skipped
+        ]
+    )
     np.testing.assert_array_equal(settling_depth(jsd, g=0.5), [2, 0, 5, 5, -1])
     np.testing.assert_array_equal(never_settled(jsd, g=0.5), [False, False, False, True, False])
     np.testing.assert_array_equal(settling_depth(jsd, g=0.05), [5, 5, 5, 5, -1])
@@ -40,7 +42,9 @@ def test_settling_depth_equals_running_minimum_definition():
             assert c[t] == min(l for l in range(12) if running[l] <= g)
 
 
-@pytest.mark.parametrize("L, rho, first_deep_1based", [(28, 0.85, 24), (20, 0.85, 17), (12, 0.85, 11), (6, 0.5, 3), (10, 1.0, 10)])
+@pytest.mark.parametrize(
+    "L, rho, first_deep_1based", [(28, 0.85, 24), (20, 0.85, 17), (12, 0.85, 11), (6, 0.5, 3), (10, 1.0, 10)]
+)
 def test_deep_threshold_is_ceil_rho_L_in_1_based_depth(L, rho, first_deep_1based):
     # 0.85 * 20 = 17.000000000000004 in floating point: must still be 17
     assert deep_threshold(L, rho) == first_deep_1based - 1
@@ -71,15 +75,22 @@ def _tl(layers, jsd, bi=None, key="k") -> TraceLayers:
     T, L = jsd.shape
     bi = np.full((T, L), 0.1) if bi is None else bi
     return TraceLayers(
-        key=key, layers=np.asarray(layers, dtype=np.int16), tokens=np.zeros(T, dtype=np.int32),
-        block_influence=bi, norm=np.ones((T, L)), jsd=jsd, entropy=np.ones((T, L)),
-        top1_agree=np.ones((T, L)), rank=np.where(np.isnan(jsd), -1, 0).astype(np.int32),
+        key=key,
+        layers=np.asarray(layers, dtype=np.int16),
+        tokens=np.zeros(T, dtype=np.int32),
+        block_influence=bi,
+        norm=np.ones((T, L)),
+        jsd=jsd,
+        entropy=np.ones((T, L)),
+        top1_agree=np.ones((T, L)),
+        rank=np.where(np.isnan(jsd), -1, 0).astype(np.int32),
     )
 
 
 def test_layer_summary_by_original_layer():
-    base = _tl([0, 1, 2, 3], np.array([[0.9, 0.9, 0.2, 0.0], [0.9, 0.1, 0.0, 0.0], [NAN] * 4]),
-               bi=np.array([[0.1, 0.2, 0.3, 0.4]] * 3))
+    base = _tl(
+        [0, 1, 2, 3], np.array([[0.9, 0.9, 0.2, 0.0], [0.9, 0.1, 0.0, 0.0], [NAN] * 4]), bi=np.array([[0.1, 0.2, 0.3, 0.4]] * 3)
+    )
     pruned = _tl([0, 2, 3], np.array([[0.9, 0.9, 0.0]]), bi=np.array([[0.5, 0.7, 0.9]]))
     s = layer_summary([base, pruned], g=0.5, rho=0.85)
     json.dumps(s)

@@ -64,9 +64,13 @@ def test_norm_overflowing_float16_is_kept_in_float32(tmp_path):
 def test_files_are_small(tmp_path):
     T, L = 8192, 28
     tl = _trace(T=T, L=7)
-    tl = TraceLayers(**{**tl.__dict__, **{k: np.resize(getattr(tl, k), (T, L)) for k in
-                                          ("block_influence", "norm", "jsd", "entropy", "top1_agree", "rank")},
-                        "layers": np.arange(L, dtype=np.int16)})
+    tl = TraceLayers(
+        **{
+            **tl.__dict__,
+            **{k: np.resize(getattr(tl, k), (T, L)) for k in ("block_influence", "norm", "jsd", "entropy", "top1_agree", "rank")},
+            "layers": np.arange(L, dtype=np.int16),
+        }
+    )
     size = save_trace_layers(tmp_path / "long.npz", tl).stat().st_size
     # 5 float16 + 1 int32 arrays of T × L: at most their raw size (compressed, random data)
     assert size < T * L * (5 * 2 + 4) * 1.05

@@ -95,14 +95,30 @@ def test_softcapped_model_logits_are_not_capped_twice():
     from layerprobe.probe.teacher import _Reader
 
     torch.manual_seed(0)
-    cfg = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       num_key_value_heads=1, head_dim=16, final_logit_softcapping=2.0)
+    cfg = Gemma2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        final_logit_softcapping=2.0,
+    )
     model = Gemma2ForCausalLM(cfg).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(50.0)  # logits well beyond the cap, so a second cap would show
-    loaded = LoadedModel(model=model, tokenizer=None, name="tiny-gemma2", source="from_config:gemma2", source_kind="config",
-                         family="gemma2", arch=arch_spec_for("gemma2", "model.layers", "model.norm", "lm_head"),
-                         layer_map=[0, 1], n_layers_original=2)
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=None,
+        name="tiny-gemma2",
+        source="from_config:gemma2",
+        source_kind="config",
+        family="gemma2",
+        arch=arch_spec_for("gemma2", "model.layers", "model.norm", "lm_head"),
+        layer_map=[0, 1],
+        n_layers_original=2,
+    )
     ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0].float()

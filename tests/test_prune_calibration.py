@@ -29,8 +29,13 @@ def test_text_file_one_document_per_line(tmp_path):
     cal = calibration_from_file(f)
     assert cal.texts == ["first doc here", "second doc", "third"]
     rec = cal.record(128)
-    assert rec == {"source": "file", "path": str(f), "n_docs": 3, "seq_len": 128,
-                   "sha1": hashlib.sha1(b"first doc here\nsecond doc\nthird").hexdigest()}
+    assert rec == {
+        "source": "file",
+        "path": str(f),
+        "n_docs": 3,
+        "seq_len": 128,
+        "sha1": hashlib.sha1(b"first doc here\nsecond doc\nthird").hexdigest(),
+    }
     assert calibration_from_file(f, max_docs=2).texts == ["first doc here", "second doc"]
 
 
@@ -101,8 +106,17 @@ def test_toy_traces_use_toy_prompts():
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(toy_config(2, hidden=32, heads=2, mlp=64)).eval()
-    toy = LoadedModel(model=model, tokenizer=build_tokenizer(), name="toy", source="test", source_kind="toy",
-                      family="qwen3", arch=arch_spec_for("qwen3"), layer_map=[0, 1], n_layers_original=2)
+    toy = LoadedModel(
+        model=model,
+        tokenizer=build_tokenizer(),
+        name="toy",
+        source="test",
+        source_kind="toy",
+        family="qwen3",
+        arch=arch_spec_for("qwen3"),
+        layer_map=[0, 1],
+        n_layers_original=2,
+    )
     cal = traces_calibration(toy, 2, max_new_tokens=4, task="short")
     assert cal.record(32)["generator"] == "toy" and cal.record(32)["task"] == "short"
     assert all(t.startswith("<q> x =") and "<think>" in t for t in cal.texts)

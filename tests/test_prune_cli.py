@@ -24,8 +24,9 @@ def cal_file(tmp_path):
 
 def test_influence_table_and_json(capsys, tiny_checkpoint_dir, cal_file, tmp_path):
     out = tmp_path / "sub" / "influence.json"
-    r = run_cli(capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib", str(cal_file),
-                "--n-max", "2", "--json", str(out))
+    r = run_cli(
+        capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib", str(cal_file), "--n-max", "2", "--json", str(out)
+    )
     assert r.code == 0, r.err
     assert "BI" in r.out and "d(l,1)" in r.out and "rank" in r.out
     doc = json.loads(out.read_text())
@@ -53,8 +54,9 @@ def test_influence_on_pruned_checkpoint_uses_original_indices(capsys, tiny_check
 
 def test_influence_embedded_default(capsys, tiny_checkpoint_dir, tmp_path):
     out = tmp_path / "inf.json"
-    r = run_cli(capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib-docs", "3", "--seq-len", "32",
-                "--json", str(out))
+    r = run_cli(
+        capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib-docs", "3", "--seq-len", "32", "--json", str(out)
+    )
     assert r.code == 0, r.err
     cal = json.loads(out.read_text())["calibration"]
     assert cal["source"] == "embedded" and cal["n_docs"] == 3 and cal["seq_len"] == 32
@@ -62,12 +64,25 @@ def test_influence_embedded_default(capsys, tiny_checkpoint_dir, tmp_path):
 
 def test_prune_shortgpt_records_method_and_calibration(capsys, tiny_checkpoint_dir, cal_file, tmp_path):
     inf = tmp_path / "inf.json"
-    assert run_cli(capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib", str(cal_file),
-                   "--json", str(inf)).code == 0
+    assert (
+        run_cli(capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib", str(cal_file), "--json", str(inf)).code == 0
+    )
     lowest2 = sorted(e["layer"] for e in json.loads(inf.read_text())["layers"] if e["rank"] <= 2)
     out = tmp_path / "pruned"
-    r = run_cli(capsys, "prune", "--model", str(tiny_checkpoint_dir), "--method", "shortgpt", "--n-drop", "2",
-                "--calib", str(cal_file), "--out", str(out))
+    r = run_cli(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_checkpoint_dir),
+        "--method",
+        "shortgpt",
+        "--n-drop",
+        "2",
+        "--calib",
+        str(cal_file),
+        "--out",
+        str(out),
+    )
     assert r.code == 0, r.err
     info = json.loads((out / "layerprobe.json").read_text())
     assert info["method"] == "shortgpt" and info["dropped"] == lowest2
@@ -77,14 +92,41 @@ def test_prune_shortgpt_records_method_and_calibration(capsys, tiny_checkpoint_d
 
 
 def test_prune_reverse_and_laco(capsys, tiny_checkpoint_dir, cal_file, tmp_path):
-    r = run_cli(capsys, "prune", "--model", str(tiny_checkpoint_dir), "--method", "reverse-keep-final",
-                "--n-drop", "2", "--out", str(tmp_path / "rev"))
+    r = run_cli(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_checkpoint_dir),
+        "--method",
+        "reverse-keep-final",
+        "--n-drop",
+        "2",
+        "--out",
+        str(tmp_path / "rev"),
+    )
     assert r.code == 0, r.err
     info = json.loads((tmp_path / "rev" / "layerprobe.json").read_text())
     assert info["dropped"] == [3, 4] and info["calibration"] is None
-    r = run_cli(capsys, "prune", "--model", str(tiny_checkpoint_dir), "--method", "laco", "--laco-c", "2",
-                "--laco-i", "1", "--laco-threshold", "0.5", "--laco-mode", "reference", "--calib", str(cal_file),
-                "--out", str(tmp_path / "laco"))
+    r = run_cli(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_checkpoint_dir),
+        "--method",
+        "laco",
+        "--laco-c",
+        "2",
+        "--laco-i",
+        "1",
+        "--laco-threshold",
+        "0.5",
+        "--laco-mode",
+        "reference",
+        "--calib",
+        str(cal_file),
+        "--out",
+        str(tmp_path / "laco"),
+    )
     assert r.code == 0, r.err
     info = json.loads((tmp_path / "laco" / "layerprobe.json").read_text())
     assert info["method"] == "laco-reference" and info["selection"]["mode"] == "reference"
@@ -150,8 +192,9 @@ def test_influence_bad_inputs(capsys, tiny_checkpoint_dir, tmp_path, args, fragm
 
 def test_influence_on_own_traces(capsys, tiny_checkpoint_dir, tmp_path):
     out = tmp_path / "inf.json"
-    r = run_cli(capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib-traces", "2", "--trace-tokens", "3",
-                "--json", str(out))
+    r = run_cli(
+        capsys, "influence", "--model", str(tiny_checkpoint_dir), "--calib-traces", "2", "--trace-tokens", "3", "--json", str(out)
+    )
     assert r.code == 0, r.err
     cal = json.loads(out.read_text())["calibration"]
     assert cal["source"] == "traces" and cal["n_docs"] == 2 and cal["n_traces"] == 2 and cal["max_new_tokens"] == 3

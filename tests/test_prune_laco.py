@@ -71,9 +71,16 @@ def test_constructed_merge(family, mode, expected):
 
 def greedy(model, ids, n=16, use_cache=True):
     with torch.no_grad():
-        out = model.generate(torch.tensor(ids), attention_mask=torch.ones(1, len(ids[0]), dtype=torch.long),
-                             max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=use_cache, pad_token_id=0)
-    return out[:, len(ids[0]):].tolist()
+        out = model.generate(
+            torch.tensor(ids),
+            attention_mask=torch.ones(1, len(ids[0]), dtype=torch.long),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            use_cache=use_cache,
+            pad_token_id=0,
+        )
+    return out[:, len(ids[0]) :].tolist()
 
 
 def test_merged_model_passes_surgery_checks(family, tmp_path):
@@ -88,8 +95,9 @@ def test_merged_model_passes_surgery_checks(family, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     assert reloaded.config.num_hidden_layers == 4
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(torch.tensor(PROMPT)).logits, merged.model(torch.tensor(PROMPT)).logits,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            reloaded(torch.tensor(PROMPT)).logits, merged.model(torch.tensor(PROMPT)).logits, rtol=0, atol=0
+        )
     assert greedy(reloaded, PROMPT) == greedy(merged.model, PROMPT)
 
 

@@ -16,10 +16,7 @@ from layerprobe.prune import angular_distances, block_influence, block_influence
 from tests.helpers import tiny_loaded
 
 # documents of very different lengths (1 … 60 words) over the tiny vocabulary
-DOCS = [
-    " ".join(f"w{(7 * i + 3 * j) % 120}" for j in range(n))
-    for i, n in enumerate([23, 1, 60, 7, 41, 3, 15])
-]
+DOCS = [" ".join(f"w{(7 * i + 3 * j) % 120}" for j in range(n)) for i, n in enumerate([23, 1, 60, 7, 41, 3, 15])]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,12 +75,14 @@ def test_scores_match_direct_computation(family):
     scores = layer_scores(loaded, DOCS, n_max=3, batch_size=3)
     assert len(scores.block_influence) == 6
     assert min(ref_bi) > 1e-3  # the test model's layers really do something
-    torch.testing.assert_close(torch.tensor(scores.block_influence), torch.tensor(ref_bi, dtype=torch.float32),
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(scores.block_influence), torch.tensor(ref_bi, dtype=torch.float32), rtol=1e-4, atol=1e-6
+    )
     for n in (1, 2, 3):
         assert len(scores.angular[n]) == 6 - n + 1
-        torch.testing.assert_close(torch.tensor(scores.angular[n]), torch.tensor(ref_ang[n], dtype=torch.float32),
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            torch.tensor(scores.angular[n]), torch.tensor(ref_ang[n], dtype=torch.float32), rtol=1e-4, atol=1e-6
+        )
     assert scores.n_docs == len(DOCS)
     assert scores.n_tokens == sum(len(loaded.tokenizer(d)["input_ids"]) for d in DOCS)
 

@@ -34,8 +34,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        main(["analyze", "--out", str(out), "--limit", "1", "--budgets", "8,32", "--samples", "2", "--drop", "3",
-              "--no-report"])
+        main(["analyze", "--out", str(out), "--limit", "1", "--budgets", "8,32", "--samples", "2", "--drop", "3", "--no-report"])
     except SystemExit as exc:
         assert not exc.code, f"layerprobe analyze failed with exit code {exc.code}"
     finally:
@@ -87,7 +86,7 @@ def check_structure(run_dir: Path, html: str) -> None:
                 row = re.search(rf'<tr id="r0-layer-{layer}" class="dropped">(.*?)</tr>', html, flags=re.S)
                 assert row and 'class="tag dropped">dropped<' in row.group(1)
     # intervals: every headline accuracy comes with its 95 % interval
-    head = html[html.index('class="headline"'): html.index("What the numbers say")]
+    head = html[html.index('class="headline"') : html.index("What the numbers say")]
     n_acc = head.count("n=")
     assert n_acc >= len(run.variants) and head.count('<span class="ci">') >= n_acc
     # each narrative comparison sentence says "inside the noise" exactly when the paired verdict is no clear difference
@@ -107,7 +106,10 @@ def check_structure(run_dir: Path, html: str) -> None:
         mine = [c for c in comps if c.variant == v]
         clear = sum(c.verdict != NO_CLEAR_DIFFERENCE for c in mine)
         words = "none is" if clear == 0 else f"{clear} {'is' if clear == 1 else 'are'}"
-        assert f"Of {len(mine)} paired accuracy comparisons with {run.base} (group \u00d7 mode \u00d7 budget), {words} outside the noise" in _text(html)
+        assert (
+            f"Of {len(mine)} paired accuracy comparisons with {run.base} (group \u00d7 mode \u00d7 budget), {words} outside the noise"
+            in _text(html)
+        )
     assert check_numbers(run_dir, html) >= 20
 
 
@@ -121,7 +123,7 @@ def test_real_run_report(capsys: pytest.CaptureFixture[str], real_run: Path) -> 
     assert run.pruned == ["drop-3"] and run.spec("drop-3").dropped == [3]
     assert run.has_probes and 'id="r0-layer-3" class="dropped"' in html
     assert "Partial run" not in html
-    cases = html[html.index('id="r0-cases"'): html.index('id="r0-drill"')]
+    cases = html[html.index('id="r0-cases"') : html.index('id="r0-drill"')]
     assert "logit-lens JSD of every original layer" in cases  # per-token view of the first case's traces
     assert "Teacher-forced: the pruned model reads" in cases
 
@@ -137,8 +139,9 @@ def test_model_text_is_escaped(fixture_html: str) -> None:
 
 
 def test_odd_names_are_escaped_in_html_and_figures(tmp_path: Path) -> None:
-    d = make_run(tmp_path / "odd", variants=(("base", []), ("drop<3>$x$&", [3])), pid_prefix="<b>$p$",
-                 problems_per_group=1, samples=2)
+    d = make_run(
+        tmp_path / "odd", variants=(("base", []), ("drop<3>$x$&", [3])), pid_prefix="<b>$p$", problems_per_group=1, samples=2
+    )
     html = render_report(d).read_text(encoding="utf-8")
     assert "<b>" not in html and "drop<3>" not in html
     assert "drop&lt;3&gt;$x$&amp; against base" in html
@@ -157,7 +160,7 @@ def test_no_network_resources(fixture_html: str) -> None:
 
 def test_loops_are_highlighted_and_rule_stated(fixture_html: str) -> None:
     assert "How they were chosen:" in fixture_html
-    cases = fixture_html[fixture_html.index('id="r0-cases"'): fixture_html.index('id="r0-drill"')]
+    cases = fixture_html[fixture_html.index('id="r0-cases"') : fixture_html.index('id="r0-drill"')]
     assert '<mark class="loop">' in cases
     assert cases.count("<details") >= 1
 
@@ -231,15 +234,21 @@ def test_size_cap_truncates_and_limits_cases(tmp_path: Path) -> None:
     d = make_run(tmp_path / "cap", problems_per_group=3)
     out = render_report(d, tmp_path / "cap.html", limits=Limits(cases_per_variant=2, max_chars=60))
     html = out.read_text(encoding="utf-8")
-    cases = html[html.index('id="r0-cases"'): html.index('id="r0-drill"')]
+    cases = html[html.index('id="r0-cases"') : html.index('id="r0-drill"')]
     assert cases.count("<details") == 2
     assert "characters omitted" in cases and "Truncated:" in cases
     assert 'href="cap/samples.jsonl"' in html  # the full traces are linked, relative to the report
 
 
 def test_several_runs_are_compared(capsys: pytest.CaptureFixture[str], tmp_path: Path, real_run: Path) -> None:
-    other = make_run(tmp_path / "other", variants=(("base", []), ("drop-4-5", [4, 5])), problems_per_group=2, samples=2,
-                     seed=1, status="running")
+    other = make_run(
+        tmp_path / "other",
+        variants=(("base", []), ("drop-4-5", [4, 5])),
+        problems_per_group=2,
+        samples=2,
+        seed=1,
+        status="running",
+    )
     res = run_cli(capsys, "report", str(other), str(real_run), "--out", str(tmp_path / "cmp.html"))
     assert res.code == 0, res.err
     assert res.out.strip() == str(tmp_path / "cmp.html")
@@ -254,7 +263,7 @@ def test_several_runs_are_compared(capsys: pytest.CaptureFixture[str], tmp_path:
     for i in range(2):
         assert f'id="r{i}-summary"' in html
     assert "drops 4, 5" in legend
-    table = html[html.index('id="comparison"'): html.index('id="r0"')]
+    table = html[html.index('id="comparison"') : html.index('id="r0"')]
     assert table.count("partial</span>") == 2  # both variants of the running run are tagged
     assert 'id="r0-partial"' in html and 'id="r1-partial"' not in html
     assert not (real_run / "cmp.html").exists()

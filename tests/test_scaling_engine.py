@@ -23,8 +23,14 @@ def prompts(n: int) -> list[str]:
 def script_model(answer_eos: bool = True) -> ScriptedModel:
     # thinking: w10 w11 then </think>; a Wait (an <unk> in this vocabulary) restarts w10 w11 </think>;
     # the answer is w20 then EOS (or w20 forever when answer_eos is False).
-    script = {ID["<think>"]: ID["w10"], ID["w10"]: ID["w11"], ID["w11"]: ID["</think>"], ID["<unk>"]: ID["w10"],
-              ID["</think>"]: ID["w20"], ID["w20"]: ID["</s>"] if answer_eos else ID["w20"]}
+    script = {
+        ID["<think>"]: ID["w10"],
+        ID["w10"]: ID["w11"],
+        ID["w11"]: ID["</think>"],
+        ID["<unk>"]: ID["w10"],
+        ID["</think>"]: ID["w20"],
+        ID["w20"]: ID["</s>"] if answer_eos else ID["w20"],
+    }
     return ScriptedModel(tiny_model("qwen3"), script).eval()
 
 
@@ -128,14 +134,23 @@ def test_shared_budget_prefixes_equal_separate_generation(sampling):
     smaller ones: every trace equals the trace generated on its own."""
     gen = TraceGenerator(tiny_model("qwen3"), TOK, FMT, sampling)
     budgets = [0, 1, 3, 7, 12, 30]
-    reqs = [GenRequest(key=(p, b), prompt=pr, budget=b, seed=derive_seed(0, str(p), 0), answer_max=5)
-            for p, pr in enumerate(prompts(5)) for b in budgets]
+    reqs = [
+        GenRequest(key=(p, b), prompt=pr, budget=b, seed=derive_seed(0, str(p), 0), answer_max=5)
+        for p, pr in enumerate(prompts(5))
+        for b in budgets
+    ]
     shared = gen.generate(reqs, batch_size=4)
     alone = [gen.generate([r], share_prefixes=False)[0] for r in reqs]
     forked = 0
     for r, a, b in zip(reqs, shared, alone):
         assert a.key == r.key == b.key
-        assert (a.all_ids, a.thinking_ids, a.answer_ids, a.finish, a.budget_hit) == (b.all_ids, b.thinking_ids, b.answer_ids, b.finish, b.budget_hit)
+        assert (a.all_ids, a.thinking_ids, a.answer_ids, a.finish, a.budget_hit) == (
+            b.all_ids,
+            b.thinking_ids,
+            b.answer_ids,
+            b.finish,
+            b.budget_hit,
+        )
         assert b.origin == "generated"
         if r.budget in (0, 30):
             assert a.origin == "generated"  # budget 0 has no prefix; 30 leads its group
@@ -150,9 +165,13 @@ def test_shared_prefixes_need_the_same_seed_and_no_wait():
     from layerprobe.scaling.engine import _share_prefixes
 
     p = prompts(1)[0]
-    reqs = [GenRequest(key=0, prompt=p, budget=5, seed=1), GenRequest(key=1, prompt=p, budget=9, seed=1),
-            GenRequest(key=2, prompt=p, budget=4, seed=2), GenRequest(key=3, prompt=p, budget=3, seed=1, wait=1),
-            GenRequest(key=4, prompt=p, budget=9, seed=1)]
+    reqs = [
+        GenRequest(key=0, prompt=p, budget=5, seed=1),
+        GenRequest(key=1, prompt=p, budget=9, seed=1),
+        GenRequest(key=2, prompt=p, budget=4, seed=2),
+        GenRequest(key=3, prompt=p, budget=3, seed=1, wait=1),
+        GenRequest(key=4, prompt=p, budget=9, seed=1),
+    ]
     leaders, forks = _share_prefixes(reqs)
     assert leaders == [1, 2, 3, 4] or leaders == [2, 3, 4, 1][:0] or set(leaders) == {1, 2, 3, 4}
     assert forks == {4: [(0, reqs[0])]} or forks == {1: [(0, reqs[0])]}

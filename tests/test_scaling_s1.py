@@ -22,8 +22,7 @@ from tests.test_scaling_engine import expected_script_trace
 S1 = FORMATS["s1"]
 GREEDY = Sampling(temperature=0.0)
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-WORDS = ["think", "answer", "Final", "ĠAnswer", "Wait", "system", "user", "assistant",
-         "Ġalpha", "Ġbeta", "Ġ42", "ĠWhat", "Ġis"]
+WORDS = ["think", "answer", "Final", "ĠAnswer", "Wait", "system", "user", "assistant", "Ġalpha", "Ġbeta", "Ġ42", "ĠWhat", "Ġis"]
 
 # Qwen2.5-Instruct's template (the one s1.1-7B ships), without tools: default system prompt, ChatML turns.
 QWEN25_TEMPLATE = (
@@ -76,9 +75,18 @@ ID = {s: TOK.convert_tokens_to_ids(s) for s in SPECIALS + WORDS} | {"\n": enc("\
 
 def tiny_chatml_model(seed: int = 0):
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=len(TOK), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=ID["<|endoftext|>"], bos_token_id=None, eos_token_id=ID["<|im_end|>"])
+    cfg = Qwen2Config(
+        vocab_size=len(TOK),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=ID["<|endoftext|>"],
+        bos_token_id=None,
+        eos_token_id=ID["<|im_end|>"],
+    )
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(20.0)  # not a flat tie-break under greedy decoding
@@ -90,9 +98,15 @@ def script_model(answer_stops: bool = True) -> ScriptedModel:
     # " alpha beta". The natural answer opener ends in "\n" like the prompt, so the answer starts the same
     # way; <|im_start|> inside the answer does not stop it, the model then emits <|im_end|>. After the
     # forced "Final Answer:" it says " 42" and stops. With answer_stops False neither answer ever stops.
-    script = {ID["\n"]: ID["Ġalpha"], ID["Ġalpha"]: ID["Ġbeta"], ID["Ġbeta"]: ID["<|im_start|>"],
-              ID["Wait"]: ID["Ġalpha"], ID["<|im_start|>"]: ID["<|im_end|>"] if answer_stops else ID["Ġalpha"],
-              ID[":"]: ID["Ġ42"], ID["Ġ42"]: ID["<|im_end|>"] if answer_stops else ID["Ġ42"]}
+    script = {
+        ID["\n"]: ID["Ġalpha"],
+        ID["Ġalpha"]: ID["Ġbeta"],
+        ID["Ġbeta"]: ID["<|im_start|>"],
+        ID["Wait"]: ID["Ġalpha"],
+        ID["<|im_start|>"]: ID["<|im_end|>"] if answer_stops else ID["Ġalpha"],
+        ID[":"]: ID["Ġ42"],
+        ID["Ġ42"]: ID["<|im_end|>"] if answer_stops else ID["Ġ42"],
+    }
     return ScriptedModel(tiny_chatml_model(), script).eval()
 
 

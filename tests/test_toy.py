@@ -139,8 +139,16 @@ def test_a_few_training_steps_reduce_the_loss(tmp_path):
 
     from layerprobe.toy.train import Stage, TrainConfig, train
 
-    cfg = TrainConfig(hidden=32, heads=2, mlp=64, tokens_per_batch=1024, log_every=10, ckpt_every=15, threads=1,
-                      stages=[Stage(layers=2, steps=30, lr=3e-3, warmup=5)])
+    cfg = TrainConfig(
+        hidden=32,
+        heads=2,
+        mlp=64,
+        tokens_per_batch=1024,
+        log_every=10,
+        ckpt_every=15,
+        threads=1,
+        stages=[Stage(layers=2, steps=30, lr=3e-3, warmup=5)],
+    )
     final = train(cfg, tmp_path / "run", log=lambda s: None)
     log = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"] - 0.5
@@ -167,8 +175,16 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
 
     from layerprobe.toy.train import Stage, TrainConfig, train
 
-    cfg = TrainConfig(hidden=32, heads=2, mlp=64, tokens_per_batch=512, log_every=2, ckpt_every=4, threads=1,
-                      stages=[Stage(layers=1, steps=10, lr=3e-3, warmup=2)])
+    cfg = TrainConfig(
+        hidden=32,
+        heads=2,
+        mlp=64,
+        tokens_per_batch=512,
+        log_every=2,
+        ckpt_every=4,
+        threads=1,
+        stages=[Stage(layers=1, steps=10, lr=3e-3, warmup=2)],
+    )
 
     def crash_at_step_6(line: str) -> None:
         if "step 6/" in line:

@@ -26,34 +26,66 @@ from layerprobe.prune.surgery import parse_layer_list
 
 
 def analyze(
-    model: Annotated[str, typer.Option("--model", "-m", help="alias, hub id, local directory or .gguf (default: the embedded toy)")] = "toy",
-    drop: Annotated[list[str] | None, typer.Option("--drop", help="original layers to remove for one variant, e.g. 20,21 (repeatable)")] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", help="choose layers by method: shortgpt | reverse | reverse-keep-final | angular | laco | ppl (repeatable)")] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="alias, hub id, local directory or .gguf (default: the embedded toy)")
+    ] = "toy",
+    drop: Annotated[
+        list[str] | None, typer.Option("--drop", help="original layers to remove for one variant, e.g. 20,21 (repeatable)")
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method",
+            help="choose layers by method: shortgpt | reverse | reverse-keep-final | angular | laco | ppl (repeatable)",
+        ),
+    ] = None,
     n_drop: Annotated[int | None, typer.Option("--n-drop", help="layers each --method removes (default 2)")] = None,
     calib: Annotated[Path | None, typer.Option("--calib", help="calibration text for --method (one document per line)")] = None,
-    calib_traces: Annotated[int | None, typer.Option("--calib-traces", help="calibrate --method on N of the model's own traces")] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="task (see `layerprobe tasks`; default toy-mix for the toy, aime24 otherwise)")] = None,
-    task_file: Annotated[Path | None, typer.Option("--task-file", help="local JSONL with id/question/answer for hub tasks offline")] = None,
+    calib_traces: Annotated[
+        int | None, typer.Option("--calib-traces", help="calibrate --method on N of the model's own traces")
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", "-t", help="task (see `layerprobe tasks`; default toy-mix for the toy, aime24 otherwise)"),
+    ] = None,
+    task_file: Annotated[
+        Path | None, typer.Option("--task-file", help="local JSONL with id/question/answer for hub tasks offline")
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="problems per task group")] = None,
     budgets: Annotated[str | None, typer.Option("--budgets", help="thinking budgets in tokens, e.g. 512,1024,2048")] = None,
     samples: Annotated[int | None, typer.Option("--samples", "-n", help="parallel samples per problem")] = None,
-    parallel_budget: Annotated[int | None, typer.Option("--parallel-budget", help="thinking budget of the parallel samples (default: the largest budget)")] = None,
+    parallel_budget: Annotated[
+        int | None,
+        typer.Option("--parallel-budget", help="thinking budget of the parallel samples (default: the largest budget)"),
+    ] = None,
     wait: Annotated[int, typer.Option("--wait", help="replace up to N early ends of thinking by 'Wait'")] = 0,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="sampling temperature (default: the reasoning format's)")] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="sampling temperature (default: the reasoning format's)")
+    ] = None,
     top_p: Annotated[float | None, typer.Option("--top-p")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k")] = None,
     answer_max: Annotated[int | None, typer.Option("--answer-max", help="token cap of the answer after thinking")] = None,
     seed: Annotated[int, typer.Option("--seed", help="run seed; every sample's seed derives from it")] = 0,
     fmt: Annotated[str | None, typer.Option("--format", help="reasoning format: think-tags | s1 (default: detected)")] = None,
-    no_probes: Annotated[bool, typer.Option("--no-probes", help="skip per-layer probes and the teacher-forced comparison")] = False,
-    no_lens: Annotated[bool, typer.Option("--no-lens", help="probes without the logit lens (block influence and norms only)")] = False,
+    no_probes: Annotated[
+        bool, typer.Option("--no-probes", help="skip per-layer probes and the teacher-forced comparison")
+    ] = False,
+    no_lens: Annotated[
+        bool, typer.Option("--no-lens", help="probes without the logit lens (block influence and norms only)")
+    ] = False,
     lens_every: Annotated[int, typer.Option("--lens-every", help="logit lens on every k-th token only")] = 1,
-    no_teacher_forced: Annotated[bool, typer.Option("--no-teacher-forced", help="skip running pruned models over base traces")] = False,
+    no_teacher_forced: Annotated[
+        bool, typer.Option("--no-teacher-forced", help="skip running pruned models over base traces")
+    ] = False,
     quick: Annotated[bool, typer.Option("--quick", help="real models: small budgets and sample counts for a first look")] = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="sequences per batch (default: auto; halves on out-of-memory)")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<timestamp>-<model>); an existing run resumes")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="sequences per batch (default: auto; halves on out-of-memory)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="run directory (default runs/<timestamp>-<model>); an existing run resumes")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="start afresh in an --out that holds a run with other settings")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="do not render report.html")] = False,
 ) -> None:
@@ -66,13 +98,36 @@ def analyze(
     for m in method or []:
         methods += [x.strip() for x in m.split(",") if x.strip()]
     settings = AnalyzeSettings(
-        model=model, drops=drops, methods=methods, n_drop=n_drop, calib=str(calib) if calib else None,
-        calib_traces=calib_traces, task=task, task_file=str(task_file) if task_file else None, limit=limit,
-        budgets=parse_layer_list(budgets, "--budgets", "integers", "256,512") if budgets is not None else None, samples=samples,
-        parallel_budget=parallel_budget, wait=wait, temperature=temperature, top_p=top_p, top_k=top_k,
-        answer_max=answer_max, seed=seed, probes=not no_probes, lens=not no_lens, lens_every=lens_every,
-        teacher_forced=not no_teacher_forced, reasoning_format=fmt, device=device, dtype=dtype,
-        batch_size=batch_size, out=out, force=force, report=not no_report, quick=quick,
+        model=model,
+        drops=drops,
+        methods=methods,
+        n_drop=n_drop,
+        calib=str(calib) if calib else None,
+        calib_traces=calib_traces,
+        task=task,
+        task_file=str(task_file) if task_file else None,
+        limit=limit,
+        budgets=parse_layer_list(budgets, "--budgets", "integers", "256,512") if budgets is not None else None,
+        samples=samples,
+        parallel_budget=parallel_budget,
+        wait=wait,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        answer_max=answer_max,
+        seed=seed,
+        probes=not no_probes,
+        lens=not no_lens,
+        lens_every=lens_every,
+        teacher_forced=not no_teacher_forced,
+        reasoning_format=fmt,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        out=out,
+        force=force,
+        report=not no_report,
+        quick=quick,
     )
     if calib is not None and not calib.is_file():
         raise UserError(f"--calib {calib}: no such file")
@@ -106,8 +161,14 @@ def _run(settings: Any) -> Any:
     analysis = None
     try:
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
             disable=not err.is_terminal,  # a pipe cannot show a live bar (and would get a stray blank line)
         ) as bar:
             tasks: dict[str, TaskID] = {}

@@ -26,11 +26,16 @@ INFLUENCE_SCHEMA_VERSION = 1
 # Calibration options shared with `layerprobe prune`.
 CalibOpt = Annotated[
     Path | None,
-    typer.Option("--calib", help="calibration text: one document per line, or JSONL with a 'text' field (default: embedded text)"),
+    typer.Option(
+        "--calib", help="calibration text: one document per line, or JSONL with a 'text' field (default: embedded text)"
+    ),
 ]
 CalibDatasetOpt = Annotated[
     str | None,
-    typer.Option("--calib-dataset", help="a `datasets` spec NAME[:CONFIG[:SPLIT]], e.g. wikitext:wikitext-2-raw-v1:test (needs network or cache)"),
+    typer.Option(
+        "--calib-dataset",
+        help="a `datasets` spec NAME[:CONFIG[:SPLIT]], e.g. wikitext:wikitext-2-raw-v1:test (needs network or cache)",
+    ),
 ]
 CalibTracesOpt = Annotated[
     int | None,
@@ -43,11 +48,18 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="documents per f
 
 
 def check_calibration_flags(
-    calib: Path | None, calib_dataset: str | None, calib_traces: int | None, calib_docs: int, trace_tokens: int,
-    seq_len: int, batch_size: int,
+    calib: Path | None,
+    calib_dataset: str | None,
+    calib_traces: int | None,
+    calib_docs: int,
+    trace_tokens: int,
+    seq_len: int,
+    batch_size: int,
 ) -> None:
     """Reject bad calibration flags before any model is loaded."""
-    given = [f for f, v in (("--calib", calib), ("--calib-dataset", calib_dataset), ("--calib-traces", calib_traces)) if v is not None]
+    given = [
+        f for f, v in (("--calib", calib), ("--calib-dataset", calib_dataset), ("--calib-traces", calib_traces)) if v is not None
+    ]
     if len(given) > 1:
         raise UserError(f"{' and '.join(given)} are exclusive: give one calibration source")
     if calib_traces is not None and calib_traces < 1:
@@ -92,7 +104,9 @@ def influence_json(loaded: Any, scores: Any, calibration: dict[str, Any], n_max:
             "rank": rank[orig],
         }
         if n_max > 1:
-            entry["angular_distances"] = {str(n): scores.angular[n][pos] for n in range(1, n_max + 1) if pos < len(scores.angular[n])}
+            entry["angular_distances"] = {
+                str(n): scores.angular[n][pos] for n in range(1, n_max + 1) if pos < len(scores.angular[n])
+            }
         layers.append(entry)
     return {
         "schema_version": INFLUENCE_SCHEMA_VERSION,
@@ -133,7 +147,9 @@ def influence(
     check_output_file(json_out, "--json")
     cal = None if calib_traces is not None else load_calibration_early(calib, calib_dataset, calib_docs)
     console = Console(stderr=True)
-    loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
+    loaded = load_model(
+        model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path
+    )
     if n_max > loaded.n_layers:
         raise UserError(f"--n-max {n_max}: the model has only {loaded.n_layers} layers")
     if cal is None:
@@ -141,6 +157,7 @@ def influence(
         console.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")
         cal = traces_calibration(loaded, calib_traces, trace_tokens)
     with console.status(f"scoring {loaded.n_layers} layers on {cal.n_docs} documents ...") as status:
+
         def progress(done: int, total: int) -> None:
             status.update(f"scoring {loaded.n_layers} layers: {done}/{total} documents")
 
@@ -148,7 +165,9 @@ def influence(
     record = cal.record(seq_len)
     doc = influence_json(loaded, scores, record, n_max)
 
-    table = Table(title=f"{loaded.name}: layer scores on {record['source']} text ({record['n_docs']} docs, {scores.n_tokens} tokens)")
+    table = Table(
+        title=f"{loaded.name}: layer scores on {record['source']} text ({record['n_docs']} docs, {scores.n_tokens} tokens)"
+    )
     table.add_column("layer", justify="right")
     table.add_column("BI", justify="right")
     table.add_column("d(l,1)", justify="right")

@@ -26,7 +26,9 @@ def inspect(
     unembed_path: UnembedPathOpt = None,
 ) -> None:
     """Show a model's family, layers, hidden size, parameters and reasoning format."""
-    loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
+    loaded = load_model(
+        model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path
+    )
     cfg = loaded.model.config
     n_params = sum(p.numel() for p in loaded.model.parameters())
     table = Table(title=f"layerprobe inspect: {model}", show_header=False)
@@ -37,7 +39,10 @@ def inspect(
         ("decoder layers", f"{loaded.n_layers} (original {loaded.n_layers_original})"),
         ("dropped (original indices)", ", ".join(map(str, loaded.dropped)) or "none"),
         ("hidden size", str(cfg.hidden_size)),
-        ("attention heads / kv heads", f"{cfg.num_attention_heads} / {getattr(cfg, 'num_key_value_heads', cfg.num_attention_heads)}"),
+        (
+            "attention heads / kv heads",
+            f"{cfg.num_attention_heads} / {getattr(cfg, 'num_key_value_heads', cfg.num_attention_heads)}",
+        ),
         ("vocabulary", str(cfg.vocab_size)),
         ("parameters", f"{n_params:,} ({n_params / 1e6:.1f} M)"),
         ("tied embeddings", str(bool(getattr(cfg, "tie_word_embeddings", False)))),

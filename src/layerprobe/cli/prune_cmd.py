@@ -44,7 +44,9 @@ def check_out_dir(out: Path, force: bool) -> None:
         raise UserError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not (out / PROVENANCE_FILE).is_file():
-            raise UserError(f"--out {out} is a non-empty directory that is not a layerprobe checkpoint; choose an empty or new directory")
+            raise UserError(
+                f"--out {out} is a non-empty directory that is not a layerprobe checkpoint; choose an empty or new directory"
+            )
         if not force:
             raise UserError(f"--out {out} already holds a layerprobe checkpoint; pass --force to overwrite it")
     probe = out
@@ -61,7 +63,8 @@ def prune(
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the pruned checkpoint")],
     drop: Annotated[str | None, typer.Option("--drop", help="original 0-based layer indices to remove, e.g. 20,21")] = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="choose the layers: shortgpt | reverse | reverse-keep-final | angular | laco | ppl")
+        str | None,
+        typer.Option("--method", help="choose the layers: shortgpt | reverse | reverse-keep-final | angular | laco | ppl"),
     ] = None,
     n_drop: Annotated[int | None, typer.Option("--n-drop", help="how many layers --method removes (not for laco)")] = None,
     calib: CalibOpt = None,
@@ -74,12 +77,18 @@ def prune(
     laco_c: Annotated[int | None, typer.Option("--laco-c", help="LaCo: layers merged into one per step (default 4)")] = None,
     laco_i: Annotated[int | None, typer.Option("--laco-i", help="LaCo: layers to move down after a merge (default 2)")] = None,
     laco_low: Annotated[int | None, typer.Option("--laco-low", help="LaCo: lowest layer that may merge (default 0)")] = None,
-    laco_high: Annotated[int | None, typer.Option("--laco-high", help="LaCo: highest layer that may merge, inclusive (default: last)")] = None,
+    laco_high: Annotated[
+        int | None, typer.Option("--laco-high", help="LaCo: highest layer that may merge, inclusive (default: last)")
+    ] = None,
     laco_threshold: Annotated[
-        float | None, typer.Option("--laco-threshold", help="LaCo: keep a merge while the hidden-state cosine to the original is above T (default 0.45)")
+        float | None,
+        typer.Option(
+            "--laco-threshold", help="LaCo: keep a merge while the hidden-state cosine to the original is above T (default 0.45)"
+        ),
     ] = None,
     laco_mode: Annotated[
-        str | None, typer.Option("--laco-mode", help="LaCo: paper (θ_l + Σ(θ_l+k − θ_l)) | reference (the public code: replacement)")
+        str | None,
+        typer.Option("--laco-mode", help="LaCo: paper (θ_l + Σ(θ_l+k − θ_l)) | reference (the public code: replacement)"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing layerprobe checkpoint in --out")] = False,
     device: DeviceOpt = "cpu",
@@ -89,19 +98,40 @@ def prune(
     unembed_path: UnembedPathOpt = None,
 ) -> None:
     """Remove decoder layers (--drop LIST, or --method NAME --n-drop K) and save the pruned model."""
-    laco_opts = {"c": laco_c, "interval": laco_i, "low": laco_low, "high": laco_high, "threshold": laco_threshold, "mode": laco_mode}
+    laco_opts = {
+        "c": laco_c,
+        "interval": laco_i,
+        "low": laco_low,
+        "high": laco_high,
+        "threshold": laco_threshold,
+        "mode": laco_mode,
+    }
     if drop is not None and method is not None:
-        raise UserError("--drop and --method are exclusive: give the layers (--drop 20,21) or a method (--method shortgpt --n-drop 2)")
+        raise UserError(
+            "--drop and --method are exclusive: give the layers (--drop 20,21) or a method (--method shortgpt --n-drop 2)"
+        )
     if drop is not None:
-        given_laco = [f"--laco-{k}" for k, v in (("c", laco_c), ("i", laco_i), ("low", laco_low), ("high", laco_high),
-                      ("threshold", laco_threshold), ("mode", laco_mode)) if v is not None]
+        given_laco = [
+            f"--laco-{k}"
+            for k, v in (
+                ("c", laco_c),
+                ("i", laco_i),
+                ("low", laco_low),
+                ("high", laco_high),
+                ("threshold", laco_threshold),
+                ("mode", laco_mode),
+            )
+            if v is not None
+        ]
         if given_laco:
             raise UserError(f"{', '.join(given_laco)}: LaCo options apply only to --method laco")
         if n_drop is not None:
             raise UserError("--n-drop applies only with --method (with --drop the list says which layers go)")
         indices = parse_layer_list(drop)
         check_out_dir(out, force)
-        loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
+        loaded = load_model(
+            model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path
+        )
         pruned = drop_layers(loaded, indices, method="manual")
         save_model(pruned, out)
         Console().print(
@@ -111,22 +141,65 @@ def prune(
     if method is None:
         raise UserError("nothing to remove: give --drop LIST (e.g. 20,21) or --method NAME --n-drop K")
     _prune_with_method(
-        model, out, method, n_drop, laco_opts, force=force, device=device, dtype=dtype, layers_path=layers_path,
-        norm_path=norm_path, unembed_path=unembed_path, calib=calib, calib_dataset=calib_dataset,
-        calib_traces=calib_traces, calib_docs=calib_docs, trace_tokens=trace_tokens, seq_len=seq_len, batch_size=batch_size,
+        model,
+        out,
+        method,
+        n_drop,
+        laco_opts,
+        force=force,
+        device=device,
+        dtype=dtype,
+        layers_path=layers_path,
+        norm_path=norm_path,
+        unembed_path=unembed_path,
+        calib=calib,
+        calib_dataset=calib_dataset,
+        calib_traces=calib_traces,
+        calib_docs=calib_docs,
+        trace_tokens=trace_tokens,
+        seq_len=seq_len,
+        batch_size=batch_size,
     )
 
 
-def _prune_with_method(model: str, out: Path, method: str, n_drop: int | None, laco_opts: dict, *, force: bool, device: str,
-                       dtype: str, layers_path, norm_path, unembed_path, calib, calib_dataset, calib_traces, calib_docs,
-                       trace_tokens, seq_len, batch_size) -> None:
+def _prune_with_method(
+    model: str,
+    out: Path,
+    method: str,
+    n_drop: int | None,
+    laco_opts: dict,
+    *,
+    force: bool,
+    device: str,
+    dtype: str,
+    layers_path,
+    norm_path,
+    unembed_path,
+    calib,
+    calib_dataset,
+    calib_traces,
+    calib_docs,
+    trace_tokens,
+    seq_len,
+    batch_size,
+) -> None:
     from layerprobe.prune.calibration import traces_calibration
     from layerprobe.prune.laco import check_laco_params
     from layerprobe.prune.methods import get_method, prune_model
 
     m = get_method(method)
-    given_laco = [f"--laco-{k}" for k, v in (("c", laco_opts["c"]), ("i", laco_opts["interval"]), ("low", laco_opts["low"]),
-                  ("high", laco_opts["high"]), ("threshold", laco_opts["threshold"]), ("mode", laco_opts["mode"])) if v is not None]
+    given_laco = [
+        f"--laco-{k}"
+        for k, v in (
+            ("c", laco_opts["c"]),
+            ("i", laco_opts["interval"]),
+            ("low", laco_opts["low"]),
+            ("high", laco_opts["high"]),
+            ("threshold", laco_opts["threshold"]),
+            ("mode", laco_opts["mode"]),
+        )
+        if v is not None
+    ]
     if m.name != "laco" and given_laco:
         raise UserError(f"{', '.join(given_laco)}: LaCo options apply only to --method laco")
     if m.takes_n_drop:
@@ -135,23 +208,37 @@ def _prune_with_method(model: str, out: Path, method: str, n_drop: int | None, l
         if n_drop < 1:
             raise UserError(f"--n-drop {n_drop}: must be at least 1")
     elif n_drop is not None:
-        raise UserError(f"--n-drop does not apply to --method {m.name}: the number of removed layers follows from --laco-threshold")
+        raise UserError(
+            f"--n-drop does not apply to --method {m.name}: the number of removed layers follows from --laco-threshold"
+        )
     opts = {k: v for k, v in laco_opts.items() if v is not None}
     if m.name == "laco":  # range checks that do not need the model; the layer range is checked after loading
-        check_laco_params(10**9, opts.get("c", 4), opts.get("interval", 2), 0, 10**9 - 1, opts.get("threshold", 0.45),
-                          opts.get("mode", "paper"))
+        check_laco_params(
+            10**9, opts.get("c", 4), opts.get("interval", 2), 0, 10**9 - 1, opts.get("threshold", 0.45), opts.get("mode", "paper")
+        )
     cal = None
     if m.needs_calibration:
         check_calibration_flags(calib, calib_dataset, calib_traces, calib_docs, trace_tokens, seq_len, batch_size)
         if calib_traces is None:
             cal = load_calibration_early(calib, calib_dataset, calib_docs)
     check_out_dir(out, force)
-    loaded = load_model(model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path)
+    loaded = load_model(
+        model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path
+    )
     if m.takes_n_drop and n_drop is not None and n_drop >= loaded.n_layers:
-        raise UserError(f"--n-drop {n_drop}: the model has {loaded.n_layers} layers, so at most {loaded.n_layers - 1} can be removed")
+        raise UserError(
+            f"--n-drop {n_drop}: the model has {loaded.n_layers} layers, so at most {loaded.n_layers - 1} can be removed"
+        )
     if m.name == "laco":
-        check_laco_params(loaded.n_layers, opts.get("c", 4), opts.get("interval", 2), opts.get("low"), opts.get("high"),
-                          opts.get("threshold", 0.45), opts.get("mode", "paper"))
+        check_laco_params(
+            loaded.n_layers,
+            opts.get("c", 4),
+            opts.get("interval", 2),
+            opts.get("low"),
+            opts.get("high"),
+            opts.get("threshold", 0.45),
+            opts.get("mode", "paper"),
+        )
     console = Console(stderr=True)
     if m.needs_calibration and cal is None:
         console.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")

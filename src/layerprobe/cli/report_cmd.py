@@ -12,8 +12,12 @@ from layerprobe.errors import UserError
 
 
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories written by `layerprobe analyze`", show_default=False)],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write (default: RUN_DIR/report.html of the first run)")] = None,
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="one or more run directories written by `layerprobe analyze`", show_default=False)
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file to write (default: RUN_DIR/report.html of the first run)")
+    ] = None,
 ) -> None:
     """Render run directories as one self-contained HTML report (no network needed to open it)."""
     from layerprobe.report import render_report

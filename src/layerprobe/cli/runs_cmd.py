@@ -44,5 +44,7 @@ def runs(
         done = f"{n}/{info.expected_traces}" if info.expected_traces else str(n)
         if read.skipped:
             done += f" ({read.skipped} damaged lines skipped)"
-        t.add_row(d.name, info.model.id, variants, info.task.name, effective_status(info), done, info.updated[:16].replace("T", " "))
+        t.add_row(
+            d.name, info.model.id, variants, info.task.name, effective_status(info), done, info.updated[:16].replace("T", " ")
+        )
     Console().print(t)

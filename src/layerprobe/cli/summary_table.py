@@ -42,13 +42,23 @@ def print_summary(run: Run | str | Path, console: Console) -> None:
     budgets = [str(b) for b in info.config.budgets]
     k = info.config.samples
     partial = "  (PARTIAL RUN)" if m.partial else ""
-    acc = Table(title=f"{info.model.id} on {info.task.name}: accuracy % (95 % CI) by thinking budget B{partial}",
-                title_justify="left", pad_edge=False)
-    beh = Table(title=(f"parallel: pass@{k} / maj@{k} % over {k} samples at B={info.config.parallel_budget}; "
-                       "SelfBLEU across samples (0-100); reflection words per 1k thinking tokens"),
-                title_justify="left", pad_edge=False)
-    for t, cols in ((acc, [f"B={b}" for b in budgets]),
-                    (beh, [f"pass@{k}", f"maj@{k}", "loops %", "SelfBLEU", "reflect/1k", "think tokens", "no answer %"])):
+    acc = Table(
+        title=f"{info.model.id} on {info.task.name}: accuracy % (95 % CI) by thinking budget B{partial}",
+        title_justify="left",
+        pad_edge=False,
+    )
+    beh = Table(
+        title=(
+            f"parallel: pass@{k} / maj@{k} % over {k} samples at B={info.config.parallel_budget}; "
+            "SelfBLEU across samples (0-100); reflection words per 1k thinking tokens"
+        ),
+        title_justify="left",
+        pad_edge=False,
+    )
+    for t, cols in (
+        (acc, [f"B={b}" for b in budgets]),
+        (beh, [f"pass@{k}", f"maj@{k}", "loops %", "SelfBLEU", "reflect/1k", "think tokens", "no answer %"]),
+    ):
         t.add_column("variant (dropped)", no_wrap=True)
         t.add_column("group", no_wrap=True)
         for c in cols:
@@ -65,16 +75,26 @@ def print_summary(run: Run | str | Path, console: Console) -> None:
             acc.add_row(first, g, *[_acc(gm.sequential.get(x)) for x in budgets], end_section=last)
             pk, mk = par.pass_at_k.get(str(k)), par.maj_at_k.get(str(k))
             beh.add_row(
-                first, g, _pct(pk.value if pk else None), _pct(mk.value if mk else None), _pct(b.loop_rate),
+                first,
+                g,
+                _pct(pk.value if pk else None),
+                _pct(mk.value if mk else None),
+                _pct(b.loop_rate),
                 "copies" if par.identical_samples else _num(par.self_bleu_across),
-                _num(b.reflections_per_1k), _num(b.mean_thinking_tokens, "{:.0f}"), _pct(b.answer_missing_rate),
+                _num(b.reflections_per_1k),
+                _num(b.mean_thinking_tokens, "{:.0f}"),
+                _pct(b.answer_missing_rate),
                 end_section=last,
             )
     console.print(acc)
     console.print(beh)
     for cmp in m.comparisons:
         if cmp.group == ALL and cmp.mode == "sequential" and cmp.budget == info.config.budgets[-1]:
-            caveat = "" if all(h.meaningful for n, h in m.grading.items() if n in (cmp.base, cmp.variant)) else " (accuracy not meaningful: see above)"
+            caveat = (
+                ""
+                if all(h.meaningful for n, h in m.grading.items() if n in (cmp.base, cmp.variant))
+                else " (accuracy not meaningful: see above)"
+            )
             console.print(
                 f"{cmp.variant} vs {cmp.base} at B={cmp.budget}: accuracy {_pct(cmp.mean_b)} vs {_pct(cmp.mean_a)} %, "
                 f"difference {_signed(cmp.diff)} points [95 % CI {_signed(cmp.ci_low)} to {_signed(cmp.ci_high)}], "

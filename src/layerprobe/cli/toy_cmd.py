@@ -47,8 +47,12 @@ def eval_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     drop: Annotated[str | None, typer.Option("--drop", help="original layers to remove first, e.g. 4,5")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the results as JSON")] = None,
-    budgets: Annotated[str | None, typer.Option("--budgets", help="thinking budgets for a sequential-scaling curve, e.g. 0,20,40,80")] = None,
-    budget_task: Annotated[str, typer.Option("--budget-task", help="task type for the budget curve (short, mid, long, xlong, k=N)")] = "long",
+    budgets: Annotated[
+        str | None, typer.Option("--budgets", help="thinking budgets for a sequential-scaling curve, e.g. 0,20,40,80")
+    ] = None,
+    budget_task: Annotated[
+        str, typer.Option("--budget-task", help="task type for the budget curve (short, mid, long, xlong, k=N)")
+    ] = "long",
 ) -> None:
     """Accuracy by task type and chain length, greedy and sampled (maj@n), and a Wait audit."""
     from layerprobe.cli.common import check_output_file
@@ -72,17 +76,39 @@ def eval_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     err = Console(stderr=True)
-    with Progress(TextColumn("toy eval: traces"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+    with Progress(
+        TextColumn("toy eval: traces"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
         task = bar.add_task("eval", total=None)
-        res = evaluate(loaded.model, loaded.tokenizer, list(TASK_TYPES), n=n, samples=samples, temperature=temperature, seed=seed,
-                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+        res = evaluate(
+            loaded.model,
+            loaded.tokenizer,
+            list(TASK_TYPES),
+            n=n,
+            samples=samples,
+            temperature=temperature,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     table = Table(title=f"toy eval: {model}" + (f" without layers {drop}" if drop else ""))
     for col in ("task", "n", "greedy", f"sampled T={temperature}", f"maj@{samples}"):
         table.add_column(col)
     for tt in TASK_TYPES:
-        table.add_row(tt, str(res.n_problems[tt]), f"{res.greedy[tt]:.3f}",
-                      f"{res.sampled.get(tt, float('nan')):.3f}", f"{res.maj.get(tt, float('nan')):.3f}")
+        table.add_row(
+            tt,
+            str(res.n_problems[tt]),
+            f"{res.greedy[tt]:.3f}",
+            f"{res.sampled.get(tt, float('nan')):.3f}",
+            f"{res.maj.get(tt, float('nan')):.3f}",
+        )
     console = Console()
     console.print(table)
     console.print("greedy by chain length: " + ", ".join(f"k={k}: {v:.2f}" for k, v in res.greedy_by_k.items()))
@@ -93,8 +119,25 @@ def eval_cmd(
         from layerprobe.toy.evaluate import budget_curve
 
         curve = budget_curve(loaded.model, loaded.tokenizer, budget_task, budget_list, n=n, seed=seed)
-        console.print(f"greedy accuracy vs thinking budget ({budget_task}): " + ", ".join(f"B={b}: {a:.2f}" for b, a in curve.items()))
+        console.print(
+            f"greedy accuracy vs thinking budget ({budget_task}): " + ", ".join(f"B={b}: {a:.2f}" for b, a in curve.items())
+        )
     if json_out:
-        json_out.write_text(json.dumps({"schema_version": 1, "model": model, "drop": drop, "n": n, "samples": samples,
-                                        "temperature": temperature, "seed": seed, **res.__dict__,
-                                        "budget_task": budget_task, "budget_curve": curve}, indent=2, default=str))
+        json_out.write_text(
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "model": model,
+                    "drop": drop,
+                    "n": n,
+                    "samples": samples,
+                    "temperature": temperature,
+                    "seed": seed,
+                    **res.__dict__,
+                    "budget_task": budget_task,
+                    "budget_curve": curve,
+                },
+                indent=2,
+                default=str,
+            )
+        )

@@ -73,9 +73,7 @@ def suffix_array(codes: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         order = np.argsort(key)
         sorted_key = key[order]
         new_rank = np.empty(n, dtype=np.int64)
-        new_rank[order] = np.concatenate(
-            ([0], np.cumsum(sorted_key[1:] != sorted_key[:-1]))
-        )
+        new_rank[order] = np.concatenate(([0], np.cumsum(sorted_key[1:] != sorted_key[:-1])))
         rank = new_rank
         levels.append(rank)
         k *= 2

@@ -42,9 +42,7 @@ def _as_1d(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def bootstrap_means(
-    values: np.ndarray, n_boot: int = 10_000, seed: int | np.random.Generator = 0
-) -> np.ndarray:
+def bootstrap_means(values: np.ndarray, n_boot: int = 10_000, seed: int | np.random.Generator = 0) -> np.ndarray:
     """Means of `n_boot` resamples (with replacement, same size) of `values`.
 
     The resampled indices are drawn as one (n_boot, n) integer array from a seeded numpy
@@ -87,9 +85,7 @@ def bootstrap_mean_interval(
     return _percentile_interval(bootstrap_means(vals, n_boot, seed), confidence)
 
 
-def proportion_interval(
-    successes: int, n: int, confidence: float = 0.95
-) -> tuple[float, float]:
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion of `successes` out of `n`.
 
     Well-behaved at 0 and n successes and for small n (unlike the normal approximation).
@@ -133,8 +129,7 @@ def mcnemar_exact(n01: int, n10: int) -> float:
         tail = sum(math.comb(m, i) for i in range(low + 1))
         return min(1.0, 2 * tail / 2**m)
     # Large counts: the same sum in log space (relative error ~1e-12).
-    log_terms = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1)
-                 for i in range(low + 1)]
+    log_terms = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) for i in range(low + 1)]
     top = max(log_terms)
     log_tail = top + math.log(math.fsum(math.exp(t - top) for t in log_terms))
     return min(1.0, math.exp(math.log(2.0) + log_tail - m * math.log(2.0)))
@@ -245,8 +240,25 @@ def paired_comparison(
     dropped = int(keep.shape[0]) - n
     if n == 0:
         nan = math.nan
-        return PairedComparison(0, dropped, nan, nan, nan, nan, nan, confidence, False,
-                                None, None, None, 1.0, NO_CLEAR_DIFFERENCE, n_boot, seed, p_value=1.0)
+        return PairedComparison(
+            0,
+            dropped,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            confidence,
+            False,
+            None,
+            None,
+            None,
+            1.0,
+            NO_CLEAR_DIFFERENCE,
+            n_boot,
+            seed,
+            p_value=1.0,
+        )
     rng = np.random.default_rng(seed)
     d = xb - xa
     diff = float(d.mean())
@@ -270,10 +282,25 @@ def paired_comparison(
     if rejects and excludes_zero:
         verdict = HIGHER if low > 0.0 else LOWER
     return PairedComparison(
-        n_pairs=n, n_dropped=dropped, mean_a=float(xa.mean()), mean_b=float(xb.mean()),
-        diff=diff, ci_low=low, ci_high=high, confidence=confidence, binary=binary,
-        n01=n01, n10=n10, mcnemar_p=mcnemar_p, permutation_p=permutation_p,
-        verdict=verdict, n_boot=n_boot, seed=seed, ci_method=ci_method, test=test, p_value=float(test_p),
+        n_pairs=n,
+        n_dropped=dropped,
+        mean_a=float(xa.mean()),
+        mean_b=float(xb.mean()),
+        diff=diff,
+        ci_low=low,
+        ci_high=high,
+        confidence=confidence,
+        binary=binary,
+        n01=n01,
+        n10=n10,
+        mcnemar_p=mcnemar_p,
+        permutation_p=permutation_p,
+        verdict=verdict,
+        n_boot=n_boot,
+        seed=seed,
+        ci_method=ci_method,
+        test=test,
+        p_value=float(test_p),
         agree=(excludes_zero == rejects) or n < 2,
     )
 

@@ -98,9 +98,7 @@ def maj_at_k(answers: Sequence[Hashable | None], correct: Any, k: int) -> bool:
     if _is_flags(correct):
         flags = list(correct)
         if len(flags) != len(answers):
-            raise ValueError(
-                f"got {len(flags)} correctness flags for {len(answers)} answers"
-            )
+            raise ValueError(f"got {len(flags)} correctness flags for {len(answers)} answers")
         return bool(flags[winner])
     return bool(answers[winner] == correct)
 

@@ -110,10 +110,7 @@ def reflection_counts(text: str, lexicon: Lexicon = None) -> dict[str, int]:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     entries = resolve_lexicon(lexicon)
-    return {
-        entry: sum(1 for _ in pattern.finditer(text))
-        for entry, pattern in zip(entries, _patterns(entries))
-    }
+    return {entry: sum(1 for _ in pattern.finditer(text)) for entry, pattern in zip(entries, _patterns(entries))}
 
 
 def _check_tokens(thinking_tokens: int) -> int:
@@ -134,9 +131,7 @@ def _as_counts(text_or_counts: str | Mapping[str, int], lexicon: Lexicon) -> dic
     return dict(text_or_counts)
 
 
-def reflection_rates(
-    text_or_counts: str | Mapping[str, int], thinking_tokens: int, lexicon: Lexicon = None
-) -> dict[str, float]:
+def reflection_rates(text_or_counts: str | Mapping[str, int], thinking_tokens: int, lexicon: Lexicon = None) -> dict[str, float]:
     """Occurrences per 1,000 thinking tokens, by entry: {entry: 1000 * count / tokens}.
 
     `text_or_counts` is the thinking text (counted with `lexicon`) or counts already made by
@@ -150,9 +145,7 @@ def reflection_rates(
     return {entry: 1000.0 * count / tokens for entry, count in counts.items()}
 
 
-def reflection_rate(
-    text_or_counts: str | Mapping[str, int], thinking_tokens: int, lexicon: Lexicon = None
-) -> float:
+def reflection_rate(text_or_counts: str | Mapping[str, int], thinking_tokens: int, lexicon: Lexicon = None) -> float:
     """All lexicon occurrences together per 1,000 thinking tokens (NaN for 0 tokens)."""
     tokens = _check_tokens(thinking_tokens)
     counts = _as_counts(text_or_counts, lexicon)
@@ -179,9 +172,7 @@ def reflection_profile(text: str, lexicon: Lexicon = None) -> dict[str, int]:
     return out
 
 
-def reflection_summary(
-    text: str, thinking_tokens: int, lexicon: Lexicon = None
-) -> dict[str, Any]:
+def reflection_summary(text: str, thinking_tokens: int, lexicon: Lexicon = None) -> dict[str, Any]:
     """The reflection numbers of one thinking trace in a JSON-ready dict.
 
     Keys: "counts" ({entry: count}), "total" (all entries), "per_1k" (total per 1,000

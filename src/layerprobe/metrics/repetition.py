@@ -160,9 +160,7 @@ def detect_loop(
     )
 
 
-def repetition_summary(
-    tokens: Symbols, n: int = 4, min_repeats: int = 3, max_period: int | None = None
-) -> dict[str, Any]:
+def repetition_summary(tokens: Symbols, n: int = 4, min_repeats: int = 3, max_period: int | None = None) -> dict[str, Any]:
     """The repetition numbers of one trace in a JSON-ready dict.
 
     Keys: "seq_rep_<n>", "longest_repeat" (length), "longest_repeat_positions" ([first,

@@ -37,8 +37,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])\s+|\n+")
 @lru_cache(maxsize=8)
 def _bleu(tokenize: str) -> BLEU:
     # The same configuration as sacrebleu.sentence_bleu's defaults.
-    return BLEU(lowercase=False, force=False, tokenize=tokenize, smooth_method="exp",
-                smooth_value=None, effective_order=True)
+    return BLEU(lowercase=False, force=False, tokenize=tokenize, smooth_method="exp", smooth_value=None, effective_order=True)
 
 
 def _forget_tokenized(bleu: BLEU) -> None:
@@ -121,9 +120,14 @@ def pairwise_self_bleu(segments: Sequence[str], tokenize: str = "13a") -> list[f
                 correct[k] += count if count < ref else ref
         ref_len = _closest_other_length(lens[i], len_counts, distinct_lens)
         score = BLEU.compute_bleu(
-            correct, total, lens[i], ref_len,
-            smooth_method=bleu.smooth_method, smooth_value=bleu.smooth_value,
-            effective_order=bleu.effective_order, max_ngram_order=order,
+            correct,
+            total,
+            lens[i],
+            ref_len,
+            smooth_method=bleu.smooth_method,
+            smooth_value=bleu.smooth_value,
+            effective_order=bleu.effective_order,
+            max_ngram_order=order,
         ).score
         scores.append(score)
     return scores

@@ -152,9 +152,13 @@ def summarize_samples(records: Sequence[Any]) -> dict[str, Any]:
     n = len(recs)
     if n == 0:
         return {
-            "n_samples": 0, "distinct_answers": 0, "answer_missing_rate": math.nan,
-            "budget_exhausted_rate": math.nan, "mean_thinking_tokens": math.nan,
-            "median_thinking_tokens": math.nan, "max_thinking_tokens": None,
+            "n_samples": 0,
+            "distinct_answers": 0,
+            "answer_missing_rate": math.nan,
+            "budget_exhausted_rate": math.nan,
+            "mean_thinking_tokens": math.nan,
+            "median_thinking_tokens": math.nan,
+            "max_thinking_tokens": None,
             "mean_answer_tokens": math.nan,
         }
     thinking = [r.thinking_tokens for r in recs]

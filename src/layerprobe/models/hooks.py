@@ -84,6 +84,7 @@ def layer_hooks(
 
     try:
         if on_input is not None:
+
             def pre(_module: Any, args: tuple, kwargs: dict) -> None:
                 on_input(layer_input(args, kwargs))
 

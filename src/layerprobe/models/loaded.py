@@ -76,8 +76,18 @@ class LoadedModel:
         from layerprobe import __version__
 
         return Provenance(
-            name=self.name, source=self.source, source_kind=self.source_kind, revision=self.revision, family=self.family,
-            dtype=str(self.dtype).removeprefix("torch."), n_layers_original=self.n_layers_original, n_layers=self.n_layers,
-            dropped=self.dropped, layer_map=list(self.layer_map), method=self.method, calibration=self.calibration,
-            reasoning_format=self.reasoning_format, layerprobe_version=__version__,
+            name=self.name,
+            source=self.source,
+            source_kind=self.source_kind,
+            revision=self.revision,
+            family=self.family,
+            dtype=str(self.dtype).removeprefix("torch."),
+            n_layers_original=self.n_layers_original,
+            n_layers=self.n_layers,
+            dropped=self.dropped,
+            layer_map=list(self.layer_map),
+            method=self.method,
+            calibration=self.calibration,
+            reasoning_format=self.reasoning_format,
+            layerprobe_version=__version__,
         )

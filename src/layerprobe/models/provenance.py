@@ -66,7 +66,9 @@ def read_provenance(checkpoint: Path, n_layers: int) -> Provenance | None:
         prov = Provenance.model_validate_json(path.read_bytes())
     except (OSError, ValidationError, ValueError) as exc:
         what = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise UserError(f"{path} is not a valid layerprobe.json ({what}); delete it to load the checkpoint as an unpruned model") from None
+        raise UserError(
+            f"{path} is not a valid layerprobe.json ({what}); delete it to load the checkpoint as an unpruned model"
+        ) from None
     lm = prov.layer_map
     problems = []
     if len(lm) != n_layers:
@@ -76,6 +78,7 @@ def read_provenance(checkpoint: Path, n_layers: int) -> Provenance | None:
     if lm and (min(lm) < 0 or max(lm) >= prov.n_layers_original):
         problems.append(f"its layer_map leaves 0..{prov.n_layers_original - 1}")
     if problems:
-        raise UserError(f"{path} disagrees with the checkpoint ({'; '.join(problems)}); "
-                        "delete it to load the checkpoint as an unpruned model")
+        raise UserError(
+            f"{path} disagrees with the checkpoint ({'; '.join(problems)}); delete it to load the checkpoint as an unpruned model"
+        )
     return prov

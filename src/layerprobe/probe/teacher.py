@@ -189,10 +189,18 @@ def teacher_forced_many(
                         tb[v][n0 + s : n0 + s + lb.shape[0], j] = jsd_logprobs(final_b, lq).cpu().numpy()
     return [
         TeacherForced(
-            kl=kl[v], drift=dr[v], layers=np.asarray(matched[v], dtype=np.int16), tokens=np.asarray(trace_ids, dtype=np.int32),
-            threshold=float(threshold), window=effective_window(window, T), onset=kl_onset(kl[v], threshold, effective_window(window, T)),
+            kl=kl[v],
+            drift=dr[v],
+            layers=np.asarray(matched[v], dtype=np.int16),
+            tokens=np.asarray(trace_ids, dtype=np.int32),
+            threshold=float(threshold),
+            window=effective_window(window, T),
+            onset=kl_onset(kl[v], threshold, effective_window(window, T)),
             chunk=int(chunk),
-            key=str(key), jsd_to_base=tb[v], top1=top1[v], base_top1=base_top1.copy(),
+            key=str(key),
+            jsd_to_base=tb[v],
+            top1=top1[v],
+            base_top1=base_top1.copy(),
         )
         for v in range(len(pruned))
     ]

@@ -59,9 +59,7 @@ def boot_bridge(loaded: LoadedModel, *, share_weights: bool = True) -> Any:
         # (the adapter feeds token ids, never text, so BOS handling does not matter here).
         tok = copy.copy(tok)
         tok.init_kwargs = dict(tok.init_kwargs, name_or_path=getattr(tok, "name_or_path", "") or "", add_bos_token=True)
-    return bridge_cls.boot_transformers(
-        loaded.name, hf_model=model, tokenizer=tok, device=str(loaded.device), dtype=loaded.dtype
-    )
+    return bridge_cls.boot_transformers(loaded.name, hf_model=model, tokenizer=tok, device=str(loaded.device), dtype=loaded.dtype)
 
 
 def tl_layer_stats(
@@ -93,15 +91,20 @@ def tl_layer_stats(
     names = {"blocks.0.hook_resid_pre"} | {f"blocks.{i}.hook_resid_post" for i in range(L)}
     with torch.inference_mode():
         _, cache = bridge.run_with_cache(ids, names_filter=lambda n: n in names)
-        raw = torch.stack([cache["blocks.0.hook_resid_pre"][0]] + [cache[f"blocks.{i}.hook_resid_post"][0] for i in range(L)], dim=1)
+        raw = torch.stack(
+            [cache["blocks.0.hook_resid_pre"][0]] + [cache[f"blocks.{i}.hook_resid_post"][0] for i in range(L)], dim=1
+        )
         x = raw.float()  # (T, L+1, H)
         bi = 1.0 - F.cosine_similarity(x[:, :-1], x[:, 1:], dim=-1)
         norm = torch.linalg.vector_norm(x[:, 1:], dim=-1)
         out = {"block_influence": bi.cpu().numpy(), "norm": norm.cpu().numpy()}
         if lens:
             tok = torch.tensor([max(t, 0) for t in nxt], dtype=torch.long, device=raw.device)
-            ls = lens_stats(raw[:, 1:], tok, bridge.ln_final, bridge.unembed, topk=lens_topk,
-                            softcap=model_softcap(loaded.model)).cpu().numpy()  # (T, 4, L)
+            ls = (
+                lens_stats(raw[:, 1:], tok, bridge.ln_final, bridge.unembed, topk=lens_topk, softcap=model_softcap(loaded.model))
+                .cpu()
+                .numpy()
+            )  # (T, 4, L)
             rank = ls[:, 3].astype(np.int32)
             rank[np.asarray(nxt) < 0] = -1
             out.update(jsd=ls[:, 0], entropy=ls[:, 1], top1_agree=ls[:, 2], rank=rank)

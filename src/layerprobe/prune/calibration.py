@@ -107,7 +107,9 @@ def _read_documents(path: Path) -> list[str]:
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"--calib {path}: not UTF-8 text (expected one document per line, or JSONL with a 'text' field)") from None
+        raise UserError(
+            f"--calib {path}: not UTF-8 text (expected one document per line, or JSONL with a 'text' field)"
+        ) from None
     except OSError as exc:
         raise UserError(f"--calib {path}: cannot read it ({exc.strerror or exc})") from None
     lines = [(no, line) for no, line in enumerate(raw.splitlines(), 1) if line.strip()]
@@ -254,12 +256,17 @@ def traces_calibration(
                 for seq in _generate_batch(loaded, chosen[start : start + batch_size], max_new_tokens):
                     ids.append(seq)
                     texts.append(tok.decode(seq, skip_special_tokens=False))
-            extra = {"generator": "generic", "n_traces": n, "max_new_tokens": max_new_tokens,
-                     "chat_template": bool(getattr(tok, "chat_template", None))}
+            extra = {
+                "generator": "generic",
+                "n_traces": n,
+                "max_new_tokens": max_new_tokens,
+                "chat_template": bool(getattr(tok, "chat_template", None)),
+            }
     finally:
         model.train(was_training)
-    return Calibration(texts=texts, source="traces", name=f"{loaded.name}-traces", token_ids=ids,
-                       add_special_tokens=False, extra=extra)
+    return Calibration(
+        texts=texts, source="traces", name=f"{loaded.name}-traces", token_ids=ids, add_special_tokens=False, extra=extra
+    )
 
 
 def _prompt_ids(tok: Any, prompt: str) -> list[int]:
@@ -271,8 +278,10 @@ def _prompt_ids(tok: Any, prompt: str) -> list[int]:
 
 def _eos_ids(loaded: Any) -> set[int]:
     out: set[int] = set()
-    for src in (getattr(loaded.tokenizer, "eos_token_id", None),
-                getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)):
+    for src in (
+        getattr(loaded.tokenizer, "eos_token_id", None),
+        getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None),
+    ):
         if isinstance(src, int):
             out.add(src)
         elif isinstance(src, (list, tuple)):
@@ -292,8 +301,9 @@ def _generate_batch(loaded: Any, prompts: list[str], max_new_tokens: int) -> lis
     input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encs], device=loaded.device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encs], device=loaded.device)
     with torch.inference_mode():
-        out = loaded.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=pad)
+        out = loaded.model.generate(
+            input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
+        )
     eos = _eos_ids(loaded)
     seqs = []
     for row, e in enumerate(encs):

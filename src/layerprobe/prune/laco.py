@@ -90,8 +90,9 @@ def merged_layer(base: nn.Module, followers: Sequence[nn.Module], mode: str) -> 
     return new, merged, kept
 
 
-def merge_layers(loaded: LoadedModel, base_pos: int, n_followers: int, mode: str = "paper",
-                 method: str | None = None) -> tuple[LoadedModel, dict[str, Any]]:
+def merge_layers(
+    loaded: LoadedModel, base_pos: int, n_followers: int, mode: str = "paper", method: str | None = None
+) -> tuple[LoadedModel, dict[str, Any]]:
     """A new LoadedModel in which the layer at current position `base_pos` absorbs the next `n_followers`.
 
     The merged layer gets new tensors and keeps the original index of layer `base_pos`; the followers
@@ -127,8 +128,9 @@ class LacoResult:
         return self.model.dropped
 
 
-def check_laco_params(n_layers: int, c: int, interval: int, low: int | None, high: int | None,
-                      threshold: float, mode: str) -> tuple[int, int]:
+def check_laco_params(
+    n_layers: int, c: int, interval: int, low: int | None, high: int | None, threshold: float, mode: str
+) -> tuple[int, int]:
     """Validate LaCo parameters for a model with `n_layers` layers; returns (low, high)."""
     if mode not in MODES:
         raise UserError(f"--laco-mode {mode}: unknown (valid: {', '.join(MODES)})")
@@ -214,8 +216,7 @@ def laco(
             continue
         candidate, info = merge_layers(current, pos, m, mode, method=label)
         s = similarity(candidate)
-        step = {"position": pos, "base": info["base"], "followers": info["followers"], "similarity": s,
-                "accepted": s > threshold}
+        step = {"position": pos, "base": info["base"], "followers": info["followers"], "similarity": s, "accepted": s > threshold}
         steps.append(step)
         if log is not None:
             log(step)
@@ -224,8 +225,16 @@ def laco(
             for f in info["followers"]:
                 group += absorbed.pop(f)
             absorbed[info["base"]] = sorted(group)
-            merges.append({"base": info["base"], "followers": info["followers"], "absorbs": sorted(group),
-                           "similarity": s, "merged_params": info["merged_params"], "kept_params": info["kept_params"]})
+            merges.append(
+                {
+                    "base": info["base"],
+                    "followers": info["followers"],
+                    "absorbs": sorted(group),
+                    "similarity": s,
+                    "merged_params": info["merged_params"],
+                    "kept_params": info["kept_params"],
+                }
+            )
             current = candidate
             pos -= interval
         else:

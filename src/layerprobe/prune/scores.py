@@ -85,9 +85,7 @@ def _documents(texts: Any) -> tuple[list[Document], bool]:
     return list(texts), True
 
 
-def encode_documents(
-    tokenizer: Any, texts: Any, seq_len: int, add_special_tokens: bool | None = None
-) -> list[list[int]]:
+def encode_documents(tokenizer: Any, texts: Any, seq_len: int, add_special_tokens: bool | None = None) -> list[list[int]]:
     """Token ids of each document, truncated to `seq_len` tokens; empty documents are skipped.
 
     A document is a string (tokenized with `tokenizer`) or an already tokenized list of ids.
@@ -118,8 +116,11 @@ def encode_documents(
 
 def _pad_id(loaded: LoadedModel) -> int:
     tok = loaded.tokenizer
-    for cand in (getattr(tok, "pad_token_id", None), getattr(loaded.model.config, "pad_token_id", None),
-                 getattr(tok, "eos_token_id", None)):
+    for cand in (
+        getattr(tok, "pad_token_id", None),
+        getattr(loaded.model.config, "pad_token_id", None),
+        getattr(tok, "eos_token_id", None),
+    ):
         if isinstance(cand, int):
             return cand
     return 0
@@ -210,14 +211,21 @@ def layer_scores(
 
             # x.float() is x itself for float32 models: this relies on decoder layers not writing into
             # their input in place (true of the supported families, whose residual adds are out of place).
-            def on_input(x: torch.Tensor, state: dict[str, Any] = state, rows: torch.Tensor = rows,
-                         last_pos: torch.Tensor = last_pos) -> None:
+            def on_input(
+                x: torch.Tensor, state: dict[str, Any] = state, rows: torch.Tensor = rows, last_pos: torch.Tensor = last_pos
+            ) -> None:
                 x32 = x.float()
                 state["prev"] = x32
                 state["last"].append(x32[rows, last_pos])
 
-            def on_output(i: int, y: torch.Tensor, state: dict[str, Any] = state, rows: torch.Tensor = rows,
-                          last_pos: torch.Tensor = last_pos, maskf: torch.Tensor = maskf) -> None:
+            def on_output(
+                i: int,
+                y: torch.Tensor,
+                state: dict[str, Any] = state,
+                rows: torch.Tensor = rows,
+                last_pos: torch.Tensor = last_pos,
+                maskf: torch.Tensor = maskf,
+            ) -> None:
                 y32 = y.float()
                 cos = F.cosine_similarity(state["prev"], y32, dim=-1)  # [B, S]
                 state["bi"][i] = (cos * maskf).sum()
@@ -265,9 +273,7 @@ def block_influence(loaded: LoadedModel, texts: Any, seq_len: int = 256, batch_s
     return layer_scores(loaded, texts, n_max=1, seq_len=seq_len, batch_size=batch_size).block_influence
 
 
-def block_influence_by_original(
-    loaded: LoadedModel, texts: Any, seq_len: int = 256, batch_size: int = 8
-) -> dict[int, float]:
+def block_influence_by_original(loaded: LoadedModel, texts: Any, seq_len: int = 256, batch_size: int = 8) -> dict[int, float]:
     """Block influence keyed by original layer index (only the layers present in `loaded`)."""
     return layer_scores(loaded, texts, n_max=1, seq_len=seq_len, batch_size=batch_size).by_original()
 

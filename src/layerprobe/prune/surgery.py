@@ -33,7 +33,9 @@ def parse_layer_list(text: str, flag: str = "--drop", what: str = "layer indices
         try:
             out.append(int(p))
         except ValueError:
-            raise UserError(f"{flag} '{text}': '{p}' is not an integer (expected comma-separated {what} such as {example})") from None
+            raise UserError(
+                f"{flag} '{text}': '{p}' is not an integer (expected comma-separated {what} such as {example})"
+            ) from None
     return out
 
 
@@ -154,8 +156,9 @@ def _chain_modules(root: nn.Module, parts: Sequence[str]) -> list[nn.Module]:
     return out
 
 
-def save_model(loaded: LoadedModel, out_dir: str | Path, *, selection: dict[str, Any] | None = None,
-               healing: dict[str, Any] | None = None) -> Path:
+def save_model(
+    loaded: LoadedModel, out_dir: str | Path, *, selection: dict[str, Any] | None = None, healing: dict[str, Any] | None = None
+) -> Path:
     """Write a checkpoint that plain `AutoModelForCausalLM.from_pretrained` loads.
 
     Safetensors weights with contiguous layer names, config, tokenizer, and `layerprobe.json`

@@ -1,7 +1,7 @@
 """`layerprobe report`: run directories -> one self-contained HTML file (issue #9).
 
-    from layerprobe.report import render_report
-    render_report(["runs/a", "runs/b"], out="cmp.html")   # -> Path
+from layerprobe.report import render_report
+render_report(["runs/a", "runs/b"], out="cmp.html")   # -> Path
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@ from typing import Any
 from layerprobe.report.numbers import is_num
 from layerprobe.runs.reader import Run
 
-RULE = ("For each pruned variant: problems where the base and the pruned variant disagree on correctness come "
-        "first, then the others; within each, problems are ordered by the mean teacher-forced KL of the pruned "
-        "model over the base trace (largest first; without teacher-forced arrays: pruned traces that loop first, "
-        "then the largest difference in thinking length). Traces are the sequential ones at the largest budget "
-        "(sample 0), or the first parallel sample when the run has no sequential traces. A marker shows the first "
-        "character where the two thinking texts part.")
+RULE = (
+    "For each pruned variant: problems where the base and the pruned variant disagree on correctness come "
+    "first, then the others; within each, problems are ordered by the mean teacher-forced KL of the pruned "
+    "model over the base trace (largest first; without teacher-forced arrays: pruned traces that loop first, "
+    "then the largest difference in thinking length). Traces are the sequential ones at the largest budget "
+    "(sample 0), or the first parallel sample when the run has no sequential traces. A marker shows the first "
+    "character where the two thinking texts part."
+)
 
 
 def load_trace_arrays(run: Run, rel: str | None) -> dict[str, Any] | None:
@@ -122,8 +124,9 @@ def _layer_panels(run: Run, recs: list[Any]) -> list[tuple[str, Any, Any, int | 
     return panels
 
 
-def choose_cases(run: Run, colors: dict[str, str], per_variant: int = 3, max_chars: int = 4000,
-                 layer_plots: int = 1) -> list[Case]:
+def choose_cases(
+    run: Run, colors: dict[str, str], per_variant: int = 3, max_chars: int = 4000, layer_plots: int = 1
+) -> list[Case]:
     """The case studies of every pruned variant (see RULE); the first `layer_plots` of each also get
     the per-token logit-lens heat maps of both traces (what the layers do where a loop starts)."""
     from layerprobe.report import figures
@@ -158,14 +161,26 @@ def choose_cases(run: Run, colors: dict[str, str], per_variant: int = 3, max_cha
             if loops:
                 why.append(f"{v}'s trace loops")
             part = _parting(b.thinking_text or "", p.thinking_text or "")
-            case = Case(problem_id=b.problem_id, group=b.group, variant=v, reason="; ".join(why) or "next in order",
-                        base=view(b, max_chars, part), pruned=view(p, max_chars, part), tf_mean=tf)
+            case = Case(
+                problem_id=b.problem_id,
+                group=b.group,
+                variant=v,
+                reason="; ".join(why) or "next in order",
+                base=view(b, max_chars, part),
+                pruned=view(p, max_chars, part),
+                tf_mean=tf,
+            )
             arr = load_trace_arrays(run, p.tf_file)
             if arr is not None and "kl" in arr and arr["kl"].size > 1:
                 onset = int(arr["onset"]) if "onset" in arr and arr["onset"].size == 1 else None
                 lo = p.repetition.loop_onset if p.repetition.loop else None
-                case.tf_plot = figures.trace_kl(arr["kl"].astype("float64").tolist(), onset, lo,
-                                                f"KL({run.base} \u2016 {v}) along {run.base}'s trace of {b.problem_id}", colors[v])
+                case.tf_plot = figures.trace_kl(
+                    arr["kl"].astype("float64").tolist(),
+                    onset,
+                    lo,
+                    f"KL({run.base} \u2016 {v}) along {run.base}'s trace of {b.problem_id}",
+                    colors[v],
+                )
             if rank < layer_plots:
                 panels = _layer_panels(run, [b, p])
                 if panels:

@@ -27,9 +27,16 @@ _counter = itertools.count()
 
 
 _RC: dict[RcKeyType, Any] = {
-    "svg.fonttype": "none", "svg.hashsalt": "layerprobe", "font.size": 9, "axes.titlesize": 10,
-    "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8, "legend.frameon": False,
-    "font.family": "sans-serif", "figure.dpi": 100,
+    "svg.fonttype": "none",
+    "svg.hashsalt": "layerprobe",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "font.family": "sans-serif",
+    "figure.dpi": 100,
     "text.parse_math": False,  # names and problem ids are user text: a "$" must not start mathtext
 }
 
@@ -75,7 +82,7 @@ def to_svg(fig: Any, alt: str) -> Markup:
     with rc_context(_RC):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
+    svg = svg[svg.index("<svg") :]
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     n = next(_counter)
     svg = re.sub(r'id="([^"]+)"', rf'id="f{n}-\1"', svg)
@@ -197,8 +204,15 @@ def _dropped_spans(ax: Any, run: Run, colors: dict[str, str], horizontal: bool =
                 ax.axhspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
             else:
                 ax.axvspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
-                ax.annotate(f"dropped\nin {v}", (l, 1.0), xycoords=("data", "axes fraction"), ha="center", va="top",
-                            fontsize=7, color=colors[v])
+                ax.annotate(
+                    f"dropped\nin {v}",
+                    (l, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    ha="center",
+                    va="top",
+                    fontsize=7,
+                    color=colors[v],
+                )
 
 
 @_styled
@@ -226,8 +240,17 @@ def block_influence(run: Run, colors: dict[str, str]) -> Markup | None:
                     ys.append(math.nan)
                 xs.append(l)
                 ys.append(x)
-            ax.plot(xs, ys, "o-" if base else "s--", color=colors[v], label=v,
-                    ms=7 if base else 4, lw=2.6 if base else 1.4, alpha=0.75 if base else 1.0, zorder=2 if base else 3)
+            ax.plot(
+                xs,
+                ys,
+                "o-" if base else "s--",
+                color=colors[v],
+                label=v,
+                ms=7 if base else 4,
+                lw=2.6 if base else 1.4,
+                alpha=0.75 if base else 1.0,
+                zorder=2 if base else 3,
+            )
             vals_all += [p[1] for p in pts]
     pos = [x for x in vals_all if x > 0]
     if pos and max(pos) / max(min(pos), 1e-9) > 30:
@@ -249,7 +272,8 @@ def heatmap(run: Run, key: str, label: str) -> Markup | None:
     import numpy as np
 
     las: dict[str, LayerAggregates] = {
-        s.name: la for s in run.variants if (la := run.layers.get(s.name)) is not None and la.heatmaps.get(key)}
+        s.name: la for s in run.variants if (la := run.layers.get(s.name)) is not None and la.heatmaps.get(key)
+    }
     names = list(las)
     if not names:
         return None
@@ -273,8 +297,16 @@ def heatmap(run: Run, key: str, label: str) -> Markup | None:
     for ax, v in zip(axes[0], names):
         m = mats[v]
         ax.set_facecolor("#eeeeee")
-        im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
-                       extent=(0, 1, -0.5, n_orig - 0.5), interpolation="nearest")
+        im = ax.imshow(
+            m,
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(0, 1, -0.5, n_orig - 0.5),
+            interpolation="nearest",
+        )
         spec = run.spec(v)
         dropped = spec.dropped if spec is not None else []
         for l in dropped:  # hatched rows, named once in the title (labels per row overlap on adjacent layers)
@@ -299,8 +331,10 @@ def settling(run: Run, colors: dict[str, str]) -> Markup | None:
     if not names:
         return None
     fig, axes = _subplots(3, width=3.0, height=2.5)
-    for ax, key, title in ((axes[0][0], "mean_depth_fraction", "settling depth / model depth"),
-                           (axes[0][1], "deep_thinking_ratio", "deep-thinking ratio")):
+    for ax, key, title in (
+        (axes[0][0], "mean_depth_fraction", "settling depth / model depth"),
+        (axes[0][1], "deep_thinking_ratio", "deep-thinking ratio"),
+    ):
         vals = [getattr(st[v], key) for v in names]
         ax.bar(range(len(names)), [x if is_num(x) else 0 for x in vals], color=[colors[v] for v in names])
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
@@ -341,19 +375,30 @@ def teacher_forced_kl(run: Run, colors: dict[str, str]) -> tuple[Markup, list[st
         tf = tfs[v]
         rel = tf.kl_by_relpos
         nb = len(rel)
-        ax.plot([(j + 0.5) / nb for j in range(nb)], [_f(x) for x in rel], "-", color=colors[v], label=f"{v}: KL({run.base} \u2016 {v})", lw=1.8)
+        ax.plot(
+            [(j + 0.5) / nb for j in range(nb)],
+            [_f(x) for x in rel],
+            "-",
+            color=colors[v],
+            label=f"{v}: KL({run.base} \u2016 {v})",
+            lw=1.8,
+        )
         onset = run.vmetrics(v).behaviour.mean_loop_onset_fraction
         if is_num(onset):
             ax.axvline(onset, color=colors[v], ls="--", lw=1, label=f"mean loop onset in {v}'s own traces")
             drawn.append(f"dashed: where {v}'s own generated traces start looping, on average")
         if is_num(tf.onset_fraction_mean):
             ax.axvline(tf.onset_fraction_mean, color=colors[v], ls=":", lw=1.4, label=f"{v}: mean divergence onset")
-            drawn.append(f"dotted: the mean position where {v}'s KL first stays above {tf.threshold} nats for {tf.window} tokens "
-                         "(a quarter of the trace, at least 2, when that is shorter) "
-                         f"({tf.n_onset} of {tf.n_traces} traces have such an onset)")
+            drawn.append(
+                f"dotted: the mean position where {v}'s KL first stays above {tf.threshold} nats for {tf.window} tokens "
+                "(a quarter of the trace, at least 2, when that is shorter) "
+                f"({tf.n_onset} of {tf.n_traces} traces have such an onset)"
+            )
         else:
-            drawn.append(f"no dotted line for {v}: in none of its {tf.n_traces} traces does the KL stay above {tf.threshold} nats "
-                         f"for {tf.window} tokens (or a quarter of a shorter trace)")
+            drawn.append(
+                f"no dotted line for {v}: in none of its {tf.n_traces} traces does the KL stay above {tf.threshold} nats "
+                f"for {tf.window} tokens (or a quarter of a shorter trace)"
+            )
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"relative position in {run.base}'s trace")
     ax.set_ylabel("KL (nats), next token")
@@ -417,8 +462,11 @@ def loops(run: Run, colors: dict[str, str]) -> Markup | None:
     ax.legend()
     ax = axes[0][1]
     for i, v in enumerate(names):
-        fr = [(s.repetition.loop_onset or 0) / max(1, s.repetition.length or 1)
-              for s in run.samples if s.variant == v and s.repetition.loop and s.repetition.loop_onset is not None]
+        fr = [
+            (s.repetition.loop_onset or 0) / max(1, s.repetition.length or 1)
+            for s in run.samples
+            if s.variant == v and s.repetition.loop and s.repetition.loop_onset is not None
+        ]
         if fr:
             jitter = [(i + 0.1 * ((k * 7919) % 11 - 5) / 5) for k in range(len(fr))]
             ax.scatter(fr, jitter, s=10, color=colors[v], alpha=0.6)
@@ -459,11 +507,21 @@ def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, lab
     ax.plot(range(len(kl)), kl, color=color, lw=1.2)
     if onset is not None and onset >= 0:
         ax.axvline(onset, color="#000", ls="--", lw=1)
-        ax.annotate("divergence onset", (onset, 0.95), xycoords=("data", "axes fraction"), fontsize=7, va="top", ha="right", rotation=90)
+        ax.annotate(
+            "divergence onset", (onset, 0.95), xycoords=("data", "axes fraction"), fontsize=7, va="top", ha="right", rotation=90
+        )
     if loop_onset is not None and loop_onset >= 0:
         ax.axvline(loop_onset, color=color, ls=":", lw=1.2)
-        ax.annotate("pruned trace starts looping", (loop_onset, 0.95), xycoords=("data", "axes fraction"), fontsize=7,
-                    va="top", ha="left", rotation=90, color=color)
+        ax.annotate(
+            "pruned trace starts looping",
+            (loop_onset, 0.95),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            va="top",
+            ha="left",
+            rotation=90,
+            color=color,
+        )
     ax.set_xlabel("token position in the base trace")
     ax.set_ylabel("KL (nats)")
     top = max((x for x in kl if math.isfinite(x)), default=0.0)
@@ -496,8 +554,15 @@ def compare_runs(runs: Sequence[Run], colors: dict[tuple[str, str], str]) -> Mar
                 seq = r.vmetrics(v, g).sequential
                 pts = sorted(((int(b), p) for b, p in seq.items()), key=lambda t: t[0])
                 if pts:
-                    ax.plot([b for b, _ in pts], [_f(p.accuracy) for _, p in pts], "o", ls=styles[ri % 4],
-                            color=colors[(r.label, v)], ms=4, lw=1.5)
+                    ax.plot(
+                        [b for b, _ in pts],
+                        [_f(p.accuracy) for _, p in pts],
+                        "o",
+                        ls=styles[ri % 4],
+                        color=colors[(r.label, v)],
+                        ms=4,
+                        lw=1.5,
+                    )
         ax.set_xscale("log", base=2)
         ticks = sorted({int(b) for r in runs for b in r.budgets()})
         ax.set_xticks(ticks, [str(b) for b in ticks])
@@ -536,12 +601,21 @@ def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int
     im = None
     for ax, (title, m, onset) in zip(axes[0], mats):
         ax.set_facecolor("#eeeeee")
-        im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest",
-                       extent=(-0.5, m.shape[1] - 0.5, -0.5, n_orig - 0.5))
+        im = ax.imshow(
+            m,
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            interpolation="nearest",
+            extent=(-0.5, m.shape[1] - 0.5, -0.5, n_orig - 0.5),
+        )
         if onset is not None and onset >= 0:
             ax.axvline(onset - 0.5, color="#ff4d4d", lw=1.5, ls="--")
-            ax.annotate("loop starts", (onset, n_orig - 0.5), color="#ff4d4d", fontsize=7, va="bottom", ha="left",
-                        annotation_clip=False)
+            ax.annotate(
+                "loop starts", (onset, n_orig - 0.5), color="#ff4d4d", fontsize=7, va="bottom", ha="left", annotation_clip=False
+            )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("token position in this trace")
     axes[0][0].set_ylabel("original layer")

@@ -14,8 +14,15 @@ from layerprobe.runs.summarize import TRACE_METRICS
 
 HIGHER, LOWER = "higher", "lower"
 #: Number kind of each behaviour metric.
-TRACE_KIND = {"loop": "p", "seq_rep": "p", "self_bleu_within": "f1", "reflections_per_1k": "f1", "thinking_tokens": "f1",
-              "budget_exhausted": "p", "answer_missing": "p"}
+TRACE_KIND = {
+    "loop": "p",
+    "seq_rep": "p",
+    "self_bleu_within": "f1",
+    "reflections_per_1k": "f1",
+    "thinking_tokens": "f1",
+    "budget_exhausted": "p",
+    "answer_missing": "p",
+}
 
 
 def comparison_index(run: Run) -> dict[tuple[str, str, str, int], int]:
@@ -38,9 +45,18 @@ def tone(verdict: str) -> str:
 
 def _cmp_parts(c: Comparison, src: tuple[Any, ...], kind: str = "p") -> list[Any]:
     dkind = {"p": "d", "f1": "d1", "f3": "d3"}.get(kind, kind)
-    parts: list[Any] = [" (difference ", Num(c.diff, dkind, src + ("diff",)), ", 95 % CI ",
-                        Num(c.ci_low, dkind, src + ("ci_low",)), " to ", Num(c.ci_high, dkind, src + ("ci_high",)),
-                        ", ", Num(c.n_pairs, "i", src + ("n_pairs",)), " problems paired): ", verdict_words(c.verdict)]
+    parts: list[Any] = [
+        " (difference ",
+        Num(c.diff, dkind, src + ("diff",)),
+        ", 95 % CI ",
+        Num(c.ci_low, dkind, src + ("ci_low",)),
+        " to ",
+        Num(c.ci_high, dkind, src + ("ci_high",)),
+        ", ",
+        Num(c.n_pairs, "i", src + ("n_pairs",)),
+        " problems paired): ",
+        verdict_words(c.verdict),
+    ]
     if not c.agree:
         parts.append(f"; the interval and the {c.test} test disagree, so no direction is claimed")
     parts.append(".")
@@ -63,9 +79,15 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
     broken = [name for name in (base, v) if name in health and not health[name].meaningful]
     for name in broken:  # first: accuracy that measures the grader, not the model
         h = health[name]
-        out.append(Sentence("Accuracy is not meaningful: ", Num(h.missing_rate, "pct", ("metrics", "grading", name, "missing_rate")),
-                            f" of {name}'s traces had no answer the grader could find, so every accuracy below counts them "
-                            "as wrong (docs/grading.md lists the extraction rules).", tone="clear"))
+        out.append(
+            Sentence(
+                "Accuracy is not meaningful: ",
+                Num(h.missing_rate, "pct", ("metrics", "grading", name, "missing_rate")),
+                f" of {name}'s traces had no answer the grader could find, so every accuracy below counts them "
+                "as wrong (docs/grading.md lists the extraction rules).",
+                tone="clear",
+            )
+        )
     # 0. overview: which paired accuracy comparisons are outside the noise
     mine = [(i, c) for i, c in enumerate(comps) if c.variant == v]
     if mine:
@@ -76,7 +98,9 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
         else:
             parts.append(f"{len(clear)} {'is' if len(clear) == 1 else 'are'} outside the noise: ")
             order = {g: k for k, g in enumerate(groups)}
-            shown = sorted(clear, key=lambda t: (order.get(t[1].group, len(order)), t[1].mode != "sequential", -(t[1].budget or 0)))[:6]
+            shown = sorted(
+                clear, key=lambda t: (order.get(t[1].group, len(order)), t[1].mode != "sequential", -(t[1].budget or 0))
+            )[:6]
             for j, (ix, c) in enumerate(shown):
                 if j:
                     parts.append("; ")
@@ -84,8 +108,10 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
                 parts += [f"{c.group} {what} at {c.budget} tokens ", Num(c.diff, "d", ("metrics", "comparisons", ix, "diff"))]
             parts.append(f" and {len(clear) - len(shown)} more." if len(clear) > len(shown) else ".")
         # each test runs at the 5 % level and the comparisons overlap (the "all" group contains the others)
-        parts.append(f" With no real difference, about {0.05 * len(mine):.1f} of {len(mine)} tests at the 5 % level "
-                     "would come out this way by chance.")
+        parts.append(
+            f" With no real difference, about {0.05 * len(mine):.1f} of {len(mine)} tests at the 5 % level "
+            "would come out this way by chance."
+        )
         out.append(Sentence(*parts, tone="clear" if clear else "noise"))
     # 1. sequential scaling at the largest budget, long-chain group
     if budgets:
@@ -94,10 +120,17 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
         if i is not None:
             c = comps[i]
             src = ("metrics", "comparisons", i)
-            out.append(Sentence(
-                f"On {_group_name(run, groups[0])} at the largest thinking budget ({bmax} tokens), accuracy was ",
-                Num(c.mean_a, "p", src + ("mean_a",)), f" for {base} and ", Num(c.mean_b, "p", src + ("mean_b",)),
-                f" for {v}", *_cmp_parts(c, src), tone=tone(c.verdict)))
+            out.append(
+                Sentence(
+                    f"On {_group_name(run, groups[0])} at the largest thinking budget ({bmax} tokens), accuracy was ",
+                    Num(c.mean_a, "p", src + ("mean_a",)),
+                    f" for {base} and ",
+                    Num(c.mean_b, "p", src + ("mean_b",)),
+                    f" for {v}",
+                    *_cmp_parts(c, src),
+                    tone=tone(c.verdict),
+                )
+            )
         # 2. what more thinking bought each variant
         g = groups[0]
         seqs = {var: run.vmetrics(var, g).sequential for var in (base, v)}
@@ -106,8 +139,12 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
             parts = [f"From {budgets[0]} to {bmax} thinking tokens on {_group_name(run, g)}, accuracy went "]
             for j, var in enumerate((base, v)):
                 pre: tuple[str, ...] = ("metrics", "variants", var, "groups", g, "sequential")
-                parts += [Num(seqs[var][str(budgets[0])].accuracy, "p", pre + (str(budgets[0]), "accuracy")), " \u2192 ",
-                          Num(seqs[var][str(bmax)].accuracy, "p", pre + (str(bmax), "accuracy")), f" for {var}"]
+                parts += [
+                    Num(seqs[var][str(budgets[0])].accuracy, "p", pre + (str(budgets[0]), "accuracy")),
+                    " \u2192 ",
+                    Num(seqs[var][str(bmax)].accuracy, "p", pre + (str(bmax), "accuracy")),
+                    f" for {var}",
+                ]
                 parts.append(" and " if j == 0 else " (sequential scaling; the intervals are in the plots below).")
             out.append(Sentence(*parts))
     # 3. parallel scaling
@@ -118,17 +155,27 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
         k = ks[-1]
         pre_a = ("metrics", "variants", base, "groups", g, "parallel")
         pre_b = ("metrics", "variants", v, "groups", g, "parallel")
-        parts = [f"With {k} parallel samples per problem on {_group_name(run, g)}, pass@{k} was ",
-                 Num(pa.pass_at_k[str(k)].value, "p", pre_a + ("pass_at_k", str(k), "value")), f" for {base} and ",
-                 Num(pb.pass_at_k[str(k)].value, "p", pre_b + ("pass_at_k", str(k), "value")), f" for {v}; maj@{k} ",
-                 Num(pa.maj_at_k[str(k)].value, "p", pre_a + ("maj_at_k", str(k), "value")), " vs ",
-                 Num(pb.maj_at_k[str(k)].value, "p", pre_b + ("maj_at_k", str(k), "value"))]
+        parts = [
+            f"With {k} parallel samples per problem on {_group_name(run, g)}, pass@{k} was ",
+            Num(pa.pass_at_k[str(k)].value, "p", pre_a + ("pass_at_k", str(k), "value")),
+            f" for {base} and ",
+            Num(pb.pass_at_k[str(k)].value, "p", pre_b + ("pass_at_k", str(k), "value")),
+            f" for {v}; maj@{k} ",
+            Num(pa.maj_at_k[str(k)].value, "p", pre_a + ("maj_at_k", str(k), "value")),
+            " vs ",
+            Num(pb.maj_at_k[str(k)].value, "p", pre_b + ("maj_at_k", str(k), "value")),
+        ]
         i = next((idx[key] for key in idx if key[0] == v and key[1] == g and key[2] == "parallel"), None)
         if i is not None:
             c = comps[i]
             src = ("metrics", "comparisons", i)
-            parts += ["; single-sample accuracy averaged over the samples ", Num(c.mean_a, "p", src + ("mean_a",)),
-                      " vs ", Num(c.mean_b, "p", src + ("mean_b",)), *_cmp_parts(c, src)]
+            parts += [
+                "; single-sample accuracy averaged over the samples ",
+                Num(c.mean_a, "p", src + ("mean_a",)),
+                " vs ",
+                Num(c.mean_b, "p", src + ("mean_b",)),
+                *_cmp_parts(c, src),
+            ]
             out.append(Sentence(*parts, tone=tone(c.verdict)))
         else:
             out.append(Sentence(*parts, "."))
@@ -146,9 +193,15 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
                 parts.append("; ")
             first = False
             src = ("metrics", "comparisons", i)
-            parts += [f"{run.group_title(g)} ", Num(c.diff, "d", src + ("diff",)), " [", Num(c.ci_low, "d", src + ("ci_low",)), ", ",
-                      Num(c.ci_high, "d", src + ("ci_high",)),
-                      f"] ({'inside the noise' if c.verdict not in (LOWER, HIGHER) else c.verdict})"]
+            parts += [
+                f"{run.group_title(g)} ",
+                Num(c.diff, "d", src + ("diff",)),
+                " [",
+                Num(c.ci_low, "d", src + ("ci_low",)),
+                ", ",
+                Num(c.ci_high, "d", src + ("ci_high",)),
+                f"] ({'inside the noise' if c.verdict not in (LOWER, HIGHER) else c.verdict})",
+            ]
         if not first:
             parts.append(".")
             out.append(Sentence(*parts))
@@ -158,41 +211,74 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
             continue
         label, kind = TRACE_METRICS[c.metric][0], TRACE_KIND.get(c.metric, "f3")
         src = ("metrics", "behaviour_comparisons", i)
-        out.append(Sentence(f"{label[0].upper()}{label[1:]}: ", Num(c.mean_a, kind, src + ("mean_a",)), f" for {base} vs ",
-                            Num(c.mean_b, kind, src + ("mean_b",)), f" for {v}", *_cmp_parts(c, src, kind), tone=tone(c.verdict)))
+        out.append(
+            Sentence(
+                f"{label[0].upper()}{label[1:]}: ",
+                Num(c.mean_a, kind, src + ("mean_a",)),
+                f" for {base} vs ",
+                Num(c.mean_b, kind, src + ("mean_b",)),
+                f" for {v}",
+                *_cmp_parts(c, src, kind),
+                tone=tone(c.verdict),
+            )
+        )
     # 6. per-layer signals (aggregates over all traces: no interval)
     la, lb = run.layers.get(base), run.layers.get(v)
     if lb is not None and lb.teacher_forced is not None:
         tf = lb.teacher_forced
         pre = ("layers", v, "teacher_forced")
-        parts = [f"Teacher-forced over {base}'s own traces, {v}'s next-token distribution diverged by a mean KL of ",
-                 Num(tf.mean_kl, "s", pre + ("mean_kl",)), " nats"]
+        parts = [
+            f"Teacher-forced over {base}'s own traces, {v}'s next-token distribution diverged by a mean KL of ",
+            Num(tf.mean_kl, "s", pre + ("mean_kl",)),
+            " nats",
+        ]
         rel = tf.kl_by_relpos
         vals = [(j, x) for j, x in enumerate(rel) if is_num(x)]
         if len(vals) > 1 and is_num(tf.peak_position):
             j, x = max(vals, key=lambda t: t[1])
-            parts += ["; it was largest at ", Num(tf.peak_position, "pct", pre + ("peak_position",)),
-                      " of the way through the trace (", Num(x, "s", pre + ("kl_by_relpos", j)),
-                      " nats) against ", Num(vals[0][1], "s", pre + ("kl_by_relpos", vals[0][0])), " at the start"]
+            parts += [
+                "; it was largest at ",
+                Num(tf.peak_position, "pct", pre + ("peak_position",)),
+                " of the way through the trace (",
+                Num(x, "s", pre + ("kl_by_relpos", j)),
+                " nats) against ",
+                Num(vals[0][1], "s", pre + ("kl_by_relpos", vals[0][0])),
+                " at the start",
+            ]
         if tf.n_traces:
-            parts += ["; a sustained divergence set in on ", Num(tf.n_onset, "i", pre + ("n_onset",)),
-                      " of ", Num(tf.n_traces, "i", pre + ("n_traces",)), " traces"]
+            parts += [
+                "; a sustained divergence set in on ",
+                Num(tf.n_onset, "i", pre + ("n_onset",)),
+                " of ",
+                Num(tf.n_traces, "i", pre + ("n_traces",)),
+                " traces",
+            ]
             if is_num(tf.onset_fraction_mean):
-                parts += [", on average ", Num(tf.onset_fraction_mean, "pct", pre + ("onset_fraction_mean",)), " of the way through"]
+                parts += [
+                    ", on average ",
+                    Num(tf.onset_fraction_mean, "pct", pre + ("onset_fraction_mean",)),
+                    " of the way through",
+                ]
         out.append(Sentence(*parts, " (an aggregate over traces, no interval)."))
     if la is not None and lb is not None and la.settling is not None and lb.settling is not None:
         sa, sb = la.settling, lb.settling
         if is_num(sa.mean_depth_fraction) and is_num(sb.mean_depth_fraction):
-            out.append(Sentence(
-                "Settling depth (first layer whose logit-lens JSD to the model's own output falls to g = ",
-                Num(sa.g, "p", ("layers", base, "settling", "g")), "), as a fraction of each model's depth: ",
-                Num(sa.mean_depth_fraction, "p", ("layers", base, "settling", "mean_depth_fraction")),
-                f" for {base} vs ", Num(sb.mean_depth_fraction, "p", ("layers", v, "settling", "mean_depth_fraction")),
-                f" for {v}; deep-thinking ratio ",
-                Num(sa.deep_thinking_ratio, "p", ("layers", base, "settling", "deep_thinking_ratio")), " vs ",
-                Num(sb.deep_thinking_ratio, "p", ("layers", v, "settling", "deep_thinking_ratio")),
-                " (aggregates, no interval; each model is measured against its own output, so a model whose output "
-                "has collapsed can look settled early)."))
+            out.append(
+                Sentence(
+                    "Settling depth (first layer whose logit-lens JSD to the model's own output falls to g = ",
+                    Num(sa.g, "p", ("layers", base, "settling", "g")),
+                    "), as a fraction of each model's depth: ",
+                    Num(sa.mean_depth_fraction, "p", ("layers", base, "settling", "mean_depth_fraction")),
+                    f" for {base} vs ",
+                    Num(sb.mean_depth_fraction, "p", ("layers", v, "settling", "mean_depth_fraction")),
+                    f" for {v}; deep-thinking ratio ",
+                    Num(sa.deep_thinking_ratio, "p", ("layers", base, "settling", "deep_thinking_ratio")),
+                    " vs ",
+                    Num(sb.deep_thinking_ratio, "p", ("layers", v, "settling", "deep_thinking_ratio")),
+                    " (aggregates, no interval; each model is measured against its own output, so a model whose output "
+                    "has collapsed can look settled early).",
+                )
+            )
     if la is not None and lb is not None:
         bi_a = {l: x for l, x in zip(la.layers, la.per_layer.block_influence) if is_num(x)}
         bi_b = {l: x for l, x in zip(lb.layers, lb.per_layer.block_influence) if is_num(x)}
@@ -201,11 +287,16 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
             l = max(common, key=lambda l: abs(bi_b[l] - bi_a[l]))
             ja, jb = la.layers.index(l), lb.layers.index(l)
             spec = run.spec(v)
-            out.append(Sentence(
-                f"Block influence moved most at original layer {l}: ",
-                Num(bi_a[l], "s", ("layers", base, "per_layer", "block_influence", ja)), f" in {base}, ",
-                Num(bi_b[l], "s", ("layers", v, "per_layer", "block_influence", jb)), f" in {v}",
-                f" (layers dropped in {v}: {', '.join(map(str, spec.dropped if spec else [])) or 'none'})."))
+            out.append(
+                Sentence(
+                    f"Block influence moved most at original layer {l}: ",
+                    Num(bi_a[l], "s", ("layers", base, "per_layer", "block_influence", ja)),
+                    f" in {base}, ",
+                    Num(bi_b[l], "s", ("layers", v, "per_layer", "block_influence", jb)),
+                    f" in {v}",
+                    f" (layers dropped in {v}: {', '.join(map(str, spec.dropped if spec else [])) or 'none'}).",
+                )
+            )
     return out
 
 

@@ -62,8 +62,11 @@ class Num:
         return fmt(self.value, self.kind)
 
     def __html__(self) -> str:
-        return str(Markup('<span class="num" data-kind="{}" data-src="{}">{}</span>').format(
-            self.kind, json.dumps(list(self.src)), self.text))
+        return str(
+            Markup('<span class="num" data-kind="{}" data-src="{}">{}</span>').format(
+                self.kind, json.dumps(list(self.src)), self.text
+            )
+        )
 
     def __str__(self) -> str:
         return self.text

@@ -57,8 +57,12 @@ def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
     if p is None:
         return None
     src = ("metrics", "variants", v, "groups", g, "sequential", str(b))
-    return {"acc": Num(p.accuracy, "p", src + ("accuracy",)), "lo": Num(p.ci[0], "p", src + ("ci", 0)),
-            "hi": Num(p.ci[1], "p", src + ("ci", 1)), "n": p.n}
+    return {
+        "acc": Num(p.accuracy, "p", src + ("accuracy",)),
+        "lo": Num(p.ci[0], "p", src + ("ci", 0)),
+        "hi": Num(p.ci[1], "p", src + ("ci", 1)),
+        "n": p.n,
+    }
 
 
 def _headline(run: Run) -> list[dict[str, Any]]:
@@ -78,9 +82,13 @@ def _headline(run: Run) -> list[dict[str, Any]]:
                 if i is not None:
                     c = comps[i]
                     src: tuple[Any, ...] = ("metrics", "comparisons", i)
-                    row["cmp"] = {"diff": Num(c.diff, "d", src + ("diff",)), "lo": Num(c.ci_low, "d", src + ("ci_low",)),
-                                  "hi": Num(c.ci_high, "d", src + ("ci_high",)), "verdict": c.verdict,
-                                  "words": verdict_words(c.verdict)}
+                    row["cmp"] = {
+                        "diff": Num(c.diff, "d", src + ("diff",)),
+                        "lo": Num(c.ci_low, "d", src + ("ci_low",)),
+                        "hi": Num(c.ci_high, "d", src + ("ci_high",)),
+                        "verdict": c.verdict,
+                        "words": verdict_words(c.verdict),
+                    }
             par = run.vmetrics(v, g).parallel
             if par.k:
                 k = par.k[-1]
@@ -88,9 +96,12 @@ def _headline(run: Run) -> list[dict[str, Any]]:
                 for name in ("pass", "maj"):
                     cell = getattr(par, f"{name}_at_k").get(str(k))
                     if cell is not None:
-                        row[name] = {"k": k, "val": Num(cell.value, "p", src + (f"{name}_at_k", str(k), "value")),
-                                     "lo": Num(cell.ci[0], "p", src + (f"{name}_at_k", str(k), "ci", 0)),
-                                     "hi": Num(cell.ci[1], "p", src + (f"{name}_at_k", str(k), "ci", 1))}
+                        row[name] = {
+                            "k": k,
+                            "val": Num(cell.value, "p", src + (f"{name}_at_k", str(k), "value")),
+                            "lo": Num(cell.ci[0], "p", src + (f"{name}_at_k", str(k), "ci", 0)),
+                            "hi": Num(cell.ci[1], "p", src + (f"{name}_at_k", str(k), "ci", 1)),
+                        }
             rows.append(row)
     return rows
 
@@ -105,22 +116,27 @@ def _behaviour(run: Run) -> list[dict[str, Any]]:
                 continue
             src = ("metrics", "variants", spec.name, "groups", g, "behaviour")
             psrc = ("metrics", "variants", spec.name, "groups", g, "parallel")
-            rows.append({
-                "group": g, "variant": spec.name, "n": b.n,
-                "loop": Num(b.loop_rate, "p", src + ("loop_rate",)), "loop_lo": Num(b.loop_ci[0], "p", src + ("loop_ci", 0)),
-                "loop_hi": Num(b.loop_ci[1], "p", src + ("loop_ci", 1)),
-                "onset": Num(b.mean_loop_onset_fraction, "p", src + ("mean_loop_onset_fraction",)),
-                "seq_rep": Num(b.seq_rep, "p", src + ("seq_rep",)),
-                "sb_within": Num(b.self_bleu_within, "f1", src + ("self_bleu_within",)),
-                "sb_within_num": is_num(b.self_bleu_within),
-                "sb_across": Num(par.self_bleu_across, "f1", psrc + ("self_bleu_across",)),
-                "identical": par.identical_samples,
-                "refl": Num(b.reflections_per_1k, "f1", src + ("reflections_per_1k",)),
-                "mean_len": Num(b.mean_thinking_tokens, "f1", src + ("mean_thinking_tokens",)),
-                "median_len": Num(b.median_thinking_tokens, "f1", src + ("median_thinking_tokens",)),
-                "exhausted": Num(b.budget_exhausted_rate, "p", src + ("budget_exhausted_rate",)),
-                "missing": Num(b.answer_missing_rate, "p", src + ("answer_missing_rate",)),
-            })
+            rows.append(
+                {
+                    "group": g,
+                    "variant": spec.name,
+                    "n": b.n,
+                    "loop": Num(b.loop_rate, "p", src + ("loop_rate",)),
+                    "loop_lo": Num(b.loop_ci[0], "p", src + ("loop_ci", 0)),
+                    "loop_hi": Num(b.loop_ci[1], "p", src + ("loop_ci", 1)),
+                    "onset": Num(b.mean_loop_onset_fraction, "p", src + ("mean_loop_onset_fraction",)),
+                    "seq_rep": Num(b.seq_rep, "p", src + ("seq_rep",)),
+                    "sb_within": Num(b.self_bleu_within, "f1", src + ("self_bleu_within",)),
+                    "sb_within_num": is_num(b.self_bleu_within),
+                    "sb_across": Num(par.self_bleu_across, "f1", psrc + ("self_bleu_across",)),
+                    "identical": par.identical_samples,
+                    "refl": Num(b.reflections_per_1k, "f1", src + ("reflections_per_1k",)),
+                    "mean_len": Num(b.mean_thinking_tokens, "f1", src + ("mean_thinking_tokens",)),
+                    "median_len": Num(b.median_thinking_tokens, "f1", src + ("median_thinking_tokens",)),
+                    "exhausted": Num(b.budget_exhausted_rate, "p", src + ("budget_exhausted_rate",)),
+                    "missing": Num(b.answer_missing_rate, "p", src + ("answer_missing_rate",)),
+                }
+            )
     return rows
 
 
@@ -141,13 +157,26 @@ def _layer_table(run: Run) -> dict[str, Any]:
         for key, head, kind in LAYER_COLUMNS:
             vals = getattr(la.per_layer, key)
             if any(is_num(x) for x in vals):
-                cols.append({"variant": spec.name, "head": head, "kind": kind, "src": ("layers", spec.name, "per_layer", key),
-                             "values": dict(zip(la.layers, range(len(vals))))})
+                cols.append(
+                    {
+                        "variant": spec.name,
+                        "head": head,
+                        "kind": kind,
+                        "src": ("layers", spec.name, "per_layer", key),
+                        "values": dict(zip(la.layers, range(len(vals)))),
+                    }
+                )
         tf = la.teacher_forced
         if tf is not None and tf.jsd_to_base_per_layer:
-            cols.append({"variant": spec.name, "head": f"lens JSD to {run.base}'s output", "kind": "f3",
-                         "src": ("layers", spec.name, "teacher_forced", "jsd_to_base_per_layer"),
-                         "values": {o: o for o in tf.jsd_to_base_per_layer}})
+            cols.append(
+                {
+                    "variant": spec.name,
+                    "head": f"lens JSD to {run.base}'s output",
+                    "kind": "f3",
+                    "src": ("layers", spec.name, "teacher_forced", "jsd_to_base_per_layer"),
+                    "values": {o: o for o in tf.jsd_to_base_per_layer},
+                }
+            )
     rows = []
     for layer in range(n):
         cells: list[str | Num] = []
@@ -177,10 +206,16 @@ def _tf_summary(run: Run) -> list[dict[str, Any]]:
         if tf is None:
             continue
         pre = ("layers", v, "teacher_forced")
-        out.append({"variant": v, "mean_kl": Num(tf.mean_kl, "s", pre + ("mean_kl",)),
-                    "n": Num(tf.n_traces, "i", pre + ("n_traces",)), "n_onset": Num(tf.n_onset, "i", pre + ("n_onset",)),
-                    "onset": Num(tf.onset_fraction_mean, "pct", pre + ("onset_fraction_mean",)),
-                    "peak": Num(tf.peak_position, "pct", pre + ("peak_position",))})
+        out.append(
+            {
+                "variant": v,
+                "mean_kl": Num(tf.mean_kl, "s", pre + ("mean_kl",)),
+                "n": Num(tf.n_traces, "i", pre + ("n_traces",)),
+                "n_onset": Num(tf.n_onset, "i", pre + ("n_onset",)),
+                "onset": Num(tf.onset_fraction_mean, "pct", pre + ("onset_fraction_mean",)),
+                "peak": Num(tf.peak_position, "pct", pre + ("peak_position",)),
+            }
+        )
     return out
 
 
@@ -199,9 +234,19 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         "lengths": figures.lengths(run, colors),
     }
     cases = cases_mod.choose_cases(run, colors, limits.cases_per_variant, limits.max_chars)
-    return RunView(run=run, anchor=anchor, colors=colors, narrative=narrative, headline=_headline(run),
-                   behaviour=_behaviour(run), figs=figs, layer_table=_layer_table(run) if run.has_probes else None,
-                   cases=cases, samples_link=run.rel("samples.jsonl", out_dir), tf_summary=_tf_summary(run))
+    return RunView(
+        run=run,
+        anchor=anchor,
+        colors=colors,
+        narrative=narrative,
+        headline=_headline(run),
+        behaviour=_behaviour(run),
+        figs=figs,
+        layer_table=_layer_table(run) if run.has_probes else None,
+        cases=cases,
+        samples_link=run.rel("samples.jsonl", out_dir),
+        tf_summary=_tf_summary(run),
+    )
 
 
 def _colors(runs: Sequence[Run]) -> dict[tuple[str, str], str]:
@@ -235,9 +280,21 @@ def _comparison(runs: Sequence[Run], colors: dict[tuple[str, str], str]) -> dict
             b = r.vmetrics(spec.name).behaviour
             la = r.layers.get(spec.name)
             tf = la.teacher_forced if la is not None else None
-            rows.append({"run": r.label, "variant": spec.name, "color": colors[(r.label, spec.name)], "dropped": spec.dropped,
-                         "method": spec.method, "model": r.info.model.id, "budget": budgets[-1] if budgets else None,
-                         "cells": cells, "loop": b.loop_rate, "tf": tf.mean_kl if tf is not None else None, "status": r.status})
+            rows.append(
+                {
+                    "run": r.label,
+                    "variant": spec.name,
+                    "color": colors[(r.label, spec.name)],
+                    "dropped": spec.dropped,
+                    "method": spec.method,
+                    "model": r.info.model.id,
+                    "budget": budgets[-1] if budgets else None,
+                    "cells": cells,
+                    "loop": b.loop_rate,
+                    "tf": tf.mean_kl if tf is not None else None,
+                    "status": r.status,
+                }
+            )
     return {"rows": rows, "regimes": regimes, "figure": figures.compare_runs(runs, colors)}
 
 
@@ -261,8 +318,9 @@ def _source_text(src: Any) -> str:
 def _environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
     env.filters["fmt"] = fmt
     env.filters["source"] = _source_text
     env.filters["short"] = _short
@@ -292,8 +350,12 @@ def _output_path(run_dirs: Sequence[Any], out: Any) -> Path:
     return out_path
 
 
-def render_report(run_dirs: Sequence[str | os.PathLike[str] | Run] | str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
-                  *, limits: Limits | None = None) -> Path:
+def render_report(
+    run_dirs: Sequence[str | os.PathLike[str] | Run] | str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    limits: Limits | None = None,
+) -> Path:
     """Render one or more run directories (paths, or runs already read with `load_run`) into a
     self-contained HTML file and return its path.
 
@@ -317,13 +379,26 @@ def render_report(run_dirs: Sequence[str | os.PathLike[str] | Run] | str | os.Pa
             labels[r.label] = 1
     out_dir = out_path.parent
     colors = _colors(runs)
-    views = [_run_view(r, f"r{i}", {s.name: colors[(r.label, s.name)] for s in r.variants}, out_dir.resolve() if out_dir.exists() else out_dir, limits)
-             for i, r in enumerate(runs)]
+    views = [
+        _run_view(
+            r,
+            f"r{i}",
+            {s.name: colors[(r.label, s.name)] for s in r.variants},
+            out_dir.resolve() if out_dir.exists() else out_dir,
+            limits,
+        )
+        for i, r in enumerate(runs)
+    ]
     comparison = _comparison(runs, colors) if len(runs) > 1 else None
     env = _environment()
     css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
     html = env.get_template("report.html.jinja").render(
-        views=views, comparison=comparison, css=css, trace_metrics={k: (v[0], TRACE_KIND[k]) for k, v in TRACE_METRICS.items()}, rule=cases_mod.RULE, limits=limits,
+        views=views,
+        comparison=comparison,
+        css=css,
+        trace_metrics={k: (v[0], TRACE_KIND[k]) for k, v in TRACE_METRICS.items()},
+        rule=cases_mod.RULE,
+        limits=limits,
         generated=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         version=runs[0].info.layerprobe_version,
     )

@@ -24,6 +24,19 @@ _LAZY = {"load_run": "layerprobe.runs.reader", "Run": "layerprobe.runs.reader"}
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
-    "SCHEMA_VERSION", "LayerAggregates", "MetricsFile", "Run", "RunConfig", "RunInfo", "RunStore", "SampleRecord",
-    "VariantSpec", "is_run_dir", "load_run", "read_metrics", "read_run_info", "read_samples", "trace_key",
+    "SCHEMA_VERSION",
+    "LayerAggregates",
+    "MetricsFile",
+    "Run",
+    "RunConfig",
+    "RunInfo",
+    "RunStore",
+    "SampleRecord",
+    "VariantSpec",
+    "is_run_dir",
+    "load_run",
+    "read_metrics",
+    "read_run_info",
+    "read_samples",
+    "trace_key",
 ]

@@ -65,7 +65,9 @@ def _versions() -> dict[str, str]:
     from layerprobe import __version__
 
     return {
-        "layerprobe": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "layerprobe": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
 
@@ -86,8 +88,14 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
     for drop in s.drops:
         idx = validate_drop(drop, base)
         pruned = drop_layers(base, idx)
-        variants.append(Variant(VariantSpec(name=variant_name_for_drop(idx), dropped=idx, n_layers=pruned.n_layers,
-                                            layer_map=list(pruned.layer_map)), pruned))
+        variants.append(
+            Variant(
+                VariantSpec(
+                    name=variant_name_for_drop(idx), dropped=idx, n_layers=pruned.n_layers, layer_map=list(pruned.layer_map)
+                ),
+                pruned,
+            )
+        )
     calibration = None
     if s.methods:
         from layerprobe.prune.calibration import resolve_calibration
@@ -107,9 +115,21 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
     for m in s.methods:
         pruned, sel = prune_model(base, m, s.n_drop, calibration)
         name = f"{m}-{len(pruned.dropped)}"
-        variants.append(Variant(VariantSpec(name=name, dropped=list(pruned.dropped), method=m, n_drop=s.n_drop,
-                                            calibration=pruned.calibration, n_layers=pruned.n_layers,
-                                            layer_map=list(pruned.layer_map), selection=sel.to_json()), pruned))
+        variants.append(
+            Variant(
+                VariantSpec(
+                    name=name,
+                    dropped=list(pruned.dropped),
+                    method=m,
+                    n_drop=s.n_drop,
+                    calibration=pruned.calibration,
+                    n_layers=pruned.n_layers,
+                    layer_map=list(pruned.layer_map),
+                    selection=sel.to_json(),
+                ),
+                pruned,
+            )
+        )
     return variants
 
 
@@ -120,7 +140,10 @@ def run_config(s: AnalyzeSettings, fmt_name: str, sampling: Any) -> RunConfig:
     fields.update(
         method=",".join(s.methods) or None,
         calibration=s.calib or (f"traces:{s.calib_traces}" if s.calib_traces else None),
-        temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k, reasoning_format=fmt_name,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        reasoning_format=fmt_name,
     )
     return RunConfig(**fields)
 
@@ -172,15 +195,18 @@ class Analysis:
         self.fmt = detect_format(base.tokenizer, s.reasoning_format or base.reasoning_format)
         from layerprobe.scaling.engine import format_tokens
 
-        format_tokens(base.tokenizer, base.model, self.fmt)  # a format this tokenizer cannot spell fails here, before the run exists
+        format_tokens(
+            base.tokenizer, base.model, self.fmt
+        )  # a format this tokenizer cannot spell fails here, before the run exists
         d = self.fmt.sampling
         self.sampling = Sampling(
             temperature=d.temperature if s.temperature is None else s.temperature,
             top_p=d.top_p if s.top_p is None else s.top_p,
             top_k=d.top_k if s.top_k is None else s.top_k,
         )
-        self.task, self.problems, source = load_problems(self.task_name, s.limit, s.seed,
-                                                         Path(s.task_file) if s.task_file is not None else None)
+        self.task, self.problems, source = load_problems(
+            self.task_name, s.limit, s.seed, Path(s.task_file) if s.task_file is not None else None
+        )
         if not self.problems:
             raise UserError(f"--task {s.task}: no problems to run")
         dup = sorted(pid for pid, n in Counter(p.id for p in self.problems).items() if n > 1)
@@ -194,14 +220,31 @@ class Analysis:
             groups[p.group or "all"] = groups.get(p.group or "all", 0) + 1
         self.plan = plan_traces([p.id for p in self.problems], self.budgets, self.samples, self.parallel_budget, s.seed)
         self.info = RunInfo(
-            layerprobe_version=_versions()["layerprobe"], command=["layerprobe", *self.argv[1:]], created=now(),
-            updated=now(), config=run_config(s, self.fmt.name, self.sampling),
-            model=ModelInfo(id=s.model, source=base.source, source_kind=base.source_kind, family=base.family,
-                            dtype=str(base.dtype).removeprefix("torch."), n_layers=base.n_layers_original,
-                            reasoning_format=self.fmt.name, revision=base.revision),
-            task=TaskRecord(name=self.task.name, source=source, answer_type=self.task.answer_type,
-                            regime=self.task.regime, n_problems=len(self.problems), groups=groups),
-            variants=[v.spec for v in self.variants], versions=_versions(),
+            layerprobe_version=_versions()["layerprobe"],
+            command=["layerprobe", *self.argv[1:]],
+            created=now(),
+            updated=now(),
+            config=run_config(s, self.fmt.name, self.sampling),
+            model=ModelInfo(
+                id=s.model,
+                source=base.source,
+                source_kind=base.source_kind,
+                family=base.family,
+                dtype=str(base.dtype).removeprefix("torch."),
+                n_layers=base.n_layers_original,
+                reasoning_format=self.fmt.name,
+                revision=base.revision,
+            ),
+            task=TaskRecord(
+                name=self.task.name,
+                source=source,
+                answer_type=self.task.answer_type,
+                regime=self.task.regime,
+                n_problems=len(self.problems),
+                groups=groups,
+            ),
+            variants=[v.spec for v in self.variants],
+            versions=_versions(),
             expected_traces=len(self.plan) * len(self.variants),
         )
         self.store = RunStore.open(self.out, self.info, force=s.force)
@@ -280,7 +323,9 @@ class Analysis:
         name = v.spec.name
         total = sum(self._cost(t) for t in self.plan)
         label = f"{name}: generating (tokens, at most)"
-        state = {"done": sum(self._cost(t) for t in self.plan if self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)))}
+        state = {
+            "done": sum(self._cost(t) for t in self.plan if self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)))
+        }
         self.progress(label, state["done"], total)
         for mode in ("sequential", "parallel"):
             todo: list[PlannedTrace] = []
@@ -305,8 +350,12 @@ class Analysis:
         tok = v.loaded.tokenizer
         prompts = {p.id: build_prompt(tok, self.fmt, p.question) for p in self.problems}
         gen = TraceGenerator(v.loaded.model, tok, self.fmt, self.sampling)
-        requests = [GenRequest(key=t, prompt=prompts[t.problem_id], budget=t.budget, seed=t.seed, wait=self.s.wait,
-                               answer_max=self.answer_max) for t in todo]
+        requests = [
+            GenRequest(
+                key=t, prompt=prompts[t.problem_id], budget=t.budget, seed=t.seed, wait=self.s.wait, answer_max=self.answer_max
+            )
+            for t in todo
+        ]
         probe = self._probe(v)
         grader = self._grader()
         try:
@@ -354,8 +403,9 @@ class Analysis:
         first = self.store.get((v.spec.name, t.problem_id, "parallel", t.budget, 0))
         if first is None:
             return False
-        self.store.append(first.model_copy(update={"sample": t.sample, "seed": t.seed, "origin": "copy",
-                                                   "origin_key": list(first.key())}))
+        self.store.append(
+            first.model_copy(update={"sample": t.sample, "seed": t.seed, "origin": "copy", "origin_key": list(first.key())})
+        )
         return True
 
     def _reuse_sequential(self, v: Variant, t: PlannedTrace) -> bool:
@@ -404,11 +454,30 @@ class Analysis:
         tok = v.loaded.tokenizer
         m = trace_fields(res.thinking_text, res.thinking_ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
         rec = SampleRecord(
-            variant=v.spec.name, problem_id=t.problem_id, group=problem.group, mode=t.mode, budget=t.budget,
-            sample=t.sample, seed=t.seed, prompt_tokens=res.prompt_tokens, thinking_tokens=res.thinking_tokens,
-            answer_tokens=res.answer_tokens, finish=res.finish, budget_hit=res.budget_hit, waits=res.waits, answer=g.extracted, extraction=g.rule, gold=problem.gold,
-            correct=g.correct, **m, thinking_text=res.thinking_text, text=res.text,
-            layers_file=layers_file, tf_file=tf_file, origin=res.origin, origin_key=origin_key,
+            variant=v.spec.name,
+            problem_id=t.problem_id,
+            group=problem.group,
+            mode=t.mode,
+            budget=t.budget,
+            sample=t.sample,
+            seed=t.seed,
+            prompt_tokens=res.prompt_tokens,
+            thinking_tokens=res.thinking_tokens,
+            answer_tokens=res.answer_tokens,
+            finish=res.finish,
+            budget_hit=res.budget_hit,
+            waits=res.waits,
+            answer=g.extracted,
+            extraction=g.rule,
+            gold=problem.gold,
+            correct=g.correct,
+            **m,
+            thinking_text=res.thinking_text,
+            text=res.text,
+            layers_file=layers_file,
+            tf_file=tf_file,
+            origin=res.origin,
+            origin_key=origin_key,
         )
         self.store.append(rec)
 
@@ -422,8 +491,15 @@ class Analysis:
         from layerprobe.runs.probing import teacher_forced_files
         from layerprobe.scaling.engine import build_prompt
 
-        base_recs = [r for r in self.store.records if r.variant == self.variants[0].spec.name and r.mode == "sequential"
-                     and r.budget == self.budgets[-1] and r.layers_file and (self.out / r.layers_file).is_file()]
+        base_recs = [
+            r
+            for r in self.store.records
+            if r.variant == self.variants[0].spec.name
+            and r.mode == "sequential"
+            and r.budget == self.budgets[-1]
+            and r.layers_file
+            and (self.out / r.layers_file).is_file()
+        ]
         label = "teacher-forced on base traces"
         tok = self.base.tokenizer
         problems = {p.id: p for p in self.problems}
@@ -435,8 +511,9 @@ class Analysis:
                 continue
             prompt_ids = tok.encode(build_prompt(tok, self.fmt, problems[r.problem_id].question), add_special_tokens=False)
             assert r.layers_file is not None  # selected above
-            teacher_forced_files(self.base, [v.loaded for v, _ in todo], prompt_ids, self.out / r.layers_file,
-                                 [self.out / rel for _, rel in todo])
+            teacher_forced_files(
+                self.base, [v.loaded for v, _ in todo], prompt_ids, self.out / r.layers_file, [self.out / rel for _, rel in todo]
+            )
         self.progress(label, len(base_recs), len(base_recs))
 
     def _aggregate_layers(self) -> None:
@@ -444,8 +521,9 @@ class Analysis:
 
         records = self.store.records
         for v in self.variants:
-            write_layer_aggregates(self.out, v.spec, [r for r in records if r.variant == v.spec.name],
-                                   self.base.n_layers_original)
+            write_layer_aggregates(
+                self.out, v.spec, [r for r in records if r.variant == v.spec.name], self.base.n_layers_original
+            )
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -150,7 +150,9 @@ class PlannedTrace:
     seed: int
 
 
-def plan_traces(problem_ids: list[str], budgets: list[int], samples: int, parallel_budget: int, run_seed: int) -> list[PlannedTrace]:
+def plan_traces(
+    problem_ids: list[str], budgets: list[int], samples: int, parallel_budget: int, run_seed: int
+) -> list[PlannedTrace]:
     """Sequential traces (sample 0 at every budget) then parallel ones (n samples at one budget).
 
     The seed depends on (run seed, problem, sample) only, so every variant and every budget of a
@@ -160,5 +162,7 @@ def plan_traces(problem_ids: list[str], budgets: list[int], samples: int, parall
     from layerprobe.scaling.engine import derive_seed
 
     out = [PlannedTrace(p, "sequential", b, 0, derive_seed(run_seed, p, 0)) for b in budgets for p in problem_ids]
-    out += [PlannedTrace(p, "parallel", parallel_budget, s, derive_seed(run_seed, p, s)) for p in problem_ids for s in range(samples)]
+    out += [
+        PlannedTrace(p, "parallel", parallel_budget, s, derive_seed(run_seed, p, s)) for p in problem_ids for s in range(samples)
+    ]
     return out

@@ -78,8 +78,9 @@ class ProbeSession:
         self._probe.close()
 
 
-def teacher_forced_files(base: Any, pruned: Sequence[Any], prompt_ids: Sequence[int], layers_file: Path,
-                         outs: Sequence[Path]) -> None:
+def teacher_forced_files(
+    base: Any, pruned: Sequence[Any], prompt_ids: Sequence[int], layers_file: Path, outs: Sequence[Path]
+) -> None:
     """Run every pruned model (and the base model, once) over the exact token ids of a base trace and
     save one comparison file per pruned model."""
     with np.load(layers_file, allow_pickle=False) as data:  # only the token ids, not the statistics
@@ -104,8 +105,9 @@ def _first_departure(tf: Any) -> int | None:
     return int(differ[0]) if differ.size else None
 
 
-def teacher_forced_summary(run_dir: Path, variant: str, records: Sequence[SampleRecord],
-                           n_bins: int = HEATMAP_BINS) -> TeacherForcedSummary | None:
+def teacher_forced_summary(
+    run_dir: Path, variant: str, records: Sequence[SampleRecord], n_bins: int = HEATMAP_BINS
+) -> TeacherForcedSummary | None:
     """Summarise a variant's teacher-forced files (one per base trace it was run over)."""
     files = sorted({r.tf_file for r in records if r.tf_file})
     if not files:
@@ -133,8 +135,16 @@ def teacher_forced_summary(run_dir: Path, variant: str, records: Sequence[Sample
             drift.setdefault(int(o), []).append(float(np.nanmean(tf.drift[:, j])))
             if tf.jsd_to_base is not None:
                 to_base.setdefault(int(o), []).append(float(np.nanmean(tf.jsd_to_base[:, j])))
-        points.append(TracePoint(file=f, problem_id=pid.get(f, ""), mean_kl=mean, onset=tf.onset,
-                                 first_departure=_first_departure(tf), n_tokens=tf.n_tokens))
+        points.append(
+            TracePoint(
+                file=f,
+                problem_id=pid.get(f, ""),
+                mean_kl=mean,
+                onset=tf.onset,
+                first_departure=_first_departure(tf),
+                n_tokens=tf.n_tokens,
+            )
+        )
     if not points:
         return None
     with np.errstate(invalid="ignore"):
@@ -142,9 +152,15 @@ def teacher_forced_summary(run_dir: Path, variant: str, records: Sequence[Sample
     finite = [(j, float(x)) for j, x in enumerate(kl_bins) if np.isfinite(x)]
     peak = (max(finite, key=lambda t: t[1])[0] + 0.5) / n_bins if len(finite) > 1 else None
     return TeacherForcedSummary(
-        n_traces=len(points), over="base sequential traces at the largest budget", threshold=threshold, window=window,
-        mean_kl=float(np.mean(kls)), kl_by_relpos=[float(x) for x in kl_bins], peak_position=peak,
-        n_onset=len(onsets), onset_mean=float(np.mean(onsets)) if onsets else None,
+        n_traces=len(points),
+        over="base sequential traces at the largest budget",
+        threshold=threshold,
+        window=window,
+        mean_kl=float(np.mean(kls)),
+        kl_by_relpos=[float(x) for x in kl_bins],
+        peak_position=peak,
+        n_onset=len(onsets),
+        onset_mean=float(np.mean(onsets)) if onsets else None,
         onset_fraction_mean=float(np.mean(fracs)) if fracs else None,
         drift_per_layer={o: float(np.mean(v)) for o, v in sorted(drift.items())},
         jsd_to_base_per_layer={o: float(np.mean(v)) for o, v in sorted(to_base.items())},
@@ -152,8 +168,9 @@ def teacher_forced_summary(run_dir: Path, variant: str, records: Sequence[Sample
     )
 
 
-def write_layer_aggregates(run_dir: Path, spec: VariantSpec, records: Sequence[SampleRecord],
-                           n_layers_original: int) -> LayerAggregates | None:
+def write_layer_aggregates(
+    run_dir: Path, spec: VariantSpec, records: Sequence[SampleRecord], n_layers_original: int
+) -> LayerAggregates | None:
     """Summarise a variant's probe files into layers/<variant>.json; None if it has none."""
     files: dict[str, str] = {}
     length: dict[str, int] = {}
@@ -175,8 +192,10 @@ def write_layer_aggregates(run_dir: Path, spec: VariantSpec, records: Sequence[S
     chosen.sort()
     traces = [load_trace_layers(run_dir / f) for f in chosen]
     summary = layer_summary(traces)
-    by_group = {g: _per_layer(layer_summary([t for t, f in zip(traces, chosen) if files[f] == g]))
-                for g in sorted({files[f] for f in chosen if files[f]})}
+    by_group = {
+        g: _per_layer(layer_summary([t for t, f in zip(traces, chosen) if files[f] == g]))
+        for g in sorted({files[f] for f in chosen if files[f]})
+    }
     heat: dict[str, list[list[float | None]]] = {}
     lens = summary["lens"][0] if len(summary["lens"]) == 1 else ",".join(summary["lens"])
     settling = None
@@ -186,16 +205,32 @@ def write_layer_aggregates(run_dir: Path, spec: VariantSpec, records: Sequence[S
             heat[stat] = [[float(x) for x in row] for row in h.T]
         st = summary["settling"]
         settling = Settling(
-            g=st["g"], rho=st["rho"], n_lens_tokens=st["n_lens_tokens"], mean_depth=st["settling_depth_mean"],
-            mean_depth_fraction=st["settling_depth_fraction_mean"], mean_depth_original=st["settling_depth_original_mean"],
-            deep_thinking_ratio=st["deep_thinking_ratio"], per_trace_deep_thinking_ratio=st["per_trace_deep_thinking_ratio"],
+            g=st["g"],
+            rho=st["rho"],
+            n_lens_tokens=st["n_lens_tokens"],
+            mean_depth=st["settling_depth_mean"],
+            mean_depth_fraction=st["settling_depth_fraction_mean"],
+            mean_depth_original=st["settling_depth_original_mean"],
+            deep_thinking_ratio=st["deep_thinking_ratio"],
+            per_trace_deep_thinking_ratio=st["per_trace_deep_thinking_ratio"],
         )
     agg = LayerAggregates(
-        variant=spec.name, layers=summary["layers"], dropped=spec.dropped, n_layers_original=n_layers_original,
-        n_traces=summary["n_traces"], n_tokens=summary["n_tokens"], traces_available=len(files),
-        traces_sampled=len(chosen) < len(files), lens=lens, lens_every=traces[0].lens_every if traces else 1,
-        per_layer=_per_layer(summary), per_layer_by_group=by_group, heatmaps=heat, heatmap_bins=HEATMAP_BINS,
-        settling=settling, teacher_forced=teacher_forced_summary(run_dir, spec.name, records),
+        variant=spec.name,
+        layers=summary["layers"],
+        dropped=spec.dropped,
+        n_layers_original=n_layers_original,
+        n_traces=summary["n_traces"],
+        n_tokens=summary["n_tokens"],
+        traces_available=len(files),
+        traces_sampled=len(chosen) < len(files),
+        lens=lens,
+        lens_every=traces[0].lens_every if traces else 1,
+        per_layer=_per_layer(summary),
+        per_layer_by_group=by_group,
+        heatmaps=heat,
+        heatmap_bins=HEATMAP_BINS,
+        settling=settling,
+        teacher_forced=teacher_forced_summary(run_dir, spec.name, records),
     )
     write_model(run_dir / LAYERS_DIR / f"{spec.name}.json", agg)
     return agg

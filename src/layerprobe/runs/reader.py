@@ -40,10 +40,22 @@ LONG, SHORT, KNOWLEDGE, OTHER = "long-chain", "short", "knowledge", "other"
 # Groups are ordered and labelled by the regime they stand for: long-chain reasoning (which pruning
 # breaks), and the short and knowledge controls (which survive it).
 _REGIME_BY_GROUP = {
-    "long": LONG, "xlong": LONG, "mid": LONG, "aime24": LONG, "aime": LONG, "math500": LONG,
-    "gpqa": LONG, "gpqa-diamond": LONG, "long-chain": LONG,
-    "short": SHORT, "gsm8k": SHORT, "shallow": SHORT,
-    "facts": KNOWLEDGE, "knowledge": KNOWLEDGE, "mmlu": KNOWLEDGE, "fact": KNOWLEDGE,
+    "long": LONG,
+    "xlong": LONG,
+    "mid": LONG,
+    "aime24": LONG,
+    "aime": LONG,
+    "math500": LONG,
+    "gpqa": LONG,
+    "gpqa-diamond": LONG,
+    "long-chain": LONG,
+    "short": SHORT,
+    "gsm8k": SHORT,
+    "shallow": SHORT,
+    "facts": KNOWLEDGE,
+    "knowledge": KNOWLEDGE,
+    "mmlu": KNOWLEDGE,
+    "fact": KNOWLEDGE,
 }
 _REGIME_ORDER = {LONG: 0, SHORT: 1, KNOWLEDGE: 2, OTHER: 3}
 
@@ -124,7 +136,7 @@ class Run:
         return sorted(seen, key=lambda g: (_REGIME_ORDER[self.regime(g)], g))
 
     def group_title(self, group: str) -> str:
-        """"long (long-chain)", "short", "all problems"."""
+        """ "long (long-chain)", "short", "all problems"."""
         if group == ALL:
             return "all problems"
         reg = self.regime(group)
@@ -208,8 +220,17 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
     layers = {v.name: _read_layers(path, v.name, notes) for v in info.variants}
     if info.expected_traces and len(samples) < info.expected_traces:
         notes.append(f"{len(samples)} of {info.expected_traces} expected traces are present")
-    run = Run(dir=path, info=info, samples=samples, metrics=metrics, layers=layers, metrics_source=source,
-              skipped_lines=read.skipped, notes=notes, label=path.name)
+    run = Run(
+        dir=path,
+        info=info,
+        samples=samples,
+        metrics=metrics,
+        layers=layers,
+        metrics_source=source,
+        skipped_lines=read.skipped,
+        notes=notes,
+        label=path.name,
+    )
     if extras:
         from layerprobe.runs.extras import read_extras
 

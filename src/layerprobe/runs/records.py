@@ -10,7 +10,9 @@ from layerprobe.metrics.summary import trace_metrics
 from layerprobe.runs.schema import Reflections, Repetition
 
 
-def trace_fields(thinking_text: str, thinking_ids: Sequence[int], decode: Callable[[Sequence[int]], str] | None = None) -> dict[str, Any]:
+def trace_fields(
+    thinking_text: str, thinking_ids: Sequence[int], decode: Callable[[Sequence[int]], str] | None = None
+) -> dict[str, Any]:
     """reflections, repetition (with the loop onset as a character offset of the thinking text, when
     `decode` maps token ids to text) and self_bleu_within of one thinking trace."""
     m = trace_metrics(thinking_text, list(thinking_ids), len(thinking_ids))

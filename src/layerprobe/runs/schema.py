@@ -55,7 +55,10 @@ Text = Annotated[str, BeforeValidator(_valid_unicode)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", protected_namespaces=(), use_attribute_docstrings=True, ser_json_inf_nan="null",
+        extra="forbid",
+        protected_namespaces=(),
+        use_attribute_docstrings=True,
+        ser_json_inf_nan="null",
         validate_assignment=False,
     )
 
@@ -380,7 +383,9 @@ def trace_key(variant: str, problem_id: str, mode: str, budget: int, sample: int
 def trace_file_stem(problem_id: str, mode: str, budget: int, sample: int) -> str:
     """A file-system-safe, unique name for one trace's arrays inside its variant folder."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", problem_id)[:60]
-    tag = hashlib.sha1(problem_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]  # ids differing only in replaced characters or case
+    tag = hashlib.sha1(problem_id.encode("utf-8", "surrogatepass")).hexdigest()[
+        :8
+    ]  # ids differing only in replaced characters or case
     return f"{mode[:3]}-b{budget}-s{sample}-{safe}-{tag}"
 
 
@@ -743,8 +748,11 @@ def _migrate_layers_v1(data: dict[str, Any]) -> dict[str, Any]:
     data["schema_version"] = SCHEMA_VERSION
     st = data.get("settling")
     if isinstance(st, dict) and st:
-        rename = {"settling_depth_mean": "mean_depth", "settling_depth_fraction_mean": "mean_depth_fraction",
-                  "settling_depth_original_mean": "mean_depth_original"}
+        rename = {
+            "settling_depth_mean": "mean_depth",
+            "settling_depth_fraction_mean": "mean_depth_fraction",
+            "settling_depth_original_mean": "mean_depth_original",
+        }
         data["settling"] = {rename.get(k, k): v for k, v in st.items() if rename.get(k, k) in Settling.model_fields}
     else:
         data["settling"] = None

@@ -192,8 +192,10 @@ def check_out_dir(path: Path, allow_orphan: bool = False) -> None:
     if path.is_dir() and any(path.iterdir()) and not is_run_dir(path):
         if (path / SAMPLES_FILE).is_file():
             if not allow_orphan:
-                raise UserError(f"--out {path} holds samples.jsonl but no run.json; add --force to resume its traces "
-                                "under the settings of this command")
+                raise UserError(
+                    f"--out {path} holds samples.jsonl but no run.json; add --force to resume its traces "
+                    "under the settings of this command"
+                )
         else:
             raise UserError(f"--out {path} is a non-empty directory that is not a layerprobe run; choose another --out")
     existing = path
@@ -280,7 +282,9 @@ class RunStore:
         try:
             lock.acquire()
         except Timeout:
-            raise UserError(f"{self.dir} is being written by another layerprobe process; wait for it or use another --out") from None
+            raise UserError(
+                f"{self.dir} is being written by another layerprobe process; wait for it or use another --out"
+            ) from None
         self._lock = lock
 
     def _set_aside(self) -> None:

@@ -84,7 +84,10 @@ def accuracy(records: Sequence[SampleRecord]) -> Accuracy:
     c = sum(r.correct for r in records)
     lo, hi = proportion_interval(c, n) if n else (math.nan, math.nan)
     return Accuracy(
-        n=n, correct=c, accuracy=c / n if n else None, ci=(lo, hi),
+        n=n,
+        correct=c,
+        accuracy=c / n if n else None,
+        ci=(lo, hi),
         mean_thinking_tokens=_mean([r.thinking_tokens for r in records]),
         budget_exhausted_rate=_mean([float(budget_exhausted(r)) for r in records]),
         answer_missing_rate=_mean([float(r.answer is None) for r in records]),
@@ -138,9 +141,13 @@ def trace_behaviour(records: Sequence[SampleRecord]) -> Behaviour:
     for r in records:
         extraction[r.extraction or ("none" if r.answer is None else "unknown")] += 1
     return Behaviour(
-        n=n, n_problems=len({r.problem_id for r in records}), thinking_tokens_total=tokens,
-        mean_thinking_tokens=statistics.fmean(lengths), median_thinking_tokens=float(statistics.median(lengths)),
-        loop_rate=len(loops) / n, loop_ci=problem_interval(records, lambda r: float(r.repetition.loop)),
+        n=n,
+        n_problems=len({r.problem_id for r in records}),
+        thinking_tokens_total=tokens,
+        mean_thinking_tokens=statistics.fmean(lengths),
+        median_thinking_tokens=float(statistics.median(lengths)),
+        loop_rate=len(loops) / n,
+        loop_ci=problem_interval(records, lambda r: float(r.repetition.loop)),
         mean_loop_onset_fraction=_mean([(r.repetition.loop_onset or 0) / max(1, r.repetition.length or 1) for r in loops]),
         seq_rep=_mean([r.repetition.seq_rep_4 for r in records]),
         self_bleu_within=_mean([r.self_bleu_within for r in records]),
@@ -177,9 +184,21 @@ def to_comparison(a: Sequence[float], b: Sequence[float], **keys: Any) -> Compar
     """The paired comparison of per-problem values a (base) and b (variant) as a stored record."""
     c = paired_comparison(a, b, n_boot=4000, n_perm=4000)
     return Comparison(
-        **keys, n_pairs=c.n_pairs, mean_a=c.mean_a, mean_b=c.mean_b, diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high,
-        ci_method=c.ci_method, test=c.test, p_value=c.p_value, n_discordant=None if c.n01 is None else c.n01 + (c.n10 or 0),
-        n_a_only=c.n10, n_b_only=c.n01, verdict=c.verdict, agree=c.agree,
+        **keys,
+        n_pairs=c.n_pairs,
+        mean_a=c.mean_a,
+        mean_b=c.mean_b,
+        diff=c.diff,
+        ci_low=c.ci_low,
+        ci_high=c.ci_high,
+        ci_method=c.ci_method,
+        test=c.test,
+        p_value=c.p_value,
+        n_discordant=None if c.n01 is None else c.n01 + (c.n10 or 0),
+        n_a_only=c.n10,
+        n_b_only=c.n01,
+        verdict=c.verdict,
+        agree=c.agree,
     )
 
 
@@ -193,14 +212,27 @@ def comparisons(records: Sequence[SampleRecord], base: str, others: Sequence[str
             settings = sorted({("sequential", r.budget) for r in sel if r.mode == "sequential"})
             settings += sorted({("parallel", r.budget) for r in sel if r.mode == "parallel"})
             for mode, budget in settings:
-                a = _per_problem([r for r in sel if r.variant == base and r.mode == mode and r.budget == budget], lambda r: float(r.correct))
-                b = _per_problem([r for r in sel if r.variant == variant and r.mode == mode and r.budget == budget], lambda r: float(r.correct))
+                a = _per_problem(
+                    [r for r in sel if r.variant == base and r.mode == mode and r.budget == budget], lambda r: float(r.correct)
+                )
+                b = _per_problem(
+                    [r for r in sel if r.variant == variant and r.mode == mode and r.budget == budget], lambda r: float(r.correct)
+                )
                 common = sorted(set(a) & set(b))
                 if not common:
                     continue
-                out.append(to_comparison(
-                    [a[p] for p in common], [b[p] for p in common], variant=variant, base=base, group=group, mode=mode,
-                    budget=budget, metric="accuracy" if mode == "sequential" else "mean accuracy over samples"))
+                out.append(
+                    to_comparison(
+                        [a[p] for p in common],
+                        [b[p] for p in common],
+                        variant=variant,
+                        base=base,
+                        group=group,
+                        mode=mode,
+                        budget=budget,
+                        metric="accuracy" if mode == "sequential" else "mean accuracy over samples",
+                    )
+                )
     return out
 
 
@@ -231,8 +263,11 @@ def behaviour_comparisons(records: Sequence[SampleRecord], base: str, others: Se
             common = sorted(set(a) & set(b))
             if not common:
                 continue
-            out.append(to_comparison([a[p] for p in common], [b[p] for p in common], variant=v, base=base, group=ALL,
-                                     mode="trace", metric=key))
+            out.append(
+                to_comparison(
+                    [a[p] for p in common], [b[p] for p in common], variant=v, base=base, group=ALL, mode="trace", metric=key
+                )
+            )
     return out
 
 
@@ -245,14 +280,17 @@ def grading_health(records: Sequence[SampleRecord]) -> GradingHealth:
     ok = rate is None or rate <= MISSING_ANSWER_LIMIT
     msg = ""
     if rate is not None and not ok:
-        msg = (f"accuracy is not meaningful: {100 * rate:.0f} % of {records[0].variant} traces had no answer the "
-               "grader could find (see docs/grading.md for the extraction rules, or give --answer-type / a task file "
-               "whose answers match what the model writes)")
+        msg = (
+            f"accuracy is not meaningful: {100 * rate:.0f} % of {records[0].variant} traces had no answer the "
+            "grader could find (see docs/grading.md for the extraction rules, or give --answer-type / a task file "
+            "whose answers match what the model writes)"
+        )
     return GradingHealth(n=n, missing=missing, missing_rate=rate, meaningful=ok, message=msg)
 
 
-def compute_metrics(run_dir: str | os.PathLike[str], info: RunInfo | None = None,
-                    records: Sequence[SampleRecord] | None = None) -> MetricsFile:
+def compute_metrics(
+    run_dir: str | os.PathLike[str], info: RunInfo | None = None, records: Sequence[SampleRecord] | None = None
+) -> MetricsFile:
     """All summaries of a run, from its samples (partial when the run is not complete).
 
     `records` are the run's samples when the caller has them already (they are read otherwise)."""
@@ -280,15 +318,19 @@ def compute_metrics(run_dir: str | os.PathLike[str], info: RunInfo | None = None
             grading[spec.name] = grading_health(recs)
     partial = info.status != "complete" or (info.expected_traces is not None and len(records) < info.expected_traces)
     return MetricsFile(
-        computed=now(), n_samples=len(records), partial=partial, variants=variants,
+        computed=now(),
+        n_samples=len(records),
+        partial=partial,
+        variants=variants,
         comparisons=comparisons(records, names[0], names[1:]) if names else [],
         behaviour_comparisons=behaviour_comparisons(records, names[0], names[1:]) if names else [],
         grading=grading,
     )
 
 
-def write_metrics(run_dir: str | os.PathLike[str], info: RunInfo | None = None,
-                  records: Sequence[SampleRecord] | None = None) -> MetricsFile:
+def write_metrics(
+    run_dir: str | os.PathLike[str], info: RunInfo | None = None, records: Sequence[SampleRecord] | None = None
+) -> MetricsFile:
     """compute_metrics and write metrics.json atomically."""
     m = compute_metrics(run_dir, info, records)
     write_model(Path(run_dir) / METRICS_FILE, m)

@@ -138,8 +138,23 @@ def format_tokens(tokenizer: Any, model: Any, fmt: ReasoningFormat) -> _Tokens:
 
 
 class _Row:
-    __slots__ = ("req", "gen", "phase", "queue", "thinking", "answer", "all", "waits", "budget_hit", "finish", "prompt_len",
-                 "forks", "fork_now", "origin", "origin_key")
+    __slots__ = (
+        "req",
+        "gen",
+        "phase",
+        "queue",
+        "thinking",
+        "answer",
+        "all",
+        "waits",
+        "budget_hit",
+        "finish",
+        "prompt_len",
+        "forks",
+        "fork_now",
+        "origin",
+        "origin_key",
+    )
 
     def __init__(self, req: GenRequest, device: torch.device, prompt_len: int) -> None:
         self.req = req
@@ -215,7 +230,10 @@ class TraceGenerator:
         return [results[i] for i in range(len(requests))]
 
     def iter_generate(
-        self, requests: Sequence[GenRequest], batch_size: int = 16, observers: Sequence[GenerationObserver] = (),
+        self,
+        requests: Sequence[GenRequest],
+        batch_size: int = 16,
+        observers: Sequence[GenerationObserver] = (),
         share_prefixes: bool = True,
     ) -> Iterator[tuple[int, GenResult]]:
         """Yield (request index, result) as traces finish. Requests are batched by prompt length.
@@ -238,8 +256,12 @@ class TraceGenerator:
             yield from self._run_batch([(i, requests[i], encoded[i]) for i in chunk], observers, forks)
 
     @torch.inference_mode()
-    def _run_batch(self, items: list[tuple[int, GenRequest, list[int]]], observers: Sequence[GenerationObserver],
-                   forks: dict[int, list[tuple[int, GenRequest]]] | None = None):
+    def _run_batch(
+        self,
+        items: list[tuple[int, GenRequest, list[int]]],
+        observers: Sequence[GenerationObserver],
+        forks: dict[int, list[tuple[int, GenRequest]]] | None = None,
+    ):
         from transformers import DynamicCache
 
         tk = self.tokens
@@ -264,9 +286,7 @@ class TraceGenerator:
         while rows:
             for obs in observers:
                 obs.on_forward([r.req.key for r in rows], mask, prefill)
-            out = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kw
-            )
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kw)
             prefill = False
             logits = out.logits[:, -1, :].float()  # (B, V)
             chosen = self._choose(logits, rows)

@@ -10,4 +10,15 @@ from layerprobe.tasks.grading import (
 )
 from layerprobe.tasks.registry import TASKS, get_task, load_problems
 
-__all__ = ["TASKS", "Grade", "MathGrader", "Problem", "TaskInfo", "extract_boxed", "extract_choice", "get_task", "grade", "load_problems"]
+__all__ = [
+    "TASKS",
+    "Grade",
+    "MathGrader",
+    "Problem",
+    "TaskInfo",
+    "extract_boxed",
+    "extract_choice",
+    "get_task",
+    "grade",
+    "load_problems",
+]

@@ -48,13 +48,17 @@ def extract_boxed(text: str) -> str | None:
 
 _NUMBER = r"[-+]?\$?\d[\d,]*(?:\.\d+)?"
 _PHRASE = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*\**\s*(" + _NUMBER + r")", re.IGNORECASE)
-_PHRASE_TEXT = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*\**\s*([^\n]+?)\s*(?:\.\s*$|\.\s|\n|$)",
-                          re.IGNORECASE)
+_PHRASE_TEXT = re.compile(
+    r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*\**\s*([^\n]+?)\s*(?:\.\s*$|\.\s|\n|$)", re.IGNORECASE
+)
 _GSM8K = re.compile(r"####\s*(" + _NUMBER + r")")
 _LAST_NUMBER = re.compile(_NUMBER)
 # a letter in parentheses, before ")", or standing alone before punctuation or the end ("A lot" is an article)
-_LAST_LETTER = [re.compile(r"\(([A-J])\)"), re.compile(r"\b([A-J])\)"),
-                re.compile(r"(?<![A-Za-z'])([A-J])(?=\s*[.,;:!?]|\s*$)", re.MULTILINE)]
+_LAST_LETTER = [
+    re.compile(r"\(([A-J])\)"),
+    re.compile(r"\b([A-J])\)"),
+    re.compile(r"(?<![A-Za-z'])([A-J])(?=\s*[.,;:!?]|\s*$)", re.MULTILINE),
+]
 
 
 def _clean_number(text: str) -> str:

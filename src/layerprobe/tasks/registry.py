@@ -20,13 +20,17 @@ TOY_TYPES = ("short", "mid", "long", "xlong", "facts")
 
 TASKS: dict[str, TaskInfo] = {
     **{
-        f"toy-{t}": TaskInfo(f"toy-{t}", "digit", f"embedded toy: {t} problems", regime={"short": "short", "facts": "knowledge"}.get(t, "long"))
+        f"toy-{t}": TaskInfo(
+            f"toy-{t}", "digit", f"embedded toy: {t} problems", regime={"short": "short", "facts": "knowledge"}.get(t, "long")
+        )
         for t in TOY_TYPES
     },
     "toy-mix": TaskInfo("toy-mix", "digit", "embedded toy: long chains + short chains + facts", regime="mixed"),
     "aime24": TaskInfo("aime24", "integer", "AIME 2024, 30 problems", "HuggingFaceH4/aime_2024", None, "train", 30),
     "math500": TaskInfo("math500", "math", "MATH-500", "HuggingFaceH4/MATH-500", None, "test", 500),
-    "gpqa-diamond": TaskInfo("gpqa-diamond", "mc", "GPQA Diamond (choices shuffled per problem)", "Idavidrein/gpqa", "gpqa_diamond", "train", 198),
+    "gpqa-diamond": TaskInfo(
+        "gpqa-diamond", "mc", "GPQA Diamond (choices shuffled per problem)", "Idavidrein/gpqa", "gpqa_diamond", "train", 198
+    ),
     "gsm8k": TaskInfo("gsm8k", "integer", "GSM8K test (shallow control)", "openai/gsm8k", "main", "test", 1319, "short"),
     "mmlu": TaskInfo("mmlu", "mc", "MMLU (knowledge control)", "cais/mmlu", "all", "test", 14042, "knowledge"),
 }
@@ -70,9 +74,18 @@ def _from_rows(task: TaskInfo, rows: list[dict[str, Any]]) -> list[Problem]:
             out.append(_mc_problem(task.name, pid, r["Question"], [c.strip() for c in choices], r["Correct Answer"].strip()))
         elif task.name == "mmlu" and "choices" in r and isinstance(r.get("answer"), int):
             pid = _stable_id(task.name, r["question"] + "|".join(r["choices"]))
-            out.append(_mc_problem(task.name, pid, r["question"], list(r["choices"]), r["choices"][r["answer"]], r.get("subject", "")))
+            out.append(
+                _mc_problem(task.name, pid, r["question"], list(r["choices"]), r["choices"][r["answer"]], r.get("subject", ""))
+            )
         elif task.name == "gsm8k" and "####" in str(r.get("answer", "")):
-            out.append(Problem(_stable_id(task.name, r["question"]), r["question"], r["answer"].split("####")[-1].strip().replace(",", ""), task.answer_type))
+            out.append(
+                Problem(
+                    _stable_id(task.name, r["question"]),
+                    r["question"],
+                    r["answer"].split("####")[-1].strip().replace(",", ""),
+                    task.answer_type,
+                )
+            )
         else:
             q = r.get("problem") or r.get("question")
             a = r.get("answer")
@@ -109,7 +122,9 @@ def load_task_file(path: Path, task: TaskInfo) -> list[Problem]:
             raise UserError(f"{where}: expected a JSON object with id, question, answer (got {type(row).__name__})")
         missing = [k for k in ("id", "question", "answer") if row.get(k) is None]
         if missing:
-            raise UserError(f"{where}: missing field(s) {', '.join(missing)} (needed: id, question, answer; optional: choices, group)")
+            raise UserError(
+                f"{where}: missing field(s) {', '.join(missing)} (needed: id, question, answer; optional: choices, group)"
+            )
         bad = [k for k in ("id", "question", "answer") if not isinstance(row[k], (str, int, float)) or isinstance(row[k], bool)]
         if bad:
             raise UserError(f"{where}: {', '.join(bad)} must be a string or a number")
@@ -119,7 +134,11 @@ def load_task_file(path: Path, task: TaskInfo) -> list[Problem]:
         pid = f"{task.name}-{row['id']}"
         choices_raw = row.get("choices")
         if choices_raw is not None and choices_raw != []:
-            if not isinstance(choices_raw, list) or not all(isinstance(c, (str, int, float)) for c in choices_raw) or len(choices_raw) < 2:
+            if (
+                not isinstance(choices_raw, list)
+                or not all(isinstance(c, (str, int, float)) for c in choices_raw)
+                or len(choices_raw) < 2
+            ):
                 raise UserError(f"{where}: choices must be a list of at least two strings")
             if len(choices_raw) > 10:
                 raise UserError(f"{where}: at most 10 choices (A-J) are supported, got {len(choices_raw)}")
@@ -134,8 +153,10 @@ def load_task_file(path: Path, task: TaskInfo) -> list[Problem]:
             if task.answer_type == "mc":
                 raise UserError(f"{where}: task {task.name} is multiple choice: give choices (a list) with the answer")
             if not _gold_ok(task.answer_type, gold):
-                raise UserError(f"{where}: task {task.name} grades integer answers, but the answer is '{gold[:40]}' "
-                                "(give an integer such as 42, or use --task math500 for expressions)")
+                raise UserError(
+                    f"{where}: task {task.name} grades integer answers, but the answer is '{gold[:40]}' "
+                    "(give an integer such as 42, or use --task math500 for expressions)"
+                )
             out.append(Problem(pid, str(row["question"]), gold, task.answer_type, group=group))
     if not out:
         raise UserError(f"--task-file {path} holds no problems")
@@ -148,7 +169,9 @@ def get_task(name: str) -> TaskInfo:
     return TASKS[name]
 
 
-def load_problems(name: str, limit: int | None = None, seed: int = 0, task_file: Path | None = None) -> tuple[TaskInfo, list[Problem], dict[str, Any]]:
+def load_problems(
+    name: str, limit: int | None = None, seed: int = 0, task_file: Path | None = None
+) -> tuple[TaskInfo, list[Problem], dict[str, Any]]:
     """(task info, problems, source record). `limit` keeps the first N (per group for the toy)."""
     task = get_task(name)
     if limit is not None and limit < 1:
@@ -157,7 +180,9 @@ def load_problems(name: str, limit: int | None = None, seed: int = 0, task_file:
         from layerprobe.toy.tasks import FACT_SEED
 
         if task_file is not None:
-            raise UserError(f"--task-file is for hub tasks; '{name}' is generated by the embedded toy (drop --task-file, or pick a hub task)")
+            raise UserError(
+                f"--task-file is for hub tasks; '{name}' is generated by the embedded toy (drop --task-file, or pick a hub task)"
+            )
 
         probs = _toy_problems(name, limit, seed)
         return task, probs, {"source": "embedded toy generator", "seed": seed, "fact_seed": FACT_SEED}
@@ -176,8 +201,13 @@ def load_problems(name: str, limit: int | None = None, seed: int = 0, task_file:
                 "provide it with --task-file FILE.jsonl (one JSON object per line: id, question, answer[, choices])"
             ) from None
         probs = _from_rows(task, [dict(r) for r in ds])
-        source = {"source": "hub", "hub_id": task.hub_id, "config": task.hub_config, "split": task.hub_split,
-                  "fingerprint": getattr(ds, "_fingerprint", None)}
+        source = {
+            "source": "hub",
+            "hub_id": task.hub_id,
+            "config": task.hub_config,
+            "split": task.hub_split,
+            "fingerprint": getattr(ds, "_fingerprint", None),
+        }
     if limit is not None:
         probs = probs[:limit]
     return task, probs, source

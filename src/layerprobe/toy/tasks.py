@@ -121,7 +121,9 @@ def fact_problem(a: str, b: str) -> ToyProblem:
     """A recall-only problem: the table value of key (a, b)."""
     prompt = f"fact {a} {b}"
     value = FACTS[(a, b)]
-    return ToyProblem(id=problem_id(prompt), kind="fact", steps=0, prompt=prompt, thinking=f"{a} {b} = {value}", answer=str(value))
+    return ToyProblem(
+        id=problem_id(prompt), kind="fact", steps=0, prompt=prompt, thinking=f"{a} {b} = {value}", answer=str(value)
+    )
 
 
 def random_chain(rng: random.Random, k: int) -> ToyProblem:

@@ -202,8 +202,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
                 }
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
-                log(f"stage {state['stage']} step {state['step']}/{stage.steps} loss {rec['loss']:.4f} "
-                    f"lr {rec['lr']:.2e} k<={rec['max_k']} {rec['tok_per_s']:.0f} tok/s")
+                log(
+                    f"stage {state['stage']} step {state['step']}/{stage.steps} loss {rec['loss']:.4f} "
+                    f"lr {rec['lr']:.2e} k<={rec['max_k']} {rec['tok_per_s']:.0f} tok/s"
+                )
                 loss_sum, n_loss = 0.0, 0
             if state["step"] % cfg.ckpt_every == 0:
                 state["elapsed"] += time.monotonic() - t0
@@ -230,7 +232,9 @@ def export_checkpoint(out_dir: str | Path, dest: str | Path) -> dict:
     `dest/training_state.json` so a shipped model says exactly how far it was trained.
     """
     out = Path(out_dir)
-    cfg = TrainConfig(**{k: v for k, v in json.loads((out / "train_config.json").read_text()).items() if k not in ("stages", "mix")})
+    cfg = TrainConfig(
+        **{k: v for k, v in json.loads((out / "train_config.json").read_text()).items() if k not in ("stages", "mix")}
+    )
     loaded = _load_ckpt(out, cfg)
     if loaded is None:
         raise FileNotFoundError(f"no checkpoint in {out}")

@@ -52,6 +52,7 @@ def build_tokenizer():
 def save_tokenizer(out_dir: str | Path) -> None:
     build_tokenizer().save_pretrained(out_dir)
 
+
 class _TokenIds(TypedDict):
     pad_token_id: int
     eos_token_id: int

@@ -67,8 +67,9 @@ def prune_model(
         from layerprobe.prune.calibration import embedded_calibration
 
         calibration = embedded_calibration()
-    selection = m.select(loaded, n_drop, calibration if m.needs_calibration else None,
-                         seq_len=seq_len, batch_size=batch_size, **options)
+    selection = m.select(
+        loaded, n_drop, calibration if m.needs_calibration else None, seq_len=seq_len, batch_size=batch_size, **options
+    )
     pruned = m.apply(loaded, selection)
     pruned.method = selection.method
     pruned.calibration = selection.calibration

@@ -20,8 +20,16 @@ class Angular(PruneMethod):
     summary = "remove the contiguous block of n layers whose input and output are closest in angle"
     needs_calibration = True
 
-    def select(self, loaded: LoadedModel, n_drop: int | None, calibration: Any = None, *,
-               seq_len: int = 256, batch_size: int = 8, **options: Any) -> Selection:
+    def select(
+        self,
+        loaded: LoadedModel,
+        n_drop: int | None,
+        calibration: Any = None,
+        *,
+        seq_len: int = 256,
+        batch_size: int = 8,
+        **options: Any,
+    ) -> Selection:
         n = check_n_drop(n_drop, loaded)
         scores = layer_scores(loaded, calibration, n_max=n, seq_len=seq_len, batch_size=batch_size)
         d = scores.angular[n]  # d[ℓ] for ℓ = 0 … L−n (current positions)
@@ -30,9 +38,13 @@ class Angular(PruneMethod):
         return Selection(
             method=self.name,
             drop=drop,
-            record={"n_drop": n, "start": loaded.layer_map[start], "start_position": start,
-                    "angular_distance": {loaded.layer_map[p]: v for p, v in enumerate(d)},
-                    "n_tokens": scores.n_tokens},
+            record={
+                "n_drop": n,
+                "start": loaded.layer_map[start],
+                "start_position": start,
+                "angular_distance": {loaded.layer_map[p]: v for p, v in enumerate(d)},
+                "n_tokens": scores.n_tokens,
+            },
             calibration=calibration_record(calibration, seq_len),
         )
 

@@ -39,8 +39,16 @@ class PruneMethod:
     needs_calibration: bool = False
     takes_n_drop: bool = True
 
-    def select(self, loaded: LoadedModel, n_drop: int | None, calibration: Any = None, *,
-               seq_len: int = 256, batch_size: int = 8, **options: Any) -> Selection:
+    def select(
+        self,
+        loaded: LoadedModel,
+        n_drop: int | None,
+        calibration: Any = None,
+        *,
+        seq_len: int = 256,
+        batch_size: int = 8,
+        **options: Any,
+    ) -> Selection:
         raise NotImplementedError
 
     def apply(self, loaded: LoadedModel, selection: Selection) -> LoadedModel:
@@ -72,5 +80,9 @@ def calibration_record(calibration: Any, seq_len: int) -> dict[str, Any] | None:
     import hashlib
 
     texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in calibration]
-    return {"source": "list", "n_docs": len(texts), "seq_len": int(seq_len),
-            "sha1": hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()}
+    return {
+        "source": "list",
+        "n_docs": len(texts),
+        "seq_len": int(seq_len),
+        "sha1": hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest(),
+    }

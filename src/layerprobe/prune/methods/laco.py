@@ -12,21 +12,42 @@ from layerprobe.prune.methods.base import PruneMethod, Selection, calibration_re
 
 class Laco(PruneMethod):
     name = "laco"
-    summary = ("merge C layers into one (RDSC) from the top down while the last hidden states stay within "
-               "cosine T of the original; --laco-mode paper (θ_l + Σ(θ_l+k − θ_l)) or reference (public code)")
+    summary = (
+        "merge C layers into one (RDSC) from the top down while the last hidden states stay within "
+        "cosine T of the original; --laco-mode paper (θ_l + Σ(θ_l+k − θ_l)) or reference (public code)"
+    )
     needs_calibration = True
     takes_n_drop = False
 
-    def select(self, loaded: LoadedModel, n_drop: int | None = None, calibration: Any = None, *,
-               seq_len: int = 256, batch_size: int = 8, **options: Any) -> Selection:
+    def select(
+        self,
+        loaded: LoadedModel,
+        n_drop: int | None = None,
+        calibration: Any = None,
+        *,
+        seq_len: int = 256,
+        batch_size: int = 8,
+        **options: Any,
+    ) -> Selection:
         if n_drop is not None:
-            raise UserError("--n-drop does not apply to --method laco: the number of removed layers follows from --laco-threshold")
+            raise UserError(
+                "--n-drop does not apply to --method laco: the number of removed layers follows from --laco-threshold"
+            )
         kw = {k: options[k] for k in ("c", "interval", "low", "high", "threshold", "mode", "log") if options.get(k) is not None}
         result = laco(loaded, calibration, seq_len=seq_len, batch_size=batch_size, **kw)
-        record = {**result.params, "n_removed": len(result.model.dropped) - len(loaded.dropped),
-                  "merges": result.merges, "steps": result.steps}
-        return Selection(method=f"laco-{result.mode}", drop=[i for i in result.model.dropped if i not in loaded.dropped],
-                         record=record, calibration=calibration_record(calibration, seq_len), model=result.model)
+        record = {
+            **result.params,
+            "n_removed": len(result.model.dropped) - len(loaded.dropped),
+            "merges": result.merges,
+            "steps": result.steps,
+        }
+        return Selection(
+            method=f"laco-{result.mode}",
+            drop=[i for i in result.model.dropped if i not in loaded.dropped],
+            record=record,
+            calibration=calibration_record(calibration, seq_len),
+            model=result.model,
+        )
 
 
 METHOD = Laco()

@@ -21,8 +21,9 @@ from layerprobe.prune.scores import _documents, encode_documents, perplexity
 from layerprobe.prune.surgery import drop_layers
 
 
-def drop_one_perplexities(loaded: LoadedModel, calibration: Any, seq_len: int = 256, batch_size: int = 8,
-                          progress=None) -> tuple[float, dict[int, float]]:
+def drop_one_perplexities(
+    loaded: LoadedModel, calibration: Any, seq_len: int = 256, batch_size: int = 8, progress=None
+) -> tuple[float, dict[int, float]]:
     """(base perplexity, {original layer: perplexity of the model without that layer})."""
     docs, add_special = _documents(calibration)
     ids = encode_documents(loaded.tokenizer, docs, seq_len, add_special)
@@ -41,8 +42,16 @@ class Perplexity(PruneMethod):
     summary = "remove the n layers whose single removal raises calibration perplexity least, one shot"
     needs_calibration = True
 
-    def select(self, loaded: LoadedModel, n_drop: int | None, calibration: Any = None, *,
-               seq_len: int = 256, batch_size: int = 8, **options: Any) -> Selection:
+    def select(
+        self,
+        loaded: LoadedModel,
+        n_drop: int | None,
+        calibration: Any = None,
+        *,
+        seq_len: int = 256,
+        batch_size: int = 8,
+        **options: Any,
+    ) -> Selection:
         n = check_n_drop(n_drop, loaded)
         base, ppl = drop_one_perplexities(loaded, calibration, seq_len, batch_size, options.get("progress"))
         ranking = sorted(ppl, key=lambda orig: (ppl[orig], orig))

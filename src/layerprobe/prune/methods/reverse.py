@@ -14,8 +14,16 @@ class Reverse(PruneMethod):
     summary = "remove the last n layers (no calibration text)"
     keep_final = False
 
-    def select(self, loaded: LoadedModel, n_drop: int | None, calibration: Any = None, *,
-               seq_len: int = 256, batch_size: int = 8, **options: Any) -> Selection:
+    def select(
+        self,
+        loaded: LoadedModel,
+        n_drop: int | None,
+        calibration: Any = None,
+        *,
+        seq_len: int = 256,
+        batch_size: int = 8,
+        **options: Any,
+    ) -> Selection:
         n = check_n_drop(n_drop, loaded)
         L = loaded.n_layers
         positions = range(L - 1 - n, L - 1) if self.keep_final else range(L - n, L)
