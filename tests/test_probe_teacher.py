@@ -51,6 +51,14 @@ def test_pruned_divergence_matches_reference_and_chunking(family, one_thread):
         m = 0.5 * (p + q)
         jsd = 0.5 * (p * (p.log() - m.log())).sum(-1) + 0.5 * (q * (q.log() - m.log())).sum(-1)
         np.testing.assert_allclose(whole.drift[:, j], jsd.numpy(), atol=1e-4)
+        # the pruned model's lens against the BASE model's own output distribution (its final layer)
+        f = lb.exp().float()
+        mf = 0.5 * (f + q)
+        to_base = 0.5 * (f * (f.log() - mf.log())).sum(-1) + 0.5 * (q * (q.log() - mf.log())).sum(-1)
+        np.testing.assert_allclose(whole.jsd_to_base[:, j], to_base.numpy(), atol=1e-4)
+    assert whole.jsd_to_base[:, -1].mean() > 1e-3  # the last pruned layer does not reproduce the base output
+    np.testing.assert_array_equal(whole.top1, lq.argmax(-1).numpy())
+    np.testing.assert_array_equal(whole.base_top1, lb.argmax(-1).numpy())
     for chunk in (1, 3, 7):
         part = teacher_forced(base, pruned, PROMPT, trace, chunk=chunk, threshold=0.05, window=4)
         # chunked and whole float32 reductions differ by rounding that grows with the magnitude

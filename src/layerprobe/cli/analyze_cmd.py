@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -178,7 +177,9 @@ def _run(settings: Any) -> Any:
                     tasks[label] = bar.add_task(label, total=total)
                 bar.update(tasks[label], completed=done, total=total)
 
-            analysis = Analysis(settings, progress, argv=sys.argv)
+            from layerprobe.cli.app import current_argv
+
+            analysis = Analysis(settings, progress, argv=current_argv())
             analysis.run()
     except BaseException:
         store = getattr(analysis, "store", None)

@@ -54,6 +54,15 @@ _register()
 _NO_MODEL_COMMANDS = frozenset({"report", "runs", "tasks", "models"})
 
 
+#: The arguments of the command being run (what a run records as its command line).
+_ARGV: list[str] = []
+
+
+def current_argv() -> list[str]:
+    """["layerprobe", *arguments] of the command being run (also when `main` is called in-process)."""
+    return ["layerprobe", *_ARGV]
+
+
 def _fail(code: int, message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.exit(code)
@@ -65,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = sys.argv[1:] if argv is None else argv
+    _ARGV[:] = list(args)
     if not args or args[0] not in _NO_MODEL_COMMANDS:  # importing transformers costs ~2 s: only when needed
         from transformers.utils import logging as hf_logging
 
