@@ -204,7 +204,16 @@ def make_run(
         )
     if probes:
         for spec in specs:
-            write_layer_aggregates(out, spec, [r for r in store.records if r.variant == spec.name], N_LAYERS)
+            base_seq = [
+                r for r in store.records if r.variant == specs[0].name and r.mode == "sequential" and r.budget == max(budgets)
+            ]
+            write_layer_aggregates(
+                out,
+                spec,
+                [r for r in store.records if r.variant == spec.name],
+                N_LAYERS,
+                base_traces=base_seq if spec.name != specs[0].name else (),
+            )
     store.close(status)
     if write_metrics_file:
         write_metrics(out)

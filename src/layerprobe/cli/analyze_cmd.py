@@ -22,6 +22,7 @@ from rich.progress import (
 from layerprobe.cli.common import DeviceOpt, DtypeOpt
 from layerprobe.errors import UserError
 from layerprobe.prune.surgery import parse_layer_list
+from layerprobe.runs.sweep import parse_sweep_layers
 
 
 def analyze(
@@ -87,6 +88,32 @@ def analyze(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="start afresh in an --out that holds a run with other settings")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="do not render report.html")] = False,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--sweep",
+            help="layer-sensitivity sweep: single (every layer removed, one variant each) | pairs (every adjacent pair)",
+        ),
+    ] = None,
+    sweep_layers: Annotated[
+        str | None, typer.Option("--sweep-layers", help="restrict the sweep to original layers, e.g. 10-20 or 3,5,7")
+    ] = None,
+    sweep_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--sweep-proxy", help="sweep without generation: only the teacher-forced KL of each variant along the base traces"
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", help="run variants on N Ray workers (a local cluster unless --ray-address); default: in this process"
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="join an existing Ray cluster (host:port, or auto)")
+    ] = None,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="GPUs each Ray worker reserves (GPU nodes)")] = 0.0,
 ) -> None:
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary
@@ -123,6 +150,12 @@ def analyze(
         device=device,
         dtype=dtype,
         batch_size=batch_size,
+        sweep=sweep,
+        sweep_layers=parse_sweep_layers(sweep_layers) if sweep_layers is not None else None,
+        sweep_proxy=sweep_proxy,
+        workers=workers,
+        ray_address=ray_address,
+        gpus_per_worker=gpus_per_worker,
         out=out,
         force=force,
         report=not no_report,

@@ -621,3 +621,58 @@ def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int
     axes[0][0].set_ylabel("original layer")
     fig.colorbar(im, ax=axes[0].tolist(), label=f"logit-lens {stat.upper() if stat == 'jsd' else stat}", shrink=0.9)
     return to_svg(fig, f"logit-lens {stat} per token of the two traces")
+
+
+@_styled
+def sweep_map(run: Run, sweep: Any, colors: dict[str, str]) -> Markup | None:
+    """Damage (base minus variant accuracy, with its interval) per original layer and group, block
+    influence on a second axis, and the layers pruning methods would choose."""
+    if not sweep.layers:
+        return None
+    groups = [g for g in run.groups() if any(g in lay.delta for lay in sweep.layers)] or [ALL]
+    fig, axes = _subplots(1, width=9.5, height=3.4)
+    ax = axes[0][0]
+    xs = [lay.dropped[0] + (0.5 if len(lay.dropped) == 2 else 0.0) for lay in sweep.layers]
+    for i, g in enumerate(groups):
+        off = 0.09 * (i - (len(groups) - 1) / 2)
+        ys = [_f(-lay.delta[g]) if g in lay.delta else math.nan for lay in sweep.layers]
+        if all(math.isnan(y) for y in ys):
+            continue
+        lo = [max(0.0, y - _f(-lay.delta_ci[g][1])) if g in lay.delta_ci else 0.0 for y, lay in zip(ys, sweep.layers)]
+        hi = [max(0.0, _f(-lay.delta_ci[g][0]) - y) if g in lay.delta_ci else 0.0 for y, lay in zip(ys, sweep.layers)]
+        ax.errorbar(
+            [x + off for x in xs],
+            ys,
+            yerr=[lo, hi],
+            fmt="o-",
+            ms=4,
+            lw=1.4,
+            capsize=2,
+            elinewidth=0.8,
+            color=PALETTE[i % len(PALETTE)],
+            label=f"damage on {run.group_title(g)}",
+        )
+    ax.axhline(0, color="#999", lw=0.7)
+    ax.set_ylabel("accuracy lost (base − variant)")
+    ax.set_xlabel("original layer removed" + (" (pairs: between the two)" if sweep.kind == "pairs" else ""))
+    ax.set_xticks(sorted({lay.dropped[0] for lay in sweep.layers} | {lay.dropped[-1] for lay in sweep.layers}))
+    bi = [_f(lay.block_influence) for lay in sweep.layers]
+    if not all(math.isnan(b) for b in bi):
+        ax2 = ax.twinx()
+        ax2.plot(xs, bi, "s--", color="#555", ms=4, lw=1.0, label="block influence (calibration text)")
+        ax2.set_ylabel("block influence", color="#555")
+        ax2.spines["right"].set_visible(True)
+        ax2.legend(loc="upper right")
+    marks = {"shortgpt": "ShortGPT would remove", "reverse": "reverse order would remove"}
+    for name, layers in sweep.method_choices.items():
+        for j, l in enumerate(layers):
+            ax.axvspan(
+                l - 0.45,
+                l + 0.45,
+                color="#f4d6d6" if name == "shortgpt" else "#dde7f4",
+                zorder=0,
+                label=marks.get(name, name) if j == 0 else None,
+            )
+    ax.legend(loc="upper left", ncol=2)
+    ax.grid(alpha=0.25, axis="y")
+    return to_svg(fig, "layer-sensitivity map: accuracy lost per removed layer, with block influence")

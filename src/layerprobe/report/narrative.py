@@ -312,3 +312,46 @@ def resolve(run: Run, src: list[Any]) -> Any:
     if head in run.extras or head.endswith(".json"):
         return lookup(run.extras.get(head), rest)
     return None
+
+
+PREDICTOR_WORDS = {
+    "block_influence": "block influence on the calibration text (ShortGPT's criterion)",
+    "block_influence_traces": "block influence on the model's own traces",
+    "teacher_forced_kl": "the teacher-forced KL (the proxy that needs no generation)",
+}
+
+
+def sweep_sentences(run: Run, sweep: Any) -> list[Sentence]:
+    """One sentence per group and predictor: does it predict the damage of removing a layer?"""
+    out: list[Sentence] = []
+    for field in ("bi_vs_damage", "proxy_vs_damage"):
+        for i, c in enumerate(getattr(sweep, field)):
+            if c.group == ALL or c.predictor == "block_influence_traces":
+                continue
+            src = ("sweep.json", field, i)
+            what = (
+                "block influence and the damage" if c.predictor == "block_influence" else "the teacher-forced KL and the damage"
+            )
+            parts: list[Any] = [f"{what[0].upper()}{what[1:]} on {run.group_title(c.group)}, over {c.n} variants: "]
+            if c.spearman is None:
+                parts.append("no correlation can be computed (one side does not vary).")
+                out.append(Sentence(*parts, tone="noise"))
+                continue
+            parts += [
+                "Spearman ",
+                Num(c.spearman, "d", src + ("spearman",)),
+                " [",
+                Num(c.ci[0], "d", src + ("ci", 0)),
+                ", ",
+                Num(c.ci[1], "d", src + ("ci", 1)),
+                "], permutation p = ",
+                Num(c.p_value, "f3", src + ("p_value",)),
+                ": ",
+            ]
+            if c.established:
+                direction = "layers it rates higher lose more" if c.spearman > 0 else "layers it rates lower lose more"
+                parts.append(f"{PREDICTOR_WORDS[c.predictor]} predicts the damage ({direction}).")
+            else:
+                parts.append(f"not established: {PREDICTOR_WORDS[c.predictor]} does not clearly predict the damage here.")
+            out.append(Sentence(*parts, tone="clear" if c.established else "noise"))
+    return out

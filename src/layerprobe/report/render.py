@@ -17,6 +17,7 @@ from layerprobe.report import figures
 from layerprobe.report.narrative import (
     TRACE_KIND,
     comparison_index,
+    sweep_sentences,
     variant_sentences,
     verdict_words,
 )
@@ -50,6 +51,7 @@ class RunView:
     cases: list[Any]
     samples_link: str
     tf_summary: list[dict[str, Any]] = field(default_factory=list)
+    sweep_text: list[Any] = field(default_factory=list)
 
 
 def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
@@ -221,6 +223,7 @@ def _tf_summary(run: Run) -> list[dict[str, Any]]:
 
 def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limits: Limits) -> RunView:
     narrative = {v: variant_sentences(run, v) for v in run.pruned}
+    sweep_text = sweep_sentences(run, run.extras["sweep.json"]) if "sweep.json" in run.extras else []
     figs = {
         "accuracy": figures.accuracy_vs_budget(run, colors),
         "parallel": figures.parallel_curves(run, colors),
@@ -234,6 +237,9 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         "lengths": figures.lengths(run, colors),
     }
     cases = cases_mod.choose_cases(run, colors, limits.cases_per_variant, limits.max_chars)
+    sweep = run.extras.get("sweep.json")
+    if sweep is not None:
+        figs["sweep"] = figures.sweep_map(run, sweep, colors)
     return RunView(
         run=run,
         anchor=anchor,
@@ -246,6 +252,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         cases=cases,
         samples_link=run.rel("samples.jsonl", out_dir),
         tf_summary=_tf_summary(run),
+        sweep_text=sweep_text,
     )
 
 

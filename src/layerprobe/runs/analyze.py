@@ -26,6 +26,7 @@ from layerprobe.runs.schema import (
     SampleRecord,
     TaskRecord,
     VariantSpec,
+    teacher_forced_file,
     trace_file_stem,
 )
 from layerprobe.runs.store import RunStore, now
@@ -41,7 +42,7 @@ class Variant:
 
 
 #: Settings that do not change what a run computes, left out of the default run directory's name.
-_NOT_IN_NAME = {"out", "force", "report", "device", "batch_size"}
+_NOT_IN_NAME = {"out", "force", "report", "device", "batch_size", "workers", "ray_address", "gpus_per_worker"}
 
 
 def default_out(s: AnalyzeSettings) -> Path:
@@ -85,7 +86,12 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
     from layerprobe.prune.surgery import drop_layers, validate_drop
 
     variants = [Variant(VariantSpec(name="base", n_layers=base.n_layers, layer_map=list(base.layer_map)), base)]
-    for drop in s.drops:
+    drops = list(s.drops)
+    if s.sweep is not None:
+        from layerprobe.runs.sweep import sweep_drops
+
+        drops = sweep_drops(s.sweep, base.n_layers_original, s.sweep_layers)
+    for drop in drops:
         idx = validate_drop(drop, base)
         pruned = drop_layers(base, idx)
         variants.append(
@@ -214,6 +220,10 @@ class Analysis:
             raise UserError(f"--task {s.task}: problem ids must be unique; repeated: {', '.join(dup[:5])}")
         self.base = base
         self.variants = build_variants(base, s, self.progress)
+        self.sweep_bi: list[float] | None = None
+        self.sweep_calibration: dict[str, Any] | None = None
+        if s.sweep is not None:
+            self._sweep_scores()
         self.timings["setup"] = time.perf_counter() - t0
         groups: dict[str, int] = {}
         for p in self.problems:
@@ -245,9 +255,14 @@ class Analysis:
             ),
             variants=[v.spec for v in self.variants],
             versions=_versions(),
-            expected_traces=len(self.plan) * len(self.variants),
+            expected_traces=len(self.plan) * (1 if s.sweep_proxy else len(self.variants)),
         )
-        self.store = RunStore.open(self.out, self.info, force=s.force)
+        self.executor = self._executor()  # Ray starts (or fails) before anything is written
+        try:
+            self.store = RunStore.open(self.out, self.info, force=s.force)
+        except BaseException:
+            self.executor.close()
+            raise
         self.batch_size = s.batch_size or auto_batch_size(base, base.device)
 
     # -- running -----------------------------------------------------------------------------
@@ -270,18 +285,21 @@ class Analysis:
         try:
             base, pruned = self.variants[0], self.variants[1:]
             t0 = time.perf_counter()
-            self._generate_variant(base)
+            self._generate_variants([base])
             self._add_time(f"generate {base.spec.name}", t0)
-            if pruned and self.s.probes and self.s.teacher_forced:
+            if pruned and self.s.probes and (self.s.teacher_forced or self.s.sweep_proxy):
                 t0 = time.perf_counter()
                 self._teacher_forced(pruned)
                 self._add_time("teacher-forced", t0)
-            for v in pruned:
+            if pruned and not self.s.sweep_proxy:  # the proxy generates nothing with pruned models
                 t0 = time.perf_counter()
-                self._generate_variant(v)
-                self._add_time(f"generate {v.spec.name}", t0)
+                self._generate_variants(pruned)
+                self._add_time("generate " + ", ".join(v.spec.name for v in pruned), t0)
             if self.s.probes:
                 self._aggregate_layers()
+            missing = (self.info.expected_traces or 0) - self.store.n_done
+            if missing > 0:  # never call a run complete that is not
+                raise RuntimeError(f"{missing} planned traces were not written")
             status = "complete"
         except Exception as exc:
             status = "failed"  # an error, not a stop asked for (Ctrl-C / SIGTERM stay "interrupted"); resumable
@@ -292,6 +310,9 @@ class Analysis:
             raise
         finally:
             torch.set_num_threads(threads)
+            for closing in (getattr(self, "executor", None), getattr(self, "grader", None)):
+                if closing is not None:
+                    closing.close()
             total = dict(self.info.timings)  # a resumed run adds its time to the earlier sessions'
             for k, secs in self.timings.items():
                 total[k] = round(total.get(k, 0.0) + secs, 2)
@@ -300,13 +321,38 @@ class Analysis:
                 self.info.resume_command = self.resume_command()
             self.store.close(status)
             try:
-                write_metrics(self.out, self.info, self.store.records)
+                metrics = write_metrics(self.out, self.info, self.store.records)
+                if self.s.sweep is not None:
+                    self._write_sweep(metrics)
             except Exception as exc:
                 if failure is None:
                     raise
                 if hasattr(failure, "add_note"):  # Python >= 3.11; on 3.10 the original error alone is raised
                     failure.add_note(f"(metrics.json could not be written either: {type(exc).__name__}: {exc})")
         return self.out
+
+    def _sweep_scores(self) -> None:
+        """Block influence of every original layer on the calibration text ShortGPT would use (what
+        the sweep asks: does it predict the damage?)."""
+        from layerprobe.prune.calibration import resolve_calibration
+        from layerprobe.prune.scores import layer_scores
+
+        self.progress("sweep: block influence on calibration text", 0, 1)
+        cal = resolve_calibration(self.base, file=self.s.calib, traces=self.s.calib_traces)
+        scores = layer_scores(self.base, cal, n_max=1)
+        self.sweep_bi = list(scores.block_influence)
+        self.sweep_calibration = cal.record(256)
+        self.progress("sweep: block influence on calibration text", 1, 1)
+
+    def _write_sweep(self, metrics: Any) -> None:
+        from layerprobe.runs.reader import read_layers
+        from layerprobe.runs.sweep import compute_sweep, write_sweep
+
+        notes: list[str] = []
+        layers = {v.spec.name: read_layers(self.out, v.spec.name, notes) for v in self.variants}
+        write_sweep(
+            self.out, compute_sweep(self.info, self.store.records, metrics, layers, self.sweep_bi, self.sweep_calibration)
+        )
 
     def resume_command(self) -> list[str]:
         """The command that continues this run: the same arguments, with --out pointing at it."""
@@ -318,76 +364,67 @@ class Analysis:
     def _add_time(self, what: str, t0: float) -> None:
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
 
-    def _generate_variant(self, v: Variant) -> None:
-        """Sequential traces first, then parallel ones (whose sample 0 may reuse a sequential trace)."""
-        name = v.spec.name
+    def _executor(self) -> Any:
+        """Where traces are generated: in this process, or on Ray workers (--workers / --ray-address)."""
+        from layerprobe.runs.execute import InProcess, RayPool, Recipe
+
+        if self.s.workers is None and self.s.ray_address is None:
+            return InProcess({v.spec.name: v.loaded for v in self.variants})
+        recipes = {v.spec.name: Recipe(v.spec.name, tuple(v.spec.dropped), v.spec.checkpoint) for v in self.variants}
+        return RayPool(
+            self.s.workers or 1, self.s.ray_address, self.s.model, self.s.device, self.s.dtype, self.s.gpus_per_worker, recipes
+        )
+
+    def _generate_variants(self, variants: list[Variant]) -> None:
+        """Sequential traces of every variant first, then parallel ones (whose sample 0 may reuse a
+        sequential trace, and, with greedy decoding, whose other samples are copies of sample 0)."""
+        from layerprobe.runs.execute import Job, Recipe
+        from layerprobe.scaling.engine import build_prompt
+
         total = sum(self._cost(t) for t in self.plan)
-        label = f"{name}: generating (tokens, at most)"
-        state = {
-            "done": sum(self._cost(t) for t in self.plan if self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)))
-        }
-        self.progress(label, state["done"], total)
-        for mode in ("sequential", "parallel"):
-            todo: list[PlannedTrace] = []
-            for t in self.plan:
-                if t.mode != mode or self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)):
-                    continue
-                if mode == "parallel" and t.sample == 0 and self._reuse_sequential(v, t):
-                    state["done"] += self._cost(t)
-                    continue
-                if mode == "parallel" and t.sample > 0 and self.sampling.greedy and self._copy_greedy(v, t):
-                    state["done"] += self._cost(t)
-                    continue
-                todo.append(t)
-            self.progress(label, state["done"], total)
-            if todo:
-                self._generate(v, todo, label, total, state)
-
-    def _generate(self, v: Variant, todo: list[PlannedTrace], label: str, total: int, state: dict[str, int]) -> None:
-        from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt
-
-        problems = {p.id: p for p in self.problems}
-        tok = v.loaded.tokenizer
-        prompts = {p.id: build_prompt(tok, self.fmt, p.question) for p in self.problems}
-        gen = TraceGenerator(v.loaded.model, tok, self.fmt, self.sampling)
-        requests = [
-            GenRequest(
-                key=t, prompt=prompts[t.problem_id], budget=t.budget, seed=t.seed, wait=self.s.wait, answer_max=self.answer_max
+        labels = {v.spec.name: f"{v.spec.name}: generating (tokens, at most)" for v in variants}
+        done = {
+            v.spec.name: sum(
+                self._cost(t) for t in self.plan if self.store.has((v.spec.name, t.problem_id, t.mode, t.budget, t.sample))
             )
-            for t in todo
-        ]
-        probe = self._probe(v)
-        grader = self._grader()
-        try:
-            pending = list(requests)
-            batch = self.batch_size
-            while pending:
-                finished: set[Any] = set()
+            for v in variants
+        }
+        by_name = {v.spec.name: v for v in variants}
+        problems = {p.id: p for p in self.problems}
+        for name in labels:
+            self.progress(labels[name], done[name], total)
+        for mode in ("sequential", "parallel"):
+            jobs = []
+            for v in variants:
+                name = v.spec.name
+                todo: list[PlannedTrace] = []
+                for t in self.plan:
+                    if t.mode != mode or self.store.has((name, t.problem_id, t.mode, t.budget, t.sample)):
+                        continue
+                    if mode == "parallel" and t.sample == 0 and self._reuse_sequential(v, t):
+                        done[name] += self._cost(t)
+                        continue
+                    if mode == "parallel" and t.sample > 0 and self.sampling.greedy and self._copy_greedy(v, t):
+                        done[name] += self._cost(t)
+                        continue
+                    todo.append(t)
+                self.progress(labels[name], done[name], total)
+                if todo:
+                    tok = v.loaded.tokenizer
+                    prompts = {p.id: build_prompt(tok, self.fmt, p.question) for p in self.problems}
+                    recipe = Recipe(name, tuple(v.spec.dropped), v.spec.checkpoint)
+                    jobs.append(Job(recipe, tuple((t, prompts[t.problem_id]) for t in todo), self.s.wait, self.answer_max))
+            if not jobs:
+                continue
 
-                def on_result(res: Any, finished: set[Any] = finished) -> None:
-                    t: PlannedTrace = res.key
-                    self._write_trace(v, t, problems[t.problem_id], res, probe, grader)
-                    finished.add(t)
-                    state["done"] += self._cost(t)
-                    self.progress(label, state["done"], total)
+            def on_trace(job: Any, t: PlannedTrace, res: Any, tl: Any) -> None:
+                name = job.recipe.name
+                self._write_trace(by_name[name], t, problems[t.problem_id], res, tl)
+                done[name] += self._cost(t)
+                self.progress(labels[name], done[name], total)
 
-                try:
-                    gen.generate(pending, batch_size=batch, observers=[probe] if probe is not None else (), on_result=on_result)
-                    pending = []
-                except Exception as exc:
-                    if not _is_oom(exc) or batch == 1:
-                        raise
-                    _free_memory()
-                    batch = max(1, batch // 2)
-                    self.batch_size = batch
-                    pending = [r for r in pending if r.key not in finished]
-                    if probe is not None:
-                        probe.reset()
-        finally:
-            if probe is not None:
-                probe.close()
-            if grader is not None:
-                grader.close()
+            probes = {"lens": self.s.lens, "lens_every": self.s.lens_every} if self.s.probes else None
+            self.batch_size = self.executor.run(jobs, self.fmt, self.sampling, self.batch_size, probes, on_trace)
 
     def _cost(self, t: PlannedTrace) -> int:
         """Tokens a trace may cost, for a progress bar whose ETA means something: its budget plus the
@@ -418,39 +455,37 @@ class Analysis:
         self.store.append(rec.model_copy(update={"mode": "parallel", "origin": "copy", "origin_key": list(rec.key())}))
         return True
 
-    def _grader(self) -> Any:
-        if self.task.answer_type != "math":
-            return None
-        from layerprobe.tasks.grading import MathGrader
+    def _grade(self, problem: Any, answer_text: str) -> Any:
+        from layerprobe.tasks.grading import MathGrader, grade
 
-        return MathGrader()
+        if self.task.answer_type == "math" and getattr(self, "grader", None) is None:
+            self.grader = MathGrader()  # one worker process for the whole run, closed at its end
+        return grade(
+            self.task.answer_type, problem.gold, answer_text, getattr(self, "grader", None), n_choices=len(problem.choices) or 4
+        )
 
-    def _probe(self, v: Variant) -> Any:
-        if not self.s.probes:
-            return None
-        from layerprobe.runs.probing import ProbeSession
-
-        return ProbeSession(v.loaded, lens=self.s.lens, lens_every=self.s.lens_every)
-
-    def _write_trace(self, v: Variant, t: PlannedTrace, problem: Any, res: Any, probe: Any, grader: Any) -> None:
+    def _write_trace(self, v: Variant, t: PlannedTrace, problem: Any, res: Any, tl: Any) -> None:
+        """Write one finished trace: its probe arrays `tl` (TraceLayers, or None) first, durably, then
+        its samples.jsonl line."""
+        from layerprobe.probe.store import save_trace_layers
         from layerprobe.runs.records import trace_fields
-        from layerprobe.tasks.grading import grade
 
         layers_file = None
         origin_key = None
         if res.origin_key is not None:
             o: PlannedTrace = res.origin_key
             origin_key = [v.spec.name, o.problem_id, o.mode, o.budget, o.sample]
-        if probe is not None:
+        if tl is not None:
             rel = Path("layers") / v.spec.name / f"{trace_file_stem(t.problem_id, t.mode, t.budget, t.sample)}.npz"
-            if probe.save(res.key, self.out / rel):
-                layers_file = rel.as_posix()
-            elif res.origin == "copy" and origin_key is not None:  # the same trace: the same arrays
-                src = self.store.get(tuple(origin_key))
-                layers_file = src.layers_file if src is not None else None
+            tl.key = rel.stem
+            save_trace_layers(self.out / rel, tl)
+            layers_file = rel.as_posix()
+        elif self.s.probes and res.origin == "copy" and origin_key is not None:  # the same trace: the same arrays
+            src = self.store.get(tuple(origin_key))
+            layers_file = src.layers_file if src is not None else None
         tf = self._tf_rel(v, t.problem_id, t.mode, t.budget, t.sample)
         tf_file = tf.as_posix() if (self.out / tf).is_file() else None
-        g = grade(self.task.answer_type, problem.gold, res.answer_text, grader, n_choices=len(problem.choices) or 4)
+        g = self._grade(problem, res.answer_text)
         tok = v.loaded.tokenizer
         m = trace_fields(res.thinking_text, res.thinking_ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
         rec = SampleRecord(
@@ -482,19 +517,22 @@ class Analysis:
         self.store.append(rec)
 
     def _tf_rel(self, v: Variant, problem_id: str, mode: str, budget: int, sample: int) -> Path:
-        return Path("layers") / v.spec.name / "tf" / f"{trace_file_stem(problem_id, mode, budget, sample)}.npz"
+        return Path(teacher_forced_file(v.spec.name, problem_id, mode, budget, sample))
 
     def _teacher_forced(self, pruned: list[Variant]) -> None:
         """Every pruned model run over the base model's sequential traces at the largest budget (exact
         token ids from the base trace's probe file), the base model once per trace for all of them;
         one file per trace and variant, skipped when present."""
-        from layerprobe.runs.probing import teacher_forced_files
+        import numpy as np
+
+        from layerprobe.probe.teacher import save_teacher_forced
         from layerprobe.scaling.engine import build_prompt
 
+        base_name = self.variants[0].spec.name
         base_recs = [
             r
             for r in self.store.records
-            if r.variant == self.variants[0].spec.name
+            if r.variant == base_name
             and r.mode == "sequential"
             and r.budget == self.budgets[-1]
             and r.layers_file
@@ -503,43 +541,37 @@ class Analysis:
         label = "teacher-forced on base traces"
         tok = self.base.tokenizer
         problems = {p.id: p for p in self.problems}
-        for i, r in enumerate(base_recs):
-            self.progress(label, i, len(base_recs))
+        tasks, paths = [], {}
+        for r in base_recs:
             todo = [(v, self._tf_rel(v, r.problem_id, r.mode, r.budget, r.sample)) for v in pruned]
             todo = [(v, rel) for v, rel in todo if not (self.out / rel).is_file()]
             if not todo:
                 continue
             prompt_ids = tok.encode(build_prompt(tok, self.fmt, problems[r.problem_id].question), add_special_tokens=False)
             assert r.layers_file is not None  # selected above
-            teacher_forced_files(
-                self.base, [v.loaded for v, _ in todo], prompt_ids, self.out / r.layers_file, [self.out / rel for _, rel in todo]
-            )
-        self.progress(label, len(base_recs), len(base_recs))
+            with np.load(self.out / r.layers_file, allow_pickle=False) as data:  # only the token ids
+                tokens = np.asarray(data["tokens"], dtype=np.int64).tolist()
+            tasks.append((r.key(), [v.spec.name for v, _ in todo], prompt_ids, tokens))
+            paths[r.key()] = [self.out / rel for _, rel in todo]
+        done = len(base_recs) - len(tasks)
+        self.progress(label, done, len(base_recs))
+        for key, tfs in self.executor.teacher_forced(tasks):
+            for tf, path in zip(tfs, paths[key]):
+                save_teacher_forced(path, tf)
+            done += 1
+            self.progress(label, done, len(base_recs))
 
     def _aggregate_layers(self) -> None:
         from layerprobe.runs.probing import write_layer_aggregates
 
         records = self.store.records
+        base_name = self.variants[0].spec.name
+        base_seq = [r for r in records if r.variant == base_name and r.mode == "sequential" and r.budget == self.budgets[-1]]
         for v in self.variants:
+            mine = [r for r in records if r.variant == v.spec.name]
             write_layer_aggregates(
-                self.out, v.spec, [r for r in records if r.variant == v.spec.name], self.base.n_layers_original
+                self.out, v.spec, mine, self.base.n_layers_original, base_traces=base_seq if v.spec.name != base_name else ()
             )
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def _free_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def analyze(settings: AnalyzeSettings, progress: ProgressFn | None = None, argv: list[str] | None = None) -> Analysis:

@@ -8,8 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-#: file name -> schema model; filled by the modules that define the files.
-EXTRA_FILES: dict[str, type[BaseModel]] = {}
+from layerprobe.runs.schema import SweepFile
+
+#: file name -> schema model of the optional files a run may hold.
+EXTRA_FILES: dict[str, type[BaseModel]] = {"sweep.json": SweepFile}
 
 
 def read_extras(run_dir: Path, notes: list[str]) -> dict[str, Any]:

@@ -62,6 +62,12 @@ class AnalyzeSettings:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int | None = None
+    sweep: str | None = None
+    sweep_layers: list[int] | None = None
+    sweep_proxy: bool = False
+    workers: int | None = None
+    ray_address: str | None = None
+    gpus_per_worker: float = 0.0
     out: Path | None = None
     force: bool = False
     report: bool = True
@@ -110,11 +116,30 @@ class AnalyzeSettings:
             raise UserError("--drop: the same layer list is given twice")
         if len(set(self.methods)) < len(self.methods):
             raise UserError("--method: the same method is given twice")
+        if self.sweep is not None:
+            from layerprobe.runs.sweep import SWEEP_KINDS
+
+            if self.sweep not in SWEEP_KINDS:
+                raise UserError(f"--sweep {self.sweep}: valid kinds are {', '.join(SWEEP_KINDS)}")
+            if self.drops or self.methods:
+                raise UserError(
+                    "--sweep makes its own variants (one per layer or pair); drop --drop / --method, or run them separately"
+                )
+            if self.sweep_proxy and not self.probes:
+                raise UserError("--sweep-proxy reads the base traces' token ids from their probe files: drop --no-probes")
+        elif self.sweep_layers is not None or self.sweep_proxy:
+            raise UserError("--sweep-layers and --sweep-proxy need --sweep single|pairs")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"--workers {self.workers}: must be at least 1 (leave it out to run in this process)")
+        if self.gpus_per_worker < 0:
+            raise UserError(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
+        if (self.ray_address is not None or self.gpus_per_worker) and self.workers is None and self.ray_address is None:
+            raise UserError("--gpus-per-worker needs --workers N or --ray-address ADDR")
 
     def resolve(self, is_toy: bool) -> None:
         """Fill unset settings with the defaults for this kind of model."""
         d = TOY_DEFAULTS if is_toy else (QUICK_DEFAULTS if self.quick else REAL_DEFAULTS)
-        if not self.drops and not self.methods:
+        if not self.drops and not self.methods and self.sweep is None:
             self.methods = list(d.methods)
         if self.methods and self.n_drop is None:
             self.n_drop = d.n_drop

@@ -11,13 +11,10 @@ from typing import Any
 import numpy as np
 
 from layerprobe.probe.aggregate import layer_summary, position_bins, position_heatmap
-from layerprobe.probe.hooks import LayerProbe
-from layerprobe.probe.store import load_trace_layers, save_trace_layers
+from layerprobe.probe.store import load_trace_layers
 from layerprobe.probe.teacher import (
     WINDOW_DEFAULT,
     load_teacher_forced,
-    save_teacher_forced,
-    teacher_forced_many,
 )
 from layerprobe.runs.schema import (
     LayerAggregates,
@@ -27,6 +24,7 @@ from layerprobe.runs.schema import (
     TeacherForcedSummary,
     TracePoint,
     VariantSpec,
+    teacher_forced_file,
 )
 from layerprobe.runs.store import LAYERS_DIR, write_model
 
@@ -36,58 +34,6 @@ HEATMAP_BINS = 20
 #: bounded memory (400k tokens x 28 layers x 6 float32 statistics = 270 MB); the counts are recorded.
 MAX_TRACES_AGGREGATED = 400
 MAX_TOKENS_AGGREGATED = 400_000
-
-
-class ProbeSession:
-    """A LayerProbe attached to one variant's model for a generation pass (a GenerationObserver)."""
-
-    def __init__(self, loaded: Any, lens: bool = True, lens_every: int = 1) -> None:
-        self.loaded, self.lens, self.lens_every = loaded, lens, lens_every
-        self._probe = LayerProbe(loaded, lens=lens, lens_every=lens_every)
-        self._probe.attach()
-
-    def on_forward(self, keys: Any, attention_mask: Any, prefill: bool) -> None:
-        self._probe.on_forward(keys, attention_mask, prefill)
-
-    def on_tokens(self, keys: Any, tokens: Any, phases: Any) -> None:
-        self._probe.on_tokens(keys, tokens, phases)
-
-    def on_finish(self, result: Any) -> None:
-        self._probe.on_finish(result)
-
-    def on_fork(self, parent: Any, child: Any) -> None:
-        self._probe.on_fork(parent, child)
-
-    def save(self, key: Any, path: Path) -> bool:
-        """Write the finished trace's arrays to `path` (atomically, durably); False if the probe has none."""
-        try:
-            tl = self._probe.pop(key)
-        except KeyError:
-            return False
-        tl.key = str(path.stem)
-        save_trace_layers(path, tl)
-        return True
-
-    def reset(self) -> None:
-        """Forget traces in flight (after an out-of-memory retry) and start a fresh probe."""
-        self._probe.close()
-        self._probe = LayerProbe(self.loaded, lens=self.lens, lens_every=self.lens_every)
-        self._probe.attach()
-
-    def close(self) -> None:
-        self._probe.close()
-
-
-def teacher_forced_files(
-    base: Any, pruned: Sequence[Any], prompt_ids: Sequence[int], layers_file: Path, outs: Sequence[Path]
-) -> None:
-    """Run every pruned model (and the base model, once) over the exact token ids of a base trace and
-    save one comparison file per pruned model."""
-    with np.load(layers_file, allow_pickle=False) as data:  # only the token ids, not the statistics
-        tokens = np.asarray(data["tokens"], dtype=np.int64)
-    tfs = teacher_forced_many(base, list(pruned), list(prompt_ids), tokens.tolist(), key=layers_file.stem)
-    for tf, out in zip(tfs, outs):
-        save_teacher_forced(out, tf)
 
 
 def _per_layer(summary: dict[str, Any]) -> PerLayer:
@@ -106,13 +52,14 @@ def _first_departure(tf: Any) -> int | None:
 
 
 def teacher_forced_summary(
-    run_dir: Path, variant: str, records: Sequence[SampleRecord], n_bins: int = HEATMAP_BINS
+    run_dir: Path, variant: str, base_traces: Sequence[SampleRecord], n_bins: int = HEATMAP_BINS
 ) -> TeacherForcedSummary | None:
-    """Summarise a variant's teacher-forced files (one per base trace it was run over)."""
-    files = sorted({r.tf_file for r in records if r.tf_file})
+    """Summarise a variant's teacher-forced files: one per base trace in `base_traces` it was run over
+    (present or not: the files are found by the base traces' keys)."""
+    pid = {teacher_forced_file(variant, r.problem_id, r.mode, r.budget, r.sample): r.problem_id for r in base_traces}
+    files = sorted(f for f in pid if (run_dir / f).is_file())
     if not files:
         return None
-    pid = {r.tf_file: r.problem_id for r in records if r.tf_file}
     kls, bins, onsets, fracs, points = [], [], [], [], []
     drift: dict[int, list[float]] = {}
     to_base: dict[int, list[float]] = {}
@@ -169,17 +116,37 @@ def teacher_forced_summary(
 
 
 def write_layer_aggregates(
-    run_dir: Path, spec: VariantSpec, records: Sequence[SampleRecord], n_layers_original: int
+    run_dir: Path,
+    spec: VariantSpec,
+    records: Sequence[SampleRecord],
+    n_layers_original: int,
+    base_traces: Sequence[SampleRecord] = (),
 ) -> LayerAggregates | None:
-    """Summarise a variant's probe files into layers/<variant>.json; None if it has none."""
+    """Summarise a variant's probe files, and its teacher-forced files along `base_traces` (the base
+    model's traces it was compared on), into layers/<variant>.json; None if it has neither."""
     files: dict[str, str] = {}
     length: dict[str, int] = {}
     for r in records:
         if r.layers_file and r.layers_file not in files and (run_dir / r.layers_file).is_file():
             files[r.layers_file] = r.group
             length[r.layers_file] = r.thinking_tokens + r.answer_tokens
-    if not files:
+    tf = teacher_forced_summary(run_dir, spec.name, base_traces) if base_traces else None
+    if not files and tf is None:
         return None
+    if not files:  # teacher forcing only (a sweep's proxy): no statistics of its own traces
+        agg = LayerAggregates(
+            variant=spec.name,
+            layers=list(spec.layer_map or []),
+            dropped=spec.dropped,
+            n_layers_original=n_layers_original,
+            n_traces=0,
+            n_tokens=0,
+            lens="none",
+            per_layer=PerLayer(),
+            teacher_forced=tf,
+        )
+        write_model(run_dir / LAYERS_DIR / f"{spec.name}.json", agg)
+        return agg
     order = sorted(files)
     random.Random(0).shuffle(order)
     chosen: list[str] = []
@@ -230,7 +197,7 @@ def write_layer_aggregates(
         heatmaps=heat,
         heatmap_bins=HEATMAP_BINS,
         settling=settling,
-        teacher_forced=teacher_forced_summary(run_dir, spec.name, records),
+        teacher_forced=tf,
     )
     write_model(run_dir / LAYERS_DIR / f"{spec.name}.json", agg)
     return agg

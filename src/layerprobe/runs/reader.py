@@ -164,7 +164,7 @@ class Run:
         return os.path.relpath(self.dir / path, out_dir).replace(os.sep, "/")
 
 
-def _read_layers(run_dir: Path, variant: str, notes: list[str]) -> LayerAggregates | None:
+def read_layers(run_dir: Path, variant: str, notes: list[str]) -> LayerAggregates | None:
     path = run_dir / LAYERS_DIR / f"{variant}.json"
     if not path.is_file():
         return None
@@ -217,7 +217,7 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
     if reason is not None or metrics is None:
         metrics = compute_metrics(path, info, records=samples)
         source = f"samples.jsonl, recomputed ({reason})"
-    layers = {v.name: _read_layers(path, v.name, notes) for v in info.variants}
+    layers = {v.name: read_layers(path, v.name, notes) for v in info.variants}
     if info.expected_traces and len(samples) < info.expected_traces:
         notes.append(f"{len(samples)} of {info.expected_traces} expected traces are present")
     run = Run(

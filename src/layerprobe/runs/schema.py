@@ -118,6 +118,8 @@ class RunConfig(_Model):
     """--sweep kind (single | pairs) when the variants are a layer-sensitivity sweep."""
     sweep_layers: list[int] | None = None
     """Original layers the sweep covers."""
+    sweep_proxy: bool = False
+    """Only the teacher-forced proxy of the sweep: the pruned variants generate nothing."""
     extra_variants: dict[str, str] = Field(default_factory=dict)
     """--variant NAME=DIR checkpoints."""
     task: str = "toy-mix"
@@ -387,6 +389,12 @@ def trace_file_stem(problem_id: str, mode: str, budget: int, sample: int) -> str
         :8
     ]  # ids differing only in replaced characters or case
     return f"{mode[:3]}-b{budget}-s{sample}-{safe}-{tag}"
+
+
+def teacher_forced_file(variant: str, problem_id: str, mode: str, budget: int, sample: int) -> str:
+    """Where the teacher-forced comparison of `variant` along the base trace with this key lives,
+    relative to the run directory."""
+    return f"layers/{variant}/tf/{trace_file_stem(problem_id, mode, budget, sample)}.npz"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -766,3 +774,78 @@ def _migrate_layers_v1(data: dict[str, Any]) -> dict[str, Any]:
             tf["peak_position"] = (max(vals, key=lambda t: t[1])[0] + 0.5) / len(rel)
         data["teacher_forced"] = {k: v for k, v in tf.items() if k in TeacherForcedSummary.model_fields}
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep.json
+
+
+class SweepLayer(_Model):
+    """One variant of a layer-sensitivity sweep."""
+
+    dropped: list[int]
+    """Original layers the variant lacks (one, or an adjacent pair)."""
+    variant: str
+    """Its variant name in the run (drop-<i> or drop-<i>-<i+1>)."""
+    block_influence: Float = None
+    """Block influence of the dropped layer(s) on the calibration text ShortGPT would use (the mean
+    over the dropped layers for a pair)."""
+    block_influence_traces: Float = None
+    """The same, measured by the probes on the base model's own generated traces in this run."""
+    accuracy: dict[str, Float] = Field(default_factory=dict)
+    """Accuracy per problem group at the largest budget (None: not generated, e.g. --sweep-proxy)."""
+    accuracy_ci: dict[str, tuple[Float, Float]] = Field(default_factory=dict)
+    """95 % Wilson interval of each accuracy."""
+    delta: dict[str, Float] = Field(default_factory=dict)
+    """Accuracy minus the base model's, paired by problem, at the largest budget."""
+    delta_ci: dict[str, tuple[Float, Float]] = Field(default_factory=dict)
+    """95 % interval of each delta (the paired comparison's)."""
+    verdict: dict[str, str] = Field(default_factory=dict)
+    """The paired comparison's verdict per group (lower / higher / no clear difference)."""
+    teacher_forced_kl: Float = None
+    """Mean KL(base ‖ variant) along the base model's traces (no generation): the cheap proxy."""
+
+
+class Correlation(_Model):
+    """Spearman rank correlation across the sweep's variants, with a bootstrap interval over variants."""
+
+    group: str
+    """Problem group whose damage is correlated."""
+    predictor: str
+    """block_influence, block_influence_traces or teacher_forced_kl."""
+    spearman: Float = None
+    """Spearman correlation between the predictor and the damage (base minus variant accuracy):
+    positive = variants with a larger predictor lose more."""
+    ci: tuple[Float, Float] = (None, None)
+    """95 % percentile bootstrap interval (variants resampled)."""
+    n: int = 0
+    """Variants with both values."""
+    p_value: Float = None
+    """Two-sided permutation p-value against no association (exact up to 8 variants)."""
+    established: bool = False
+    """The interval excludes 0 and the permutation test rejects at 5 % (a bootstrap interval of a
+    rank correlation over a handful of variants is too optimistic to be trusted alone)."""
+
+
+class SweepFile(_Model):
+    """sweep.json: which layers long-chain reasoning, short chains and knowledge cannot lose."""
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
+    kind: Literal["single", "pairs"]
+    """Every single layer removed, or every adjacent pair."""
+    budget: int | None = None
+    """The thinking budget the accuracies are taken at (the largest)."""
+    proxy_only: bool = False
+    """Only the teacher-forced proxy was computed (no generation by the pruned variants)."""
+    calibration: dict[str, Any] | None = None
+    """The text the block influence was measured on."""
+    layers: list[SweepLayer] = Field(default_factory=list)
+    """One entry per variant, in layer order."""
+    bi_vs_damage: list[Correlation] = Field(default_factory=list)
+    """Does block influence predict the damage? (per group)"""
+    proxy_vs_damage: list[Correlation] = Field(default_factory=list)
+    """Does the teacher-forced KL predict the damage? (per group)"""
+    method_choices: dict[str, list[int]] = Field(default_factory=dict)
+    """The layers pruning methods would remove (ShortGPT: lowest BI; reverse: the last), as many as
+    the sweep drops per variant."""
