@@ -83,6 +83,17 @@ def test_uncaught_errors_propagate_to_the_answer():
         assert words[-3] == str(value)  # the boxed answer is where the written chain arrives
 
 
+def test_masked_errors_are_caught_and_not_learned():
+    p = chain_problem(2, ["+1", "+1", "+1"])
+    ids, labels = encode_example(p, random.Random(1), DataMix(step_error=0.0, masked_error=1.0, recheck=0.0))
+    words = _words(ids)
+    assert words.count("Wait") == 3
+    for j, w in enumerate(words):
+        if w == "Wait":  # the wrong value before each Wait is in the input, not in the loss
+            assert labels[j - 1] == IGNORE and labels[j] == ids[j]
+    assert words[-3] == "5"  # every step is corrected: the chain arrives at the right answer
+
+
 def test_error_rate_of_the_data_mix():
     rng = random.Random(0)
     mix = DataMix()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
@@ -25,18 +27,47 @@ UnembedPathOpt = Annotated[
 def check_output_file(path: Path | None, flag: str) -> None:
     """Refuse, before any work, an output file that could not be written: a directory, a path under
     a file, or a folder without write permission (UserError naming the flag)."""
-    import os
 
+    from layerprobe._io import check_writable
     from layerprobe.errors import UserError
 
     if path is None:
         return
     if path.is_dir():
         raise UserError(f"{flag} {path} is a directory; give a file name")
-    probe = path.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"{flag} {path}: {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: no write permission in {probe}")
+    check_writable(path, flag)
+
+
+class ProgressFn(Protocol):
+    """progress(label, done, total, detail=""): one bar per label, created on first use; `detail`
+    is a short status shown after the count (e.g. the last loss)."""
+
+    def __call__(self, label: str, done: int, total: int, detail: str = "") -> None: ...
+
+
+@contextmanager
+def progress_bars() -> Iterator[ProgressFn]:
+    """Rich progress bars on stderr (count, elapsed time, ETA), one per label, for the block's
+    duration; nothing is drawn when stderr is not a terminal (a pipe cannot show a live bar)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(label: str, done: int, total: int, detail: str = "") -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total, completed=done, detail=detail)
+            bar.update(tasks[label], completed=done, total=total, detail=detail)
+
+        yield progress

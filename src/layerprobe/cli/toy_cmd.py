@@ -22,17 +22,38 @@ def train_cmd(
     layers: Annotated[int, typer.Option("--layers", help="decoder layers (trained at full depth from scratch)")] = 12,
     steps: Annotated[int, typer.Option("--steps", help="optimizer steps (about 4,096 tokens each)")] = 4000,
     lr: Annotated[float, typer.Option("--lr", help="peak learning rate")] = 1e-3,
+    correction_steps: Annotated[
+        int,
+        typer.Option(
+            "--correction-steps",
+            help="steps of the second stage, which adds always-caught wrong values so that Wait follows the model's own errors (0: none)",
+        ),
+    ] = 600,
+    correction_lr: Annotated[float, typer.Option("--correction-lr", help="peak learning rate of the second stage")] = 3e-4,
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; fast only with native bf16)")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads")] = 2,
 ) -> None:
-    """Train (or resume) the toy at full depth from scratch with a depth-scaled initialisation."""
+    """Train (or resume) the toy at full depth from scratch with a depth-scaled initialisation, then a
+    short second stage that adds always-caught wrong values (masked from the loss), so that "Wait"
+    comes to follow the model's own errors."""
+    from layerprobe.toy.data import DataMix
     from layerprobe.toy.train import Stage, TrainConfig, train
 
-    if layers < 1 or steps < 1 or lr <= 0 or threads < 1:
-        raise UserError("--layers, --steps and --threads must be >= 1 and --lr > 0")
+    if layers < 1 or steps < 1 or lr <= 0 or threads < 1 or correction_steps < 0 or correction_lr <= 0:
+        raise UserError("--layers, --steps and --threads must be >= 1, --correction-steps >= 0, learning rates > 0")
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision {precision}: valid values are fp32, bf16")
     stages = [Stage(layers=layers, steps=steps, lr=lr, warmup=min(200, steps // 10 + 1), curriculum_frac=1 / 3)]
+    if correction_steps:
+        stages.append(
+            Stage(
+                layers=layers,
+                steps=correction_steps,
+                lr=correction_lr,
+                warmup=min(50, correction_steps // 10 + 1),
+                mix=DataMix(masked_error=0.10),
+            )
+        )
     cfg = TrainConfig(seed=seed, precision=precision, threads=threads, stages=stages)
     final = train(cfg, out, log=Console().print)
     Console().print(f"final checkpoint: {final}")
@@ -73,21 +94,9 @@ def eval_cmd(
     loaded = load_model(model, device="cpu", dtype="float32")
     if drop:
         loaded = drop_layers(loaded, parse_layer_list(drop))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from layerprobe.cli.common import progress_bars
 
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("toy eval: traces"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task("eval", total=None)
+    with progress_bars() as progress:
         res = evaluate(
             loaded.model,
             loaded.tokenizer,
@@ -96,7 +105,7 @@ def eval_cmd(
             samples=samples,
             temperature=temperature,
             seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=lambda done, total: progress("toy eval: traces", done, total),
         )
     table = Table(title=f"toy eval: {model}" + (f" without layers {drop}" if drop else ""))
     for col in ("task", "n", "greedy", f"sampled T={temperature}", f"maj@{samples}"):

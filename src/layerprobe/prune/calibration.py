@@ -203,7 +203,15 @@ def calibration_from_dataset(spec: str, max_docs: int | None = DEFAULT_MAX_DOCS,
 
 
 def _is_toy(loaded: Any) -> bool:
-    return getattr(loaded, "source_kind", None) == "toy" or getattr(loaded, "name", None) == "toy"
+    """The embedded toy, or a checkpoint of it (e.g. from `layerprobe toy train`): the toy's own
+    vocabulary, whose generic English prompts would be nothing but <unk>."""
+    from layerprobe.toy.vocab import is_toy_tokenizer
+
+    return (
+        getattr(loaded, "source_kind", None) == "toy"
+        or getattr(loaded, "name", None) == "toy"
+        or is_toy_tokenizer(getattr(loaded, "tokenizer", None))
+    )
 
 
 def traces_calibration(

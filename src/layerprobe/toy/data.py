@@ -44,12 +44,17 @@ class DataMix:
     step_error: float = 0.05
     caught: float = 0.5
     recheck: float = 0.15  # traces whose last step is right end with "let me check" and that step again
+    #: Per step, the probability of an extra wrong value that is masked from the loss (so the model
+    #: does not learn to write it) and always caught: it teaches noticing a wrong value, not making one.
+    masked_error: float = 0.0
 
 
 def encode_example(problem: ToyProblem, rng: random.Random, mix: DataMix) -> tuple[list[int], list[int]]:
-    """(input ids, labels) for one training trace; labels are IGNORE on the prompt only."""
+    """(input ids, labels) for one training trace; labels are IGNORE on the prompt and on masked
+    (injected, always caught) wrong values."""
     prompt = [Q_OPEN, *problem.prompt.split(), Q_CLOSE, THINK_OPEN]
     think: list[str] = []
+    masked: set[int] = set()  # positions within `think` left out of the loss
     answer = problem.answer
     if problem.kind == "chain":
         value = problem.start
@@ -59,7 +64,12 @@ def encode_example(problem: ToyProblem, rng: random.Random, mix: DataMix) -> tup
             right = apply_op(value, op)
             think += [f"s{i + 1}", str(value), op, "="]
             operand = value
-            if rng.random() < mix.step_error:
+            if mix.masked_error and rng.random() < mix.masked_error:
+                wrong = rng.choice([d for d in range(10) if d != right])
+                masked.add(len(think))
+                think += [str(wrong), WAIT, ",", str(value), op, "=", str(right)]
+                value, ok = right, True
+            elif rng.random() < mix.step_error:
                 wrong = rng.choice([d for d in range(10) if d != right])
                 think.append(str(wrong))
                 if rng.random() < mix.caught:
@@ -78,7 +88,7 @@ def encode_example(problem: ToyProblem, rng: random.Random, mix: DataMix) -> tup
     tail = [THINK_CLOSE, BOXED_OPEN, answer, BOXED_CLOSE, EOS]
     words = prompt + think + tail
     ids = [TOKEN_ID[w] for w in words]
-    labels = [IGNORE] * len(prompt) + ids[len(prompt) :]
+    labels = [IGNORE] * len(prompt) + [IGNORE if j in masked else i for j, i in enumerate(ids[len(prompt) :])]
     # labels are aligned with inputs; the model shifts them internally
     return ids, labels
 

@@ -31,6 +31,18 @@ def extract_answer(completion: str) -> str | None:
     return m.group(1) if m else None
 
 
+def first_wrong_step(thinking: str) -> int:
+    """The first step (1-based, in order of writing) whose final written result is wrong (after any
+    "Wait" correction of that step); 0 when every written step is right."""
+    for n, m in enumerate(STEP.finditer(thinking), 1):
+        v, op, r = int(m.group(2)), m.group(3), int(m.group(4))
+        if m.group(5):
+            v, op, r = int(m.group(6)), m.group(7), int(m.group(8))
+        if apply_op(v, op) != r:
+            return n
+    return 0
+
+
 @dataclass
 class TraceAudit:
     """Step-level reading of one toy trace."""

@@ -33,6 +33,7 @@ class Stage:
     lr: float
     warmup: int = 100
     curriculum_frac: float = 0.0  # share of the stage over which max chain length grows 4 -> 16
+    mix: DataMix | None = None  # this stage's data mixture (None: the config's)
 
 
 @dataclass
@@ -54,7 +55,10 @@ class TrainConfig:
     #: "depth-scaled": residual output projections start divided by sqrt(2 L); "default": transformers' own.
     init: str = "depth-scaled"
     stages: list[Stage] = field(
-        default_factory=lambda: [Stage(layers=12, steps=4000, lr=1e-3, warmup=200, curriculum_frac=1 / 3)]
+        default_factory=lambda: [
+            Stage(layers=12, steps=4000, lr=1e-3, warmup=200, curriculum_frac=1 / 3),
+            Stage(layers=12, steps=600, lr=3e-4, warmup=50, mix=DataMix(masked_error=0.10)),
+        ]
     )
     mix: DataMix = field(default_factory=DataMix)
 
@@ -165,7 +169,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         while state["step"] < stage.steps:
             step = state["step"]
             if stream is None:
-                stream = batches(rng, _max_k(step, stage), cfg.mix, cfg.tokens_per_batch)
+                stream = batches(rng, _max_k(step, stage), stage.mix or cfg.mix, cfg.tokens_per_batch)
             try:
                 ids, labels, mask = next(stream)
             except StopIteration:
