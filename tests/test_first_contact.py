@@ -43,6 +43,36 @@ def test_missing_answers_are_said_first(capsys: pytest.CaptureFixture[str], tmp_
     assert "Accuracy is not meaningful" in first
 
 
+def test_an_empty_answer_is_named_as_such(tmp_path: Path) -> None:
+    # the model wrote nothing after the end of thinking: the message says so instead of blaming the rules
+    run = make_run(tmp_path / "r", problems_per_group=2, samples=2, probes=False)
+    recs = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    for r in recs:
+        if r["variant"] == "base":
+            r["answer"], r["extraction"], r["correct"], r["answer_tokens"] = None, None, False, 0
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / "metrics.json").unlink()
+    h = load_run(run).metrics.grading["base"]
+    assert not h.meaningful and f"in {h.missing} of them the model wrote nothing after the end of thinking" in h.message
+
+
+def test_a_variant_that_stops_answering_is_not_a_grading_failure(tmp_path: Path) -> None:
+    # the base's answers are found, so the grader reads this model: the pruned variant's missing
+    # answers are its own failure (counted as wrong), and its accuracy stays meaningful
+    run = make_run(tmp_path / "r", problems_per_group=2, samples=2, probes=False)
+    recs = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    pruned = next(r["variant"] for r in recs if r["variant"] != "base")
+    for r in recs:
+        if r["variant"] == pruned:
+            r["answer"], r["extraction"], r["correct"] = None, None, False
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / "metrics.json").unlink()
+    m = load_run(run).metrics
+    assert m.grading["base"].meaningful and m.grading["base"].missing_rate == 0.0
+    h = m.grading[pruned]
+    assert h.missing_rate == 1.0 and h.meaningful and "stops answering" in h.message
+
+
 def test_same_command_finds_its_run(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert run_cli(capsys, "analyze", *SMALL).code == 0

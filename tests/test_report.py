@@ -97,8 +97,10 @@ def check_structure(run_dir: Path, html: str) -> None:
         diff = [s for s in srcs if s[:2] == ["metrics", "comparisons"] and s[-1] == "diff"]
         if len(diff) != 1 or "problems paired" not in li:
             continue
-        verdict = comps[diff[0][2]].verdict
-        assert ("inside the noise" in li) == (verdict == NO_CLEAR_DIFFERENCE), li
+        c = comps[diff[0][2]]
+        assert ("inside the noise" in li) == (c.verdict == NO_CLEAR_DIFFERENCE), li
+        # interval and test disagreeing is said in words, never left for the reader to spot
+        assert (f"{c.test} test" in li) == (not c.agree), li
         checked += 1
     assert checked >= 1
     # the overview sentence counts exactly the comparisons whose verdict names a direction

@@ -34,3 +34,17 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """`write_atomic` for a UTF-8 text."""
     data = text.encode("utf-8")
     return write_atomic(path, lambda fh: fh.write(data))
+
+
+def check_writable(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse, before any work, a path that could not be created or written: its nearest existing
+    ancestor must be a directory with write permission (UserError naming the flag)."""
+    from layerprobe.errors import UserError
+
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe != Path(path) and not probe.is_dir():
+        raise UserError(f"{flag} {path} is not writable: {probe} is a file, not a directory")
+    if not os.access(probe if probe.is_dir() else probe.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path} is not writable (no write permission in {probe if probe.is_dir() else probe.parent})")

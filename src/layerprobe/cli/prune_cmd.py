@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from layerprobe._io import check_writable
 from layerprobe.cli.common import (
     DeviceOpt,
     DtypeOpt,
@@ -49,13 +49,7 @@ def check_out_dir(out: Path, force: bool) -> None:
             )
         if not force:
             raise UserError(f"--out {out} already holds a layerprobe checkpoint; pass --force to overwrite it")
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"--out {out} is not writable: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out} is not writable (no write permission in {probe})")
+    check_writable(out, "--out")
 
 
 def prune(

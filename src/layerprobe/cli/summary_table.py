@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from layerprobe.report.narrative import disagreement
 from layerprobe.runs.reader import ALL, Run, load_run
 from layerprobe.runs.schema import Accuracy
 
@@ -98,7 +99,7 @@ def print_summary(run: Run | str | Path, console: Console) -> None:
             console.print(
                 f"{cmp.variant} vs {cmp.base} at B={cmp.budget}: accuracy {_pct(cmp.mean_b)} vs {_pct(cmp.mean_a)} %, "
                 f"difference {_signed(cmp.diff)} points [95 % CI {_signed(cmp.ci_low)} to {_signed(cmp.ci_high)}], "
-                f"{cmp.n_pairs} problems: {cmp.verdict}{caveat}"
+                f"{cmp.n_pairs} problems: {cmp.verdict}{caveat}" + (f" ({disagreement(cmp)})" if not cmp.agree else "")
             )
 
 

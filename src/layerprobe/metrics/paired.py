@@ -177,7 +177,7 @@ class PairedComparison:
     n01 / n10: problems only b / only a got right (binary only); mcnemar_p: exact McNemar
     p-value (binary only); permutation_p: sign-flip p-value; test, p_value: the test the
     verdict uses; agree: whether the interval excluding zero and the test rejecting coincide
-    (always for 0/1 data, whose interval is the inversion of the same exact test); verdict:
+    (they can differ near the boundary: the interval is not the inversion of the test); verdict:
     "higher" / "lower" (b relative to a) only when the interval excludes zero and the test
     rejects (p < 1 - confidence), else "no clear difference".
     """
@@ -271,8 +271,9 @@ def paired_comparison(
         n01 = int(np.count_nonzero((xa == 0) & (xb == 1)))
         n10 = int(np.count_nonzero((xa == 1) & (xb == 0)))
         mcnemar_p = mcnemar_exact(n01, n10)
-        low, high = mcnemar_interval(n01, n10, n, confidence)
-        ci_method, test = "exact, conditional on the discordant pairs (inverts the McNemar test)", "exact McNemar"
+        n11 = int(np.count_nonzero((xa == 1) & (xb == 1)))
+        low, high = newcombe_paired_interval(n11, n10, n01, n - n11 - n10 - n01, confidence)
+        ci_method, test = "Newcombe square-and-add (paired Wilson score)", "exact McNemar"
     permutation_p = sign_flip_test(d, n_perm, rng)
     test_p = mcnemar_p if mcnemar_p is not None else permutation_p
     alpha = 1.0 - confidence
@@ -305,53 +306,30 @@ def paired_comparison(
     )
 
 
-def _binom_upper_tail(x: int, m: int, p: float) -> float:
-    """P(X >= x) for X ~ Binomial(m, p), summed in log space."""
-    if x <= 0:
-        return 1.0
-    if x > m:
-        return 0.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    lp, lq = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) + i * lp + (m - i) * lq for i in range(x, m + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+def newcombe_paired_interval(n11: int, n10: int, n01: int, n00: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of the paired difference in accuracy b − a from the paired 2×2 table.
 
-
-def clopper_pearson(x: int, m: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of a binomial proportion x / m; (0, 1) when m == 0."""
-    if m == 0:
-        return 0.0, 1.0
-    half = (1.0 - confidence) / 2.0
-
-    def solve(f: Any) -> float:  # the root of an increasing function on [0, 1]
-        lo, hi = 0.0, 1.0
-        for _ in range(100):
-            mid = (lo + hi) / 2.0
-            if f(mid) < 0.0:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2.0
-
-    low = 0.0 if x == 0 else solve(lambda p: _binom_upper_tail(x, m, p) - half)
-    high = 1.0 if x == m else solve(lambda p: half - (1.0 - _binom_upper_tail(x + 1, m, p)))
-    return low, high
-
-
-def mcnemar_interval(n01: int, n10: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Interval of the paired difference in accuracy (b − a) that matches the exact McNemar test.
-
-    Conditional on the m = n01 + n10 discordant problems, n01 ~ Binomial(m, θ) and the difference
-    is m/n · (2θ − 1); the Clopper-Pearson interval of θ maps to an interval of the difference that
-    excludes 0 exactly when the two-sided exact McNemar p-value is below 1 − confidence. (0, 0)
-    when there are no discordant problems.
+    n11 problems both variants got right, n10 only a, n01 only b, n00 neither. Newcombe's
+    square-and-add interval for paired proportions (Newcombe 1998, method 10): the Wilson score
+    intervals of the two accuracies combined with their estimated correlation φ (its numerator
+    corrected by n/2 as Newcombe does), truncated to [−1, 1]. Unconditional: it reflects how many
+    problems are discordant, so no end sits on the estimate when every discordant problem goes one
+    way, and it has a width when none is discordant. (nan, nan) for an empty table.
     """
-    m = n01 + n10
-    if m == 0 or n == 0:
-        return 0.0, 0.0
-    lo, hi = clopper_pearson(n01, m, confidence)
-    return m / n * (2.0 * lo - 1.0), m / n * (2.0 * hi - 1.0)
+    confidence = _check_confidence(confidence)
+    n = n11 + n10 + n01 + n00
+    if n == 0:
+        return math.nan, math.nan
+    # rows: b right / wrong; columns: a right / wrong (b's accuracy is the row margin)
+    r1, r2, c1, c2 = n11 + n01, n10 + n00, n11 + n10, n01 + n00
+    pb, pa = r1 / n, c1 / n
+    diff = pb - pa
+    lb, ub = proportion_interval(r1, n, confidence)
+    la, ua = proportion_interval(c1, n, confidence)
+    cross = n11 * n00 - n01 * n10
+    cross_c = cross - n / 2 if cross > n / 2 else (float(cross) if cross < 0 else 0.0)
+    denom = r1 * r2 * c1 * c2
+    phi = cross_c / math.sqrt(denom) if denom > 0 else 0.0
+    down = (pb - lb) ** 2 - 2.0 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2
+    up = (pa - la) ** 2 - 2.0 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2
+    return max(-1.0, diff - math.sqrt(max(down, 0.0))), min(1.0, diff + math.sqrt(max(up, 0.0)))

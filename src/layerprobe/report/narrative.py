@@ -38,6 +38,16 @@ def verdict_words(verdict: str) -> str:
     return "inside the noise (no clear difference)"
 
 
+def disagreement(c: Any) -> str:
+    """Why a stored comparison names no direction although one of its two conditions holds ("" when
+    the interval and the test agree)."""
+    if c.agree:
+        return ""
+    if c.ci_low > 0 or c.ci_high < 0:
+        return f"the interval excludes 0 but the {c.test} test does not reject (p = {c.p_value:.2g})"
+    return f"the {c.test} test rejects (p = {c.p_value:.2g}) but the interval includes 0"
+
+
 def tone(verdict: str) -> str:
     """List-marker style: outside the noise (either direction) or inside it; no good/bad colouring."""
     return "clear" if verdict in (LOWER, HIGHER) else "noise"
@@ -58,7 +68,7 @@ def _cmp_parts(c: Comparison, src: tuple[Any, ...], kind: str = "p") -> list[Any
         verdict_words(c.verdict),
     ]
     if not c.agree:
-        parts.append(f"; the interval and the {c.test} test disagree, so no direction is claimed")
+        parts.append(f"; {disagreement(c)}, so no direction is claimed")
     parts.append(".")
     return parts
 

@@ -271,19 +271,35 @@ def behaviour_comparisons(records: Sequence[SampleRecord], base: str, others: Se
     return out
 
 
-def grading_health(records: Sequence[SampleRecord]) -> GradingHealth:
+def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None = None) -> GradingHealth:
     """Whether a variant's accuracy means anything: more than MISSING_ANSWER_LIMIT of its traces
-    without an extracted answer means the grader, not the model, decides the number."""
+    without an extracted answer means the grader, not the model, decides the number. The grader is
+    judged on the base model: when `base` (the base model's health in the same run) shows the
+    grader reads this model's answers, a pruned variant's missing answers are its own failure
+    (counted as wrong), not the grader's."""
     n = len(records)
     missing = sum(r.answer is None for r in records)
     rate = missing / n if n else None
-    ok = rate is None or rate <= MISSING_ANSWER_LIMIT
+    own_ok = rate is None or rate <= MISSING_ANSWER_LIMIT
+    ok = own_ok or (base is not None and base.n > 0 and base.meaningful)
     msg = ""
     if rate is not None and not ok:
+        empty = sum(r.answer is None and r.answer_tokens == 0 for r in records)
+        if 2 * empty >= missing:  # mostly nothing to read: the model does not answer in this format
+            why = (
+                f"in {empty} of them the model wrote nothing after the end of thinking (read a few traces in "
+                "samples.jsonl; another --format may suit this model)"
+            )
+        else:
+            why = (
+                "see docs/grading.md for the extraction rules, or give --answer-type / a task file whose answers "
+                "match what the model writes"
+            )
+        msg = f"accuracy is not meaningful: {100 * rate:.0f} % of {records[0].variant} traces had no answer the grader could find ({why})"
+    elif rate is not None and not own_ok:
         msg = (
-            f"accuracy is not meaningful: {100 * rate:.0f} % of {records[0].variant} traces had no answer the "
-            "grader could find (see docs/grading.md for the extraction rules, or give --answer-type / a task file "
-            "whose answers match what the model writes)"
+            f"{100 * rate:.0f} % of {records[0].variant} traces have no answer while the base model's answers are "
+            "found: the variant stops answering (counted as wrong)"
         )
     return GradingHealth(n=n, missing=missing, missing_rate=rate, meaningful=ok, message=msg)
 
@@ -315,7 +331,7 @@ def compute_metrics(
             groups[g] = _group_metrics([r for r in recs if r.group == g], self_bleu)
         variants[spec.name] = VariantMetrics(dropped=spec.dropped, method=spec.method, n_traces=len(recs), groups=groups)
         if recs:
-            grading[spec.name] = grading_health(recs)
+            grading[spec.name] = grading_health(recs, None if spec.name == names[0] else grading.get(names[0]))
     partial = info.status != "complete" or (info.expected_traces is not None and len(records) < info.expected_traces)
     return MetricsFile(
         computed=now(),
