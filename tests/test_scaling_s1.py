@@ -134,12 +134,20 @@ def test_forced_text_is_real_special_tokens():
     assert enc(p).count(ID["<|im_start|>"]) == 4  # system, user, assistant, think
 
 
-def test_split_delimiters_are_refused():
-    # without registered special tokens, "<|im_start|>" is a string of byte tokens: never match it piecewise
+def test_split_delimiters_are_forced_piecewise():
+    # without registered special tokens, "<|im_start|>" is a string of several tokens: the format still
+    # works (the end of thinking is matched on the decoded tail, the forced text fed token by token)
     plain = chatml_tokenizer(specials=False)
     assert len(enc("<|im_start|>", plain)) > 1
-    with pytest.raises(UserError, match="one token"):
-        TraceGenerator(tiny_chatml_model(), plain, S1, GREEDY)
+    gen = TraceGenerator(tiny_chatml_model(), plain, S1, GREEDY)
+    prompt = build_prompt(plain, S1, "What is alpha?")
+    (res,) = gen.generate([GenRequest(key=0, prompt=prompt, budget=5, answer_max=3)])
+    assert res.thinking_tokens == 5 and res.budget_hit
+    forced = enc(S1.answer_open, plain)
+    after = res.all_ids[5:]
+    at = next(i for i in range(len(after)) if after[i : i + len(forced)] == forced)  # the whole opener, every token
+    assert at <= 1  # right after the thinking (at most a forced newline before it)
+    assert res.answer_tokens <= 3
 
 
 def test_format_detection():

@@ -9,17 +9,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from layerprobe.cli.common import DeviceOpt, DtypeOpt
+from layerprobe.cli.common import DeviceOpt, DtypeOpt, progress_bars
 from layerprobe.errors import UserError
 from layerprobe.prune.surgery import parse_layer_list
 from layerprobe.runs.sweep import parse_sweep_layers
@@ -40,6 +31,10 @@ def analyze(
         ),
     ] = None,
     n_drop: Annotated[int | None, typer.Option("--n-drop", help="layers each --method removes (default 2)")] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="add a checkpoint (same tokenizer) as a variant: NAME=CHECKPOINT_DIR (repeatable)"),
+    ] = None,
     calib: Annotated[Path | None, typer.Option("--calib", help="calibration text for --method (one document per line)")] = None,
     calib_traces: Annotated[
         int | None, typer.Option("--calib-traces", help="calibrate --method on N of the model's own traces")
@@ -74,6 +69,13 @@ def analyze(
         bool, typer.Option("--no-lens", help="probes without the logit lens (block influence and norms only)")
     ] = False,
     lens_every: Annotated[int, typer.Option("--lens-every", help="logit lens on every k-th token only")] = 1,
+    probe_mode: Annotated[
+        str,
+        typer.Option(
+            "--probe-mode",
+            help="live: probes captured while generating | prefill: generate, then one forward pass per trace | auto: live on CPU, prefill on GPU",
+        ),
+    ] = "auto",
     no_teacher_forced: Annotated[
         bool, typer.Option("--no-teacher-forced", help="skip running pruned models over base traces")
     ] = False,
@@ -114,6 +116,9 @@ def analyze(
         str | None, typer.Option("--ray-address", help="join an existing Ray cluster (host:port, or auto)")
     ] = None,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="GPUs each Ray worker reserves (GPU nodes)")] = 0.0,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="run `layerprobe explain` on the run at the end (why the pruned variants fail)")
+    ] = False,
 ) -> None:
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary
@@ -128,6 +133,7 @@ def analyze(
         drops=drops,
         methods=methods,
         n_drop=n_drop,
+        variants=[_parse_variant(v) for v in variant or []],
         calib=str(calib) if calib else None,
         calib_traces=calib_traces,
         task=task,
@@ -145,6 +151,7 @@ def analyze(
         probes=not no_probes,
         lens=not no_lens,
         lens_every=lens_every,
+        probe_mode=probe_mode,
         teacher_forced=not no_teacher_forced,
         reasoning_format=fmt,
         device=device,
@@ -161,6 +168,8 @@ def analyze(
         report=not no_report,
         quick=quick,
     )
+    if explain and no_probes:
+        raise UserError("--explain needs the probes (the base traces' token ids): drop --no-probes")
     if calib is not None and not calib.is_file():
         raise UserError(f"--calib {calib}: no such file")
     if task_file is not None and not task_file.is_file():
@@ -177,6 +186,11 @@ def analyze(
     from layerprobe.runs.reader import load_run
 
     console = Console()
+    if explain:
+        from layerprobe.runs.explain import explain as run_explain
+
+        for f in run_explain(analysis.out, device=device).findings:
+            console.print(f"- {f.text}")
     run = load_run(analysis.out)  # read once for the summary and the report
     print_summary(run, Console(width=max(console.width, 110)))
     if settings.report:
@@ -186,30 +200,21 @@ def analyze(
     console.print(f"run directory: {analysis.out}")
 
 
+def _parse_variant(text: str) -> tuple[str, str]:
+    """NAME=CHECKPOINT_DIR -> (name, dir); UserError otherwise."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise UserError(f"--variant '{text}': expected NAME=CHECKPOINT_DIR, e.g. healed-lora=healed/")
+    return name.strip(), path.strip()
+
+
 def _run(settings: Any) -> Any:
     from layerprobe.runs.analyze import Analysis
 
     err = Console(stderr=True)
     analysis = None
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,  # a pipe cannot show a live bar (and would get a stray blank line)
-        ) as bar:
-            tasks: dict[str, TaskID] = {}
-
-            def progress(label: str, done: int, total: int) -> None:
-                if label not in tasks:
-                    tasks[label] = bar.add_task(label, total=total)
-                bar.update(tasks[label], completed=done, total=total)
-
+        with progress_bars() as progress:
             from layerprobe.cli.app import current_argv
 
             analysis = Analysis(settings, progress, argv=current_argv())

@@ -26,7 +26,10 @@ app = typer.Typer(
 def _register() -> None:
     from layerprobe.cli import (
         analyze_cmd,
+        explain_cmd,
+        heal_cmd,
         influence_cmd,
+        ingest_cmd,
         inspect_cmd,
         models_cmd,
         prune_cmd,
@@ -38,8 +41,11 @@ def _register() -> None:
 
     app.command("analyze")(analyze_cmd.analyze)
     app.command("report")(report_cmd.report)
+    app.command("explain")(explain_cmd.explain)
+    app.command("ingest")(ingest_cmd.ingest)
     app.command("runs")(runs_cmd.runs)
     app.command("prune")(prune_cmd.prune)
+    app.command("heal")(heal_cmd.heal)
     app.command("influence")(influence_cmd.influence)
     app.command("inspect")(inspect_cmd.inspect)
     app.command("models")(models_cmd.models)

@@ -8,6 +8,7 @@ from typing import Any
 
 from layerprobe.report.numbers import is_num
 from layerprobe.runs.reader import Run
+from layerprobe.runs.schema import teacher_forced_file
 
 RULE = (
     "For each pruned variant: problems where the base and the pruned variant disagree on correctness come "
@@ -146,7 +147,7 @@ def choose_cases(
             if var != run.base or (v, pid) not in by:
                 continue
             p = by[(v, pid)]
-            tf = means.get(p.tf_file) if p.tf_file else None
+            tf = means.get(p.tf_file or teacher_forced_file(p.variant, p.problem_id, p.mode, p.budget, p.sample))
             disagree = b.correct != p.correct
             loops = p.repetition.loop
             key = (not disagree, -(tf if tf is not None else -1.0), not loops, -abs(p.thinking_tokens - b.thinking_tokens), pid)
@@ -170,7 +171,7 @@ def choose_cases(
                 pruned=view(p, max_chars, part),
                 tf_mean=tf,
             )
-            arr = load_trace_arrays(run, p.tf_file)
+            arr = load_trace_arrays(run, p.tf_file or teacher_forced_file(p.variant, p.problem_id, p.mode, p.budget, p.sample))
             if arr is not None and "kl" in arr and arr["kl"].size > 1:
                 onset = int(arr["onset"]) if "onset" in arr and arr["onset"].size == 1 else None
                 lo = p.repetition.loop_onset if p.repetition.loop else None

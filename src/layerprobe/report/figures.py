@@ -676,3 +676,117 @@ def sweep_map(run: Run, sweep: Any, colors: dict[str, str]) -> Markup | None:
     ax.legend(loc="upper left", ncol=2)
     ax.grid(alpha=0.25, axis="y")
     return to_svg(fig, "layer-sensitivity map: accuracy lost per removed layer, with block influence")
+
+
+@_styled
+def restoration(run: Run, ex: Any, colors: dict[str, str]) -> Markup | None:
+    """KL recovery (and accuracy recovery where measured) per position class, one bar group per variant."""
+    recs = [r for r in ex.restoration if r.positions not in ("all", "none") and r.kl_recovery is not None]
+    if not recs:
+        return None
+    variants = list(dict.fromkeys(r.variant for r in recs))
+    classes = list(dict.fromkeys(r.positions for r in recs))
+    fig, axes = _subplots(1, width=9.5, height=3.2)
+    ax = axes[0][0]
+    w = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        mine = {r.positions: r for r in recs if r.variant == v}
+        xs = [j + (i - (len(variants) - 1) / 2) * w for j in range(len(classes))]
+        ys = [_f(mine[c].kl_recovery) if c in mine else math.nan for c in classes]
+        lo = [max(0.0, y - _f(mine[c].kl_ci[0])) if c in mine else 0.0 for y, c in zip(ys, classes)]
+        hi = [max(0.0, _f(mine[c].kl_ci[1]) - y) if c in mine else 0.0 for y, c in zip(ys, classes)]
+        ax.bar(
+            xs,
+            ys,
+            width=w,
+            color=colors.get(v, "#555"),
+            label=f"{v}: KL recovered",
+            yerr=[lo, hi],
+            capsize=2,
+            error_kw={"lw": 0.8},
+        )
+        acc = [(x, _f(mine[c].accuracy_recovery)) for x, c in zip(xs, classes) if c in mine and is_num(mine[c].accuracy_recovery)]
+        if acc:
+            ax.plot([a for a, _ in acc], [b for _, b in acc], "k^", ms=5, label=f"{v}: accuracy recovered" if i == 0 else None)
+    ax.set_xticks(
+        range(len(classes)),
+        [f"{c}\n{100 * _f(next(r.share_of_tokens for r in recs if r.positions == c)):.0f} %" for c in classes],
+        fontsize=7,
+    )
+    ax.axhline(0, color="#999", lw=0.7)
+    ax.axhline(1, color="#999", lw=0.7, ls=":")
+    ax.set_ylabel("share recovered (1 = the base model)")
+    ax.set_title("removed layers restored only at one class of positions (share of the trace's positions below)")
+    ax.legend(loc="upper left", fontsize=7)
+    return to_svg(fig, "restoration recovery by position class")
+
+
+@_styled
+def breaks_hist(ex: Any, colors: dict[str, str]) -> Markup | None:
+    data = [(b.variant, b.first_departure_fraction) for b in ex.breaks if b.first_departure_fraction]
+    if not data:
+        return None
+    fig, axes = _subplots(1, width=6.5, height=2.4)
+    ax = axes[0][0]
+    for v, fr in data:
+        ax.hist(
+            fr,
+            bins=10,
+            range=(0, 1),
+            histtype="step",
+            lw=1.6,
+            color=colors.get(v, "#555"),
+            label=f"{v} ({len(fr)} failing traces)",
+        )
+    ax.set_xlabel("first position where the pruned model's top token leaves the base trace (fraction of the trace)")
+    ax.set_ylabel("failing traces")
+    ax.legend(fontsize=7)
+    return to_svg(fig, "where failing chains part from the base trace")
+
+
+@_styled
+def compounding_fit(ex: Any, colors: dict[str, str]) -> Markup | None:
+    if not ex.compounding:
+        return None
+    fig, axes = _subplots(1, width=6.5, height=2.8)
+    ax = axes[0][0]
+    for c in ex.compounding:
+        ks = sorted(int(k) for k in c.by_k)
+        acc = [c.by_k[str(k)][0] / c.by_k[str(k)][1] for k in ks]
+        col = colors.get(c.variant, "#555")
+        ax.plot(ks, acc, "o", color=col, ms=4, label=f"{c.variant} observed")
+        ax.plot(ks, [_f(c.predicted.get(str(k))) for k in ks], "-", color=col, lw=1.2, label=f"(1 \u2212 {_f(c.epsilon):.3f})^k")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("chain length k (steps)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, ncol=2)
+    return to_svg(fig, "accuracy by chain length and the error-compounding fit")
+
+
+@_styled
+def predictor_roc(ex: Any) -> Markup | None:
+    p = ex.predictors
+    if p is None or not p.roc:
+        return None
+    fig, axes = _subplots(2, width=3.6, height=2.8)
+    ax = axes[0][0]
+    ax.plot(
+        [_f(x) for x in p.roc["fpr"]], [_f(x) for x in p.roc["tpr"]], color="#1f77b4", label=f"{p.model} (AUC {_f(p.auc):.2f})"
+    )
+    ax.plot(
+        [_f(x) for x in p.roc["baseline_fpr"]],
+        [_f(x) for x in p.roc["baseline_tpr"]],
+        color="#999",
+        label=f"thinking length (AUC {_f(p.baseline_auc):.2f})",
+    )
+    ax.plot([0, 1], [0, 1], ":", color="#ccc")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (wrong answers)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax = axes[0][1]
+    feats = p.features[:8]
+    ax.barh(range(len(feats)), [_f(f.importance) for f in feats], color="#1f77b4")
+    ax.set_yticks(range(len(feats)), [f.name for f in feats], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("permutation importance (held-out AUC drop)")
+    return to_svg(fig, "failure predictor ROC and feature importances")

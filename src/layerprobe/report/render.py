@@ -17,6 +17,7 @@ from layerprobe.report import figures
 from layerprobe.report.narrative import (
     TRACE_KIND,
     comparison_index,
+    disagreement,
     sweep_sentences,
     variant_sentences,
     verdict_words,
@@ -52,6 +53,7 @@ class RunView:
     samples_link: str
     tf_summary: list[dict[str, Any]] = field(default_factory=list)
     sweep_text: list[Any] = field(default_factory=list)
+    explain: Any = None
 
 
 def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
@@ -89,7 +91,7 @@ def _headline(run: Run) -> list[dict[str, Any]]:
                         "lo": Num(c.ci_low, "d", src + ("ci_low",)),
                         "hi": Num(c.ci_high, "d", src + ("ci_high",)),
                         "verdict": c.verdict,
-                        "words": verdict_words(c.verdict),
+                        "words": "; ".join(x for x in (verdict_words(c.verdict), disagreement(c)) if x),
                     }
             par = run.vmetrics(v, g).parallel
             if par.k:
@@ -240,6 +242,12 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
     sweep = run.extras.get("sweep.json")
     if sweep is not None:
         figs["sweep"] = figures.sweep_map(run, sweep, colors)
+    ex = run.extras.get("explain.json")
+    if ex is not None:
+        figs["restoration"] = figures.restoration(run, ex, colors)
+        figs["breaks"] = figures.breaks_hist(ex, colors)
+        figs["compounding"] = figures.compounding_fit(ex, colors)
+        figs["predictors"] = figures.predictor_roc(ex)
     return RunView(
         run=run,
         anchor=anchor,
@@ -253,6 +261,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         samples_link=run.rel("samples.jsonl", out_dir),
         tf_summary=_tf_summary(run),
         sweep_text=sweep_text,
+        explain=run.extras.get("explain.json"),
     )
 
 
@@ -322,6 +331,19 @@ def _source_text(src: Any) -> str:
     return str(src)
 
 
+def _healed_label(spec: Any) -> str:
+    """'lora, 300 steps on base traces' for a variant whose checkpoint was healed by layerprobe heal; '' otherwise."""
+    h = (getattr(spec, "provenance", None) or {}).get("healing")
+    if not isinstance(h, dict):
+        return ""
+    data: dict[str, Any] = h["data"] if isinstance(h.get("data"), dict) else {}
+    if data.get("kind") == "traces":
+        on = "base traces" + (f" of {data['run']}" if data.get("source") == "run" and data.get("run") else "")
+    else:
+        on = Path(str(data.get("path") or "a data file")).name
+    return f"{h.get('how', '?')}, {h.get('steps', '?')} steps on {on}"
+
+
 def _environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -331,6 +353,7 @@ def _environment():
     env.filters["fmt"] = fmt
     env.filters["source"] = _source_text
     env.filters["short"] = _short
+    env.filters["healed"] = _healed_label
     env.globals["is_num"] = is_num
     return env
 

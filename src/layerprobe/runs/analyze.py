@@ -7,7 +7,6 @@ import platform
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from layerprobe.runs.plan import (
     AnalyzeSettings,
     PlannedTrace,
     plan_traces,
+    resolve_probe_mode,
     variant_name_for_drop,
 )
 from layerprobe.runs.schema import (
@@ -29,10 +29,7 @@ from layerprobe.runs.schema import (
     teacher_forced_file,
     trace_file_stem,
 )
-from layerprobe.runs.store import RunStore, now
-
-# Called with (phase label, done, total) as traces finish; the CLI turns it into progress bars.
-ProgressFn = Callable[[str, int, int], None]
+from layerprobe.runs.store import ProgressFn, RunStore, now
 
 
 @dataclass
@@ -136,20 +133,55 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
                 pruned,
             )
         )
+    for name, path in s.variants:
+        variants.append(checkpoint_variant(base, name, path, s.device, s.dtype))
+    names = [v.spec.name for v in variants]
+    if len(set(names)) < len(names):
+        raise UserError("--variant: the name " + ", ".join(sorted({n for n in names if names.count(n) > 1})) + " is taken")
     return variants
 
 
-def run_config(s: AnalyzeSettings, fmt_name: str, sampling: Any) -> RunConfig:
+def checkpoint_variant(base: Any, name: str, path: str, device: str, dtype: str) -> Variant:
+    """A variant loaded from a checkpoint directory (--variant NAME=DIR): it must have the base model's
+    tokenizer and original depth; its layerprobe.json (if any) says which layers it lacks and how it
+    was healed."""
+    from layerprobe.models.loading import load_model
+    from layerprobe.models.provenance import read_provenance
+
+    loaded = load_model(path, device=device, dtype=dtype)
+    if loaded.tokenizer is None or loaded.tokenizer.get_vocab() != base.tokenizer.get_vocab():
+        raise UserError(f"--variant {name}={path}: its tokenizer differs from the base model's; variants must share it")
+    if loaded.n_layers_original != base.n_layers_original:
+        raise UserError(
+            f"--variant {name}={path}: it comes from a {loaded.n_layers_original}-layer model, the base model has "
+            f"{base.n_layers_original} layers, so its layers cannot be lined up with the base model's"
+        )
+    prov = read_provenance(Path(path), loaded.n_layers)
+    spec = VariantSpec(
+        name=name,
+        dropped=list(prov.dropped) if prov is not None else [],
+        method=prov.method if prov is not None and prov.method != "manual" else None,
+        n_layers=loaded.n_layers,
+        layer_map=list(loaded.layer_map),
+        checkpoint=str(path),
+        provenance=prov.model_dump(mode="json") if prov is not None else None,
+    )
+    return Variant(spec, loaded)
+
+
+def run_config(s: AnalyzeSettings, fmt_name: str, sampling: Any, probe_mode: str = "live") -> RunConfig:
     """The stored configuration: every RunConfig field the settings have, plus the resolved
-    sampling and format and the method / calibration labels."""
+    sampling, format and probe mode and the method / calibration labels."""
     fields = {f: getattr(s, f) for f in RunConfig.model_fields if hasattr(s, f)}
     fields.update(
+        extra_variants={name: path for name, path in s.variants},
         method=",".join(s.methods) or None,
         calibration=s.calib or (f"traces:{s.calib_traces}" if s.calib_traces else None),
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         top_k=sampling.top_k,
         reasoning_format=fmt_name,
+        probe_mode=probe_mode if s.probes else None,
     )
     return RunConfig(**fields)
 
@@ -187,18 +219,16 @@ class Analysis:
         self.progress("loading model", 0, 1)
         base = load_model(s.model, device=s.device, dtype=s.dtype)
         self.progress("loading model", 1, 1)
-        if base.source_kind == "toy":
-            import torch
+        from layerprobe.runs.execute import set_threads_for
 
-            # The toy's matmuls are tiny: a second thread mostly waits on the first (on a busy 2-core
-            # machine a forward pass took many times longer on two threads), so the toy runs on one.
-            torch.set_num_threads(1)
+        set_threads_for(base)
         s.resolve(is_toy=base.source_kind == "toy")  # a default task is always a known one
         if s.task is None or s.budgets is None or s.samples is None or s.parallel_budget is None or s.answer_max is None:
             raise RuntimeError("settings were not resolved")  # resolve() sets every one of them
         self.task_name, self.budgets, self.samples = s.task, s.budgets, s.samples
         self.parallel_budget, self.answer_max = s.parallel_budget, s.answer_max
         self.fmt = detect_format(base.tokenizer, s.reasoning_format or base.reasoning_format)
+        self.probe_mode = resolve_probe_mode(s.probe_mode, base.device.type)
         from layerprobe.scaling.engine import format_tokens
 
         format_tokens(
@@ -234,7 +264,7 @@ class Analysis:
             command=["layerprobe", *self.argv[1:]],
             created=now(),
             updated=now(),
-            config=run_config(s, self.fmt.name, self.sampling),
+            config=run_config(s, self.fmt.name, self.sampling, self.probe_mode),
             model=ModelInfo(
                 id=s.model,
                 source=base.source,
@@ -423,7 +453,7 @@ class Analysis:
                 done[name] += self._cost(t)
                 self.progress(labels[name], done[name], total)
 
-            probes = {"lens": self.s.lens, "lens_every": self.s.lens_every} if self.s.probes else None
+            probes = {"lens": self.s.lens, "lens_every": self.s.lens_every, "mode": self.probe_mode} if self.s.probes else None
             self.batch_size = self.executor.run(jobs, self.fmt, self.sampling, self.batch_size, probes, on_trace)
 
     def _cost(self, t: PlannedTrace) -> int:

@@ -44,29 +44,17 @@ class Job:
     answer_max: int
 
 
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def free_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def generate_traces(
     loaded: Any, fmt: Any, sampling: Any, job: Job, batch_size: int, probes: dict[str, Any] | None, on_trace: OnTrace
 ) -> int:
-    """Generate a job's traces with `loaded` (probes attached when `probes` holds their options:
-    lens, lens_every), calling `on_trace` as each finishes. Halves the batch after an out-of-memory
-    error and retries what had not finished; returns the batch size it ended with."""
+    """Generate a job's traces with `loaded` (probed when `probes` holds their options: lens,
+    lens_every and mode — live: captured during generation; prefill: generated without hooks, then
+    one forward pass over each finished trace), calling `on_trace` as each finishes. Halves the
+    batch after an out-of-memory error and retries what had not finished; returns the batch size it
+    ended with."""
+    from layerprobe.models.memory import free_memory, is_oom
     from layerprobe.probe.hooks import LayerProbe
+    from layerprobe.probe.prefill import prefill_trace_layers
     from layerprobe.scaling.engine import GenRequest, TraceGenerator
 
     gen = TraceGenerator(loaded.model, loaded.tokenizer, fmt, sampling)
@@ -74,9 +62,12 @@ def generate_traces(
         GenRequest(key=t, prompt=p, budget=t.budget, seed=t.seed, wait=job.wait, answer_max=job.answer_max) for t, p in job.items
     ]
     batch = batch_size
+    options = dict(probes or {})
+    prefill = options.pop("mode", "live") == "prefill"
+    prompts = {r.key: r.prompt for r in pending}
     while pending:
         finished: set[Any] = set()
-        probe = LayerProbe(loaded, **probes) if probes is not None else None
+        probe = LayerProbe(loaded, **options) if probes is not None and not prefill else None
         try:
             if probe is not None:
                 probe.attach()
@@ -88,6 +79,9 @@ def generate_traces(
                         tl = probe.pop(res.key)
                     except KeyError:  # a copy of another trace: it has no probe rows of its own
                         tl = None
+                elif prefill and res.origin != "copy" and res.all_ids:
+                    prompt_ids = loaded.tokenizer.encode(prompts[res.key], add_special_tokens=False)
+                    tl = prefill_trace_layers(loaded, prompt_ids, res.all_ids, key=res.key, **options)
                 on_trace(res.key, res, tl)
                 finished.add(res.key)
 
@@ -190,17 +184,27 @@ def start_ray(workers: int, address: str | None) -> Any:
     return ray
 
 
+def set_threads_for(loaded: Any, threads: int | None = None) -> None:
+    """Torch threads for generating with `loaded`: one for the toy, whose matmuls are so small that a
+    second thread mostly waits on the first (on a busy 2-core machine a forward pass took many times
+    longer on two threads); otherwise `threads`, or torch's default when None."""
+    import torch
+
+    if loaded.source_kind == "toy":
+        torch.set_num_threads(1)
+    elif threads is not None:
+        torch.set_num_threads(max(1, threads))
+
+
 class Worker:
     """A Ray actor's body: the base model, loaded once, and the variants built from it."""
 
     def __init__(self, model: str, device: str, dtype: str, threads: int) -> None:
-        import torch
-
         from layerprobe.models.loading import load_model
 
-        torch.set_num_threads(max(1, threads))
         self.device, self.dtype = device, dtype
         self.base = load_model(model, device=device, dtype=dtype)
+        set_threads_for(self.base, threads)
         self.variants: dict[Recipe, Any] = {}
 
     def _variant(self, recipe: Recipe) -> Any:

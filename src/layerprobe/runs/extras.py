@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from layerprobe.runs.schema import SweepFile
+from layerprobe.runs.schema import ExplainFile, SweepFile
 
 #: file name -> schema model of the optional files a run may hold.
-EXTRA_FILES: dict[str, type[BaseModel]] = {"sweep.json": SweepFile}
+EXTRA_FILES: dict[str, type[BaseModel]] = {"sweep.json": SweepFile, "explain.json": ExplainFile}
 
 
 def read_extras(run_dir: Path, notes: list[str]) -> dict[str, Any]:

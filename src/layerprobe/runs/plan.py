@@ -25,6 +25,18 @@ class Defaults:
 TOY_DEFAULTS = Defaults(budgets=(8, 16, 32, 64, 128), samples=8, limit=10, n_drop=2, methods=("shortgpt", "reverse"))
 REAL_DEFAULTS = Defaults(budgets=(512, 1024, 2048, 4096, 8192), samples=16, limit=None, n_drop=2, methods=("shortgpt",))
 #: Upper bounds checked before anything is loaded (a typo like --samples 1000000000000 fails at once).
+PROBE_MODES = ("auto", "live", "prefill")
+
+
+def resolve_probe_mode(mode: str, device_type: str) -> str:
+    """`auto` resolved for a device: live capture on a CPU, where the extra forward pass of a prefill
+    costs more than the hooks (benchmarks/bench_prefill.py, docs/performance.md); prefill on an
+    accelerator, where decoding is memory-bound and per-step hooks stall it."""
+    if mode != "auto":
+        return mode
+    return "live" if device_type == "cpu" else "prefill"
+
+
 MAX_SAMPLES = 1024
 MAX_LIMIT = 1_000_000
 MAX_TOY_LIMIT = 200  # the toy has 200 facts; its chain groups are drawn from the same problem pool size
@@ -40,6 +52,7 @@ class AnalyzeSettings:
     drops: list[list[int]] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     n_drop: int | None = None
+    variants: list[tuple[str, str]] = field(default_factory=list)  # --variant NAME=CHECKPOINT_DIR
     calib: str | None = None  # file path; default: the model's own traces for the toy, embedded text otherwise
     calib_traces: int | None = None
     task: str | None = None
@@ -57,6 +70,7 @@ class AnalyzeSettings:
     probes: bool = True
     lens: bool = True
     lens_every: int = 1
+    probe_mode: str = "auto"
     teacher_forced: bool = True
     reasoning_format: str | None = None
     device: str = "auto"
@@ -106,6 +120,8 @@ class AnalyzeSettings:
             raise UserError(f"--top-k {self.top_k}: must be 0 (off) or more")
         if self.lens_every < 1:
             raise UserError(f"--lens-every {self.lens_every}: must be at least 1")
+        if self.probe_mode not in PROBE_MODES:
+            raise UserError(f"--probe-mode {self.probe_mode}: valid modes are {', '.join(PROBE_MODES)}")
         if self.n_drop is not None and not self.methods:
             raise UserError("--n-drop applies to --method; with --drop, list the layers themselves")
         if self.n_drop is not None and self.n_drop < 1:
@@ -116,6 +132,7 @@ class AnalyzeSettings:
             raise UserError("--drop: the same layer list is given twice")
         if len(set(self.methods)) < len(self.methods):
             raise UserError("--method: the same method is given twice")
+        self._check_variants()
         if self.sweep is not None:
             from layerprobe.runs.sweep import SWEEP_KINDS
 
@@ -135,6 +152,23 @@ class AnalyzeSettings:
             raise UserError(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
         if (self.ray_address is not None or self.gpus_per_worker) and self.workers is None and self.ray_address is None:
             raise UserError("--gpus-per-worker needs --workers N or --ray-address ADDR")
+
+    def _check_variants(self) -> None:
+        """--variant NAME=DIR: a name usable as a file name, not taken twice, and a checkpoint directory."""
+        import re
+
+        names = [n for n, _ in self.variants]
+        for name, path in self.variants:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+                raise UserError(f"--variant {name}={path}: the name may use letters, digits, '.', '_' and '-' only")
+            if name == "base":
+                raise UserError(f"--variant {name}={path}: 'base' is the unpruned model's name; choose another")
+            if names.count(name) > 1:
+                raise UserError(f"--variant: the name {name} is given twice")
+            if not Path(path).is_dir() or not (Path(path) / "config.json").is_file():
+                raise UserError(f"--variant {name}={path}: not a checkpoint directory (no config.json)")
+        if self.variants and self.sweep is not None:
+            raise UserError("--variant cannot be combined with --sweep (the sweep's variants are one per layer or pair)")
 
     def resolve(self, is_toy: bool) -> None:
         """Fill unset settings with the defaults for this kind of model."""

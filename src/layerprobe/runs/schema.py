@@ -136,22 +136,26 @@ class RunConfig(_Model):
     """Thinking budget of the parallel samples."""
     wait: int = 0
     """How many early ends of thinking are replaced by "Wait"."""
-    temperature: float
-    """Sampling temperature (0 = greedy)."""
-    top_p: float
-    """Nucleus sampling threshold."""
-    top_k: int
-    """Top-k sampling (0 = off)."""
-    answer_max: int
-    """Token cap of the answer after thinking."""
-    seed: int
-    """Run seed; every sample's seed derives from it."""
+    temperature: float | None
+    """Sampling temperature (0 = greedy; None: unknown, e.g. ingested traces)."""
+    top_p: float | None
+    """Nucleus sampling threshold (None: unknown)."""
+    top_k: int | None
+    """Top-k sampling (0 = off; None: unknown)."""
+    answer_max: int | None
+    """Token cap of the answer after thinking (None: unknown)."""
+    seed: int | None
+    """Run seed; every sample's seed derives from it (None: unknown)."""
     probes: bool = True
     """Per-layer probes captured."""
     lens: bool = True
     """Logit lens computed by the probes."""
     lens_every: int = 1
     """Logit lens on every k-th token only."""
+    probe_mode: Literal["live", "prefill"] | None = None
+    """How the probes were computed: captured during generation (live) or by one forward pass over each
+    finished trace (prefill). Both give the same values up to rounding, so a run may resume in the
+    other mode (not compared on resume). None: written before the option existed (live)."""
     teacher_forced: bool = True
     """Pruned variants run over the base traces."""
     reasoning_format: str | None = None
@@ -198,6 +202,27 @@ class TaskRecord(_Model):
     """Problems per group (e.g. toy task type)."""
 
 
+class IngestSource(_Model):
+    """One file read into a run by `layerprobe ingest`."""
+
+    path: str
+    """The file."""
+    sha1: str
+    """Its content hash."""
+    format: str
+    """lm-eval (samples_<task>_<date>.jsonl of lm-evaluation-harness --log_samples) or jsonl."""
+    variant: str
+    """The variant its traces became."""
+    traces: int = 0
+    """Traces read."""
+    skipped: dict[str, int] = Field(default_factory=dict)
+    """Lines or traces left out, by reason."""
+    producer: str | None = None
+    """The model that produced the traces, when the file says (lm-eval's model_args)."""
+    warnings: list[str] = Field(default_factory=list)
+    """What looked wrong while reading (e.g. the file's special tokens differ from the --model tokenizer's)."""
+
+
 class RunInfo(_Model):
     """run.json: what was asked, what produced it, and where the run stands."""
 
@@ -237,6 +262,8 @@ class RunInfo(_Model):
     """Host of that process."""
     resume_command: list[str] | None = None
     """The command that continues this run (printed when a run stops early)."""
+    ingested: list[IngestSource] = Field(default_factory=list)
+    """Ingested runs: every file read into the run, by which command and as which variant."""
 
     @model_validator(mode="before")
     @classmethod
@@ -568,9 +595,11 @@ class GradingHealth(_Model):
     """missing / n."""
     meaningful: bool
     """False when more than 20 % of the traces have no extracted answer: accuracy then measures
-    the grader, not the model."""
+    the grader, not the model. A pruned variant's missing answers do not count against it when the
+    base model's answers in the same run are found (the grader reads this model's format)."""
     message: str = ""
-    """What to say first when accuracy is not meaningful."""
+    """What to say first when accuracy is not meaningful; for a variant that stops answering while
+    the base's answers are found, a note saying so."""
 
 
 class MetricsFile(_Model):
@@ -849,3 +878,142 @@ class SweepFile(_Model):
     method_choices: dict[str, list[int]] = Field(default_factory=dict)
     """The layers pruning methods would remove (ShortGPT: lowest BI; reverse: the last), as many as
     the sweep drops per variant."""
+
+
+# ---------------------------------------------------------------------------------------------
+# explain.json
+
+
+class Restoration(_Model):
+    """Causal restoration: the full model with the removed layers' residual update switched on only at
+    one class of positions (h <- h + g_t * delta_t, g_t in {0, 1})."""
+
+    variant: str
+    """The pruned variant whose removed layers are restored."""
+    positions: str
+    """The position class where g_t = 1 (all, none, thinking, answer, first-25%, ..., digits, ...)."""
+    share_of_tokens: Float = None
+    """Share of the base traces' positions in the class."""
+    kl_recovery: Float = None
+    """1 - KL(base || gated) / KL(base || pruned), over every position of the base traces (teacher-forced)."""
+    kl_ci: tuple[Float, Float] = (None, None)
+    """95 % bootstrap interval of kl_recovery (base traces resampled)."""
+    accuracy_recovery: Float = None
+    """(accuracy gated - pruned) / (base - pruned) in free greedy generation on long chains (token
+    classes only: position classes need the trace's length in advance); None when not measured."""
+    ci: tuple[Float, Float] = (None, None)
+    """95 % bootstrap interval of accuracy_recovery (problems resampled)."""
+    accuracy: Float = None
+    """Greedy accuracy of the gated model on those problems."""
+
+
+class PredictorFeature(_Model):
+    """One feature of the failure predictor."""
+
+    name: str
+    """Feature name."""
+    importance: Float = None
+    """Permutation importance: mean drop in held-out AUC when the feature is shuffled."""
+
+
+class Predictors(_Model):
+    """Which measured signals announce a trace that ends wrong (cross-validated, grouped by problem)."""
+
+    n_traces: int = 0
+    """Traces used."""
+    n_incorrect: int = 0
+    """Of which wrong."""
+    model: str = ""
+    """The better of logistic regression and gradient boosting (by cross-validated AUC)."""
+    auc: Float = None
+    """Cross-validated AUC of predicting a wrong answer from all features."""
+    auc_ci: tuple[Float, Float] = (None, None)
+    """95 % bootstrap interval (problems resampled)."""
+    baseline_auc: Float = None
+    """The same with thinking length alone."""
+    baseline_ci: tuple[Float, Float] = (None, None)
+    """Its interval."""
+    gain: Float = None
+    """auc - baseline_auc."""
+    gain_ci: tuple[Float, Float] = (None, None)
+    """Paired bootstrap interval of the gain."""
+    established: bool = False
+    """The gain's interval excludes 0: the features say more than the length alone."""
+    features: list[PredictorFeature] = Field(default_factory=list)
+    """Permutation importances, largest first."""
+    roc: dict[str, list[Float]] = Field(default_factory=dict)
+    """fpr / tpr of the model and of the baseline (for the figure)."""
+
+
+class Compounding(_Model):
+    """Does per-step error compounding explain the collapse of long chains? (tasks with checkable steps)"""
+
+    variant: str
+    """Variant."""
+    step_error_rate: Float = None
+    """Wrong steps / steps, read from the traces (each written step checked)."""
+    epsilon: Float = None
+    """epsilon of the fit accuracy(k) = (1 - epsilon)^k over chain lengths (maximum likelihood)."""
+    epsilon_ci: tuple[Float, Float] = (None, None)
+    """95 % bootstrap interval (problems resampled)."""
+    by_k: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    """Chain length -> (correct, problems)."""
+    predicted: dict[str, Float] = Field(default_factory=dict)
+    """Chain length -> (1 - epsilon)^k."""
+    fit_p: Float = None
+    """Goodness of fit (likelihood-ratio test of the one-parameter fit against a free accuracy per k)."""
+
+
+class Breaks(_Model):
+    """Where along a chain the pruned model parts from the base trace."""
+
+    variant: str
+    """Variant."""
+    n_failing: int = 0
+    """Failing pruned traces with a base trace to compare."""
+    first_departure_fraction: list[Float] = Field(default_factory=list)
+    """Per failing trace: the first position where the pruned model's teacher-forced top token differs
+    from the base trace's token, as a fraction of the base trace."""
+    median_fraction: Float = None
+    """Median of those fractions."""
+    first_wrong_step: list[int] = Field(default_factory=list)
+    """Toy: per failing pruned trace, the first step whose written result is wrong (1-based; 0: none)."""
+
+
+class Finding(_Model):
+    """One ranked sentence of the report's "why" section."""
+
+    text: str
+    """The sentence, with its number."""
+    effect: Float = None
+    """The effect size the sentence reports."""
+    ci: tuple[Float, Float] = (None, None)
+    """Its 95 % interval."""
+    strength: Float = None
+    """|effect| / half the interval width (how far outside the noise); the ranking sorts by |effect|."""
+    section: str = ""
+    """The report anchor of the figure behind it."""
+
+
+class ExplainFile(_Model):
+    """explain.json: interventions, breaks, predictors and the ranked findings of a run."""
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
+    computed: str = ""
+    """When, ISO 8601 UTC."""
+    restoration: list[Restoration] = Field(default_factory=list)
+    """Per pruned variant and position class."""
+    predictors: Predictors | None = None
+    """Failure predictors (None: too few wrong or right traces)."""
+    breaks: list[Breaks] = Field(default_factory=list)
+    """Per pruned variant."""
+    compounding: list[Compounding] = Field(default_factory=list)
+    """Per variant (toy tasks)."""
+    findings: list[Finding] = Field(default_factory=list)
+    """Ranked, strongest first; only evidence outside the noise."""
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Seconds per part."""
+    skipped: list[str] = Field(default_factory=list)
+    """Parts that were not computed, each with the reason (e.g. too few wrong answers for the
+    predictors, no long-chain problems for the accuracy part of restoration)."""

@@ -12,14 +12,14 @@ import datetime as _dt
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from layerprobe._io import write_text_atomic
+from layerprobe._io import check_writable, write_text_atomic
 from layerprobe.errors import UserError
 from layerprobe.runs.schema import (
     MetricsFile,
@@ -32,6 +32,9 @@ RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
 METRICS_FILE = "metrics.json"
 LAYERS_DIR = "layers"
+
+# Called with (phase label, done, total) as work finishes; the CLI turns it into progress bars.
+ProgressFn = Callable[[str, int, int], None]
 
 
 def now() -> str:
@@ -163,10 +166,14 @@ def _repair_tail(path: Path) -> None:
         fh.truncate(cut)
 
 
+NOT_COMPARED = frozenset({"probe_mode"})
+"""RunConfig fields that do not change a run's traces or values: a resume may differ in them."""
+
+
 def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
-    """Names of the settings that differ between two run configurations."""
+    """Names of the settings that differ between two run configurations (NOT_COMPARED aside)."""
     a, b = old.model_dump(), new.model_dump()
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in NOT_COMPARED)
 
 
 def run_differences(old: RunInfo, new: RunInfo) -> list[str]:
@@ -198,13 +205,7 @@ def check_out_dir(path: Path, allow_orphan: bool = False) -> None:
                 )
         else:
             raise UserError(f"--out {path} is a non-empty directory that is not a layerprobe run; choose another --out")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"--out {path}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {path} is not writable (no write permission in {existing})")
+    check_writable(path, "--out")
 
 
 def _create_out_dir(path: Path) -> None:
@@ -231,13 +232,14 @@ class RunStore:
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
-    def open(cls, run_dir: str | os.PathLike[str], info: RunInfo, force: bool = False) -> RunStore:
+    def open(cls, run_dir: str | os.PathLike[str], info: RunInfo, force: bool = False, extend: bool = False) -> RunStore:
         """Create a run directory, or resume one whose configuration matches `info.config`.
 
         A different configuration is refused unless `force`, which starts the run afresh
         (the old samples are moved aside to samples.jsonl.<timestamp>.bak, never deleted).
         A run directory whose run.json is missing or unreadable but that holds samples is resumed
-        only with `force`, which keeps the samples whose keys belong to the new run.
+        only with `force`, which keeps the samples whose keys belong to the new run. With `extend`
+        (ingest adding a variant) only a different model source is refused.
         """
         path = Path(run_dir)
         check_out_dir(path, allow_orphan=force)
@@ -253,6 +255,8 @@ class RunStore:
                         raise
                     old = None
                 diff = run_differences(old, info) if old is not None else []
+                if extend:  # ingest adds a variant: only a different model makes the runs incomparable
+                    diff = [d for d in diff if d == "model source"]
                 if diff and not force:
                     raise UserError(
                         f"{path} holds a run with different settings ({', '.join(diff)}); "

@@ -108,21 +108,24 @@ class _Tokens:
     forced_answer: list[int]
     wait: list[int]
     pad: int
-
-
-def _single_token(tokenizer: Any, text: str, what: str) -> int:
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) == 1 and ids[0] == tokenizer.unk_token_id:
-        raise UserError(f"the reasoning format needs '{text}' ({what}), which is not in this tokenizer's vocabulary")
-    if len(ids) != 1:
-        raise UserError(f"the reasoning format needs '{text}' ({what}) to be one token in this tokenizer, got {len(ids)}")
-    return ids[0]
+    end_strings: list[str] = field(default_factory=list)  # end-of-thinking strings this tokenizer spells with several tokens
+    window: int = 0  # trailing thinking tokens to decode when looking for them
+    answer_open_text: str = ""
 
 
 def format_tokens(tokenizer: Any, model: Any, fmt: ReasoningFormat) -> _Tokens:
     """Token ids of the format's delimiters for this tokenizer."""
     enc = lambda s: tokenizer.encode(s, add_special_tokens=False)
-    end = {_single_token(tokenizer, s, "end of thinking") for s in fmt.end_think}
+    end: set[int] = set()
+    multi: list[str] = []
+    for s in fmt.end_think:
+        ids = enc(s)
+        if len(ids) == 1 and ids[0] == tokenizer.unk_token_id:
+            raise UserError(f"the reasoning format needs '{s}' (end of thinking), which is not in this tokenizer's vocabulary")
+        if len(ids) == 1:
+            end.add(ids[0])
+        else:  # spelled by several tokens: found by matching the decoded end of the thinking, as stop strings are
+            multi.append(s)
     stops: set[int] = set()
     for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
         if isinstance(source, int):
@@ -134,7 +137,10 @@ def format_tokens(tokenizer: Any, model: Any, fmt: ReasoningFormat) -> _Tokens:
     if not stops:
         raise UserError("the tokenizer has no EOS token: cannot tell where an answer ends")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
-    return _Tokens(end, stops, enc(fmt.answer_open), enc(fmt.forced_answer), enc(fmt.wait_text), pad)
+    window = max((len(enc(s)) for s in multi), default=0) + 2
+    return _Tokens(
+        end, stops, enc(fmt.answer_open), enc(fmt.forced_answer), enc(fmt.wait_text), pad, multi, window, fmt.answer_open
+    )
 
 
 class _Row:
@@ -388,6 +394,19 @@ class TraceGenerator:
                 return self._advance(row, None)
             row.thinking.append(tok)
             row.all.append(tok)
+            if tk.end_strings:
+                m, s = self._multi_end(row)
+                if m:  # the model has just finished writing a multi-token end of thinking
+                    del row.thinking[-m:]  # it is a delimiter, not thinking (it stays in the model's context)
+                    room = row.req.budget - len(row.thinking)
+                    if row.waits < row.req.wait and len(tk.wait) < room:
+                        row.waits += 1
+                        row.queue.extend((t, THINK) for t in tk.wait)
+                    else:
+                        row.phase = ANSWER
+                        if tk.answer_open_text.strip() != s.strip():  # the model wrote the opener itself otherwise
+                            row.queue.extend((t, -1) for t in tk.answer_open)
+                    return tok
             while row.forks and row.forks[0][0] <= len(row.thinking):  # a smaller budget is reached: fork there
                 _, j, req = row.forks.pop(0)
                 row.fork_now.append((j, req))
@@ -403,6 +422,19 @@ class TraceGenerator:
         if len(row.answer) >= row.req.answer_max:
             row.phase, row.finish = DONE, "max_tokens"
         return tok
+
+    def _multi_end(self, row: _Row) -> tuple[int, str]:
+        """(m, s): the thinking's last m tokens complete the end-of-thinking string s (smallest such m),
+        or (0, "") when they do not."""
+        tk = self.tokens
+        tail = row.thinking[-tk.window :]
+        text = self.tokenizer.decode(tail, skip_special_tokens=False)
+        for s in tk.end_strings:
+            if s in text and s not in self.tokenizer.decode(tail[:-1], skip_special_tokens=False):
+                for m in range(1, len(tail) + 1):
+                    if s in self.tokenizer.decode(tail[-m:], skip_special_tokens=False):
+                        return m, s
+        return 0, ""
 
     def _result(self, row: _Row, copy_for: GenRequest | None = None) -> GenResult:
         dec = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)

@@ -1,0 +1,108 @@
+"""`layerprobe ingest`: traces from lm-evaluation-harness, vLLM or s1's scripts into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from layerprobe.cli.common import DeviceOpt, DtypeOpt, progress_bars
+from layerprobe.errors import UserError
+
+
+def ingest(
+    files: Annotated[
+        list[Path], typer.Argument(help="lm-eval samples_<task>_<date>.jsonl files, or JSONL traces", show_default=False)
+    ],
+    source: Annotated[
+        str, typer.Option("--from", help="lm-eval (lm-evaluation-harness --log_samples) | jsonl (id, prompt, completion, ...)")
+    ] = "jsonl",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="the model that produced the traces (alias, hub id, directory, .gguf)")
+    ] = "toy",
+    drop: Annotated[
+        str | None, typer.Option("--drop", help="the traces come from --model without these original layers, e.g. 20,21")
+    ] = None,
+    method: Annotated[str | None, typer.Option("--method", help="... or without the layers this method chooses")] = None,
+    n_drop: Annotated[int, typer.Option("--n-drop", help="layers --method removes")] = 2,
+    label: Annotated[
+        str | None, typer.Option("--label", help="variant name (default: base, drop-<i>-<j> or <method>-<n>)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory; more ingests into it add variants")] = None,
+    answer_type: Annotated[
+        str | None, typer.Option("--answer-type", help="integer | math | mc | digit (default: the --task's, else math)")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="the task the traces answer (sets the answer type; see `layerprobe tasks`)")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="reasoning format that splits thinking and answer (default: detected)")
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", help="the thinking budget the traces were generated with, when the file does not say"),
+    ] = None,
+    no_probes: Annotated[bool, typer.Option("--no-probes", help="no probes by prefill")] = False,
+    no_lens: Annotated[bool, typer.Option("--no-lens", help="probes without the logit lens")] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="traces per prefill forward pass (halved on out-of-memory)")
+    ] = 8,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    force: Annotated[bool, typer.Option("--force", help="resume an --out that lost its run.json")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="do not render report.html")] = False,
+) -> None:
+    """Read traces generated elsewhere into a run directory: graded by layerprobe, trace metrics, probes
+    by prefill (the same arrays as `analyze` captures), one variant per ingest."""
+    from layerprobe.cli.app import current_argv
+    from layerprobe.prune.surgery import parse_layer_list
+    from layerprobe.runs.ingest import ingest as run_ingest
+
+    if out is None:
+        raise UserError("--out: give the run directory to write (several ingests into one --out compare in one report)")
+    if drop and method:
+        raise UserError("--drop and --method are exclusive: the traces come from one model")
+    if budget is not None and budget < 0:
+        raise UserError(f"--budget {budget}: must be 0 or more")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be 1 or more")
+    dropped = parse_layer_list(drop) if drop else None
+    err = Console(stderr=True)
+    with progress_bars() as progress:
+        run_dir, src = run_ingest(
+            files,
+            source,
+            model,
+            out,
+            label=label,
+            drop=dropped,
+            method=method,
+            n_drop=n_drop,
+            answer_type=answer_type,
+            task=task,
+            reasoning_format=fmt,
+            budget=budget,
+            probes=not no_probes,
+            lens=not no_lens,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            force=force,
+            progress=progress,
+            argv=current_argv()[1:],
+        )
+    console = Console()
+    console.print(f"{src.traces} traces ingested as variant {src.variant}")
+    for why, n in src.skipped.items():
+        console.print(f"skipped {n}: {why}")
+    if src.producer:
+        console.print(f"the file says the traces come from {src.producer}")
+    for w in src.warnings:
+        err.print(f"warning: {w}", soft_wrap=True, markup=False)
+    if not no_report:
+        from layerprobe.report import render_report
+
+        console.print(f"report: {render_report([run_dir])}")
+    console.print(f"run directory: {run_dir}")

@@ -1,0 +1,827 @@
+"""`layerprobe explain`: why a pruned variant fails, from interventions and predictions (docs/explain.md).
+
+Reads a run directory (finished or partial), needs the model again (for the interventions), and
+writes RUN/explain.json:
+
+- restoration: the removed layers put back, gated per position class, teacher-forced along the base
+  traces (KL recovery) and, for token classes, in free greedy generation on long chains (accuracy
+  recovery);
+- breaks: where failing pruned traces part from the base trace; for the toy, the first wrong step;
+- compounding (toy): per-step error rate and the fit accuracy(k) = (1 - epsilon)^k;
+- predictors: which measured signals announce a wrong answer (scikit-learn, grouped cross-validation);
+- findings: the strongest of these, outside the noise, as ranked sentences for the report.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerprobe.errors import UserError
+from layerprobe.runs.reader import Run, load_run
+from layerprobe.runs.schema import (
+    Breaks,
+    Compounding,
+    ExplainFile,
+    Finding,
+    PredictorFeature,
+    Predictors,
+    Restoration,
+    SampleRecord,
+    teacher_forced_file,
+)
+from layerprobe.runs.store import ProgressFn, now, write_model
+
+EXPLAIN_FILE = "explain.json"
+POSITION_CLASSES = (
+    "all",
+    "none",
+    "thinking",
+    "answer",
+    "first-25%",
+    "rest-75%",
+    "first-50%",
+    "rest-50%",
+    "first-75%",
+    "rest-25%",
+)
+TOKEN_CLASSES = ("numbers", "operators", "boundaries", "reflection", "other")
+_NUMBER = re.compile(r"^\s*[-+]?\d[\d.,]*\s*$")
+_OPERATOR = re.compile(r"^\s*(?:[-+*/×÷^=<>]|[-+*/]\d+)\s*$")
+_BOUNDARY = re.compile(r"\n|^\s*(?:s\d+|[.!?;:])\s*$")
+N_BOOT = 2000
+
+
+# ------------------------------------------------------------------------------------ position classes
+
+
+def token_classes(token_texts: Sequence[str], reflection_spans: Sequence[tuple[int, int]]) -> list[str]:
+    """The token class of each token (numbers, operators, boundaries, reflection, other): by its
+    decoded text; a token that overlaps a reflection-lexicon match in the decoded trace is reflection."""
+    out, pos = [], 0
+    for text in token_texts:
+        a, b = pos, pos + len(text)
+        pos = b
+        if any(s < b and a < e for s, e in reflection_spans):
+            out.append("reflection")
+        elif _OPERATOR.match(text):  # before numbers: the toy's "+5" is an operation, not a signed number
+            out.append("operators")
+        elif _NUMBER.match(text):
+            out.append("numbers")
+        elif _BOUNDARY.search(text):
+            out.append("boundaries")
+        else:
+            out.append("other")
+    return out
+
+
+def class_masks(n_tokens: int, thinking_tokens: int, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """(n_tokens,) bool masks of every position and token class over a trace's tokens. Position
+    classes split the thinking tokens by their relative position (first x % of the thinking)."""
+    idx = np.arange(n_tokens)
+    think = idx < thinking_tokens
+    frac = idx / max(1, thinking_tokens)
+    masks = {"all": np.ones(n_tokens, bool), "none": np.zeros(n_tokens, bool), "thinking": think, "answer": ~think}
+    for x in (25, 50, 75):
+        masks[f"first-{x}%"] = think & (frac < x / 100)
+        masks[f"rest-{100 - x}%"] = think & (frac >= x / 100)
+    cls = np.asarray(classes)
+    for c in TOKEN_CLASSES:
+        masks[c] = cls == c
+    return masks
+
+
+def _decoded(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], str]:
+    texts = [tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+    return texts, "".join(texts)
+
+
+def _reflection_spans(text: str) -> list[tuple[int, int]]:
+    from layerprobe.metrics.reflection import _patterns, resolve_lexicon
+
+    return [m.span() for p in _patterns(resolve_lexicon(None)) for m in p.finditer(text)]
+
+
+# ------------------------------------------------------------------------------------------ restoration
+
+
+def _ratio_ci(num: np.ndarray, den: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of 1 - sum(num) / sum(den), resampling the rows (traces or problems)."""
+    rng = np.random.default_rng(seed)
+    n = num.shape[0]
+    vals = []
+    for _ in range(N_BOOT):
+        i = rng.integers(0, n, n)
+        d = den[i].sum()
+        if d > 0:
+            vals.append(1.0 - num[i].sum() / d)
+    if len(vals) < N_BOOT // 2:
+        return math.nan, math.nan
+    lo, hi = np.quantile(vals, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def restoration_kl(
+    run: Run, base: Any, variant: str, dropped: Sequence[int], progress: ProgressFn | None = None
+) -> list[Restoration]:
+    """KL recovery of every position and token class, teacher-forced along the base traces (the
+    sequential ones at the largest budget that have probe files: their token ids are stored there)."""
+    import torch
+
+    from layerprobe.probe.lens import kl_logprobs
+    from layerprobe.probe.restore import gated_logprobs
+    from layerprobe.scaling.engine import build_prompt
+    from layerprobe.scaling.formats import detect_format
+    from layerprobe.tasks.registry import load_problems
+
+    budgets = run.budgets()
+    traces = [
+        r
+        for r in run.samples
+        if r.variant == run.base
+        and r.mode == "sequential"
+        and budgets
+        and r.budget == budgets[-1]
+        and r.layers_file
+        and (run.dir / r.layers_file).is_file()
+    ]
+    if not traces:
+        return []
+    fmt = detect_format(base.tokenizer, run.info.config.reasoning_format)
+    _, problems, _ = load_problems(
+        run.info.task.name,
+        run.info.config.limit,
+        run.info.config.seed or 0,
+        Path(run.info.config.task_file) if run.info.config.task_file else None,
+    )
+    question = {p.id: p.question for p in problems}
+    names = list(POSITION_CLASSES + TOKEN_CLASSES)
+    kl_sum = np.zeros((len(traces), len(names)))
+    counts = np.zeros((len(traces), len(names)))
+    tok = base.tokenizer
+    for ti, r in enumerate(traces):
+        if progress:
+            progress(f"explain {variant}: restoration (teacher-forced)", ti, len(traces))
+        assert r.layers_file is not None  # selected above
+        with np.load(run.dir / r.layers_file, allow_pickle=False) as data:
+            trace = np.asarray(data["tokens"], dtype=np.int64).tolist()
+        if r.problem_id not in question or len(trace) < 2:
+            continue
+        prompt = tok.encode(build_prompt(tok, fmt, question[r.problem_id]), add_special_tokens=False)
+        texts, full = _decoded(tok, trace)
+        masks = class_masks(len(trace), r.thinking_tokens, token_classes(texts, _reflection_spans(full)))
+        seq = prompt + trace[:-1]
+        P, T = len(prompt), len(trace)
+        # gate at input position i: prompt positions closed except for "all"; trace token n sits at P + n
+        gates = torch.zeros((len(names), len(seq)))
+        for j, name in enumerate(names):
+            if name == "all":
+                gates[j] = 1.0
+            else:
+                gates[j, P:] = torch.from_numpy(masks[name][: T - 1].astype(np.float32))
+        keep = slice(P - 1, P - 1 + T)
+        lp = gated_logprobs(base, dropped, seq, gates, keep)  # (classes, T, V)
+        kl = (
+            kl_logprobs(lp[names.index("all")].unsqueeze(0).expand_as(lp).reshape(-1, lp.shape[-1]), lp.reshape(-1, lp.shape[-1]))
+            .reshape(len(names), T)
+            .cpu()
+            .numpy()
+        )
+        kl_sum[ti] = kl.sum(axis=1)
+        for j, name in enumerate(names):
+            counts[ti, j] = masks[name].sum()
+    if progress:
+        progress(f"explain {variant}: restoration (teacher-forced)", len(traces), len(traces))
+    pruned = kl_sum[:, names.index("none")]
+    total_tokens = counts[:, names.index("all")].sum()
+    out = []
+    for j, name in enumerate(names):
+        rec = Restoration(
+            variant=variant, positions=name, share_of_tokens=float(counts[:, j].sum() / total_tokens) if total_tokens else None
+        )
+        if pruned.sum() > 1e-9:  # recovery of nothing is undefined, not 0 or 1
+            rec.kl_recovery = 1.0 - float(kl_sum[:, j].sum() / pruned.sum())
+            rec.kl_ci = _ratio_ci(kl_sum[:, j], pruned)
+        out.append(rec)
+    return out
+
+
+def restoration_accuracy(
+    run: Run,
+    base: Any,
+    variant: str,
+    dropped: Sequence[int],
+    records: list[Restoration],
+    limit: int | None,
+    progress: ProgressFn | None = None,
+) -> None:
+    """Accuracy recovery of the token classes (and all / none) in free greedy generation on the run's
+    long-chain problems, filled into `records`."""
+    import torch
+
+    from layerprobe.probe.restore import gated_layers
+    from layerprobe.runs.reader import LONG
+    from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt
+    from layerprobe.scaling.formats import Sampling, detect_format
+    from layerprobe.tasks.grading import grade
+    from layerprobe.tasks.registry import load_problems
+
+    _, problems, _ = load_problems(
+        run.info.task.name,
+        run.info.config.limit,
+        run.info.config.seed or 0,
+        Path(run.info.config.task_file) if run.info.config.task_file else None,
+    )
+    long = [p for p in problems if run.regime(p.group or "all") == LONG]
+    long = long[:limit] if limit else long
+    if not long:
+        raise _Skip(
+            f"accuracy recovery for {variant}: the task has no long-chain problems (free generation is run on long chains only)"
+        )
+    fmt = detect_format(base.tokenizer, run.info.config.reasoning_format)
+    tok = base.tokenizer
+    budget = max(run.budgets()) if run.budgets() else run.info.config.parallel_budget
+    reqs = [
+        GenRequest(
+            key=p.id, prompt=build_prompt(tok, fmt, p.question), budget=budget, answer_max=run.info.config.answer_max or 64
+        )
+        for p in long
+    ]
+    vocab_class = _vocab_classes(tok, int(base.model.get_output_embeddings().weight.shape[0]))
+    gen = TraceGenerator(base.model, tok, fmt, Sampling(temperature=0.0))
+    state = {"prefill": True}
+
+    class Phase:  # tells the gate function whether a forward pass is the prompt's
+        def on_forward(self, keys: Any, mask: Any, prefill: bool) -> None:
+            state["prefill"] = prefill
+
+        def on_tokens(self, *a: Any) -> None:
+            pass
+
+        def on_finish(self, *a: Any) -> None:
+            pass
+
+    correct: dict[str, np.ndarray] = {}
+    wanted = ("all", "none") + TOKEN_CLASSES
+    for ci, name in enumerate(wanted):
+        if progress:
+            progress(f"explain {variant}: restoration (generation)", ci, len(wanted))
+        table = torch.tensor([1.0 if name == "all" or (name != "none" and c == name) else 0.0 for c in vocab_class])
+
+        def gates(ids: torch.Tensor, table: torch.Tensor = table, name: str = name) -> torch.Tensor:
+            if state["prefill"]:
+                return torch.full(ids.shape, 1.0 if name == "all" else 0.0)
+            return table[ids.cpu()]
+
+        with gated_layers(base, dropped, gates):
+            res = gen.generate(reqs, batch_size=16, observers=[Phase()])
+        correct[name] = np.array(
+            [grade(run.info.task.answer_type, p.gold, r.answer_text).correct for p, r in zip(long, res)], float
+        )
+    if progress:
+        progress(f"explain {variant}: restoration (generation)", len(wanted), len(wanted))
+    gap = correct["all"] - correct["none"]
+    rng = np.random.default_rng(0)
+    for rec in records:
+        if rec.positions not in correct:
+            continue
+        rec.accuracy = float(correct[rec.positions].mean())
+        if gap.sum() <= 0:
+            continue  # the pruned model is not worse here: nothing to recover
+        num = correct[rec.positions] - correct["none"]
+        rec.accuracy_recovery = float(num.sum() / gap.sum())
+        vals = []
+        for _ in range(N_BOOT):
+            i = rng.integers(0, len(gap), len(gap))
+            if gap[i].sum() > 0:
+                vals.append(num[i].sum() / gap[i].sum())
+        if len(vals) >= N_BOOT // 2:
+            lo, hi = np.quantile(vals, [0.025, 0.975])
+            rec.ci = (float(lo), float(hi))
+
+
+def _vocab_classes(tokenizer: Any, n_rows: int) -> list[str]:
+    """The token class of each of the model's n_rows output ids, by its text alone (reflection words
+    by the first word of each lexicon entry); ids beyond the tokenizer's (padding rows of the
+    embedding, which a damaged model can still emit) are "other"."""
+    from layerprobe.metrics.reflection import resolve_lexicon
+
+    first_words = {e.split()[0].lower() for e in resolve_lexicon(None)}
+    out = []
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i], skip_special_tokens=False)
+        if text.strip().lower() in first_words:
+            out.append("reflection")
+        else:
+            out.append(token_classes([text], [])[0])
+    return out + ["other"] * max(0, n_rows - len(out))
+
+
+# ---------------------------------------------------------------------------------------- breaks
+
+
+def breaks(run: Run) -> list[Breaks]:
+    """Per pruned variant: where its failing traces part from the base trace (teacher-forced first
+    departure), and for toy chains the first step written wrong."""
+    from layerprobe.toy.evaluate import first_wrong_step
+
+    budgets = run.budgets()
+    if not budgets:
+        return []
+    out = []
+    for v in run.pruned:
+        la = run.layers.get(v)
+        points = {t.file: t for t in (la.teacher_forced.traces if la is not None and la.teacher_forced is not None else [])}
+        failing = [
+            r for r in run.samples if r.variant == v and r.mode == "sequential" and r.budget == budgets[-1] and not r.correct
+        ]
+        fracs: list[float] = []
+        steps: list[int] = []
+        for r in failing:
+            pt = points.get(r.tf_file or teacher_forced_file(r.variant, r.problem_id, r.mode, r.budget, r.sample))
+            if pt is not None and pt.n_tokens and pt.first_departure is not None:
+                fracs.append(pt.first_departure / pt.n_tokens)
+            if run.info.task.answer_type == "digit":
+                steps.append(first_wrong_step(r.thinking_text))
+        out.append(
+            Breaks(
+                variant=v,
+                n_failing=len(failing),
+                first_departure_fraction=list[float | None](fracs),
+                median_fraction=float(statistics.median(fracs)) if fracs else None,
+                first_wrong_step=steps,
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------ compounding
+
+
+def _fit_epsilon(ks: np.ndarray, ok: np.ndarray) -> float:
+    """Maximum-likelihood epsilon of P(correct | k) = (1 - epsilon)^k (golden-section on [0, 1))."""
+
+    def nll(e: float) -> float:
+        p = np.clip((1.0 - e) ** ks, 1e-12, 1 - 1e-12)
+        return float(-(ok * np.log(p) + (1 - ok) * np.log(1 - p)).sum())
+
+    lo, hi = 0.0, 0.999
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    for _ in range(80):
+        if nll(a) < nll(b):
+            hi, b = b, a
+            a = hi - g * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + g * (hi - lo)
+    return (lo + hi) / 2
+
+
+def compounding(run: Run) -> list[Compounding]:
+    """Toy chains: per variant, the per-step error rate read from its traces and the fit
+    accuracy(k) = (1 - epsilon)^k over chain lengths, with a likelihood-ratio test of the fit."""
+    from scipy.stats import chi2
+
+    from layerprobe.tasks.registry import load_problems
+    from layerprobe.toy.evaluate import audit_trace
+
+    if run.info.task.answer_type != "digit" or not run.budgets():
+        return []
+    _, problems, _ = load_problems(run.info.task.name, run.info.config.limit, run.info.config.seed or 0)
+    steps = {p.id: int(p.meta.get("steps", 0)) for p in problems}
+    out = []
+    for spec in run.variants:
+        recs = [
+            r
+            for r in run.samples
+            if r.variant == spec.name
+            and r.mode == "sequential"
+            and r.budget == run.budgets()[-1]
+            and steps.get(r.problem_id, 0) > 0
+        ]
+        if len(recs) < 3:
+            continue
+        ks = np.array([steps[r.problem_id] for r in recs], float)
+        ok = np.array([r.correct for r in recs], float)
+        audits = [audit_trace(r.thinking_text) for r in recs]
+        n_steps = sum(a.steps for a in audits)
+        eps = _fit_epsilon(ks, ok)
+        rng = np.random.default_rng(0)
+        boots = [_fit_epsilon(ks[i], ok[i]) for i in (rng.integers(0, len(ks), len(ks)) for _ in range(300))]
+        by_k: dict[str, tuple[int, int]] = {}
+        for k in sorted(set(ks.astype(int).tolist())):
+            sel = ks == k
+            by_k[str(k)] = (int(ok[sel].sum()), int(sel.sum()))
+
+        # likelihood ratio: one epsilon for all k against a free accuracy per k
+        def ll(p: np.ndarray, y: np.ndarray) -> float:
+            p = np.clip(p, 1e-12, 1 - 1e-12)
+            return float((y * np.log(p) + (1 - y) * np.log(1 - p)).sum())
+
+        free = np.array([by_k[str(int(k))][0] / by_k[str(int(k))][1] for k in ks])
+        stat = 2 * (ll(free, ok) - ll((1 - eps) ** ks, ok))
+        dof = max(1, len(by_k) - 1)
+        out.append(
+            Compounding(
+                variant=spec.name,
+                step_error_rate=sum(a.step_errors for a in audits) / n_steps if n_steps else None,
+                epsilon=eps,
+                epsilon_ci=(float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
+                by_k=by_k,
+                predicted={k: (1 - eps) ** int(k) for k in by_k},
+                fit_p=float(chi2.sf(max(0.0, stat), dof)),
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------- predictors
+
+FEATURES = (
+    "thinking_tokens",
+    "budget_exhausted",
+    "loop",
+    "seq_rep",
+    "self_bleu_within",
+    "reflections_per_1k",
+    "lens_entropy",
+    "settling_depth",
+    "deep_thinking_ratio",
+    "tf_kl_mean",
+    "tf_kl_max",
+    "tf_onset_fraction",
+)
+
+
+def trace_features(run: Run) -> tuple[list[SampleRecord], np.ndarray]:
+    """One row of FEATURES per generated trace (copies left out); NaN where a feature does not exist."""
+    from layerprobe.metrics import budget_exhausted
+    from layerprobe.probe.settle import G_DEFAULT, RHO_DEFAULT, deep_thinking, settling_depth
+    from layerprobe.probe.store import load_trace_layers
+
+    tf_points: dict[str, Any] = {}
+    for v in run.pruned:
+        la = run.layers.get(v)
+        if la is not None and la.teacher_forced is not None:
+            tf_points.update({t.file: t for t in la.teacher_forced.traces})
+    recs = [r for r in run.samples if r.origin != "copy"]
+    rows = []
+    for r in recs:
+        f = dict.fromkeys(FEATURES, math.nan)
+        f["thinking_tokens"] = r.thinking_tokens
+        f["budget_exhausted"] = float(budget_exhausted(r))
+        f["loop"] = float(r.repetition.loop)
+        f["seq_rep"] = r.repetition.seq_rep_4 if r.repetition.seq_rep_4 is not None else math.nan
+        f["self_bleu_within"] = r.self_bleu_within if r.self_bleu_within is not None else math.nan
+        f["reflections_per_1k"] = r.reflections.per_1k if r.reflections.per_1k is not None else math.nan
+        if r.layers_file and (run.dir / r.layers_file).is_file():
+            tl = load_trace_layers(run.dir / r.layers_file)
+            if tl.lens != "none" and tl.n_tokens:
+                with np.errstate(all="ignore"):
+                    f["lens_entropy"] = float(np.nanmean(tl.entropy[:, -1]))
+                    c = settling_depth(tl.jsd, G_DEFAULT)
+                    c = c[c >= 0]
+                    if c.size:
+                        f["settling_depth"] = float(np.mean((c + 1) / tl.n_layers))
+                        f["deep_thinking_ratio"] = float(np.mean(deep_thinking(c, tl.n_layers, RHO_DEFAULT)))
+        pt = tf_points.get(r.tf_file or teacher_forced_file(r.variant, r.problem_id, r.mode, r.budget, r.sample))
+        if pt is not None:
+            from layerprobe.probe.teacher import load_teacher_forced
+
+            tf = load_teacher_forced(run.dir / pt.file)
+            if tf.n_tokens:
+                f["tf_kl_mean"], f["tf_kl_max"] = float(np.mean(tf.kl)), float(np.max(tf.kl))
+                f["tf_onset_fraction"] = (tf.onset / tf.n_tokens) if tf.onset is not None else 1.0
+        elif r.variant == run.base and any(run.layers.get(v) is not None for v in run.pruned):
+            f["tf_kl_mean"] = f["tf_kl_max"] = 0.0  # the base model against itself
+            f["tf_onset_fraction"] = 1.0
+        rows.append([f[k] for k in FEATURES])
+    return recs, np.asarray(rows, dtype=np.float64).reshape(len(recs), len(FEATURES))
+
+
+def _oof(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, make: Callable[[], Any], importances: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Out-of-fold predicted probabilities (grouped K-fold), and permutation importances (held-out AUC
+    drop per feature, averaged over folds) when asked."""
+    from sklearn.inspection import permutation_importance
+    from sklearn.model_selection import GroupKFold
+
+    n_groups = len(set(groups.tolist()))
+    folds = GroupKFold(n_splits=min(5, n_groups))
+    prob = np.full(len(y), math.nan)
+    imp = np.zeros(X.shape[1]) if importances else None
+    n_imp = 0
+    for train, test in folds.split(X, y, groups):
+        if len(set(y[train].tolist())) < 2:
+            continue
+        model = make().fit(X[train], y[train])
+        prob[test] = model.predict_proba(X[test])[:, 1]
+        if imp is not None and len(set(y[test].tolist())) == 2:
+            r = permutation_importance(model, X[test], y[test], scoring="roc_auc", n_repeats=3, random_state=0)
+            imp += r.importances_mean
+            n_imp += 1
+    return prob, (imp / n_imp if imp is not None and n_imp else imp)
+
+
+def _auc_boot(
+    y: np.ndarray, p: np.ndarray, q: np.ndarray | None, groups: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap AUCs (and AUC(p) - AUC(q) when q is given), resampling problems."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    uniq = np.array(sorted(set(groups.tolist())))
+    index = {g: np.flatnonzero(groups == g) for g in uniq}
+    aucs, diffs = [], []
+    for _ in range(N_BOOT):
+        pick = np.concatenate([index[g] for g in rng.choice(uniq, len(uniq))])
+        if len(set(y[pick].tolist())) < 2:
+            continue
+        a = roc_auc_score(y[pick], p[pick])
+        aucs.append(a)
+        if q is not None:
+            diffs.append(a - roc_auc_score(y[pick], q[pick]))
+    return np.asarray(aucs), np.asarray(diffs)
+
+
+PREDICTOR_MIN_EACH = 8
+"""Fewest wrong and fewest right traces the failure predictors are fitted on."""
+
+
+class _Skip(Exception):
+    """A part of explain that does not apply to this run; the message says why."""
+
+
+def predictors(run: Run, min_each: int = PREDICTOR_MIN_EACH) -> Predictors | None:
+    """Cross-validated (grouped by problem) prediction of wrong answers from the trace features, with
+    logistic regression and gradient boosting (the better one is kept), against thinking length alone."""
+    recs, X = trace_features(run)
+    y = np.array([0 if r.correct else 1 for r in recs], int)
+    if len(recs) == 0 or y.sum() < min_each or (len(y) - y.sum()) < min_each:
+        return None
+    groups = np.array([r.problem_id for r in recs])
+    return fit_predictors(X, y, groups, list(FEATURES))
+
+
+def fit_predictors(X: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str]) -> Predictors:
+    """The predictor study on a feature matrix (exposed for tests with known signal or pure noise)."""
+    from threadpoolctl import threadpool_limits
+
+    # a few hundred rows: thread pools only add overhead (and stall on a busy machine)
+    with threadpool_limits(limits=1):
+        return _fit_predictors(X, y, groups, names)
+
+
+def _fit_predictors(X: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str]) -> Predictors:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    usable = [j for j in range(X.shape[1]) if np.isfinite(X[:, j]).any() and np.nanstd(X[:, j]) > 0]
+    Xu = X[:, usable]
+    makers = {
+        "logistic regression": lambda: make_pipeline(
+            SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=2000)
+        ),
+        "gradient boosting": lambda: HistGradientBoostingClassifier(max_iter=100, max_depth=3, random_state=0),
+    }
+    best: tuple[str, float, np.ndarray, np.ndarray | None] | None = None
+    for name, make in makers.items():
+        prob, _ = _oof(Xu, y, groups, make)
+        ok = np.isfinite(prob)
+        if ok.sum() < 4 or len(set(y[ok].tolist())) < 2:
+            continue
+        auc = roc_auc_score(y[ok], prob[ok])
+        if best is None or auc > best[1]:
+            best = (name, auc, prob, None)
+    if best is not None:  # importances of the kept model only
+        _, imp = _oof(Xu, y, groups, makers[best[0]], importances=True)
+        best = (best[0], best[1], best[2], imp)
+    length_col = names.index("thinking_tokens") if "thinking_tokens" in names else 0
+    base_prob, _ = _oof(X[:, [length_col]], y, groups, makers["logistic regression"])
+    out = Predictors(n_traces=len(y), n_incorrect=int(y.sum()))
+    if best is None:
+        return out
+    name, auc, prob, imp = best
+    ok = np.isfinite(prob) & np.isfinite(base_prob)
+    aucs, diffs = _auc_boot(y[ok], prob[ok], base_prob[ok], groups[ok])
+    base_aucs, _ = _auc_boot(y[ok], base_prob[ok], None, groups[ok])
+    out.model, out.auc = name, float(roc_auc_score(y[ok], prob[ok]))
+    out.baseline_auc = float(roc_auc_score(y[ok], base_prob[ok]))
+    q = lambda a: (float(np.quantile(a, 0.025)), float(np.quantile(a, 0.975))) if a.size else (math.nan, math.nan)
+    out.auc_ci, out.baseline_ci, out.gain_ci = q(aucs), q(base_aucs), q(diffs)
+    out.gain = out.auc - out.baseline_auc
+    out.established = bool(diffs.size) and out.gain_ci[0] > 0
+    if imp is not None:
+        feats = [PredictorFeature(name=names[j], importance=float(imp[k])) for k, j in enumerate(usable)]
+        out.features = sorted(feats, key=lambda f: -(f.importance or 0.0))
+    fpr, tpr, _ = roc_curve(y[ok], prob[ok])
+    bfpr, btpr, _ = roc_curve(y[ok], base_prob[ok])
+    out.roc = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "baseline_fpr": bfpr.tolist(), "baseline_tpr": btpr.tolist()}
+    return out
+
+
+# --------------------------------------------------------------------------------------- findings
+
+
+def _strength(effect: float | None, ci: tuple[float | None, float | None]) -> float | None:
+    if effect is None or ci[0] is None or ci[1] is None or not all(map(math.isfinite, (effect, ci[0], ci[1]))):
+        return None
+    half = (ci[1] - ci[0]) / 2
+    return abs(effect) / half if half > 0 else math.inf
+
+
+def _outside(ci: tuple[float | None, float | None]) -> bool:
+    lo, hi = ci
+    return lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.0f}".replace("-", "\u2212")
+
+
+def findings(run: Run, ex: ExplainFile, top: int = 5) -> list[Finding]:
+    """The strongest evidence outside the noise (its 95 % interval excludes 0), one sentence each,
+    ranked by the size of the effect; at most one restoration and one compounding sentence per
+    variant. Sentences are built from the numbers; nothing is said without one."""
+    cands: list[Finding] = []
+    budgets = run.budgets()
+    for c in run.metrics.comparisons:  # accuracy lost where the paired test says so, at the largest budget
+        if (
+            c.mode != "sequential"
+            or not budgets
+            or c.budget != budgets[-1]
+            or c.group == "all"
+            or c.verdict not in ("lower", "higher")
+        ):
+            continue
+        spec = run.spec(c.variant)
+        layers = ", ".join(map(str, spec.dropped)) if spec else "?"
+        cands.append(
+            Finding(
+                text=f"Without layers {layers} ({c.variant}), accuracy on {run.group_title(c.group)} problems changes by "
+                f"{_pts(c.diff or 0)} points [{_pts(c.ci_low or 0)}, {_pts(c.ci_high or 0)}] at {c.budget} thinking tokens.",
+                effect=c.diff,
+                ci=(c.ci_low, c.ci_high),
+                section="scaling",
+            )
+        )
+    best: dict[str, Restoration] = {}  # per variant: the class (at most half the positions) that brings back the most
+    for rec in ex.restoration:
+        if (
+            rec.positions in ("all", "none")
+            or rec.kl_recovery is None
+            or not _outside(rec.kl_ci)
+            or (rec.share_of_tokens or 1) > 0.5
+        ):
+            continue
+        if rec.variant not in best or rec.kl_recovery > (best[rec.variant].kl_recovery or 0):
+            best[rec.variant] = rec
+    for rec in best.values():
+        assert rec.kl_recovery is not None
+        acc = ""
+        if rec.accuracy_recovery is not None and _outside(rec.ci):
+            acc = f", and {100 * rec.accuracy_recovery:.0f} % of the accuracy lost on long chains in free generation"
+        cands.append(
+            Finding(
+                text=f"Restoring {rec.variant}'s removed layers only at {rec.positions} positions ({100 * (rec.share_of_tokens or 0):.0f} % of the "
+                f"trace) recovers {100 * rec.kl_recovery:.0f} % [{100 * (rec.kl_ci[0] or 0):.0f}, {100 * (rec.kl_ci[1] or 0):.0f}] of its "
+                f"divergence from the base model{acc}.",
+                effect=rec.kl_recovery,
+                ci=rec.kl_ci,
+                section="why-restoration",
+            )
+        )
+    base_comp = next((c for c in ex.compounding if c.variant == run.base), None)
+    for comp in ex.compounding:
+        if comp.variant == run.base or comp.epsilon is None or base_comp is None or base_comp.epsilon is None:
+            continue
+        if comp.epsilon > 0.95 or all(c <= 0.15 * n for c, n in comp.by_k.values()):
+            continue  # at chance on every length: a chain-length fit says nothing
+        diff = comp.epsilon - base_comp.epsilon
+        lo = (comp.epsilon_ci[0] or 0) - (base_comp.epsilon_ci[1] or 0)
+        hi = (comp.epsilon_ci[1] or 0) - (base_comp.epsilon_ci[0] or 0)
+        if lo > 0 or hi < 0:
+            fit = "describes" if (comp.fit_p or 0) >= 0.05 else "does not describe well"
+            rate = (
+                f"; {100 * comp.step_error_rate:.1f} % of its written steps are wrong" if comp.step_error_rate is not None else ""
+            )
+            cands.append(
+                Finding(
+                    text=f"Per-step errors compound: {comp.variant}'s accuracy falls with chain length as (1 \u2212 \u03b5)^k with "
+                    f"\u03b5 = {comp.epsilon:.3f} [{comp.epsilon_ci[0]:.3f}, {comp.epsilon_ci[1]:.3f}] (base {base_comp.epsilon:.3f}), "
+                    f"a fit that {fit} every chain length (p = {comp.fit_p:.2f}){rate}.",
+                    effect=diff,
+                    ci=(lo, hi),
+                    section="why-compounding",
+                )
+            )
+    p = ex.predictors
+    if p is not None and p.gain is not None and p.established:
+        names = ", ".join(f.name for f in p.features[:3])
+        cands.append(
+            Finding(
+                text=f"Measured signals announce a wrong answer: AUC {p.auc:.2f} [{p.auc_ci[0]:.2f}, {p.auc_ci[1]:.2f}] against "
+                f"{p.baseline_auc:.2f} for thinking length alone ({p.model}; most useful: {names}).",
+                effect=p.gain,
+                ci=p.gain_ci,
+                section="why-predictors",
+            )
+        )
+    sweep = run.extras.get("sweep.json")
+    if sweep is not None:
+        for c in sweep.bi_vs_damage:
+            if c.predictor == "block_influence" and c.group != "all" and c.established and c.spearman is not None:
+                cands.append(
+                    Finding(
+                        text=f"Across the sweep, block influence {'predicts' if c.spearman > 0 else 'runs against'} the damage on "
+                        f"{run.group_title(c.group)}: Spearman {c.spearman:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}].",
+                        effect=c.spearman,
+                        ci=c.ci,
+                        section="sweep",
+                    )
+                )
+    for f in cands:
+        f.strength = _strength(f.effect, f.ci)
+    kept = [f for f in cands if f.effect is not None and _outside(f.ci)]
+    return sorted(kept, key=lambda f: -abs(f.effect or 0.0))[:top]
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+def explain(
+    run_dir: str | Path,
+    *,
+    generation: bool = True,
+    limit: int | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    progress: ProgressFn | None = None,
+) -> ExplainFile:
+    """Compute and write RUN/explain.json; returns it. UserError when the run cannot be explained."""
+    from layerprobe.models.loading import load_model
+
+    run = load_run(run_dir)
+    if not run.pruned:
+        raise UserError(f"{run.dir} has no pruned variant: nothing to explain (run analyze with --drop or --method)")
+    if not run.has_probes:
+        raise UserError(f"{run.dir} has no probes: explain needs the base traces' token ids (run analyze without --no-probes)")
+    timings: dict[str, float] = {}
+    ex = ExplainFile(computed=now())
+    t0 = time.perf_counter()
+    base = load_model(run.info.config.model, device=device, dtype=dtype or run.info.config.dtype)
+    from layerprobe.runs.execute import set_threads_for
+
+    set_threads_for(base)
+    timings["load"] = time.perf_counter() - t0
+    for v in run.pruned:
+        spec = run.spec(v)
+        if spec is None or not spec.dropped or spec.checkpoint is not None:
+            continue  # restoration needs the removed layers inside the base model
+        t0 = time.perf_counter()
+        recs = restoration_kl(run, base, v, spec.dropped, progress)
+        timings[f"restoration {v} (teacher-forced)"] = time.perf_counter() - t0
+        if generation and recs:
+            t0 = time.perf_counter()
+            try:
+                restoration_accuracy(run, base, v, spec.dropped, recs, limit, progress)
+            except _Skip as why:
+                ex.skipped.append(str(why))
+            timings[f"restoration {v} (generation)"] = time.perf_counter() - t0
+        elif not generation:
+            ex.skipped.append(f"accuracy recovery for {v}: --no-generation")
+        elif not recs:
+            ex.skipped.append(f"restoration for {v}: no base traces to teacher-force along")
+        ex.restoration += recs
+    t0 = time.perf_counter()
+    ex.breaks = breaks(run)
+    ex.compounding = compounding(run)
+    timings["breaks and compounding"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ex.predictors = predictors(run)
+    if ex.predictors is None:
+        traces = trace_features(run)[0]
+        n_wrong = sum(not r.correct for r in traces)
+        n_right = len(traces) - n_wrong
+        ex.skipped.append(
+            f"failure predictors: {n_wrong} wrong and {n_right} right traces; cross-validation needs at least "
+            f"{PREDICTOR_MIN_EACH} of each"
+        )
+    timings["predictors"] = time.perf_counter() - t0
+    ex.findings = findings(run, ex)
+    ex.timings = {k: round(x, 2) for k, x in timings.items()}
+    write_model(run.dir / EXPLAIN_FILE, ex)
+    return ex
