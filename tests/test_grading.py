@@ -114,3 +114,31 @@ def test_choice_extraction_cascade(text, letter, rule):
 def test_math_falls_back_to_math_verify_extraction():
     g = grade("math", "\\frac{1}{2}", "so we get $\\frac{1}{2}$ in the end")
     assert g.correct and g.rule == "math-verify"
+
+
+def test_empty_answer_reads_the_thinking_with_explicit_rules_only():
+    from layerprobe.tasks.grading import grade_trace
+
+    # smollm2-135m's habit: the answer stated inside the thinking, nothing after the end of thinking
+    thinking = "Tom has 3 + 8 = 11 apples now.\n#### 11\nThe answer is 11.\n\nTom has 3 + 5 = 8 apples now."
+    g = grade_trace("integer", "8", "", thinking)
+    assert (g.extracted, g.correct, g.rule) == ("11", False, "thinking:phrase")  # the stated answer, not the last number
+    g = grade_trace("integer", "8", "  \n", "So 3 + 5 = 8 apples.")  # no explicit statement: no answer, never a guess
+    assert (g.extracted, g.correct, g.rule) == (None, False, None)
+    g = grade_trace("integer", "8", "The answer is 8.", "#### 11")  # an answer part is graded alone
+    assert (g.extracted, g.correct, g.rule) == ("8", True, "phrase")
+    g = grade_trace("integer", "8", "", "#### 8")
+    assert (g.correct, g.rule) == (True, "thinking:gsm8k")
+    g = grade_trace("mc", "C", "", "A looks wrong. The answer is (C).")
+    assert (g.extracted, g.correct, g.rule) == ("C", True, "thinking:phrase")
+    assert grade_trace("mc", "C", "", "I think C)").rule is None  # last-letter is not explicit
+    assert grade_trace("digit", "4", "", r"\boxed{ 4 }").rule == "thinking:boxed"  # boxed is explicit for every type
+
+
+def test_empty_answer_math_fallback():
+    from layerprobe.tasks.grading import MathGrader, grade_trace
+
+    with MathGrader() as m:
+        g = grade_trace("math", r"\frac{1}{2}", "", r"so it is \boxed{\frac{1}{2}}", m)
+        assert (g.correct, g.rule) == (True, "thinking:boxed")
+        assert grade_trace("math", "2", "", "x = 1 + 1 = 2", m).rule is None  # no last-expression guess

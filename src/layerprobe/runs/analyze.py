@@ -485,13 +485,18 @@ class Analysis:
         self.store.append(rec.model_copy(update={"mode": "parallel", "origin": "copy", "origin_key": list(rec.key())}))
         return True
 
-    def _grade(self, problem: Any, answer_text: str) -> Any:
-        from layerprobe.tasks.grading import MathGrader, grade
+    def _grade(self, problem: Any, answer_text: str, thinking_text: str) -> Any:
+        from layerprobe.tasks.grading import MathGrader, grade_trace
 
         if self.task.answer_type == "math" and getattr(self, "grader", None) is None:
             self.grader = MathGrader()  # one worker process for the whole run, closed at its end
-        return grade(
-            self.task.answer_type, problem.gold, answer_text, getattr(self, "grader", None), n_choices=len(problem.choices) or 4
+        return grade_trace(
+            self.task.answer_type,
+            problem.gold,
+            answer_text,
+            thinking_text,
+            getattr(self, "grader", None),
+            n_choices=len(problem.choices) or 4,
         )
 
     def _write_trace(self, v: Variant, t: PlannedTrace, problem: Any, res: Any, tl: Any) -> None:
@@ -515,7 +520,7 @@ class Analysis:
             layers_file = src.layers_file if src is not None else None
         tf = self._tf_rel(v, t.problem_id, t.mode, t.budget, t.sample)
         tf_file = tf.as_posix() if (self.out / tf).is_file() else None
-        g = self._grade(problem, res.answer_text)
+        g = self._grade(problem, res.answer_text, res.thinking_text)
         tok = v.loaded.tokenizer
         m = trace_fields(res.thinking_text, res.thinking_ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
         rec = SampleRecord(

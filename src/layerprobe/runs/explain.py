@@ -230,7 +230,7 @@ def restoration_accuracy(
     from layerprobe.runs.reader import LONG
     from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt
     from layerprobe.scaling.formats import Sampling, detect_format
-    from layerprobe.tasks.grading import grade
+    from layerprobe.tasks.grading import grade_trace
     from layerprobe.tasks.registry import load_problems
 
     _, problems, _ = load_problems(
@@ -283,7 +283,8 @@ def restoration_accuracy(
         with gated_layers(base, dropped, gates):
             res = gen.generate(reqs, batch_size=16, observers=[Phase()])
         correct[name] = np.array(
-            [grade(run.info.task.answer_type, p.gold, r.answer_text).correct for p, r in zip(long, res)], float
+            [grade_trace(run.info.task.answer_type, p.gold, r.answer_text, r.thinking_text).correct for p, r in zip(long, res)],
+            float,
         )
     if progress:
         progress(f"explain {variant}: restoration (generation)", len(wanted), len(wanted))

@@ -308,7 +308,7 @@ def ingest(
     from layerprobe.runs.records import trace_fields
     from layerprobe.runs.store import check_out_dir
     from layerprobe.scaling.formats import detect_format
-    from layerprobe.tasks.grading import MathGrader, grade
+    from layerprobe.tasks.grading import MathGrader, grade, grade_trace
     from layerprobe.tasks.registry import TASKS
 
     if source_format not in FORMATS_IN:
@@ -431,8 +431,12 @@ def ingest(
             if not prompt_ids or not all_ids:
                 skipped["empty prompt or completion"] += 1
                 continue
-            g = grade(answer_type, it.gold, answer if ended else it.completion, grader)
             thinking = tok.decode(think_ids, skip_special_tokens=False)  # as the engine records it (no decode artefacts)
+            g = (
+                grade_trace(answer_type, it.gold, answer, thinking, grader)
+                if ended
+                else grade(answer_type, it.gold, it.completion, grader)
+            )
             m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
             todo.append(
                 (

@@ -4,6 +4,7 @@ comparison files, and the per-variant aggregates in layers/<variant>.json."""
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def teacher_forced_summary(
         )
     if not points:
         return None
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # a bin no trace reaches is NaN, as intended
+        warnings.simplefilter("ignore", RuntimeWarning)
         kl_bins = np.nanmean(np.stack(bins), axis=0)
     finite = [(j, float(x)) for j, x in enumerate(kl_bins) if np.isfinite(x)]
     peak = (max(finite, key=lambda t: t[1])[0] + 0.5) / n_bins if len(finite) > 1 else None

@@ -287,8 +287,8 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
         empty = sum(r.answer is None and r.answer_tokens == 0 for r in records)
         if 2 * empty >= missing:  # mostly nothing to read: the model does not answer in this format
             why = (
-                f"in {empty} of them the model wrote nothing after the end of thinking (read a few traces in "
-                "samples.jsonl; another --format may suit this model)"
+                f"in {empty} of them the model wrote nothing after the end of thinking and stated no answer in it; "
+                "read a few traces in samples.jsonl: another --format may suit this model"
             )
         else:
             why = (

@@ -10,6 +10,11 @@ name is recorded with every sample, so a reader can see how answers were found:
 - mc: boxed letter -> phrase ("the answer is (C)") -> letter-line (a line holding only a letter)
   -> last-letter (the last "(C)" / "C)" / standalone valid letter).
 
+When the model wrote no answer after its thinking (the answer part is empty), `grade_trace` reads the
+thinking instead, with the explicit rules only (boxed, phrase, gsm8k; never a last number, letter or
+expression, which in a chain of reasoning is rarely the answer), and records the rule as
+"thinking:<rule>".
+
 Math answers are compared with math-verify (`verify(parse(gold), parse(pred))`) in a worker process,
 because its timeouts use signals and must not run in a thread of the caller; integers are compared
 as numbers; multiple choice by the extracted letter. An answer no rule finds is wrong (never a
@@ -70,14 +75,18 @@ def extract_choice(text: str, n_choices: int = 4) -> str | None:
     return extract_choice_rule(text, n_choices)[0]
 
 
-def extract_choice_rule(text: str, n_choices: int = 4) -> tuple[str | None, str | None]:
-    """(letter, rule) for a multiple-choice answer (see the module docstring); (None, None) if none."""
+def extract_choice_rule(text: str, n_choices: int = 4, explicit_only: bool = False) -> tuple[str | None, str | None]:
+    """(letter, rule) for a multiple-choice answer (see the module docstring); (None, None) if none.
+    `explicit_only`: boxed and phrase only."""
     valid = "ABCDEFGHIJ"[:n_choices]
-    for rule, pattern in zip(("boxed", "phrase", "letter-line"), _MC_PATTERNS):
+    rules = ("boxed", "phrase") if explicit_only else ("boxed", "phrase", "letter-line")
+    for rule, pattern in zip(rules, _MC_PATTERNS):
         found = [m.group(1).upper() for m in pattern.finditer(text)]
         found = [f for f in found if f in valid]
         if found:
             return found[-1], rule
+    if explicit_only:
+        return None, None
     last: tuple[int, str] | None = None
     for pattern in _LAST_LETTER:
         for m in pattern.finditer(text):
@@ -86,8 +95,9 @@ def extract_choice_rule(text: str, n_choices: int = 4) -> tuple[str | None, str 
     return (last[1], "last-letter") if last else (None, None)
 
 
-def extract_number(text: str) -> tuple[str | None, str | None]:
-    """(number, rule) for an integer answer: boxed, phrase, gsm8k, last-number (module docstring)."""
+def extract_number(text: str, explicit_only: bool = False) -> tuple[str | None, str | None]:
+    """(number, rule) for an integer answer: boxed, phrase, gsm8k, last-number (module docstring);
+    `explicit_only` stops before last-number."""
     boxed = extract_boxed(text)
     if boxed is not None:
         inner = _LAST_NUMBER.findall(boxed.replace("\\!", "").replace("{,}", ","))
@@ -96,6 +106,8 @@ def extract_number(text: str) -> tuple[str | None, str | None]:
         found = pattern.findall(text)
         if found:
             return _clean_number(found[-1]), rule
+    if explicit_only:
+        return None, None
     found = _LAST_NUMBER.findall(text)
     return (_clean_number(found[-1]), "last-number") if found else (None, None)
 
@@ -210,3 +222,43 @@ def grade(answer_type: str, gold: str, answer_text: str, grader: MathGrader | No
                 return Grade(pred, g.equivalent(gold, wrapped), rule)
         return Grade(pred, grader.equivalent(gold, wrapped), rule)
     raise ValueError(f"unknown answer type {answer_type!r}")
+
+
+def _grade_explicit(answer_type: str, gold: str, text: str, grader: MathGrader | None, n_choices: int) -> Grade:
+    """`grade` with the explicit rules only (boxed, phrase, gsm8k)."""
+    if answer_type == "mc":
+        letter, rule = extract_choice_rule(text, n_choices, explicit_only=True)
+        return Grade(letter, letter is not None and letter == gold.strip().upper(), rule)
+    if answer_type == "integer":
+        pred, rule = extract_number(text, explicit_only=True)
+        return Grade(pred, pred is not None and numbers_equal(gold, pred), rule)
+    if answer_type == "math":
+        pred, rule = extract_boxed(text), "boxed"
+        if pred is None:
+            for name, pattern in (("phrase", _PHRASE_TEXT), ("gsm8k", _GSM8K)):
+                found = pattern.findall(text)
+                if found:
+                    pred, rule = found[-1].strip(), name
+                    break
+        if not pred:
+            return Grade(None, False, None)
+        g = grade("math", gold, "\\boxed{" + pred + "}", grader)
+        return Grade(pred, g.correct, rule)
+    return grade(answer_type, gold, text, grader, n_choices)  # digit: boxed only already
+
+
+def grade_trace(
+    answer_type: str,
+    gold: str,
+    answer_text: str,
+    thinking_text: str,
+    grader: MathGrader | None = None,
+    n_choices: int = 4,
+) -> Grade:
+    """Grade a trace: its answer part by `grade`; when the model wrote no answer after thinking (the
+    answer part is empty), its thinking with the explicit rules only, the rule recorded as
+    "thinking:<rule>"."""
+    if answer_text.strip():
+        return grade(answer_type, gold, answer_text, grader, n_choices)
+    g = _grade_explicit(answer_type, gold, thinking_text, grader, n_choices)
+    return Grade(g.extracted, g.correct, f"thinking:{g.rule}") if g.rule else Grade(None, False, None)
