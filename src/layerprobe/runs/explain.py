@@ -790,8 +790,11 @@ def explain(
     timings["load"] = time.perf_counter() - t0
     for v in run.pruned:
         spec = run.spec(v)
-        if spec is None or not spec.dropped or spec.checkpoint is not None:
-            continue  # restoration needs the removed layers inside the base model
+        if (
+            spec is None or not spec.dropped or spec.checkpoint is not None
+        ):  # restoration needs the removed layers inside the base model
+            ex.skipped.append(f"restoration for {v}: a checkpoint variant, whose weights are not the base model's")
+            continue
         t0 = time.perf_counter()
         recs = restoration_kl(run, base, v, spec.dropped, progress)
         timings[f"restoration {v} (teacher-forced)"] = time.perf_counter() - t0
