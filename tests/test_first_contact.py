@@ -53,7 +53,9 @@ def test_an_empty_answer_is_named_as_such(tmp_path: Path) -> None:
     (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (run / "metrics.json").unlink()
     h = load_run(run).metrics.grading["base"]
-    assert not h.meaningful and f"in {h.missing} of them the model wrote nothing after the end of thinking and stated" in h.message
+    assert (
+        not h.meaningful and f"in {h.missing} of them the model wrote nothing after the end of thinking and stated" in h.message
+    )
 
 
 def test_a_variant_that_stops_answering_is_not_a_grading_failure(tmp_path: Path) -> None:
