@@ -158,6 +158,9 @@ def test_no_network_resources(fixture_html: str) -> None:
     assert "<link" not in fixture_html and "<iframe" not in fixture_html.lower()
     for href in re.findall(r'(?<![-\w])(?:href|src)="([^"]+)"', fixture_html):  # anchors, inline images, the local samples file
         assert href.startswith(("#", "data:image/")) or href == "samples.jsonl", href[:80]
+    ids = set(re.findall(r'\sid="([^"]+)"', fixture_html))
+    for anchor in re.findall(r'href="#([^"]+)"', fixture_html):  # every in-page link lands somewhere
+        assert anchor in ids, anchor
 
 
 def test_loops_are_highlighted_and_rule_stated(fixture_html: str) -> None:

@@ -71,6 +71,7 @@ def test_sweep_report_section(capsys: pytest.CaptureFixture[str], sweep_run: Pat
     assert "<svg" in sec[: sec.index("</section>") if "</section>" in sec else None]
     for g in ("long", "short", "facts"):
         assert f"Block influence and the damage on {g}" in html
+    assert '<a href="#r0-sweep">Layer sensitivity</a>' in html  # reachable from the navigation bar
 
 
 def test_sweep_proxy_generates_nothing_with_pruned_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
