@@ -319,8 +319,8 @@ def _lm_eval_files(tmp_path: Path, eos: list[str]) -> Path:
 def test_lm_eval_file_read_with_its_metrics(tmp_path, capsys) -> None:
     from layerprobe.models.loading import load_model
 
-    eos = load_model("toy").tokenizer.eos_token
-    samples = _lm_eval_files(tmp_path, [eos, str(load_model("toy").tokenizer.eos_token_id)])
+    tok = load_model("toy").tokenizer
+    samples = _lm_eval_files(tmp_path, [tok.eos_token, str(tok.eos_token_id)])
     out = tmp_path / "run"
     res = run_cli(
         capsys,

@@ -21,6 +21,9 @@ FLOATS = ("block_influence", "norm", "jsd", "entropy")
 SAMPLED = Sampling(temperature=1.0)
 
 
+SMALL_RUN = ["--limit", "2", "--budgets", "16,40", "--samples", "2", "--drop", "7,8", "--no-report"]
+
+
 def _live(loaded, prompts, budget=12, lens_every=1):
     gen = TraceGenerator(loaded.model, loaded.tokenizer, FMT, SAMPLED)
     reqs = [GenRequest(key=i, prompt=p, budget=budget, seed=7 + i, answer_max=4) for i, p in enumerate(prompts)]
@@ -161,21 +164,7 @@ def test_analyze_probe_modes_agree(tmp_path, capsys):
     runs = {}
     for mode in ("live", "prefill"):
         out = tmp_path / mode
-        args = [
-            "analyze",
-            "--out",
-            str(out),
-            "--limit",
-            "2",
-            "--budgets",
-            "16,40",
-            "--samples",
-            "2",
-            "--drop",
-            "7,8",
-            "--no-report",
-        ]
-        res = run_cli(capsys, *args, "--probe-mode", mode)
+        res = run_cli(capsys, "analyze", "--out", str(out), *SMALL_RUN, "--probe-mode", mode)
         assert res.code == 0, res.err
         runs[mode] = load_run(out)
         assert runs[mode].info.config.probe_mode == mode
@@ -193,23 +182,7 @@ def test_analyze_probe_modes_agree(tmp_path, capsys):
             assert_same(b, a, atol=2e-3)  # float16 on disk
             n += 1
     assert n >= 8
-    res = run_cli(
-        capsys,
-        "analyze",
-        "--out",
-        str(tmp_path / "live"),
-        "--limit",
-        "2",
-        "--budgets",
-        "16,40",
-        "--samples",
-        "2",
-        "--drop",
-        "7,8",
-        "--no-report",
-        "--probe-mode",
-        "prefill",
-    )
+    res = run_cli(capsys, "analyze", "--out", str(tmp_path / "live"), *SMALL_RUN, "--probe-mode", "prefill")
     assert res.code == 0, res.err  # the other mode resumes the same run
 
 

@@ -48,3 +48,21 @@ def check_writable(path: str | os.PathLike[str], flag: str) -> None:
         raise UserError(f"{flag} {path} is not writable: {probe} is a file, not a directory")
     if not os.access(probe if probe.is_dir() else probe.parent, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path} is not writable (no write permission in {probe if probe.is_dir() else probe.parent})")
+
+
+def read_user_text(path: str | os.PathLike[str], flag: str, expected: str) -> str:
+    """The UTF-8 text of a file the user named with `flag`; UserError (naming the flag and what is
+    `expected` there) when it is missing, not a file, unreadable or not UTF-8."""
+    from layerprobe.errors import UserError
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{flag} {p}: not found (no such file; {expected})")
+    if not p.is_file():
+        raise UserError(f"{flag} {p}: not a file ({expected})")
+    try:
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{flag} {p}: not UTF-8 text (byte {exc.start}); {expected}") from None
+    except OSError as exc:
+        raise UserError(f"{flag} {p}: cannot be read ({exc.strerror or exc})") from None

@@ -20,6 +20,7 @@ from rich.console import Console
 from layerprobe._io import check_writable
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, progress_bars
 from layerprobe.errors import UserError
+from layerprobe.runs.execute import set_threads_for
 
 STATE_DIR = ".heal"
 HEAL_FILE = "heal.json"
@@ -422,8 +423,6 @@ def _heal(
 ) -> None:
     import dataclasses
 
-    import torch
-
     from layerprobe.models.loading import load_model
     from layerprobe.prune.heal import Example, HealStopped, StepInfo, check_lora_targets, examples_sha1
     from layerprobe.prune.heal import heal as run_heal
@@ -432,8 +431,7 @@ def _heal(
     err = Console(stderr=True)
     with err.status(f"loading {model} ...", spinner="dots") if err.is_terminal else _nullcontext():
         loaded = load_model(model, device=device, dtype=dtype)
-    if _is_toy(loaded):
-        torch.set_num_threads(1)  # the toy's matmuls are tiny: a second thread mostly waits (as in analyze)
+    set_threads_for(loaded)
     selection = None
     base = None
     pruned_from = None

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerprobe._io import read_user_text
 from layerprobe.errors import UserError
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -100,18 +101,7 @@ def _limit(texts: list[str], max_docs: int | None) -> list[str]:
 
 
 def _read_documents(path: Path) -> list[str]:
-    if not path.exists():
-        raise UserError(f"--calib {path}: file not found")
-    if not path.is_file():
-        raise UserError(f"--calib {path}: not a file")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(
-            f"--calib {path}: not UTF-8 text (expected one document per line, or JSONL with a 'text' field)"
-        ) from None
-    except OSError as exc:
-        raise UserError(f"--calib {path}: cannot read it ({exc.strerror or exc})") from None
+    raw = read_user_text(path, "--calib", "one document per line, or JSONL with a 'text' field")
     lines = [(no, line) for no, line in enumerate(raw.splitlines(), 1) if line.strip()]
     if not lines:
         raise UserError(f"--calib {path}: the file is empty (expected one document per line, or JSONL with a 'text' field)")

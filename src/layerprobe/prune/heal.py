@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from layerprobe._io import write_atomic
+from layerprobe._io import read_user_text, write_atomic
 from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
 
@@ -208,14 +208,7 @@ def read_jsonl_examples(path: str | Path) -> list[tuple[str, str]]:
     (blank lines skipped); UserError for a missing, empty, non-UTF-8 or non-JSON file, or a line
     without a non-empty completion."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--data {p}: no such file (give a JSONL file or 'traces')")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"--data {p}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise UserError(f"--data {p}: cannot be read ({exc.strerror or exc})") from None
+    text = read_user_text(p, "--data", 'give a JSONL file of {"prompt", "completion"} objects, or \'traces\'')
     out: list[tuple[str, str]] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

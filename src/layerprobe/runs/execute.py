@@ -185,12 +185,14 @@ def start_ray(workers: int, address: str | None) -> Any:
 
 
 def set_threads_for(loaded: Any, threads: int | None = None) -> None:
-    """Torch threads for generating with `loaded`: one for the toy, whose matmuls are so small that a
+    """Torch threads for working with `loaded`: one for the toy, whose matmuls are so small that a
     second thread mostly waits on the first (on a busy 2-core machine a forward pass took many times
     longer on two threads); otherwise `threads`, or torch's default when None."""
     import torch
 
-    if loaded.source_kind == "toy":
+    from layerprobe.toy.vocab import is_toy_tokenizer
+
+    if loaded.source_kind == "toy" or is_toy_tokenizer(loaded.tokenizer):  # the shipped toy or a checkpoint of it
         torch.set_num_threads(1)
     elif threads is not None:
         torch.set_num_threads(max(1, threads))

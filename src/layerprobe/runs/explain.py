@@ -562,13 +562,18 @@ class _Skip(Exception):
     """A part of explain that does not apply to this run; the message says why."""
 
 
-def predictors(run: Run, min_each: int = PREDICTOR_MIN_EACH) -> Predictors | None:
+def predictors(run: Run, min_each: int = PREDICTOR_MIN_EACH) -> Predictors | str:
     """Cross-validated (grouped by problem) prediction of wrong answers from the trace features, with
-    logistic regression and gradient boosting (the better one is kept), against thinking length alone."""
+    logistic regression and gradient boosting (the better one is kept), against thinking length alone;
+    or, when there are too few wrong or right traces to cross-validate, the reason."""
     recs, X = trace_features(run)
     y = np.array([0 if r.correct else 1 for r in recs], int)
-    if len(recs) == 0 or y.sum() < min_each or (len(y) - y.sum()) < min_each:
-        return None
+    n_wrong = int(y.sum())
+    if n_wrong < min_each or len(y) - n_wrong < min_each:
+        return (
+            f"failure predictors: {n_wrong} wrong and {len(y) - n_wrong} right traces; cross-validation needs at least "
+            f"{min_each} of each"
+        )
     groups = np.array([r.problem_id for r in recs])
     return fit_predictors(X, y, groups, list(FEATURES))
 
@@ -815,15 +820,11 @@ def explain(
     ex.compounding = compounding(run)
     timings["breaks and compounding"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ex.predictors = predictors(run)
-    if ex.predictors is None:
-        traces = trace_features(run)[0]
-        n_wrong = sum(not r.correct for r in traces)
-        n_right = len(traces) - n_wrong
-        ex.skipped.append(
-            f"failure predictors: {n_wrong} wrong and {n_right} right traces; cross-validation needs at least "
-            f"{PREDICTOR_MIN_EACH} of each"
-        )
+    fitted = predictors(run)
+    if isinstance(fitted, str):
+        ex.skipped.append(fitted)
+    else:
+        ex.predictors = fitted
     timings["predictors"] = time.perf_counter() - t0
     ex.findings = findings(run, ex)
     ex.timings = {k: round(x, 2) for k, x in timings.items()}

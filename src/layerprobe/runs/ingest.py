@@ -590,6 +590,7 @@ def _after(out: Path, base: Any, probes: bool) -> None:
         tok = base.tokenizer
         pruned = [v for v in run.variants[1:] if v.dropped and v.checkpoint is None]
         keys = {v.name: {r.key()[1:] for r in run.samples if r.variant == v.name and r.layers_file} for v in pruned}
+        model_of = {v.name: drop_layers(base, v.dropped) for v in pruned}  # built once, shared by every trace
         for r in run.samples:
             if r.variant != base_name or not r.layers_file:
                 continue
@@ -603,10 +604,9 @@ def _after(out: Path, base: Any, probes: bool) -> None:
                 continue
             prompt = (r.external or {}).get("prompt", "")
             tokens = load_trace_layers(out / r.layers_file).tokens.tolist()
-            models = [drop_layers(base, v.dropped) for v in todo]
             tfs = teacher_forced_many(
                 base,
-                models,
+                [model_of[v.name] for v in todo],
                 tok.encode(prompt, add_special_tokens=False),
                 tokens,
                 key=trace_file_stem(r.problem_id, r.mode, r.budget, r.sample),

@@ -190,11 +190,19 @@ def _math_extract(text: str) -> str | None:
     return str(found[-1]) if found else None
 
 
-def grade(answer_type: str, gold: str, answer_text: str, grader: MathGrader | None = None, n_choices: int = 4) -> Grade:
+def grade(
+    answer_type: str,
+    gold: str,
+    answer_text: str,
+    grader: MathGrader | None = None,
+    n_choices: int = 4,
+    explicit_only: bool = False,
+) -> Grade:
     """Extract the answer from the answer part of a trace (a cascade of rules per answer type, see
-    the module docstring) and grade it against the gold answer."""
+    the module docstring) and grade it against the gold answer. `explicit_only` keeps the explicit
+    rules (boxed, phrase, gsm8k) and drops the last-number / letter / expression fallbacks."""
     if answer_type == "mc":
-        letter, rule = extract_choice_rule(answer_text, n_choices)
+        letter, rule = extract_choice_rule(answer_text, n_choices, explicit_only)
         return Grade(letter, letter is not None and letter == gold.strip().upper(), rule)
     if answer_type == "digit":
         boxed = extract_boxed(answer_text)
@@ -202,7 +210,7 @@ def grade(answer_type: str, gold: str, answer_text: str, grader: MathGrader | No
             return Grade(boxed, False, "boxed" if boxed is not None else None)
         return Grade(boxed.strip(), int(boxed) == int(gold), "boxed")
     if answer_type == "integer":
-        pred, rule = extract_number(answer_text)
+        pred, rule = extract_number(answer_text, explicit_only)
         return Grade(pred, pred is not None and numbers_equal(gold, pred), rule)
     if answer_type == "math":
         pred, rule = extract_boxed(answer_text), "boxed"
@@ -212,7 +220,7 @@ def grade(answer_type: str, gold: str, answer_text: str, grader: MathGrader | No
                 if found:
                     pred, rule = found[-1].strip(), name
                     break
-        if pred is None:
+        if pred is None and not explicit_only:
             pred, rule = _math_extract(answer_text), "math-verify"
         if not pred:
             return Grade(None, False, None)
@@ -222,29 +230,6 @@ def grade(answer_type: str, gold: str, answer_text: str, grader: MathGrader | No
                 return Grade(pred, g.equivalent(gold, wrapped), rule)
         return Grade(pred, grader.equivalent(gold, wrapped), rule)
     raise ValueError(f"unknown answer type {answer_type!r}")
-
-
-def _grade_explicit(answer_type: str, gold: str, text: str, grader: MathGrader | None, n_choices: int) -> Grade:
-    """`grade` with the explicit rules only (boxed, phrase, gsm8k)."""
-    if answer_type == "mc":
-        letter, rule = extract_choice_rule(text, n_choices, explicit_only=True)
-        return Grade(letter, letter is not None and letter == gold.strip().upper(), rule)
-    if answer_type == "integer":
-        pred, rule = extract_number(text, explicit_only=True)
-        return Grade(pred, pred is not None and numbers_equal(gold, pred), rule)
-    if answer_type == "math":
-        pred, rule = extract_boxed(text), "boxed"
-        if pred is None:
-            for name, pattern in (("phrase", _PHRASE_TEXT), ("gsm8k", _GSM8K)):
-                found = pattern.findall(text)
-                if found:
-                    pred, rule = found[-1].strip(), name
-                    break
-        if not pred:
-            return Grade(None, False, None)
-        g = grade("math", gold, "\\boxed{" + pred + "}", grader)
-        return Grade(pred, g.correct, rule)
-    return grade(answer_type, gold, text, grader, n_choices)  # digit: boxed only already
 
 
 def grade_trace(
@@ -260,5 +245,5 @@ def grade_trace(
     "thinking:<rule>"."""
     if answer_text.strip():
         return grade(answer_type, gold, answer_text, grader, n_choices)
-    g = _grade_explicit(answer_type, gold, thinking_text, grader, n_choices)
+    g = grade(answer_type, gold, thinking_text, grader, n_choices, explicit_only=True)
     return Grade(g.extracted, g.correct, f"thinking:{g.rule}") if g.rule else Grade(None, False, None)

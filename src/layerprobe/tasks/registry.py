@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from layerprobe._io import read_user_text
 from layerprobe.errors import UserError
 from layerprobe.tasks.base import Problem, TaskInfo
 
@@ -103,12 +104,7 @@ def _gold_ok(answer_type: str, gold: str) -> bool:
 def load_task_file(path: Path, task: TaskInfo) -> list[Problem]:
     """Problems from a JSONL file: id, question, answer, optional choices and group. The whole file is
     checked before anything runs: a bad line is a UserError naming the line and what is valid."""
-    if not path.is_file():
-        raise UserError(f"--task-file {path} does not exist")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"--task-file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSONL") from None
+    text = read_user_text(path, "--task-file", "a UTF-8 JSONL file: id, question, answer, optional choices")
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
