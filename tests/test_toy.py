@@ -208,3 +208,15 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
     steps = [r["step"] for r in map(json.loads, (tmp_path / "r" / "train_log.jsonl").read_text().splitlines())]
     assert steps == [2, 4, 6, 6, 8, 10]  # resumed from the step-4 checkpoint, not from scratch
     assert (tmp_path / "r" / "final" / "model.safetensors").is_file()
+
+
+def test_direct_twin_data_has_empty_thinking_and_the_right_answer():
+    # the non-reasoning twin: <think> </think> then the boxed right answer, whatever the noise settings
+    rng = random.Random(0)
+    mix = DataMix(step_error=1.0, caught=0.0, recheck=1.0, masked_error=1.0, thinking=False)
+    for p in [chain_problem(7, ["+5", "*3", "-2"]), *sample_problems("facts", 5)]:
+        ids, labels = encode_example(p, rng, mix)
+        words = _words(ids)
+        i = words.index("<think>")
+        assert words[i + 1 :] == ["</think>", "\\boxed{", p.answer, "}", "<eos>"]
+        assert all(l == IGNORE for l in labels[: i + 1]) and labels[i + 1 :] == ids[i + 1 :]

@@ -32,6 +32,13 @@ def train_cmd(
     correction_lr: Annotated[float, typer.Option("--correction-lr", help="peak learning rate of the second stage")] = 3e-4,
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; fast only with native bf16)")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads")] = 2,
+    no_thinking: Annotated[
+        bool,
+        typer.Option(
+            "--no-thinking",
+            help="train the non-reasoning twin: the same problems answered directly (<think> </think>, then the boxed answer)",
+        ),
+    ] = False,
 ) -> None:
     """Train (or resume) the toy at full depth from scratch with a depth-scaled initialisation, then a
     short second stage that adds always-caught wrong values (masked from the loss), so that "Wait"
@@ -54,7 +61,7 @@ def train_cmd(
                 mix=DataMix(masked_error=0.10),
             )
         )
-    cfg = TrainConfig(seed=seed, precision=precision, threads=threads, stages=stages)
+    cfg = TrainConfig(seed=seed, precision=precision, threads=threads, stages=stages, thinking=not no_thinking)
     final = train(cfg, out, log=Console().print)
     Console().print(f"final checkpoint: {final}")
 

@@ -47,6 +47,9 @@ class DataMix:
     #: Per step, the probability of an extra wrong value that is masked from the loss (so the model
     #: does not learn to write it) and always caught: it teaches noticing a wrong value, not making one.
     masked_error: float = 0.0
+    #: False: the non-reasoning twin (`toy-direct`): empty thinking (`<think> </think>`), then the right
+    #: answer boxed; the noise and re-check settings above then have nothing to act on.
+    thinking: bool = True
 
 
 def encode_example(problem: ToyProblem, rng: random.Random, mix: DataMix) -> tuple[list[int], list[int]]:
@@ -56,7 +59,7 @@ def encode_example(problem: ToyProblem, rng: random.Random, mix: DataMix) -> tup
     think: list[str] = []
     masked: set[int] = set()  # positions within `think` left out of the loss
     answer = problem.answer
-    if problem.kind == "chain":
+    if problem.kind == "chain" and mix.thinking:
         value = problem.start
         assert value is not None
         operand, ok = value, True  # the last step's operand, and whether its written result is right
@@ -83,8 +86,9 @@ def encode_example(problem: ToyProblem, rng: random.Random, mix: DataMix) -> tup
         if ok and rng.random() < mix.recheck:
             think += ["let", "me", "check", f"s{len(problem.ops)}", str(operand), problem.ops[-1], "=", str(value)]
         answer = str(value)
-    else:
+    elif mix.thinking:
         think = problem.thinking.split()
+    # without thinking: nothing between <think> and </think>, the right answer boxed
     tail = [THINK_CLOSE, BOXED_OPEN, answer, BOXED_CLOSE, EOS]
     words = prompt + think + tail
     ids = [TOKEN_ID[w] for w in words]

@@ -8,6 +8,7 @@ fresh data stream seeded by (seed, stage, step), so it is not bit-identical to a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -61,6 +62,8 @@ class TrainConfig:
         ]
     )
     mix: DataMix = field(default_factory=DataMix)
+    #: False: train the non-reasoning twin (every stage's mix without thinking; see DataMix.thinking).
+    thinking: bool = True
 
 
 class TrainState(TypedDict):
@@ -169,7 +172,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         while state["step"] < stage.steps:
             step = state["step"]
             if stream is None:
-                stream = batches(rng, _max_k(step, stage), stage.mix or cfg.mix, cfg.tokens_per_batch)
+                mix = dataclasses.replace(stage.mix or cfg.mix, thinking=cfg.thinking)
+                stream = batches(rng, _max_k(step, stage), mix, cfg.tokens_per_batch)
             try:
                 ids, labels, mask = next(stream)
             except StopIteration:
