@@ -142,3 +142,43 @@ def test_empty_answer_math_fallback():
         g = grade_trace("math", r"\frac{1}{2}", "", r"so it is \boxed{\frac{1}{2}}", m)
         assert (g.correct, g.rule) == (True, "thinking:boxed")
         assert grade_trace("math", "2", "", "x = 1 + 1 = 2", m).rule is None  # no last-expression guess
+
+
+@pytest.mark.parametrize(
+    "text, letter, rule",
+    [
+        ('{"answer": "B"}', "B", "json"),
+        ('My pick:\n```json\n{"answer": "(B)", "reason": "the others fail"}\n```', "B", "json"),
+        ('{"final_answer": "b"}', "B", "json"),
+        ("Answer: (B)", "B", "phrase"),
+        ("\\boxed{B}", "B", "boxed"),
+        ("the answer is (B)", "B", "phrase"),
+        ('{"answer": "E"}', None, None),  # not one of 4 choices
+    ],
+)
+def test_multiple_choice_in_every_form(text, letter, rule):
+    g = grade("mc", "B", text)
+    assert (g.extracted, g.rule) == (letter, rule)
+
+
+def test_json_answers_for_numbers():
+    assert grade("integer", "42", '{"answer": 42}') == grade("integer", "42", '{"answer": "42"}')
+    assert grade("integer", "42", '{"answer": 42, "steps": 3}').rule == "json"
+    assert grade("integer", "42", '{"answer": true}').rule != "json"  # a boolean is not an answer
+
+
+def test_boxed_currency_with_latex_thin_space_beats_lm_eval_flexible_extract():
+    """GSM8K answers boxed as \\boxed{\\$1,\\!430}: lm-eval's flexible-extract takes the last number of the
+    response (here a later "2" in "step 2 of the check"); layerprobe reads the box."""
+    text = "Total: $1,430.\n\nSo the answer is $\\boxed{\\$1,\\!430}$ (step 2 of the check agrees)."
+    g = grade("integer", "1430", text)
+    assert (g.extracted, g.rule, g.correct) == ("1430", "boxed", True)
+
+
+def test_truncated_trace_is_never_graded():
+    from layerprobe.tasks.grading import grade_trace
+
+    thinking = "The answer is 42. So (C) then, \\boxed{42} maybe"
+    assert grade_trace("integer", "42", "", thinking, truncated=True) == grade_trace("mc", "C", "", thinking, truncated=True)
+    assert grade_trace("integer", "42", "", thinking, truncated=True).extracted is None
+    assert grade_trace("integer", "42", "", thinking).correct  # not cut: the explicit rules read the thinking

@@ -237,20 +237,21 @@ def test_bad_lines_are_skipped_and_counted(tmp_path, capsys) -> None:
         "--no-report",
     )
     assert res.code == 0, res.err
-    assert "1 traces ingested" in res.out
+    # the trace longer than the model's context is kept, graded and measured; only its probes are skipped
+    assert "2 traces ingested" in res.out and "1 probes skipped (longer than the model's context)" in res.out
     assert "skipped 1: not a JSON object" in res.out
     assert "skipped 1: missing completion" in res.out
-    assert "skipped 1: longer than the model's context" in res.out
     assert "skipped 1: prompt_ids / completion_ids not lists of token ids" in res.out
     run = load_run(out)
-    (rec,) = run.samples
-    assert rec.correct is True and rec.answer == "7"
+    rec, cut = run.samples
+    assert rec.correct is True and rec.answer == "7" and rec.layers_file is not None
+    assert cut.problem_id == "p2" and cut.thinking_tokens == 5000 and cut.layers_file is None
+    assert cut.finish == "truncated" and cut.answer is None and not cut.correct  # no end of thinking: never graded
     assert run.info.ingested[0].skipped == {
         "not a JSON object": 1,
-        "missing completion": 1,
-        "longer than the model's context (512 tokens)": 1,
+        "missing completion (or content / choices)": 1,
         "prompt_ids / completion_ids not lists of token ids": 1,
-        "token ids outside the model's vocabulary (another tokenizer?)": 1,
+        "token ids outside the tokenizer's vocabulary (another tokenizer?)": 1,
     }
 
 
@@ -341,7 +342,7 @@ def test_lm_eval_file_read_with_its_metrics(tmp_path, capsys) -> None:
     assert "skipped 1: not a generate_until request" in res.out
     (rec,) = load_run(out).samples
     assert rec.problem_id == "toyadd-0" and rec.group == "toyadd" and rec.budget == 40
-    assert rec.correct is True and rec.external["metrics"] == {"exact_match": 0.0}  # the harness's own value kept
+    assert rec.correct is True and rec.external["harness"] == {"none": {"exact_match": 0.0}}  # the harness's own value kept
     assert load_run(out).info.ingested[0].producer == "/models/other"
 
 

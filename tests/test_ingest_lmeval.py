@@ -85,7 +85,7 @@ def test_lm_eval_samples_ingested_probed_and_reported(smollm2, tmp_path, capsys)
     assert [v.name for v in run.variants] == ["base", "drop-20-21"]
     assert run.info.ingested[1].producer == str(pruned_dir)
     for r in run.samples:
-        assert r.budget == 24 and r.external["source"] == "lm-eval" and "exact_match" in r.external["metrics"]
+        assert r.budget == 24 and r.external["source"] == "lm-eval" and "exact_match" in r.external["harness"]["none"]
         tl = load_trace_layers(run_dir / r.layers_file)
         assert tl.layers.tolist() == ([i for i in range(30) if i not in (20, 21)] if r.variant != "base" else list(range(30)))
         # lm-eval decoded greedily with the model that probes them: the final layer's top token is the

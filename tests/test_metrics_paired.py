@@ -196,3 +196,27 @@ def test_reverse_2_facts_case_is_coherent():
     res = paired_comparison([1] * 5 + [0] * 5, [0] * 10)
     assert res.mcnemar_p == pytest.approx(0.0625) and res.ci_high < 0 and res.verdict == "no clear difference"
     assert not res.agree
+
+
+def test_clustered_difference_resamples_problems_not_traces():
+    import numpy as np
+
+    from layerprobe.metrics import clustered_difference
+
+    rng = np.random.default_rng(3)
+    vals = rng.normal(size=60)
+    wrong = rng.random(60) < 0.5
+    vals[wrong] += 0.4
+    diff, lo, hi = clustered_difference(vals, wrong, list(range(60)))
+    assert diff == pytest.approx(vals[wrong].mean() - vals[~wrong].mean())
+    assert lo < diff < hi
+    # every trace copied 5 times inside its own problem: the same evidence, so about the same interval;
+    # treated as independent traces the interval would shrink by about sqrt(5)
+    rep = np.repeat(vals, 5)
+    d2, lo2, hi2 = clustered_difference(rep, np.repeat(wrong, 5), list(np.repeat(np.arange(60), 5)))
+    _, lo3, hi3 = clustered_difference(rep, np.repeat(wrong, 5), list(range(300)))
+    assert d2 == pytest.approx(diff) and (hi2 - lo2) == pytest.approx(hi - lo, rel=0.25)
+    assert (hi3 - lo3) < 0.6 * (hi2 - lo2)
+    far = clustered_difference([5.0, 6, 7, 0, 1, 2], [True, True, True, False, False, False], [0, 1, 2, 3, 4, 5])
+    assert far[1] > 0
+    assert all(np.isnan(clustered_difference([1.0, 2.0], [True, True], [0, 1])))

@@ -117,3 +117,49 @@ def test_order_invariance_and_equality_with_sacrebleu(texts, data):
     assert value == pytest.approx(direct_self_bleu(texts), abs=1e-9)
     shuffled = data.draw(st.permutations(texts))
     assert abs(self_bleu_across_samples(shuffled) - value) <= 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# the study's within-response Self-BLEU (nltk)
+
+
+def study_direct(text: str) -> float:
+    """The study's definition computed with nltk alone: each sentence's sentence_bleu (smoothing method 4)
+    against all the others, averaged, ×100 (the study's analysis script, on layerprobe's offline splitter)."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    from layerprobe.metrics.selfbleu import study_sentences
+
+    sents = study_sentences(text)
+    smooth = SmoothingFunction().method4
+    scores = [sentence_bleu(sents[:i] + sents[i + 1 :], s, smoothing_function=smooth) for i, s in enumerate(sents)]
+    return 100 * sum(scores) / len(scores)
+
+
+@given(
+    st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "Wait", ",", "7"]), min_size=1, max_size=9), min_size=2, max_size=7)
+)
+@FAST
+def test_nltk_pairwise_bleu_equals_nltk(sentences):
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    from layerprobe.metrics.selfbleu import nltk_pairwise_bleu
+
+    smooth = SmoothingFunction().method4
+    want = [sentence_bleu(sentences[:i] + sentences[i + 1 :], s, smoothing_function=smooth) for i, s in enumerate(sentences)]
+    assert nltk_pairwise_bleu(sentences) == pytest.approx(want, abs=1e-12)
+
+
+def test_study_self_bleu_on_a_reasoning_text():
+    from layerprobe.metrics import self_bleu_within_study
+
+    text = (
+        "Okay, so I need $7^{2024}$ modulo 100. Let me compute the powers. 7^2 = 49. Wait, 7^4 = 2401, so 7^4 is 1 "
+        "modulo 100. Hmm, so the cycle has length 4. Wait, 2024 = 4 * 506. So 7^2024 is 1 modulo 100. "
+        "Let me check: 7^4 = 2401. Yes. So the answer is 1.\n<|im_start|>answer\nAnswer: \\boxed{1}"
+    )
+    assert self_bleu_within_study(text) == pytest.approx(study_direct(text), abs=1e-9)
+    assert 0 < self_bleu_within_study(text) < 100
+    assert math.isnan(self_bleu_within_study("Only one sentence here"))  # the study's script fails there
+    repeated = "I try again. " * 6
+    assert self_bleu_within_study(repeated) == pytest.approx(100.0)

@@ -187,7 +187,7 @@ def test_empty_and_single_variant_runs(tmp_path: Path) -> None:
     assert "Partial run" in html and "0 traces of" in html and "No traces yet." in html
     single = make_run(tmp_path / "single", variants=(("base", []),), problems_per_group=1, samples=2, probes=False)
     html = render_report(single).read_text(encoding="utf-8")
-    assert "there is nothing to compare against" in html and "Partial run" not in html
+    assert "nothing to compare it with" in html and "Partial run" not in html
 
 
 def test_stale_metrics_are_recomputed(tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ def test_size_cap_truncates_and_limits_cases(tmp_path: Path) -> None:
     html = out.read_text(encoding="utf-8")
     cases = html[html.index('id="r0-cases"') : html.index('id="r0-drill"')]
     assert cases.count("<details") == 2
-    assert "characters omitted" in cases and "Truncated:" in cases
+    assert "characters omitted" in cases and "Shortened here:" in cases
     assert 'href="cap/samples.jsonl"' in html  # the full traces are linked, relative to the report
 
 

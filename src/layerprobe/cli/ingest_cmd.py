@@ -38,13 +38,25 @@ def ingest(
         str | None, typer.Option("--task", help="the task the traces answer (sets the answer type; see `layerprobe tasks`)")
     ] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="reasoning format that splits thinking and answer (default: detected)")
-    ] = None,
+        str,
+        typer.Option(
+            "--format", help="auto (decided per file from its traces) | s1 | think-tags | plain (no thinking delimiters)"
+        ),
+    ] = "auto",
     budget: Annotated[
         int | None,
         typer.Option("--budget", help="the thinking budget the traces were generated with, when the file does not say"),
     ] = None,
-    no_probes: Annotated[bool, typer.Option("--no-probes", help="no probes by prefill")] = False,
+    no_probes: Annotated[
+        bool, typer.Option("--no-probes", help="text only: grade and measure the traces, load the tokenizer but not the weights")
+    ] = False,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option("--tokenizer", help="--no-probes: count tokens with this tokenizer (alias, hub id, directory, .gguf)"),
+    ] = None,
+    producer: Annotated[
+        str | None, typer.Option("--producer", help="the model that wrote the traces, as the report names it")
+    ] = None,
     no_lens: Annotated[bool, typer.Option("--no-lens", help="probes without the logit lens")] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="traces per prefill forward pass (halved on out-of-memory)")
@@ -92,13 +104,20 @@ def ingest(
             force=force,
             progress=progress,
             argv=current_argv()[1:],
+            tokenizer=tokenizer,
+            producer=producer,
         )
-    console = Console()
-    console.print(f"{src.traces} traces ingested as variant {src.variant}")
+    console = Console(highlight=False, soft_wrap=True)
+    for shape in src.shapes:
+        console.print(shape, markup=False)
+    found = ", ".join(f"{n} {what}" for what, n in src.counts.items())
+    console.print(f"{src.traces} traces ingested as variant {src.variant}" + (f" ({found})" if found else ""), markup=False)
     for why, n in src.skipped.items():
-        console.print(f"skipped {n}: {why}")
+        console.print(f"skipped {n}: {why}", markup=False)
     if src.producer:
-        console.print(f"the file says the traces come from {src.producer}")
+        console.print(f"the traces come from {src.producer}", markup=False)
+    if src.tokenizer:
+        console.print(f"tokens counted with the tokenizer of {src.tokenizer}", markup=False)
     for w in src.warnings:
         err.print(f"warning: {w}", soft_wrap=True, markup=False)
     if not no_report:

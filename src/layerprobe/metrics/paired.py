@@ -333,3 +333,51 @@ def newcombe_paired_interval(n11: int, n10: int, n01: int, n00: int, confidence:
     down = (pb - lb) ** 2 - 2.0 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2
     up = (pa - la) ** 2 - 2.0 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2
     return max(-1.0, diff - math.sqrt(max(down, 0.0))), min(1.0, diff + math.sqrt(max(up, 0.0)))
+
+
+def clustered_difference(
+    values: Sequence[float] | np.ndarray,
+    in_a: Sequence[bool] | np.ndarray,
+    clusters: Sequence[Any],
+    confidence: float = 0.95,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean of group A − mean of group B, 95 % interval) for two unpaired groups of values whose units
+    come in clusters (e.g. the wrong and the right traces of a run, several traces per problem): a
+    percentile bootstrap that resamples whole clusters, so traces of one problem never count as
+    independent. Resamples that lack either group are redrawn away (skipped). NaN values are dropped;
+    (nan, nan, nan) when a group is empty."""
+    confidence = _check_confidence(confidence)
+    vals = np.asarray(values, dtype=np.float64)
+    a = np.asarray(in_a, dtype=bool)
+    keep = ~np.isnan(vals)
+    vals, a = vals[keep], a[keep]
+    cl = [c for c, k in zip(clusters, keep) if k]
+    if not a.any() or a.all():
+        return math.nan, math.nan, math.nan
+    diff = float(vals[a].mean() - vals[~a].mean())
+    ids = {c: i for i, c in enumerate(dict.fromkeys(cl))}
+    idx = np.array([ids[c] for c in cl])
+    m = len(ids)
+    # per cluster: sum and count of each group, so a resample is a weighted sum
+    sa = np.bincount(idx, weights=np.where(a, vals, 0.0), minlength=m)
+    na = np.bincount(idx, weights=a.astype(float), minlength=m)
+    sb = np.bincount(idx, weights=np.where(~a, vals, 0.0), minlength=m)
+    nb = np.bincount(idx, weights=(~a).astype(float), minlength=m)
+    rng = np.random.default_rng(seed)
+    boots = []
+    rows = max(1, _CHUNK_ELEMENTS // m)
+    for start in range(0, n_boot, rows):
+        k = min(rows, n_boot - start)
+        draws = rng.integers(0, m, size=(k, m))
+        counts = np.zeros((k, m))  # (resample, cluster): how often each cluster was drawn
+        np.add.at(counts, (np.repeat(np.arange(k), m), draws.ravel()), 1.0)
+        tot_na, tot_nb = counts @ na, counts @ nb
+        ok = (tot_na > 0) & (tot_nb > 0)
+        boots.append((counts[ok] @ sa) / tot_na[ok] - (counts[ok] @ sb) / tot_nb[ok])
+    boot = np.concatenate(boots)
+    if boot.size == 0:
+        return diff, math.nan, math.nan
+    lo, hi = _percentile_interval(boot, confidence)
+    return diff, lo, hi

@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
@@ -178,3 +179,98 @@ def self_bleu_within_trace(text: str, tokenize: str = "13a") -> float:
     if len(sentences) < 2:
         return math.nan
     return _mean_clipped(pairwise_self_bleu(sentences, tokenize))
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's within-response Self-BLEU (nltk), a third number beside the two above.
+
+#: Key of the study's within-response Self-BLEU in result dicts and samples.jsonl.
+STUDY_KEY = "self_bleu_within_study"
+_NLTK_K = 5  # nltk's SmoothingFunction default k, used by method4
+_MAX_ORDER = 4
+
+
+@lru_cache(maxsize=1)
+def _nltk_tokenizers() -> tuple[Any, Any]:
+    from nltk.tokenize import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    return PunktSentenceTokenizer(), NLTKWordTokenizer()
+
+
+def study_sentences(text: str) -> list[list[str]]:
+    """The study's units: sentences (nltk's Punkt algorithm with its default parameters: the
+    pretrained English model the study used is a download, so abbreviations such as "e.g." may end
+    a sentence here), each cut into words by nltk's word tokenizer."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    splitter, words = _nltk_tokenizers()
+    return [words.tokenize(s) for s in splitter.tokenize(text.strip())]
+
+
+def nltk_pairwise_bleu(sentences: Sequence[Sequence[str]]) -> list[float]:
+    """nltk `sentence_bleu(others, sentences[i], smoothing_function=SmoothingFunction().method4)` of
+    each tokenized sentence against all the others (0-1), computed with each sentence's n-grams
+    counted once. Needs at least 2 sentences."""
+    sents = [list(s) for s in sentences]
+    if len(sents) < 2:
+        raise ValueError("Self-BLEU needs at least 2 sentences")
+    counters = [[Counter(tuple(s[i : i + n]) for i in range(len(s) - n + 1)) for n in range(1, _MAX_ORDER + 1)] for s in sents]
+    lens = [len(s) for s in sents]
+    scores = []
+    for order in range(_MAX_ORDER):
+        best: dict[tuple[str, ...], tuple[int, int, int]] = {}  # gram -> (top count, its owner, second count)
+        for j, c in enumerate(counters):
+            for gram, count in c[order].items():
+                cur = best.get(gram)
+                if cur is None:
+                    best[gram] = (count, j, 0)
+                elif count > cur[0]:
+                    best[gram] = (count, j, cur[0])
+                elif count > cur[2]:
+                    best[gram] = (cur[0], cur[1], count)
+        for i, per_order in enumerate(counters):
+            grams = per_order[order]
+            num = 0
+            for gram, count in grams.items():
+                top, owner, second = best[gram]
+                num += min(count, second if owner == i else top)
+            den = max(1, sum(grams.values()))
+            if order == 0:
+                scores.append([(num, den)])
+            else:
+                scores[i].append((num, den))
+    len_counts = Counter(lens)
+    distinct = sorted(len_counts)
+    out = []
+    for i, pn in enumerate(scores):
+        hyp = lens[i]
+        if pn[0][0] == 0:  # no matching unigram: nltk returns 0
+            out.append(0.0)
+            continue
+        ref = _closest_other_length(hyp, len_counts, distinct)
+        bp = 1.0 if hyp > ref else (0.0 if hyp == 0 else math.exp(1 - ref / hyp))
+        p: list[float] = []
+        inc = 1
+        for num, den in pn:  # smoothing method 4 (Chen & Cherry), as nltk applies it
+            if num == 0 and hyp > 1:
+                p.append((1 / (2**inc * _NLTK_K / math.log(hyp))) / den)
+                inc += 1
+            else:
+                p.append(num / den)
+        out.append(bp * math.exp(math.fsum(0.25 * math.log(x) for x in p if x > 0)))
+    return out
+
+
+def self_bleu_within_study(text: str) -> float:
+    """The study's within-response Self-BLEU, ×100 (0-100; high = the response repeats itself).
+
+    Its definition (the study's analysis code): the response cut into sentences, each scored with
+    nltk's `sentence_bleu` (4-gram, uniform weights, smoothing method 4, nltk word tokens) against
+    all the other sentences of the response, averaged over sentences. The study applies it to the
+    whole response (thinking and answer) of a problem's first sample. NaN for fewer than 2
+    sentences (the study's script fails there)."""
+    sentences = study_sentences(text)
+    if len(sentences) < 2:
+        return math.nan
+    return 100.0 * math.fsum(nltk_pairwise_bleu(sentences)) / len(sentences)

@@ -23,9 +23,10 @@ from layerprobe.metrics.selfbleu import (
     self_bleu_within_trace,
 )
 
-#: Why generation stopped: the model ended its answer, the thinking budget ran out, or the
-#: answer phase hit its own token cap.
-FINISH_REASONS: tuple[str, ...] = ("answered", "budget", "max_tokens")
+#: Why generation stopped: the model ended its answer, the thinking budget ran out (the answer was
+#: forced), the answer phase hit its own token cap, or the trace was cut before its thinking ended
+#: (truncated: no answer at all).
+FINISH_REASONS: tuple[str, ...] = ("answered", "budget", "max_tokens", "truncated")
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,12 @@ def as_trace_record(record: Any) -> TraceRecord:
 
 def budget_exhausted(record: Any) -> bool:
     """Whether the thinking budget ran out (the answer was forced), whatever then ended the answer:
-    the engine's `budget_hit` when the record has it, else finish == "budget" or
+    the engine's `budget_hit` when the record has it, else finish "budget" or "truncated", or
     thinking_tokens >= budget. The one definition every summary uses."""
     rec = as_trace_record(record)
     if rec.budget_hit is not None:
         return rec.budget_hit
-    if rec.finish == "budget":
+    if rec.finish in ("budget", "truncated"):
         return True
     return rec.budget is not None and rec.thinking_tokens >= rec.budget
 

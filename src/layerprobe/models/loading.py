@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +160,11 @@ def resolve_source(name: str) -> tuple[str, str, str | None]:
     )
 
 
-def _load_tokenizer(source: str) -> Any:
+def _load_tokenizer(source: str, **kw: Any) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kw)
     except Exception as exc:
         raise UserError(f"could not load the tokenizer of '{source}': {_first_line(exc)}") from exc
 
@@ -238,3 +239,95 @@ def load_model(
     _ = loaded.layers  # validate the layer path now, not at first use
     loaded.reasoning_format = fmt_hint  # declared by the alias; otherwise scaling.formats detects it from the tokenizer
     return loaded
+
+
+@dataclass
+class TextModel:
+    """What a text-only job needs of a model: its tokenizer and what its config says; no weights."""
+
+    name: str
+    """The model as the user named it."""
+    source: str
+    """Where its config came from (path, hub id, GGUF file)."""
+    source_kind: str
+    """toy, alias-gguf, gguf, local or hub."""
+    tokenizer: Any
+    """The tokenizer that counts tokens (the model's own, or --tokenizer's)."""
+    tokenizer_name: str | None = None
+    """--tokenizer as given, when it is not the model's own."""
+    family: str | None = None
+    """model_type from the config (None: config not available)."""
+    n_layers: int | None = None
+    """Decoder layers (config, else the alias table; None: unknown)."""
+    reasoning_format: str | None = None
+    """Reasoning format the alias declares."""
+    context: int | None = None
+    """max_position_embeddings (None: unknown)."""
+    dropped: list[int] = field(default_factory=list)
+    """Original layers a pruned checkpoint (one with a layerprobe.json) lacks."""
+
+
+def _config_and_tokenizer_source(name: str) -> tuple[str, str, str | None, dict[str, Any]]:
+    """(source, kind, format hint, extra from_pretrained kwargs) of a model's small files: a GGUF is
+    read from its converted cache entry when there is one, else from the GGUF file itself."""
+    source, kind, hint = resolve_source(name)
+    if kind in ("gguf", "alias-gguf"):
+        entry = _gguf_cache_entry(Path(source), "smollm2-135m" if kind == "alias-gguf" else None)
+        if (entry / "config.json").is_file():
+            return str(entry), kind, hint, {}
+        return str(Path(source).parent), kind, hint, {"gguf_file": Path(source).name}
+    return source, kind, hint, {}
+
+
+def load_text_model(name: str, tokenizer: str | None = None) -> TextModel:
+    """The tokenizer and config of `name` without its weights (text-only jobs such as `ingest
+    --no-probes`). `tokenizer` (alias, hub id, directory or .gguf) counts tokens instead of the
+    model's own; then the model need not be at hand: its config is read when it is, else the alias
+    table gives its depth, else the depth is unknown."""
+    from transformers import AutoConfig
+
+    alias = resolve_alias(name)
+    try:
+        source, kind, hint, kw = _config_and_tokenizer_source(name)
+    except UserError:
+        if tokenizer is None:
+            raise
+        source, kind, hint, kw = name, "named", None, {}  # only a name: the model is not at hand
+    config = None
+    if kind != "named":
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=False, **kw)
+        except Exception as exc:  # without a config only the depth is unknown (when --tokenizer counts)
+            if tokenizer is None:
+                raise UserError(
+                    f"could not read the config of '{name}' ({source}): {_first_line(exc)}; "
+                    "to count tokens without the model, give --tokenizer NAME|DIR"
+                ) from exc
+    if tokenizer is None:
+        tok = _load_tokenizer(source, **kw)
+    else:
+        t_source, _, _, t_kw = _config_and_tokenizer_source(tokenizer)
+        tok = _load_tokenizer(t_source, **t_kw)
+    n_layers = int(config.num_hidden_layers) if config is not None and hasattr(config, "num_hidden_layers") else None
+    from layerprobe.models.provenance import read_provenance
+
+    dropped: list[int] = []
+    if config is not None and Path(source).is_dir():
+        prov = read_provenance(Path(source), n_layers or 0)
+        if prov is not None:  # a pruned checkpoint: depths are counted in the original model's layers
+            n_layers = prov.n_layers_original
+            dropped = [i for i in range(prov.n_layers_original) if i not in set(prov.layer_map)]
+    if n_layers is None and alias is not None and alias.n_layers:
+        n_layers = alias.n_layers
+    return TextModel(
+        name=name,
+        source=resolve_source(name)[0] if kind in ("gguf", "alias-gguf") else source,
+        source_kind=kind,
+        tokenizer=tok,
+        tokenizer_name=tokenizer,
+        family=getattr(config, "model_type", None),
+        n_layers=n_layers,
+        reasoning_format=hint,
+        context=getattr(config, "max_position_embeddings", None),
+        dropped=dropped,
+    )

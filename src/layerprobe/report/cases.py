@@ -20,6 +20,12 @@ RULE = (
 )
 
 
+SINGLE_RULE = (
+    "This run has one variant, so its wrong traces are shown, one per problem (any sample, the largest "
+    "budget): traces cut before their thinking ended come first, then those that loop, then the longest thinking."
+)
+
+
 def load_trace_arrays(run: Run, rel: str | None) -> dict[str, Any] | None:
     """The arrays of one per-trace .npz of the run (probe or teacher-forced), or None when absent/unreadable."""
     if not rel:
@@ -60,7 +66,7 @@ class Case:
     variant: str
     reason: str
     base: TraceView
-    pruned: TraceView
+    pruned: TraceView | None
     tf_mean: float | None = None
     tf_plot: Any = None
     layer_plot: Any = None
@@ -185,6 +191,33 @@ def choose_cases(
             if rank < layer_plots:
                 panels = _layer_panels(run, [b, p])
                 if panels:
-                    case.layer_plot = figures.trace_layers(panels, int(run.info.model.n_layers))
+                    case.layer_plot = figures.trace_layers(panels, run.n_layers)
             out.append(case)
+    return out
+
+
+def choose_wrong_cases(run: Run, per_variant: int = 3, max_chars: int = 4000) -> list[Case]:
+    """Case studies of a run with a single variant: its wrong traces (see SINGLE_RULE)."""
+    bmax = max((s.budget for s in run.samples if s.mode == "sequential"), default=None)
+    pool = [s for s in run.samples if s.mode == "parallel" or s.budget == bmax]
+    wrong = [s for s in pool if s.variant == run.base and not s.correct]
+    wrong.sort(key=lambda s: (s.finish != "truncated", not s.repetition.loop, -s.thinking_tokens, s.problem_id, s.sample))
+    first = list({s.problem_id: s for s in reversed(wrong)}.values())  # the first of each problem in that order
+    first.sort(key=lambda s: (s.finish != "truncated", not s.repetition.loop, -s.thinking_tokens, s.problem_id, s.sample))
+    out = []
+    for s in first[:per_variant]:
+        why = ["cut before its thinking ended" if s.finish == "truncated" else "wrong"]
+        if s.repetition.loop:
+            why.append("loops")
+        why.append(f"{s.thinking_tokens:,} thinking tokens")
+        out.append(
+            Case(
+                problem_id=s.problem_id,
+                group=s.group,
+                variant=s.variant,
+                reason=", ".join(why),
+                base=view(s, max_chars),
+                pruned=None,
+            )
+        )
     return out

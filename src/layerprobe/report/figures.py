@@ -126,7 +126,7 @@ def _subplots(n: int, width: float = 3.6, height: float = 2.7, rows: int = 1):
 @_styled
 def accuracy_vs_budget(run: Run, colors: dict[str, str]) -> Markup | None:
     budgets = run.budgets()
-    if not budgets:
+    if not budgets or not run.budget_recorded:
         return None
     groups = _panel_groups(run)
     fig, axes = _subplots(len(groups))
@@ -217,7 +217,7 @@ def _dropped_spans(ax: Any, run: Run, colors: dict[str, str], horizontal: bool =
 
 @_styled
 def block_influence(run: Run, colors: dict[str, str]) -> Markup | None:
-    n_orig = int(run.info.model.n_layers)
+    n_orig = run.n_layers
     if not run.has_probes:
         return None
     fig, axes = _subplots(1, width=9, height=3.0)
@@ -277,7 +277,7 @@ def heatmap(run: Run, key: str, label: str) -> Markup | None:
     names = list(las)
     if not names:
         return None
-    n_orig = int(run.info.model.n_layers)
+    n_orig = run.n_layers
     mats = {}
     for v in names:
         la = las[v]

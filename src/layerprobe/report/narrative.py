@@ -18,10 +18,12 @@ TRACE_KIND = {
     "loop": "p",
     "seq_rep": "p",
     "self_bleu_within": "f1",
+    "self_bleu_within_study": "f1",
     "reflections_per_1k": "f1",
     "thinking_tokens": "f1",
     "budget_exhausted": "p",
     "answer_missing": "p",
+    "truncated": "p",
 }
 
 

@@ -54,6 +54,7 @@ class RunView:
     tf_summary: list[dict[str, Any]] = field(default_factory=list)
     sweep_text: list[Any] = field(default_factory=list)
     explain: Any = None
+    contrasts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
@@ -139,6 +140,9 @@ def _behaviour(run: Run) -> list[dict[str, Any]]:
                     "median_len": Num(b.median_thinking_tokens, "f1", src + ("median_thinking_tokens",)),
                     "exhausted": Num(b.budget_exhausted_rate, "p", src + ("budget_exhausted_rate",)),
                     "missing": Num(b.answer_missing_rate, "p", src + ("answer_missing_rate",)),
+                    "truncated": Num(b.truncated_rate, "p", src + ("truncated_rate",)),
+                    "sb_study": Num(b.self_bleu_within_study, "f1", src + ("self_bleu_within_study",)),
+                    "sb_study_num": is_num(b.self_bleu_within_study),
                 }
             )
     return rows
@@ -152,7 +156,7 @@ def _layer_table(run: Run) -> dict[str, Any]:
     """One row per original layer, one group of columns per variant: block influence, logit-lens
     JSD to the model's own output, top-1 agreement, and for pruned variants the lens JSD to the base
     model's output (teacher-forced); "dropped" where the variant lacks the layer."""
-    n = int(run.info.model.n_layers)
+    n = run.n_layers
     cols: list[dict[str, Any]] = []
     for spec in run.variants:
         la = run.layers.get(spec.name)
@@ -223,6 +227,30 @@ def _tf_summary(run: Run) -> list[dict[str, Any]]:
     return out
 
 
+def _contrasts(run: Run) -> list[dict[str, Any]]:
+    """Rows of the wrong-against-right table: per variant and measured quantity."""
+    rows = []
+    for i, c in enumerate(run.metrics.outcome_contrasts):
+        kind = TRACE_KIND.get(c.metric, "f1")
+        dkind = {"p": "d", "f1": "d1"}.get(kind, kind)
+        src: tuple[Any, ...] = ("metrics", "outcome_contrasts", i)
+        rows.append(
+            {
+                "variant": c.variant,
+                "label": TRACE_METRICS[c.metric][0] if c.metric in TRACE_METRICS else c.metric,
+                "wrong": Num(c.mean_wrong, kind, src + ("mean_wrong",)),
+                "right": Num(c.mean_right, kind, src + ("mean_right",)),
+                "n_wrong": c.n_wrong,
+                "n_right": c.n_right,
+                "diff": Num(c.diff, dkind, src + ("diff",)),
+                "lo": Num(c.ci_low, dkind, src + ("ci_low",)),
+                "hi": Num(c.ci_high, dkind, src + ("ci_high",)),
+                "verdict": c.verdict,
+            }
+        )
+    return rows
+
+
 def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limits: Limits) -> RunView:
     narrative = {v: variant_sentences(run, v) for v in run.pruned}
     sweep_text = sweep_sentences(run, run.extras["sweep.json"]) if "sweep.json" in run.extras else []
@@ -238,7 +266,10 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         "loops": figures.loops(run, colors) if run.samples else None,
         "lengths": figures.lengths(run, colors),
     }
-    cases = cases_mod.choose_cases(run, colors, limits.cases_per_variant, limits.max_chars)
+    if run.pruned:
+        cases = cases_mod.choose_cases(run, colors, limits.cases_per_variant, limits.max_chars)
+    else:
+        cases = cases_mod.choose_wrong_cases(run, limits.cases_per_variant, limits.max_chars)
     sweep = run.extras.get("sweep.json")
     if sweep is not None:
         figs["sweep"] = figures.sweep_map(run, sweep, colors)
@@ -260,6 +291,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         cases=cases,
         samples_link=run.rel("samples.jsonl", out_dir),
         tf_summary=_tf_summary(run),
+        contrasts=_contrasts(run),
         sweep_text=sweep_text,
         explain=run.extras.get("explain.json"),
     )
@@ -428,6 +460,7 @@ def render_report(
         css=css,
         trace_metrics={k: (v[0], TRACE_KIND[k]) for k, v in TRACE_METRICS.items()},
         rule=cases_mod.RULE,
+        single_rule=cases_mod.SINGLE_RULE,
         limits=limits,
         generated=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         version=runs[0].info.layerprobe_version,

@@ -522,7 +522,9 @@ class Analysis:
         tf_file = tf.as_posix() if (self.out / tf).is_file() else None
         g = self._grade(problem, res.answer_text, res.thinking_text)
         tok = v.loaded.tokenizer
-        m = trace_fields(res.thinking_text, res.thinking_ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
+        m = trace_fields(
+            res.thinking_text, res.thinking_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=res.text
+        )
         rec = SampleRecord(
             variant=v.spec.name,
             problem_id=t.problem_id,

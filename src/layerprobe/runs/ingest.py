@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,11 +29,19 @@ from layerprobe.runs.schema import (
     trace_file_stem,
 )
 from layerprobe.runs.store import ProgressFn, RunStore, is_run_dir, now, read_run_info
+from layerprobe.scaling.formats import ReasoningFormat
+from layerprobe.scaling.traces import INGEST_FORMATS, Shape, detect_shape, finish_of, from_fields, parse_trace
 
 FORMATS_IN = ("lm-eval", "jsonl")
-JSONL_FIELDS = ("id", "prompt", "completion")
 FLUSH_EVERY = 64
 """Traces probed and written together; an interrupted ingest loses at most this many (they are redone)."""
+_API_ERROR = re.compile(
+    r"\A\s*(?:Error code: \d{3}\b|(?:[\w.]+\.)?\w*(?:API|RateLimit|Timeout|Connection|InternalServer|BadRequest|"
+    r"Authentication|ServiceUnavailable|PermissionDenied)\w*Error\b|Request timed out|Traceback \(most recent call last\))"
+)
+_ERROR_MAX_CHARS = 2000
+_LMEVAL_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics"}
+_LMEVAL_KEYS |= {"doc_hash", "prompt_hash", "target_hash"}
 
 
 @dataclass
@@ -52,18 +61,33 @@ class Item:
     """The prompt's token ids, when the file gives them (then the text is not re-tokenized)."""
     completion_ids: list[int] | None = None
     """The completion's token ids as generated, when the file gives them."""
+    reasoning: str | None = None
+    """The thinking, when the producer returned it in its own field (then `completion` is the answer)."""
+    cut: bool | None = None
+    """What the producer says: True cut by a length cap (finish_reason "length"), False stopped on its own."""
+    cap: int | None = None
+    """The producer's token cap on the whole completion (lm-eval's max_gen_toks), when known."""
+    messages: list[dict[str, Any]] | None = None
+    """A chat prompt as messages (rendered with the tokenizer's chat template)."""
 
 
 @dataclass
 class Read:
     """What one file gave: its traces, the lines left out (by reason), and what it says about its producer."""
 
+    path: Path
     items: list[Item]
     skipped: Counter[str]
     producer: str | None = None
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
     special_tokens: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Special tokens of the producer's tokenizer, as the file records them: name -> (text, id)."""
+    merged: int = 0
+    """lm-eval lines that repeat a document under another filter, folded into its traces."""
+    shape: Shape | None = None
+    """The format its traces are in (decided from the traces)."""
+    examples: list[str] = field(default_factory=list)
+    """One example of each kind of error line that was skipped (shown as a warning)."""
 
 
 def _lines(path: Path) -> list[tuple[int, Any]]:
@@ -82,14 +106,35 @@ def _lines(path: Path) -> list[tuple[int, Any]]:
     return out
 
 
+def _int_or_none(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) and x > 0 else None
+
+
+def _harness_verdicts(row: dict[str, Any], sample: int, n_samples: int) -> dict[str, Any]:
+    """The harness's own values for one sample of a line: the metrics it lists (upstream lm-eval), or
+    every other top-level value (the s1 fork writes them without a list); per-sample lists are indexed."""
+    listed = row.get("metrics")
+    names = listed if isinstance(listed, list) else [k for k in row if k not in _LMEVAL_KEYS]
+    out: dict[str, Any] = {}
+    for k in names:
+        v = row.get(k)
+        if isinstance(v, list) and len(v) == n_samples and n_samples > 1:
+            v = v[sample]
+        if isinstance(v, (bool, int, float, str)):
+            out[str(k)] = v
+    return out
+
+
 def read_lm_eval(path: Path) -> Read:
-    """A `samples_<task>_<date>.jsonl` of lm-evaluation-harness 0.4 (`--log_samples`): generate_until
-    lines only; the prompt is arguments.gen_args_0.arg_0, the completions resps[0] (several with
-    `repeats`: samples 0..K-1), the gold `target`; the harness's own metric values are kept."""
+    """A `samples_<task>_<date>.jsonl` of lm-evaluation-harness 0.4 (`--log_samples`), upstream or the s1
+    fork: generate_until lines only; the prompt is arguments.gen_args_0.arg_0, the completions
+    resps[0] (several with `repeats`: samples 0..K-1), the gold `target`. A document written once per
+    filter (with or without a `filter` key) gives one trace per sample; each filter's verdicts are kept."""
     lines = _lines(path)
     task = path.name.removeprefix("samples_").rsplit("_", 1)[0] if path.name.startswith("samples_") else path.stem
-    read = Read(items=[], skipped=Counter())
+    read = Read(path=path, items=[], skipped=Counter())
     looks_right = 0
+    by_doc: dict[tuple[str, str], list[Item]] = {}
     for n, row in lines:
         if not isinstance(row, dict):
             read.skipped["not JSON"] += 1
@@ -109,10 +154,22 @@ def read_lm_eval(path: Path) -> Read:
             continue
         kwargs = first["arg_1"]
         read.gen_kwargs = kwargs
-        budget = kwargs.get("max_gen_toks")
-        metrics = {k: v for k, v in row.items() if k in (row.get("metrics") or []) and isinstance(v, (int, float))}
+        budget = _int_or_none(kwargs.get("max_tokens_thinking")) or _int_or_none(kwargs.get("max_gen_toks"))
+        filt = row.get("filter") if isinstance(row.get("filter"), str) else None
+        doc = (str(row["doc_id"]), first["arg_0"])
+        known = by_doc.get(doc)
+        if known is not None and [it.completion for it in known] == resps:  # the same document under another filter
+            for s, it in enumerate(known):
+                harness = it.external["harness"]
+                harness[filt or f"filter {len(harness) + 1}"] = _harness_verdicts(row, s, len(resps))
+            read.merged += 1
+            continue
+        if known is not None:
+            read.skipped["the same document again with other completions (the first kept)"] += 1
+            continue
+        items = []
         for s, completion in enumerate(resps):
-            read.items.append(
+            items.append(
                 Item(
                     problem_id=f"{task}-{row['doc_id']}",
                     prompt=first["arg_0"],
@@ -120,21 +177,23 @@ def read_lm_eval(path: Path) -> Read:
                     gold=str(row["target"]),
                     group=task,
                     sample=s,
-                    budget=int(budget) if isinstance(budget, int) else None,
+                    budget=budget,
                     line=n,
+                    cap=_int_or_none(kwargs.get("max_gen_toks")),
                     external={
                         "source": "lm-eval",
                         "file": str(path),
                         "line": n,
                         "doc_id": row["doc_id"],
-                        "metrics": metrics,
-                        "filter": row.get("filter"),
                         "doc_hash": row.get("doc_hash"),
                         "prompt": first["arg_0"],
                         "gen_kwargs": kwargs,
+                        "harness": {filt or "filter 1": _harness_verdicts(row, s, len(resps))},
                     },
                 )
             )
+        by_doc[doc] = items
+        read.items += items
     if looks_right == 0:
         raise UserError(
             f"{path} is not an lm-evaluation-harness samples file (no line has doc_id, arguments, resps and target); "
@@ -188,19 +247,95 @@ def tokenizer_warnings(tokenizer: Any, read: Read) -> list[str]:
     return out
 
 
+_COMPLETION_FIELDS = "completion (or content / choices)"
+
+
+def _skip_error(read: Read, reason: str, message: str) -> None:
+    """Count a line that holds an error, and keep the first message of each kind as an example."""
+    if not read.skipped[reason]:
+        read.examples.append(f"{read.path.name}: {reason}, e.g. {message.strip()[:120]!r}")
+    read.skipped[reason] += 1
+
+
+def _api_error(text: str) -> bool:
+    """Whether a completion is an API client's error message rather than a model's text."""
+    return len(text) <= _ERROR_MAX_CHARS and bool(_API_ERROR.match(text))
+
+
+def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None]] | str:
+    """(completion or answer, reasoning or None, cut) per sample of a JSONL line, or why there is none.
+    One sample from `completion`, or from `content` beside `reasoning_content` / `reasoning`; one per
+    choice from `choices` (an OpenAI-compatible response, also under `response`)."""
+    choices = row.get("choices")
+    if choices is None and isinstance(row.get("response"), dict):
+        choices = row["response"].get("choices")
+    cut_of = lambda reason: None if reason is None else reason == "length"
+    if isinstance(choices, list) and choices:
+        out = []
+        for ch in choices:
+            if not isinstance(ch, dict):
+                return "choices that are not objects"
+            msg: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else ch
+            content = msg.get("content", msg.get("text"))
+            reasoning = msg.get("reasoning_content", msg.get("reasoning"))
+            if not isinstance(content, str) or (reasoning is not None and not isinstance(reasoning, str)):
+                return f"missing {_COMPLETION_FIELDS}"
+            out.append((content, reasoning, cut_of(ch.get("finish_reason"))))
+        return out
+    cut = cut_of(row.get("finish_reason"))
+    if isinstance(row.get("truncated"), bool):
+        cut = row["truncated"]
+    reasoning = row.get("reasoning_content", row.get("reasoning"))
+    if reasoning is not None and not isinstance(reasoning, str):
+        return "reasoning_content / reasoning not a string"
+    if isinstance(row.get("completion"), str) and row["completion"] != "" and reasoning is None:
+        return [(row["completion"], None, cut)]
+    if isinstance(row.get("content"), str) and (row["content"] != "" or reasoning):
+        return [(row["content"], reasoning, cut)]
+    if reasoning is not None and row.get("completion"):
+        return "completion beside reasoning_content / reasoning (give the answer as content)"
+    return f"missing {_COMPLETION_FIELDS}"
+
+
 def read_jsonl(path: Path) -> Read:
-    """One object per line: id, prompt, completion, and optionally gold, group, budget, sample, model,
-    prompt_ids and completion_ids (the token ids as generated; docs/ingest.md)."""
-    read = Read(items=[], skipped=Counter())
+    """One object per line (docs/ingest.md#--from-jsonl): id, prompt (or chat messages), the completion
+    in one of its shapes (`completion`; `content` beside `reasoning_content` / `reasoning`; `choices`),
+    and optionally gold, group, budget, sample, model, finish_reason / truncated, prompt_ids and
+    completion_ids (the token ids as generated). A line holding an error instead of a trace is
+    skipped and counted."""
+    read = Read(path=path, items=[], skipped=Counter())
     any_object = False
     for n, row in _lines(path):
         if not isinstance(row, dict):
             read.skipped["not a JSON object"] += 1
             continue
         any_object = True
-        missing = [k for k in JSONL_FIELDS if not isinstance(row.get(k), (str, int)) or row.get(k) == ""]
-        if missing:
+        pid = row.get("id", row.get("problem_id"))
+        messages = row.get("messages")
+        prompt = row.get("prompt")
+        if row.get("error") not in (None, "", {}):
+            _skip_error(read, "an error instead of a trace (an error field)", str(row["error"]))
+            continue
+        samples = _completions(row)
+        missing = [k for k, v in (("id", pid), ("prompt", prompt if messages is None else messages)) if v in (None, "")]
+        if isinstance(samples, str):
+            if not samples.startswith("missing "):
+                read.skipped[samples] += 1
+                continue
+            missing.append(samples.removeprefix("missing "))
+        if missing or isinstance(samples, str):
             read.skipped[f"missing {', '.join(missing)}"] += 1
+            continue
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            read.skipped["id not a string or integer"] += 1
+            continue
+        if messages is not None and (
+            not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)
+        ):
+            read.skipped["messages not a list of {role, content} objects"] += 1
+            continue
+        if messages is None and not isinstance(prompt, str):
+            read.skipped["prompt not a string"] += 1
             continue
         budget, sample = row.get("budget"), row.get("sample", 0)
         if (budget is not None and not isinstance(budget, int)) or not isinstance(sample, int) or sample < 0:
@@ -210,45 +345,39 @@ def read_jsonl(path: Path) -> Read:
         if any(
             v is not None and (not isinstance(v, list) or not v or not all(isinstance(t, int) and t >= 0 for t in v))
             for v in ids.values()
-        ):
+        ) or (ids["completion_ids"] is not None and len(samples) > 1):
             read.skipped["prompt_ids / completion_ids not lists of token ids"] += 1
             continue
-        ext = {"source": "jsonl", "file": str(path), "line": n, "prompt": str(row["prompt"])}
+        errors = [s for s in samples if s[1] is None and _api_error(s[0])]
+        if errors:
+            _skip_error(read, "an API error message instead of a trace", errors[0][0])
+            continue
         if row.get("model"):
             read.producer = str(row["model"])
-        read.items.append(
-            Item(
-                problem_id=str(row["id"]),
-                prompt=str(row["prompt"]),
-                completion=str(row["completion"]),
-                gold=str(row.get("gold", "")),
-                group=str(row.get("group", "")),
-                sample=sample,
-                budget=budget,
-                line=n,
-                external=ext,
-                prompt_ids=ids["prompt_ids"],
-                completion_ids=ids["completion_ids"],
+        for k, (completion, reasoning, cut) in enumerate(samples):
+            read.items.append(
+                Item(
+                    problem_id=str(pid),
+                    prompt=prompt if isinstance(prompt, str) else "",
+                    completion=completion,
+                    gold=str(row.get("gold", "")),
+                    group=str(row.get("group", "")),
+                    sample=sample + k,
+                    budget=budget,
+                    line=n,
+                    external={"source": "jsonl", "file": str(path), "line": n},
+                    prompt_ids=ids["prompt_ids"],
+                    completion_ids=ids["completion_ids"],
+                    reasoning=reasoning,
+                    cut=cut,
+                    messages=messages,
+                )
             )
-        )
     if not any_object:
         raise UserError(
             f"{path} holds no JSON object lines (expected one object per line: id, prompt, completion[, gold, group, budget, sample])"
         )
     return read
-
-
-def split_trace(fmt: Any, completion: str) -> tuple[str, str, bool]:
-    """(thinking text, answer text, whether thinking ended) of a completion in a reasoning format. A
-    completion with no end of thinking is taken as cut at its budget: all thinking, no answer."""
-    at = [(completion.find(s), s) for s in fmt.end_think if s in completion]
-    if not at:
-        return completion, "", False
-    i, s = min(at)
-    answer = completion[i:]
-    opener = fmt.answer_open if fmt.answer_open.startswith(s) else s
-    answer = answer[len(opener) :] if answer.startswith(opener) else answer[len(s) :]
-    return completion[:i], answer, True
 
 
 def _find(ids: Sequence[int], sub: Sequence[int]) -> int:
@@ -257,25 +386,171 @@ def _find(ids: Sequence[int], sub: Sequence[int]) -> int:
     return next((i for i in range(len(ids) - n + 1) if n and list(ids[i : i + n]) == list(sub)), -1)
 
 
-def split_ids(tokenizer: Any, fmt: Any, ids: Sequence[int]) -> tuple[list[int], list[int]] | None:
-    """(thinking ids, answer ids) of a generated completion: split at the first end-of-thinking
-    delimiter spelled as tokens, the answer after the answer opener, without a final stop token;
-    None when no delimiter occurs as a token sequence."""
+def split_ids(tokenizer: Any, fmt: ReasoningFormat, ids: Sequence[int]) -> tuple[list[int], list[int]] | None:
+    """(thinking ids, answer ids) of a generated completion with one thinking segment: the opener at
+    its start (if the model wrote it) left out, split at the first end-of-thinking delimiter spelled as
+    tokens, the answer after the answer opener, without a final stop token; None when no delimiter
+    occurs as a token sequence."""
     enc = lambda text: tokenizer.encode(text, add_special_tokens=False)
-    found = [(i, d) for d in (enc(s) for s in fmt.end_think) if (i := _find(ids, d)) >= 0]
+    opener = enc(fmt.prompt_suffix)
+    start = len(opener) if opener and list(ids[: len(opener)]) == opener else 0
+    found = [(i, d) for d in (enc(s) for s in fmt.end_think) if (i := _find(ids[start:], d)) >= 0]
     if not found:
         return None
     i, d = min(found, key=lambda x: x[0])
-    opener = enc(fmt.answer_open)
+    i += start
+    answer_open = enc(fmt.answer_open)
     rest = list(ids[i:])
-    answer = rest[len(opener) :] if rest[: len(opener)] == opener else rest[len(d) :]
+    answer = rest[len(answer_open) :] if rest[: len(answer_open)] == answer_open else rest[len(d) :]
     if answer and answer[-1] == tokenizer.eos_token_id:
         answer = answer[:-1]
-    return list(ids[:i]), answer
+    return list(ids[start:i]), answer
 
 
 def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class ModelSide:
+    """The model as an ingest uses it: its weights (probes) or only its tokenizer and config (text only)."""
+
+    tokenizer: Any
+    name: str
+    source: Any
+    source_kind: str | None
+    family: str | None
+    dtype: str | None
+    revision: str | None
+    n_layers: int | None
+    """Decoder layers of the unpruned model (None: unknown, text only)."""
+    dropped: list[int]
+    """Original layers the traces' model lacks."""
+    reasoning_format: str | None = None
+    """The format the alias declares."""
+    context: int | None = None
+    tokenizer_name: str | None = None
+    base: Any = None
+    """The unpruned model (LoadedModel) when probing; None text only."""
+    loaded: Any = None
+    """The model that produced the traces (base without `dropped`) when probing."""
+    method: str | None = None
+
+
+def _model_side(
+    model: str,
+    probes: bool,
+    drop: Sequence[int] | None,
+    method: str | None,
+    n_drop: int,
+    device: str,
+    dtype: str,
+    tokenizer: str | None,
+) -> ModelSide:
+    """Load what the ingest needs: the tokenizer and config only when there are no probes."""
+    if not probes:
+        from layerprobe.models.loading import load_text_model
+
+        if method:
+            raise UserError(
+                f"--method {method} chooses layers by running the model; with --no-probes give the layers with --drop"
+            )
+        tm = load_text_model(model, tokenizer)
+        dropped = list(tm.dropped)
+        if drop:
+            bad = [i for i in drop if tm.n_layers is not None and not 0 <= i < tm.n_layers]
+            if bad or len(set(drop)) != len(drop):
+                valid = f"0..{tm.n_layers - 1}" if tm.n_layers else "distinct indices"
+                raise UserError(f"--drop {','.join(map(str, drop))}: layers must be distinct and in {valid}")
+            dropped = sorted(set(dropped) | set(drop))
+        return ModelSide(
+            tokenizer=tm.tokenizer,
+            name=model,
+            source=tm.source,
+            source_kind=tm.source_kind,
+            family=tm.family,
+            dtype=None,
+            revision=None,
+            n_layers=tm.n_layers,
+            dropped=dropped,
+            reasoning_format=tm.reasoning_format,
+            context=tm.context,
+            tokenizer_name=tm.tokenizer_name,
+        )
+    if tokenizer is not None:
+        raise UserError(
+            "--tokenizer counts tokens when the model is not at hand; probes run the model, whose own tokenizer "
+            "must read the traces (drop --tokenizer, or add --no-probes)"
+        )
+    from layerprobe.models.loading import load_model
+    from layerprobe.prune.surgery import drop_layers, validate_drop
+    from layerprobe.runs.execute import set_threads_for
+
+    base = load_model(model, device=device, dtype=dtype)
+    set_threads_for(base)
+    loaded = base
+    if drop:
+        loaded = drop_layers(base, validate_drop(list(drop), base))
+    elif method:
+        from layerprobe.prune.calibration import resolve_calibration
+        from layerprobe.prune.methods import get_method, prune_model
+
+        cal = (
+            resolve_calibration(base, traces=32 if base.source_kind == "toy" else None)
+            if get_method(method).needs_calibration
+            else None
+        )
+        loaded, _ = prune_model(base, method, n_drop, cal)
+    return ModelSide(
+        tokenizer=loaded.tokenizer,
+        name=model,
+        source=base.source,
+        source_kind=base.source_kind,
+        family=base.family,
+        dtype=str(base.dtype).removeprefix("torch."),
+        revision=base.revision,
+        n_layers=base.n_layers_original,
+        dropped=list(loaded.dropped),
+        reasoning_format=base.reasoning_format,
+        context=getattr(loaded.model.config, "max_position_embeddings", None),
+        base=base,
+        loaded=loaded,
+        method=method,
+    )
+
+
+def _file_shape(read: Read, hint: str | None, tokenizer: Any) -> Shape:
+    """The format of one file's traces: `hint` (--format) or what the traces show; a file whose every
+    trace came with its reasoning in a separate field takes the prompts' opener or the tokenizer's format."""
+    from layerprobe.scaling.formats import sniff_format
+
+    inline = [it for it in read.items if it.reasoning is None]
+    if inline:
+        return detect_shape([it.prompt for it in inline], [it.completion for it in inline], hint)
+    shape = detect_shape([it.prompt for it in read.items], ["" for _ in read.items], hint)
+    if shape.format == "plain" and hint is None:
+        fmt = sniff_format(tokenizer)
+        if fmt in INGEST_FORMATS:
+            shape = Shape(format=fmt, opener="none")
+    return shape
+
+
+def _rebuild(shape: Shape, reasoning: str, content: str) -> str:
+    """The completion as the model wrote it, from a reasoning field and an answer field (what probes
+    and the stored text use): the format's delimiters between them, its opener first unless the prompt has it."""
+    if shape.format == "think-tags":
+        return ("" if shape.opener == "prompt" else "<think>\n") + f"{reasoning}\n</think>\n\n{content}"
+    if shape.format == "s1":
+        return ("" if shape.opener == "prompt" else "<|im_start|>think\n") + f"{reasoning}\n<|im_start|>answer\n{content}"
+    return f"{reasoning}\n\n{content}"
+
+
+@dataclass
+class _Todo:
+    record: SampleRecord
+    prompt_ids: list[int]
+    ids: list[int]
+    probe: bool
 
 
 def ingest(
@@ -300,19 +575,24 @@ def ingest(
     force: bool = False,
     progress: ProgressFn | None = None,
     argv: Sequence[str] = (),
+    tokenizer: str | None = None,
+    producer: str | None = None,
 ) -> tuple[Path, IngestSource]:
     """Read `files` into the run at `out` as one variant; returns the run directory and what was read.
-    `batch_size`: traces per prefill forward pass (halved on out-of-memory)."""
-    from layerprobe.models.loading import load_model
-    from layerprobe.prune.surgery import drop_layers, validate_drop
+    `reasoning_format`: s1, think-tags, plain, or None / "auto" (decided per file from its traces);
+    `probes=False` reads the tokenizer and config only (`tokenizer` may name another tokenizer to count
+    with); `batch_size`: traces per prefill forward pass (halved on out-of-memory)."""
     from layerprobe.runs.records import trace_fields
     from layerprobe.runs.store import check_out_dir
-    from layerprobe.scaling.formats import detect_format
-    from layerprobe.tasks.grading import MathGrader, grade, grade_trace
+    from layerprobe.scaling.formats import FORMATS
+    from layerprobe.tasks.grading import MathGrader, grade_trace
     from layerprobe.tasks.registry import TASKS
 
     if source_format not in FORMATS_IN:
         raise UserError(f"--from {source_format}: valid formats are {', '.join(FORMATS_IN)}")
+    hint = None if reasoning_format in (None, "auto") else reasoning_format
+    if hint is not None and hint not in INGEST_FORMATS:
+        raise UserError(f"--format {reasoning_format}: valid formats are auto, {', '.join(INGEST_FORMATS)}")
     for f in files:
         if not Path(f).is_file():
             raise UserError(f"{f}: no such file")
@@ -322,166 +602,170 @@ def ingest(
     if answer_type not in ("integer", "math", "mc", "digit"):
         raise UserError(f"--answer-type {answer_type}: valid types are integer, math, mc, digit")
     check_out_dir(out, allow_orphan=force)
-    reads = [(Path(f), read_lm_eval(Path(f)) if source_format == "lm-eval" else read_jsonl(Path(f))) for f in files]
-    items = [it for _, r in reads for it in r.items]
+    reads = [read_lm_eval(Path(f)) if source_format == "lm-eval" else read_jsonl(Path(f)) for f in files]
+    items = [it for r in reads for it in r.items]
     if not items:
         reasons = Counter[str]()
-        for _, r in reads:
+        for r in reads:
             reasons.update(r.skipped)
         raise UserError(f"no trace could be read from {', '.join(map(str, files))} ({dict(reasons)})")
-    base = load_model(model, device=device, dtype=dtype)
-    from layerprobe.runs.execute import set_threads_for
-
-    set_threads_for(base)
-    loaded = base
-    dropped: list[int] = list(base.dropped)
-    if drop:
-        dropped = validate_drop(list(drop), base)
-        loaded = drop_layers(base, dropped)
-    elif method:
-        from layerprobe.prune.calibration import resolve_calibration
-        from layerprobe.prune.methods import get_method, prune_model
-
-        cal = (
-            resolve_calibration(base, traces=32 if base.source_kind == "toy" else None)
-            if get_method(method).needs_calibration
-            else None
-        )
-        loaded, _ = prune_model(base, method, n_drop, cal)
-        dropped = list(loaded.dropped)
-    fmt = detect_format(loaded.tokenizer, reasoning_format or loaded.reasoning_format)
+    side = _model_side(model, probes, drop, method, n_drop, device, dtype, tokenizer)
+    tok = side.tokenizer
+    for r in reads:
+        r.shape = _file_shape(r, hint, tok)
+    dropped = side.dropped
     name = label or ("base" if not dropped else (f"{method}-{len(dropped)}" if method else "drop-" + "-".join(map(str, dropped))))
+    kept = [i for i in range(side.n_layers) if i not in set(dropped)] if side.n_layers is not None else None
     spec = VariantSpec(
         name=name,
         dropped=dropped,
-        n_layers=loaded.n_layers,
-        layer_map=list(loaded.layer_map),
-        checkpoint=str(model) if Path(model).is_dir() else None,
+        method=side.method,
+        n_layers=len(kept) if kept is not None else None,
+        layer_map=kept,
     )
-    producer = next((r.producer for _, r in reads if r.producer), None)
-    info = _run_info(out, spec, base, model, fmt.name, task, answer_type, items, reads, budget, dtype, argv)
+    producer = producer or next((r.producer for r in reads if r.producer), None)
+    info = _run_info(out, spec, side, reads, task, answer_type, budget, dtype, probes, argv)
     store = RunStore.open(out, info, force=force, extend=True)
-    tok = loaded.tokenizer
     skipped: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
     warnings: list[str] = []
-    for _, r in reads:
+    for r in reads:
         skipped.update(r.skipped)
-        warnings += [w for w in tokenizer_warnings(tok, r) if w not in warnings]
+        counts["merged filter lines"] += r.merged
+        warnings += [w for w in tokenizer_warnings(tok, r) + r.examples if w not in warnings]
     samples_of: dict[str, set[int]] = {}
     for it in items:
         samples_of.setdefault(it.problem_id, set()).add(it.sample)
-    seen: set[tuple[str, int | None, int]] = set()
+    seen: set[tuple[str, int, int]] = set()
     grader = MathGrader() if answer_type == "math" else None
-    context = getattr(loaded.model.config, "max_position_embeddings", None)
-    vocab = int(loaded.model.get_output_embeddings().weight.shape[0])  # rows of the unembedding
+    # ids a probe can feed: the unembedding's rows (a padded vocabulary may exceed the tokenizer's)
+    vocab = int(side.loaded.model.get_output_embeddings().weight.shape[0]) if probes else len(tok)
     n_new = 0
     status = "interrupted"
-    todo: list[tuple[SampleRecord, list[int], list[int]]] = []
+    todo: list[_Todo] = []
+    enc = lambda text: tok.encode(text, add_special_tokens=False)
 
     def flush() -> None:
         """Probe the traces read so far (batched prefill), then write their records: arrays first."""
         nonlocal n_new
         layers: dict[int, str] = {}
-        if probes and todo:
+        batch = [(i, t) for i, t in enumerate(todo) if t.probe]
+        if batch:
             from layerprobe.probe.prefill import PrefillItem, prefill_many
             from layerprobe.probe.store import save_trace_layers
 
-            batch = [PrefillItem(i, p, t) for i, (_, p, t) in enumerate(todo)]
-            for tl in prefill_many(loaded, batch, lens=lens, batch_size=batch_size):
+            for tl in prefill_many(
+                side.loaded, [PrefillItem(i, t.prompt_ids, t.ids) for i, t in batch], lens=lens, batch_size=batch_size
+            ):
                 index = int(tl.key)
-                rec = todo[index][0]
+                rec = todo[index].record
                 rel = f"layers/{name}/{trace_file_stem(rec.problem_id, rec.mode, rec.budget, rec.sample)}.npz"
                 tl.key = Path(rel).stem
                 save_trace_layers(out / rel, tl)
                 layers[index] = rel
-        for i, (rec, _, _) in enumerate(todo):
-            store.append(rec.model_copy(update={"layers_file": layers.get(i)}) if layers else rec)
+        for i, t in enumerate(todo):
+            store.append(t.record.model_copy(update={"layers_file": layers.get(i)}) if i in layers else t.record)
             n_new += 1
         todo.clear()
 
+    numbered = [(r.shape, it) for r in reads for it in r.items]
     try:
-        for i, it in enumerate(items):
+        for i, (shape, it) in enumerate(numbered):
             if progress:
                 progress(f"ingest {name}", i, len(items))
-            b = it.budget if it.budget is not None else (budget if budget is not None else 0)
-            if (it.problem_id, b, it.sample) in seen:
+            assert shape is not None
+            b = it.budget if it.budget is not None else budget
+            if (it.problem_id, b or 0, it.sample) in seen:
                 skipped["the same id, budget and sample again (the first kept)"] += 1
                 continue
-            seen.add((it.problem_id, b, it.sample))
-            mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
-            if store.has((name, it.problem_id, mode, b, it.sample)):
-                continue
-            thinking, answer, ended = split_trace(fmt, it.completion)
-            prompt_ids = it.prompt_ids or tok.encode(it.prompt, add_special_tokens=False)
-            all_ids = it.completion_ids or tok.encode(it.completion, add_special_tokens=False)
-            parts = split_ids(tok, fmt, all_ids) if it.completion_ids and ended else None
-            if parts is not None:
-                think_ids, answer_ids = parts
+            seen.add((it.problem_id, b or 0, it.sample))
+            if it.reasoning is not None:
+                parsed, text = from_fields(it.reasoning, it.completion), _rebuild(shape, it.reasoning, it.completion)
+                counts["reasoning in a separate field"] += 1
             else:
-                think_ids = tok.encode(thinking, add_special_tokens=False) if ended else list(all_ids)
-                answer_ids = tok.encode(answer, add_special_tokens=False) if answer else []
-                if answer_ids and answer_ids[-1] == tok.eos_token_id:  # the stop token is not part of the answer
-                    answer_ids = answer_ids[:-1]
-            if max(prompt_ids + list(all_ids), default=0) >= vocab:
-                skipped["token ids outside the model's vocabulary (another tokenizer?)"] += 1
+                parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
+            mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
+            prompt = it.prompt
+            if it.messages is not None:
+                try:
+                    prompt = tok.apply_chat_template(it.messages, tokenize=False, add_generation_prompt=True)
+                except Exception:  # noqa: BLE001 - a tokenizer without a chat template cannot render messages
+                    skipped["messages that the tokenizer's chat template cannot render"] += 1
+                    continue
+            prompt_ids = it.prompt_ids or enc(prompt)
+            all_ids = it.completion_ids or enc(text)
+            cut = it.cut if it.cut is not None else (True if it.cap and len(all_ids) >= it.cap else None)
+            finish = finish_of(parsed, shape.format, cut)
+            counts["budget-forced"] += finish == "budget"
+            counts["truncated"] += finish == "truncated"
+            counts["re-opened their thinking"] += parsed.reopened > 0
+            if store.has((name, it.problem_id, mode, b or 0, it.sample)):
                 continue
-            if context is not None and len(prompt_ids) + len(all_ids) > context:
-                skipped[f"longer than the model's context ({context} tokens)"] += 1
+            if max(prompt_ids + list(all_ids), default=0) >= vocab:
+                skipped["token ids outside the tokenizer's vocabulary (another tokenizer?)"] += 1
                 continue
             if not prompt_ids or not all_ids:
                 skipped["empty prompt or completion"] += 1
                 continue
+            parts = None
+            if it.completion_ids and it.reasoning is None and parsed.ended and not parsed.reopened and shape.format in FORMATS:
+                parts = split_ids(tok, FORMATS[shape.format], all_ids)
+            think_ids = parts[0] if parts else enc(parsed.thinking)
+            answer_ids = parts[1] if parts else enc(parsed.answer)
+            if answer_ids and answer_ids[-1] == tok.eos_token_id:  # the stop token is not part of the answer
+                answer_ids = answer_ids[:-1]
             thinking = tok.decode(think_ids, skip_special_tokens=False)  # as the engine records it (no decode artefacts)
-            g = (
-                grade_trace(answer_type, it.gold, answer, thinking, grader)
-                if ended
-                else grade(answer_type, it.gold, it.completion, grader)
+            g = grade_trace(answer_type, it.gold, parsed.answer, thinking, grader, truncated=finish == "truncated")
+            m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=text)
+            too_long = side.context is not None and len(prompt_ids) + len(all_ids) > side.context
+            if probes and too_long:
+                counts["probes skipped (longer than the model's context)"] += 1
+            external = dict(it.external, prompt=prompt)
+            if parsed.forced or parsed.reopened or it.reasoning is not None:
+                external["shape"] = {"forced": parsed.forced, "reopened": parsed.reopened, "fields": it.reasoning is not None}
+            record = SampleRecord(
+                variant=name,
+                problem_id=it.problem_id,
+                group=it.group,
+                mode=mode,
+                budget=b or 0,
+                budget_recorded=b is not None,
+                sample=it.sample,
+                seed=0,
+                prompt_tokens=len(prompt_ids),
+                thinking_tokens=len(think_ids),
+                answer_tokens=len(answer_ids),
+                finish=finish,
+                budget_hit=finish in ("budget", "truncated"),
+                answer=g.extracted,
+                extraction=g.rule,
+                gold=it.gold,
+                correct=g.correct,
+                **m,
+                thinking_text=thinking,
+                text=text,
+                layers_file=None,
+                origin="ingested",
+                external=external,
             )
-            m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
-            todo.append(
-                (
-                    SampleRecord(
-                        variant=name,
-                        problem_id=it.problem_id,
-                        group=it.group,
-                        mode=mode,
-                        budget=b,
-                        sample=it.sample,
-                        seed=0,
-                        prompt_tokens=len(prompt_ids),
-                        thinking_tokens=len(think_ids),
-                        answer_tokens=len(answer_ids),
-                        finish="answered" if ended else "budget",
-                        budget_hit=not ended,
-                        answer=g.extracted,
-                        extraction=g.rule,
-                        gold=it.gold,
-                        correct=g.correct,
-                        **m,
-                        thinking_text=thinking,
-                        text=it.completion,
-                        layers_file=None,
-                        origin="ingested",
-                        external=it.external,
-                    ),
-                    prompt_ids,
-                    all_ids,
-                )
-            )
+            todo.append(_Todo(record, prompt_ids, list(all_ids), probes and not too_long))
             if len(todo) >= FLUSH_EVERY:
                 flush()
         flush()
         if progress:
             progress(f"ingest {name}", len(items), len(items))
         src = IngestSource(
-            path=", ".join(str(f) for f, _ in reads),
-            sha1=",".join(_sha1(f) for f, _ in reads),
+            path=", ".join(str(r.path) for r in reads),
+            sha1=",".join(_sha1(r.path) for r in reads),
             format=source_format,
             variant=name,
             traces=n_new,
             skipped=dict(skipped),
             producer=producer,
             warnings=warnings,
+            shapes=[f"{r.path.name}: {r.shape.describe()}" for r in reads if r.shape is not None],
+            counts={k: v for k, v in counts.items() if v},
+            tokenizer=side.tokenizer_name,
         )
         store.info.ingested = [s for s in store.info.ingested if s.variant != name] + [src]
         store.info.expected_traces = None
@@ -490,53 +774,55 @@ def ingest(
         if grader is not None:
             grader.close()
         store.close(status)
-    _after(out, base, probes)
+    _after(out, side.base, probes)
     return out, src
 
 
 def _run_info(
     out: Path,
     spec: VariantSpec,
-    base: Any,
-    model: str,
-    fmt_name: str,
+    side: ModelSide,
+    reads: Sequence[Read],
     task: str | None,
     answer_type: str,
-    items: Sequence[Item],
-    reads: Sequence[tuple[Path, Read]],
     budget: int | None,
     dtype: str,
+    probes: bool,
     argv: Sequence[str],
 ) -> RunInfo:
     """run.json for the run with this variant added (the base listed first)."""
     from layerprobe.runs.analyze import _versions
 
+    items = [it for r in reads for it in r.items]
     old = read_run_info(out) if is_run_dir(out) else None
     if old is not None and old.origin != "ingest":
         raise UserError(f"{out} holds a run written by `layerprobe analyze`; ingest into another --out")
-    if old is not None and old.model.n_layers != base.n_layers_original:
-        raise UserError(f"{out} holds traces of a {old.model.n_layers}-layer model; --model {model} has {base.n_layers_original}")
+    if old is not None and None not in (old.model.n_layers, side.n_layers) and old.model.n_layers != side.n_layers:
+        raise UserError(f"{out} holds traces of a {old.model.n_layers}-layer model; --model {side.name} has {side.n_layers}")
     variants = [v for v in (old.variants if old else []) if v.name != spec.name]
     variants = [spec, *variants] if spec.name == "base" else [*variants, spec]
     budgets = sorted(
         {it.budget if it.budget is not None else (budget or 0) for it in items} | set(old.config.budgets if old else [])
     )
-    kw = next((r.gen_kwargs for _, r in reads if r.gen_kwargs), {})
+    kw = next((r.gen_kwargs for r in reads if r.gen_kwargs), {})
     temperature = (float(kw.get("temperature", 1.0)) if kw.get("do_sample") else 0.0) if kw else None
+    wait = kw["thinking_n_ignore"] if isinstance(kw.get("thinking_n_ignore"), int) else 0
     groups = Counter(it.group or "all" for it in items if it.sample == 0)
+    fmt_names = sorted({r.shape.format for r in reads if r.shape is not None})
     config = RunConfig(
-        model=model,
+        model=side.name,
         task=task or (old.config.task if old else "ingested"),
         budgets=budgets,
         samples=max(it.sample for it in items) + 1,
         parallel_budget=max(budgets),
+        wait=wait,
         temperature=temperature,
         top_p=kw.get("top_p") if kw else None,
         top_k=kw.get("top_k") if kw else None,
         answer_max=None,
         seed=None,
-        probes=True,
-        reasoning_format=fmt_name,
+        probes=probes or bool(old and old.config.probes),
+        reasoning_format=",".join(fmt_names) or None,
         dtype=dtype,
     )
     return RunInfo(
@@ -547,14 +833,15 @@ def _run_info(
         origin="ingest",
         config=config,
         model=ModelInfo(
-            id=model,
-            source=base.source,
-            source_kind=base.source_kind,
-            family=base.family,
-            dtype=str(base.dtype).removeprefix("torch."),
-            n_layers=base.n_layers_original,
-            reasoning_format=fmt_name,
-            revision=base.revision,
+            id=side.name,
+            source=side.source,
+            source_kind=side.source_kind,
+            family=side.family,
+            dtype=side.dtype,
+            n_layers=side.n_layers if side.n_layers is not None else (old.model.n_layers if old else None),
+            reasoning_format=config.reasoning_format,
+            revision=side.revision,
+            tokenizer=side.tokenizer_name,
         ),
         task=TaskRecord(
             name=config.task,
@@ -622,7 +909,7 @@ def _after(out: Path, base: Any, probes: bool) -> None:
                 out,
                 spec,
                 [r for r in run.samples if r.variant == spec.name],
-                run.info.model.n_layers,
+                run.n_layers,
                 base_traces=base_seq if spec.name != base_name else (),
             )
     write_metrics(out, run.info, run.samples)

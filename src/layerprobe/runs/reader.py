@@ -159,6 +159,27 @@ class Run:
                 bs |= {int(b) for b in g.sequential}
         return sorted(bs)
 
+    @property
+    def n_layers(self) -> int:
+        """Decoder layers of the unpruned model: run.json's, else the deepest layer any variant knows
+        (a text-only ingest may not know the depth; 0 when nothing does)."""
+        if self.info.model.n_layers is not None:
+            return self.info.model.n_layers
+        known = [max(v.layer_map) + 1 for v in self.info.variants if v.layer_map] + [
+            max(v.dropped) + 1 for v in self.info.variants if v.dropped
+        ]
+        return max(known, default=0)
+
+    @property
+    def budget_recorded(self) -> bool:
+        """False when no trace of the run recorded its thinking budget (ingested files that do not say)."""
+        return not self.samples or any(s.budget_recorded for s in self.samples)
+
+    @property
+    def producer(self) -> str | None:
+        """The model that wrote an ingested run's traces, when a file or --producer says."""
+        return next((s.producer for s in self.info.ingested if s.producer), None)
+
     def rel(self, path: str | os.PathLike[str], out_dir: Path) -> str:
         """A path of this run relative to `out_dir` (for local links from a report)."""
         return os.path.relpath(self.dir / path, out_dir).replace(os.sep, "/")

@@ -6,18 +6,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from layerprobe.metrics.selfbleu import STUDY_KEY, self_bleu_within_study
 from layerprobe.metrics.summary import trace_metrics
 from layerprobe.runs.schema import Reflections, Repetition
 
 
 def trace_fields(
-    thinking_text: str, thinking_ids: Sequence[int], decode: Callable[[Sequence[int]], str] | None = None
+    thinking_text: str,
+    thinking_ids: Sequence[int],
+    decode: Callable[[Sequence[int]], str] | None = None,
+    full_text: str | None = None,
 ) -> dict[str, Any]:
     """reflections, repetition (with the loop onset as a character offset of the thinking text, when
-    `decode` maps token ids to text) and self_bleu_within of one thinking trace."""
+    `decode` maps token ids to text) and self_bleu_within of one thinking trace; with `full_text` (the
+    whole response, as the study scored it) also self_bleu_within_study."""
     m = trace_metrics(thinking_text, list(thinking_ids), len(thinking_ids))
     rep = Repetition.model_validate({k: v for k, v in m["repetition"].items() if k in Repetition.model_fields})
     if rep.loop and rep.loop_onset is not None and decode is not None:
         rep.loop_onset_char = len(decode(list(thinking_ids)[: rep.loop_onset]))
     refl = Reflections.model_validate({k: v for k, v in m["reflections"].items() if k in Reflections.model_fields})
-    return {"reflections": refl, "repetition": rep, "self_bleu_within": m["self_bleu_within"]}
+    out = {"reflections": refl, "repetition": rep, "self_bleu_within": m["self_bleu_within"]}
+    if full_text is not None:
+        out[STUDY_KEY] = self_bleu_within_study(full_text)
+    return out

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 RunStatus = Literal["running", "interrupted", "complete", "failed"]
 Mode = Literal["sequential", "parallel"]
@@ -177,12 +177,14 @@ class ModelInfo(_Model):
     """Architecture family (qwen2, qwen3, llama, mistral, ...)."""
     dtype: str | None = None
     """Parameter dtype."""
-    n_layers: int
-    """Decoder layers of the unpruned model."""
+    n_layers: int | None
+    """Decoder layers of the unpruned model (None: unknown, a text-only ingest without the model's config)."""
     reasoning_format: str | None = None
-    """Reasoning format the model was run with."""
+    """Reasoning format the model was run with (ingest: the formats its files were read in)."""
     revision: str | None = None
     """Hub revision or content hash of the weights."""
+    tokenizer: str | None = None
+    """The tokenizer that counted tokens when it is not the model's own (ingest --tokenizer)."""
 
 
 class TaskRecord(_Model):
@@ -221,6 +223,13 @@ class IngestSource(_Model):
     """The model that produced the traces, when the file says (lm-eval's model_args)."""
     warnings: list[str] = Field(default_factory=list)
     """What looked wrong while reading (e.g. the file's special tokens differ from the --model tokenizer's)."""
+    shapes: list[str] = Field(default_factory=list)
+    """Per file, the format its traces were found in ("s1 (...), opener in the response")."""
+    counts: dict[str, int] = Field(default_factory=dict)
+    """What the traces showed: budget-forced, truncated, re-opened their thinking, reasoning in a separate
+    field, merged filter lines (lm-eval), probes skipped (longer than the model's context)."""
+    tokenizer: str | None = None
+    """The tokenizer that counted tokens when it is not the model's own (--tokenizer)."""
 
 
 class RunInfo(_Model):
@@ -269,8 +278,8 @@ class RunInfo(_Model):
     @classmethod
     def _migrate(cls, data: Any) -> Any:
         data = _check_version(data, "run.json")
-        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
-            data = dict(data)
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) < SCHEMA_VERSION:
+            data = dict(data)  # versions 1 and 2 lack only fields that have defaults
             data["schema_version"] = SCHEMA_VERSION
         return data
 
@@ -339,7 +348,9 @@ class SampleRecord(_Model):
     mode: Mode
     """sequential (one trace per budget) or parallel (several samples at one budget)."""
     budget: int
-    """Thinking budget in tokens."""
+    """Thinking budget in tokens (0 when not recorded: see budget_recorded)."""
+    budget_recorded: bool = True
+    """False: the ingested file recorded no thinking budget for this trace (stored as 0)."""
     sample: int
     """Sample index (0 for sequential traces)."""
     seed: int
@@ -351,7 +362,8 @@ class SampleRecord(_Model):
     answer_tokens: int
     """Answer tokens generated."""
     finish: str
-    """answered, budget (the thinking budget ran out) or max_tokens (the answer hit its cap)."""
+    """answered, budget (the thinking budget ran out and the answer was forced), max_tokens (the answer hit
+    its cap) or truncated (cut before the thinking ended: no answer, never graded)."""
     budget_hit: bool | None = None
     """The thinking budget ran out and the answer was forced."""
     waits: int = 0
@@ -369,7 +381,11 @@ class SampleRecord(_Model):
     repetition: Repetition
     """Repetition in the thinking tokens."""
     self_bleu_within: Float = None
-    """Self-BLEU of each sentence of the thinking against the rest of it (0–100)."""
+    """Self-BLEU of each sentence of the thinking against the rest of it (0–100; sacrebleu, layerprobe's
+    sentence rule)."""
+    self_bleu_within_study: Float = None
+    """The study's within-response Self-BLEU ×100: nltk sentence_bleu (smoothing method 4) of each sentence
+    of the whole response against the others, averaged (metrics.selfbleu.self_bleu_within_study)."""
     thinking_text: Text
     """Thinking text."""
     text: Text
@@ -393,6 +409,8 @@ class SampleRecord(_Model):
     @classmethod
     def _migrate(cls, data: Any) -> Any:
         data = _check_version(data, "a samples.jsonl line")
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 2:
+            data = dict(data, schema_version=SCHEMA_VERSION)  # version 3 only added fields with defaults
         if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
             data = dict(data)
             data["schema_version"] = SCHEMA_VERSION
@@ -501,6 +519,11 @@ class Behaviour(_Model):
     """Mean seq-rep-4."""
     self_bleu_within: Float = None
     """Mean within-trace Self-BLEU (traces with at least two sentences)."""
+    self_bleu_within_study: Float = None
+    """The study's within-response Self-BLEU (×100), averaged the study's way: over the first sample
+    (sample 0) of each problem's traces."""
+    truncated_rate: Float = None
+    """Share of traces cut before their thinking ended (no answer; counted wrong)."""
     reflections_per_1k: Float = None
     """Reflection words per 1,000 thinking tokens, pooled over traces."""
     reflections_by_word_per_1k: dict[str, Float] = Field(default_factory=dict)
@@ -584,15 +607,44 @@ class Comparison(_Model):
     """The interval and the test agree on whether there is a difference."""
 
 
+class OutcomeContrast(_Model):
+    """How one variant's wrong traces differ from its right ones in one measured quantity (unpaired:
+    different traces; the interval resamples problems, so a problem's traces never count as independent)."""
+
+    variant: str
+    """The variant."""
+    metric: str
+    """The per-trace quantity (a key of the behaviour comparisons: thinking_tokens, loop, truncated, ...)."""
+    n_wrong: int
+    """Wrong traces with a value."""
+    n_right: int
+    """Right traces with a value."""
+    mean_wrong: Float = None
+    """Mean over the wrong traces."""
+    mean_right: Float = None
+    """Mean over the right traces."""
+    diff: Float = None
+    """mean_wrong − mean_right."""
+    ci_low: Float = None
+    """Lower end of its 95 % interval (bootstrap over problems)."""
+    ci_high: Float = None
+    """Upper end."""
+    verdict: str = ""
+    """higher / lower (wrong traces against right ones; the interval excludes 0) or no clear difference."""
+
+
 class GradingHealth(_Model):
     """Whether the grader could read the variant's answers."""
 
     n: int
     """Traces."""
     missing: int
-    """Traces with no extracted answer."""
+    """Traces that gave an answer part but no answer the grader could extract (truncated traces aside)."""
     missing_rate: Float = None
     """missing / n."""
+    truncated: int = 0
+    """Traces cut before their thinking ended: they have no answer because they never gave one, which
+    says nothing about the grader (not in `missing`)."""
     meaningful: bool
     """False when more than 20 % of the traces have no extracted answer: accuracy then measures
     the grader, not the model. A pruned variant's missing answers do not count against it when the
@@ -624,6 +676,8 @@ class MetricsFile(_Model):
     mean over the traces both variants have."""
     grading: dict[str, GradingHealth] = Field(default_factory=dict)
     """Per variant: whether the grader found answers."""
+    outcome_contrasts: list[OutcomeContrast] = Field(default_factory=list)
+    """Per variant: its wrong traces against its right ones (length, loops, truncation, reflection, Self-BLEU)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -776,6 +830,8 @@ class LayerAggregates(_Model):
         data = _check_version(data, "a layer aggregate")
         if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
             data = _migrate_layers_v1(dict(data))
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 2:
+            data = dict(data, schema_version=SCHEMA_VERSION)  # version 3 changed no field of this file
         return data
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.metrics import (
+    NO_CLEAR_DIFFERENCE,
     bootstrap_mean_interval,
     budget_exhausted,
+    clustered_difference,
     cov_at_k,
     maj_at_k,
     paired_comparison,
@@ -30,6 +32,7 @@ from layerprobe.runs.schema import (
     GroupMetrics,
     Interval,
     MetricsFile,
+    OutcomeContrast,
     ParallelCurves,
     RunInfo,
     SampleRecord,
@@ -151,6 +154,8 @@ def trace_behaviour(records: Sequence[SampleRecord]) -> Behaviour:
         mean_loop_onset_fraction=_mean([(r.repetition.loop_onset or 0) / max(1, r.repetition.length or 1) for r in loops]),
         seq_rep=_mean([r.repetition.seq_rep_4 for r in records]),
         self_bleu_within=_mean([r.self_bleu_within for r in records]),
+        self_bleu_within_study=_mean([r.self_bleu_within_study for r in records if r.sample == 0]),
+        truncated_rate=_mean([float(r.finish == "truncated") for r in records]),
         reflections_per_1k=1000.0 * sum(by_word.values()) / tokens if tokens else None,
         reflections_by_word_per_1k={w: 1000.0 * c / tokens for w, c in sorted(by_word.items())} if tokens else {},
         waits_inserted=sum(r.waits for r in records),
@@ -241,10 +246,15 @@ TRACE_METRICS: dict[str, tuple[str, Callable[[SampleRecord], float | None]]] = {
     "loop": ("share of traces that end in a loop", lambda r: float(r.repetition.loop)),
     "seq_rep": ("seq-rep-4 (share of repeated 4-grams)", lambda r: r.repetition.seq_rep_4),
     "self_bleu_within": ("within-trace Self-BLEU (0-100, repetition inside one trace)", lambda r: r.self_bleu_within),
+    "self_bleu_within_study": (
+        "the study's within-response Self-BLEU (0-100, nltk; whole response)",
+        lambda r: r.self_bleu_within_study,
+    ),
     "reflections_per_1k": ("reflection words per 1k thinking tokens", lambda r: r.reflections.per_1k),
     "thinking_tokens": ("thinking tokens", lambda r: float(r.thinking_tokens)),
     "budget_exhausted": ("share of traces that used up the thinking budget", lambda r: float(budget_exhausted(r))),
     "answer_missing": ("share of traces with no extractable answer", lambda r: float(r.answer is None)),
+    "truncated": ("share of traces cut before their thinking ended", lambda r: float(r.finish == "truncated")),
 }
 
 
@@ -271,6 +281,47 @@ def behaviour_comparisons(records: Sequence[SampleRecord], base: str, others: Se
     return out
 
 
+def outcome_contrasts(records: Sequence[SampleRecord], variants: Sequence[str]) -> list[OutcomeContrast]:
+    """Every variant's wrong traces against its right ones, per behaviour quantity (TRACE_METRICS but
+    the answer rate, which is what separates them by definition)."""
+    out = []
+    for v in variants:
+        recs = [r for r in records if r.variant == v]
+        if not any(r.correct for r in recs) or all(r.correct for r in recs):
+            continue
+        for key, (_, value) in TRACE_METRICS.items():
+            if key == "answer_missing":
+                continue
+            vals = [value(r) for r in recs]
+            pairs = [(float(x), r) for x, r in zip(vals, recs) if x is not None and not (isinstance(x, float) and math.isnan(x))]
+            if not pairs:
+                continue
+            wrong = [x for x, r in pairs if not r.correct]
+            right = [x for x, r in pairs if r.correct]
+            if not wrong or not right:
+                continue
+            diff, lo, hi = clustered_difference(
+                [x for x, _ in pairs], [not r.correct for _, r in pairs], [r.problem_id for _, r in pairs]
+            )
+            eps = 1e-9 * max(1.0, abs(statistics.fmean(wrong)), abs(statistics.fmean(right)))  # rounding is not a difference
+            verdict = "higher" if lo > eps else "lower" if hi < -eps else NO_CLEAR_DIFFERENCE
+            out.append(
+                OutcomeContrast(
+                    variant=v,
+                    metric=key,
+                    n_wrong=len(wrong),
+                    n_right=len(right),
+                    mean_wrong=statistics.fmean(wrong),
+                    mean_right=statistics.fmean(right),
+                    diff=diff,
+                    ci_low=lo,
+                    ci_high=hi,
+                    verdict=verdict,
+                )
+            )
+    return out
+
+
 def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None = None) -> GradingHealth:
     """Whether a variant's accuracy means anything: more than MISSING_ANSWER_LIMIT of its traces
     without an extracted answer means the grader, not the model, decides the number. The grader is
@@ -278,8 +329,9 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
     grader reads this model's answers, a pruned variant's missing answers are its own failure
     (counted as wrong), not the grader's."""
     n = len(records)
-    missing = sum(r.answer is None for r in records)
-    rate = missing / n if n else None
+    truncated = sum(r.finish == "truncated" for r in records)
+    missing = sum(r.answer is None and r.finish != "truncated" for r in records)
+    rate = missing / (n - truncated) if n > truncated else None
     own_ok = rate is None or rate <= MISSING_ANSWER_LIMIT
     ok = own_ok or (base is not None and base.n > 0 and base.meaningful)
     msg = ""
@@ -301,7 +353,7 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
             f"{100 * rate:.0f} % of {records[0].variant} traces have no answer while the base model's answers are "
             "found: the variant stops answering (counted as wrong)"
         )
-    return GradingHealth(n=n, missing=missing, missing_rate=rate, meaningful=ok, message=msg)
+    return GradingHealth(n=n, missing=missing, missing_rate=rate, truncated=truncated, meaningful=ok, message=msg)
 
 
 def compute_metrics(
@@ -341,6 +393,7 @@ def compute_metrics(
         comparisons=comparisons(records, names[0], names[1:]) if names else [],
         behaviour_comparisons=behaviour_comparisons(records, names[0], names[1:]) if names else [],
         grading=grading,
+        outcome_contrasts=outcome_contrasts(records, names),
     )
 
 

@@ -5,15 +5,17 @@ name is recorded with every sample, so a reader can see how answers were found:
 
 - digit (the embedded toy): boxed only; the toy is trained to box its answer, anything else is a
   format failure of the model;
-- integer: boxed -> phrase ("the final answer is 70", "Answer: 70") -> gsm8k ("#### 70") -> last-number;
-- math: boxed -> phrase -> gsm8k -> math-verify (its own extraction of the last expression);
-- mc: boxed letter -> phrase ("the answer is (C)") -> letter-line (a line holding only a letter)
-  -> last-letter (the last "(C)" / "C)" / standalone valid letter).
+- integer: boxed -> json (`{"answer": 70}`) -> phrase ("the final answer is 70", "Answer: 70") -> gsm8k
+  ("#### 70") -> last-number;
+- math: boxed -> json -> phrase -> gsm8k -> math-verify (its own extraction of the last expression);
+- mc: boxed letter -> json (`{"answer": "B"}`) -> phrase ("the answer is (C)", "Answer: (B)") -> letter-line
+  (a line holding only a letter) -> last-letter (the last "(C)" / "C)" / standalone valid letter).
 
 When the model wrote no answer after its thinking (the answer part is empty), `grade_trace` reads the
-thinking instead, with the explicit rules only (boxed, phrase, gsm8k; never a last number, letter or
-expression, which in a chain of reasoning is rarely the answer), and records the rule as
-"thinking:<rule>".
+thinking instead, with the explicit rules only (boxed, json, phrase, gsm8k; never a last number,
+letter or expression, which in a chain of reasoning is rarely the answer), and records the rule as
+"thinking:<rule>". A trace cut before its thinking ended is never graded (`grade_trace(...,
+truncated=True)`): no rule reads an unfinished chain of reasoning.
 
 Math answers are compared with math-verify (`verify(parse(gold), parse(pred))`) in a worker process,
 because its timeouts use signals and must not run in a thread of the caller; integers are compared
@@ -24,6 +26,7 @@ default letter or number).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing as mp
 import re
 from dataclasses import dataclass
@@ -66,6 +69,27 @@ _LAST_LETTER = [
 ]
 
 
+_JSON_OBJECT = re.compile(r"\{[^{}]*\}")
+_JSON_KEYS = ("answer", "final_answer", "final answer")
+
+
+def extract_json_answer(text: str) -> str | None:
+    """The value of the last JSON object's "answer" (or "final_answer") key, as text; None if none.
+    Only flat objects (`{"answer": "B"}`, `{"answer": 42, "reason": "..."}`) are read."""
+    last = None
+    for m in _JSON_OBJECT.finditer(text):
+        try:
+            obj = json.loads(m.group(0))
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        for key, value in obj.items():
+            if str(key).strip().lower() in _JSON_KEYS and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                last = str(value).strip()
+    return last or None
+
+
 def _clean_number(text: str) -> str:
     return text.replace(",", "").replace("$", "").strip()
 
@@ -77,7 +101,7 @@ def extract_choice(text: str, n_choices: int = 4) -> str | None:
 
 def extract_choice_rule(text: str, n_choices: int = 4, explicit_only: bool = False) -> tuple[str | None, str | None]:
     """(letter, rule) for a multiple-choice answer (see the module docstring); (None, None) if none.
-    `explicit_only`: boxed and phrase only."""
+    `explicit_only`: boxed, json and phrase only."""
     valid = "ABCDEFGHIJ"[:n_choices]
     rules = ("boxed", "phrase") if explicit_only else ("boxed", "phrase", "letter-line")
     for rule, pattern in zip(rules, _MC_PATTERNS):
@@ -85,6 +109,11 @@ def extract_choice_rule(text: str, n_choices: int = 4, explicit_only: bool = Fal
         found = [f for f in found if f in valid]
         if found:
             return found[-1], rule
+        if rule == "boxed":
+            value = extract_json_answer(text)
+            letter = re.fullmatch(r"\(?([A-Ja-j])\)?(?:[.):]|\s.*)?", value or "", re.DOTALL)
+            if letter and letter.group(1).upper() in valid:
+                return letter.group(1).upper(), "json"
     if explicit_only:
         return None, None
     last: tuple[int, str] | None = None
@@ -102,6 +131,10 @@ def extract_number(text: str, explicit_only: bool = False) -> tuple[str | None, 
     if boxed is not None:
         inner = _LAST_NUMBER.findall(boxed.replace("\\!", "").replace("{,}", ","))
         return (_clean_number(inner[-1]) if inner else boxed), "boxed"
+    value = extract_json_answer(text)
+    if value is not None:
+        inner = _LAST_NUMBER.findall(value)
+        return (_clean_number(inner[-1]) if inner else value), "json"
     for rule, pattern in (("phrase", _PHRASE), ("gsm8k", _GSM8K)):
         found = pattern.findall(text)
         if found:
@@ -215,6 +248,8 @@ def grade(
     if answer_type == "math":
         pred, rule = extract_boxed(answer_text), "boxed"
         if pred is None:
+            pred, rule = extract_json_answer(answer_text), "json"
+        if pred is None:
             for name, pattern in (("phrase", _PHRASE_TEXT), ("gsm8k", _GSM8K)):
                 found = pattern.findall(answer_text)
                 if found:
@@ -239,10 +274,14 @@ def grade_trace(
     thinking_text: str,
     grader: MathGrader | None = None,
     n_choices: int = 4,
+    truncated: bool = False,
 ) -> Grade:
     """Grade a trace: its answer part by `grade`; when the model wrote no answer after thinking (the
     answer part is empty), its thinking with the explicit rules only, the rule recorded as
-    "thinking:<rule>"."""
+    "thinking:<rule>". A `truncated` trace (cut before its thinking ended) has no answer: wrong,
+    whatever its thinking says."""
+    if truncated:
+        return Grade(None, False, None)
     if answer_text.strip():
         return grade(answer_type, gold, answer_text, grader, n_choices)
     g = grade(answer_type, gold, thinking_text, grader, n_choices, explicit_only=True)
