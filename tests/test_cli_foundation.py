@@ -172,3 +172,26 @@ def test_prune_smollm2_cli(capsys, smollm2, tmp_path):
     kw = dict(max_new_tokens=16, do_sample=False, pad_token_id=smollm2.tokenizer.eos_token_id)
     with torch.no_grad():
         assert reloaded.generate(ids, **kw).tolist() == pruned.model.generate(ids, **kw).tolist()
+
+
+def test_unreachable_hub_means_offline_at_once(monkeypatch):
+    """No network: the CLI sets HF_HUB_OFFLINE before anything asks the hub, so an uncached model fails
+    at once instead of after huggingface_hub's retries; a user's own setting and proxies are respected."""
+    import time
+
+    from layerprobe.cli import app
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    t0 = time.monotonic()
+    app._offline_when_unreachable()
+    assert time.monotonic() - t0 < 1.5 and app.os.environ["HF_HUB_OFFLINE"] == "1"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    app._offline_when_unreachable()
+    assert app.os.environ["HF_HUB_OFFLINE"] == "0"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    app._offline_when_unreachable()
+    assert "HF_HUB_OFFLINE" not in app.os.environ

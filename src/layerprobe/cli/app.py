@@ -69,6 +69,41 @@ def current_argv() -> list[str]:
     return ["layerprobe", *_ARGV]
 
 
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """Whether the Hugging Face hub (or $HF_ENDPOINT) answers a TCP connection within `timeout` seconds
+    (name lookup included: it runs in a thread that is abandoned when it takes longer)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok and ok[0])
+
+
+def _offline_when_unreachable() -> None:
+    """Set HF_HUB_OFFLINE=1 when the hub cannot be reached, so that a model, tokenizer or data set that
+    is not in the local cache fails at once instead of after ~25 s of retries. Not when the user set
+    HF_HUB_OFFLINE either way, or goes through a proxy (a direct connection says nothing then)."""
+    proxies = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+    if os.environ.get("HF_HUB_OFFLINE") is not None or any(os.environ.get(v) for v in proxies):
+        return
+    if not hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
 def _fail(code: int, message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.exit(code)
@@ -82,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _ARGV[:] = list(args)
     if not args or args[0] not in _NO_MODEL_COMMANDS:  # importing transformers costs ~2 s: only when needed
+        if args and args[0] not in ("--help", "-h") and "--help" not in args:
+            _offline_when_unreachable()  # before huggingface_hub is imported: it reads the variable once
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
