@@ -169,5 +169,5 @@ def test_explain_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     single = make_run(tmp_path / "single", variants=(("base", []),), problems_per_group=1, samples=1, probes=False)
     assert_one_line_error(run_cli(capsys, "explain", str(single)), "no pruned variant")
     noprobes = make_run(tmp_path / "noprobes", problems_per_group=1, samples=1, probes=False)
-    assert_one_line_error(run_cli(capsys, "explain", str(noprobes)), "no probes")
+    assert_one_line_error(run_cli(capsys, "explain", str(noprobes)), "no probe files")
     assert not (noprobes / "explain.json").exists()

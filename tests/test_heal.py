@@ -321,6 +321,7 @@ def test_a_pruned_checkpoint_is_distilled_from_the_model_it_was_pruned_from(
         (b"", "empty"),
         (b"\n\n", "empty"),
         (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"prompt": "' + b"w1 " * 1_500_000 + b'", "completion": "w2"}\n', "over 4 MiB"),
         (b"{not json}\n", "not JSON"),
         (b'{"prompt": "w1"}\n', "no completion"),
         (b'{"prompt": "w1", "completion": "  "}\n', "no completion"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from layerprobe.errors import UserError
 from layerprobe.metrics import NO_CLEAR_DIFFERENCE
 from layerprobe.report import render_report
 from layerprobe.report.narrative import resolve
@@ -142,14 +143,19 @@ def test_model_text_is_escaped(fixture_html: str) -> None:
 
 def test_odd_names_are_escaped_in_html_and_figures(tmp_path: Path) -> None:
     d = make_run(
-        tmp_path / "odd", variants=(("base", []), ("drop<3>$x$&", [3])), pid_prefix="<b>$p$", problems_per_group=1, samples=2
+        tmp_path / "odd", variants=(("base", []), ("drop+3=x", [3])), pid_prefix="<b>$p$", problems_per_group=1, samples=2
     )
     html = render_report(d).read_text(encoding="utf-8")
-    assert "<b>" not in html and "drop<3>" not in html
-    assert "drop&lt;3&gt;$x$&amp; against base" in html
+    assert "<b>" not in html
     assert html.count("&lt;b&gt;$p$") >= 2  # case study summary and figure title, as text
     legend = re.findall(r"<text[^>]*>([^<]*drop[^<]*)</text>", html)
-    assert "drop&lt;3&gt;$x$&amp;" in legend  # the SVG legend shows the name literally (no mathtext)
+    assert "drop+3=x" in legend
+    # a variant name that could not be a folder name (or would be markup) is refused where a run is read
+    info = json.loads((d / "run.json").read_text())
+    info["variants"][1]["name"] = "drop<3>$x$&"
+    (d / "run.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match="not a valid variant name"):
+        load_run(d)
 
 
 def test_no_network_resources(fixture_html: str) -> None:

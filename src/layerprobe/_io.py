@@ -4,7 +4,7 @@ and renamed over its target, so a reader (or a crash) never sees a half-written 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -66,3 +66,38 @@ def read_user_text(path: str | os.PathLike[str], flag: str, expected: str) -> st
         raise UserError(f"{flag} {p}: not UTF-8 text (byte {exc.start}); {expected}") from None
     except OSError as exc:
         raise UserError(f"{flag} {p}: cannot be read ({exc.strerror or exc})") from None
+
+
+#: What `iter_json_lines` yields for a line that could not be used.
+NOT_JSON = "not JSON"
+TOO_LONG = "too long"
+
+
+def iter_json_lines(path: str | os.PathLike[str], max_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for every non-blank line of a JSONL file a user or another program wrote:
+    the parsed JSON with lone surrogates in its strings replaced (rules.clean_strings), NOT_JSON for a
+    line that is not UTF-8 JSON, TOO_LONG for a line over `max_bytes` (default rules.MAX_LINE_BYTES),
+    which is skipped without being held in memory. OSError when the file cannot be read."""
+    import json
+
+    from layerprobe.rules import MAX_LINE_BYTES, clean_strings
+
+    limit = MAX_LINE_BYTES if max_bytes is None else max_bytes
+    with open(path, "rb") as fh:
+        n = 0
+        while True:
+            raw = fh.readline(limit + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # the rest of the long line, a piece at a time
+                    raw = fh.readline(1 << 20)
+                yield n, TOO_LONG
+                continue
+            if not raw.strip():
+                continue
+            try:
+                yield n, clean_strings(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                yield n, NOT_JSON

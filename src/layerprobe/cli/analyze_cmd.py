@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from layerprobe.cli.common import DeviceOpt, DtypeOpt, progress_bars
+from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, progress_bars
 from layerprobe.errors import UserError
 from layerprobe.prune.surgery import parse_layer_list
 from layerprobe.runs.sweep import parse_sweep_layers
@@ -185,19 +184,19 @@ def analyze(
         signal.signal(signal.SIGTERM, previous)
     from layerprobe.runs.reader import load_run
 
-    console = Console()
+    say = console()
     if explain:
         from layerprobe.runs.explain import explain as run_explain
 
         for f in run_explain(analysis.out, device=device).findings:
-            console.print(f"- {f.text}")
+            say.print(f"- {f.text}")
     run = load_run(analysis.out)  # read once for the summary and the report
-    print_summary(run, Console(width=max(console.width, 110)))
+    print_summary(run, console(width=max(say.width, 110)))
     if settings.report:
         from layerprobe.report import render_report
 
-        console.print(f"report: {render_report([run])}")
-    console.print(f"run directory: {analysis.out}")
+        say.print(f"report: {render_report([run])}")
+    say.print(f"run directory: {analysis.out}")
 
 
 def _parse_variant(text: str) -> tuple[str, str]:
@@ -211,7 +210,7 @@ def _parse_variant(text: str) -> tuple[str, str]:
 def _run(settings: Any) -> Any:
     from layerprobe.runs.analyze import Analysis
 
-    err = Console(stderr=True)
+    err = console(stderr=True)
     analysis = None
     try:
         with progress_bars() as progress:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="alias (see `layerprobe models`), hub id, local directory or .gguf file")
@@ -38,6 +41,15 @@ def check_output_file(path: Path | None, flag: str) -> None:
     check_writable(path, flag)
 
 
+def console(stderr: bool = False, width: int | None = None) -> Console:
+    """The one way commands print: no rich markup and no highlighting (a variant name, a problem id or a
+    model's text is printed as it is, never read as "[bold]" markup), lines never wrapped (a path or a
+    command stays one piece that can be copied)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True, width=width)
+
+
 class ProgressFn(Protocol):
     """progress(label, done, total, detail=""): one bar per label, created on first use; `detail`
     is a short status shown after the count (e.g. the last loss)."""
@@ -49,15 +61,14 @@ class ProgressFn(Protocol):
 def progress_bars() -> Iterator[ProgressFn]:
     """Rich progress bars on stderr (count, elapsed time, ETA), one per label, for the block's
     duration; nothing is drawn when stderr is not a terminal (a pipe cannot show a live bar)."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    err = Console(stderr=True)
+    err = console(stderr=True)
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
+        TextColumn("{task.fields[detail]}", markup=False),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from layerprobe.cli.common import DeviceOpt
+from layerprobe.cli.common import DeviceOpt, console
 from layerprobe.errors import UserError
 
 
@@ -37,15 +36,15 @@ def explain(
 
     with progress_bars() as progress:
         ex = run_explain(run_dir, generation=not no_generation, limit=limit, device=device, progress=progress)
-    console = Console()
+    say = console()
     for f in ex.findings:
-        console.print(f"- {f.text}")
+        say.print(f"- {f.text}")
     if not ex.findings:
-        console.print("no finding outside the noise (see explain.json for every number)")
+        say.print("no finding outside the noise (see explain.json for every number)")
     for why in ex.skipped:
-        console.print(f"not computed: {why}", highlight=False, soft_wrap=True)
+        say.print(f"not computed: {why}", highlight=False, soft_wrap=True)
     if not no_report:
         from layerprobe.report import render_report
 
-        console.print(f"report: {render_report([run_dir])}")
-    console.print(f"wrote {run_dir / 'explain.json'}")
+        say.print(f"report: {render_report([run_dir])}")
+    say.print(f"wrote {run_dir / 'explain.json'}")

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from layerprobe._io import check_writable
-from layerprobe.cli.common import DeviceOpt, DtypeOpt, progress_bars
+from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, progress_bars
 from layerprobe.errors import UserError
 from layerprobe.runs.execute import set_threads_for
 
@@ -196,10 +196,10 @@ def heal(
         **cfg.to_json(),
     }
     state = _check_out(out, settings, model, force)
-    console = Console()
+    say = console()
     if state == "done":
         prov = json.loads((out / "layerprobe.json").read_text(encoding="utf-8"))
-        console.print(
+        say.print(
             f"already healed with these settings: {out} ({_summary(prov.get('healing') or {})})", soft_wrap=True, highlight=False
         )
         return
@@ -249,7 +249,7 @@ def heal(
     except BaseException as exc:
         resumable = (out / STATE_DIR / HEAL_FILE).is_file() and not (out / "layerprobe.json").is_file()
         if resumable and not isinstance(exc, UserError):  # bad input stays one line
-            Console(stderr=True).print("to resume: " + shlex.join(_resume(run_argv, out)), highlight=False, soft_wrap=True)
+            console(stderr=True).print("to resume: " + shlex.join(_resume(run_argv, out)), highlight=False, soft_wrap=True)
         raise
     finally:
         torch.set_num_threads(threads)
@@ -428,7 +428,7 @@ def _heal(
     from layerprobe.prune.heal import heal as run_heal
     from layerprobe.prune.surgery import drop_layers
 
-    err = Console(stderr=True)
+    err = console(stderr=True)
     with err.status(f"loading {model} ...", spinner="dots") if err.is_terminal else _nullcontext():
         loaded = load_model(model, device=device, dtype=dtype)
     set_threads_for(loaded)
@@ -560,7 +560,7 @@ def _heal(
     _write_meta(out, meta)
     (out / STATE_DIR / "state.pt").unlink(missing_ok=True)
     healed = result.loaded
-    Console().print(
+    console().print(
         f"healed ({_summary(record)}); saved {healed.n_layers}-layer model (dropped {healed.dropped}) to {out}",
         soft_wrap=True,
         highlight=False,

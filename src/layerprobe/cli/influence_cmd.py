@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from layerprobe.cli.common import (
@@ -18,6 +17,7 @@ from layerprobe.cli.common import (
     NormPathOpt,
     UnembedPathOpt,
     check_output_file,
+    console,
 )
 from layerprobe.errors import UserError
 
@@ -146,7 +146,7 @@ def influence(
         raise UserError(f"--n-max {n_max}: must be at least 1")
     check_output_file(json_out, "--json")
     cal = None if calib_traces is not None else load_calibration_early(calib, calib_dataset, calib_docs)
-    console = Console(stderr=True)
+    say = console(stderr=True)
     loaded = load_model(
         model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path
     )
@@ -154,9 +154,9 @@ def influence(
         raise UserError(f"--n-max {n_max}: the model has only {loaded.n_layers} layers")
     if cal is None:
         assert calib_traces is not None  # cal is left None only for --calib-traces (traces need the model)
-        console.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")
+        say.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")
         cal = traces_calibration(loaded, calib_traces, trace_tokens)
-    with console.status(f"scoring {loaded.n_layers} layers on {cal.n_docs} documents ...") as status:
+    with say.status(f"scoring {loaded.n_layers} layers on {cal.n_docs} documents ...") as status:
 
         def progress(done: int, total: int) -> None:
             status.update(f"scoring {loaded.n_layers} layers: {done}/{total} documents")
@@ -181,11 +181,11 @@ def influence(
             row.append("" if v is None else f"{v:.4f}")
         row.append(str(entry["rank"]))
         table.add_row(*row)
-    Console().print(table)
+    console().print(table)
     if json_out is not None:
         try:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(doc, indent=2) + "\n")
         except OSError as exc:
             raise UserError(f"--json {json_out}: cannot write it ({exc.strerror or exc})") from None
-        console.print(f"wrote {json_out}")
+        say.print(f"wrote {json_out}")

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from layerprobe.cli.common import DeviceOpt, DtypeOpt, progress_bars
+from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, progress_bars
 from layerprobe.errors import UserError
 
 
@@ -81,7 +80,7 @@ def ingest(
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be 1 or more")
     dropped = parse_layer_list(drop) if drop else None
-    err = Console(stderr=True)
+    err = console(stderr=True)
     with progress_bars() as progress:
         run_dir, src = run_ingest(
             files,
@@ -107,21 +106,21 @@ def ingest(
             tokenizer=tokenizer,
             producer=producer,
         )
-    console = Console(highlight=False, soft_wrap=True)
+    say = console()
     for shape in src.shapes:
-        console.print(shape, markup=False)
+        say.print(shape, markup=False)
     found = ", ".join(f"{n} {what}" for what, n in src.counts.items())
-    console.print(f"{src.traces} traces ingested as variant {src.variant}" + (f" ({found})" if found else ""), markup=False)
+    say.print(f"{src.traces} traces ingested as variant {src.variant}" + (f" ({found})" if found else ""), markup=False)
     for why, n in src.skipped.items():
-        console.print(f"skipped {n}: {why}", markup=False)
+        say.print(f"skipped {n}: {why}", markup=False)
     if src.producer:
-        console.print(f"the traces come from {src.producer}", markup=False)
+        say.print(f"the traces come from {src.producer}", markup=False)
     if src.tokenizer:
-        console.print(f"tokens counted with the tokenizer of {src.tokenizer}", markup=False)
+        say.print(f"tokens counted with the tokenizer of {src.tokenizer}", markup=False)
     for w in src.warnings:
         err.print(f"warning: {w}", soft_wrap=True, markup=False)
     if not no_report:
         from layerprobe.report import render_report
 
-        console.print(f"report: {render_report([run_dir])}")
-    console.print(f"run directory: {run_dir}")
+        say.print(f"report: {render_report([run_dir])}")
+    say.print(f"run directory: {run_dir}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 from layerprobe.cli.common import (
@@ -12,6 +11,7 @@ from layerprobe.cli.common import (
     ModelOpt,
     NormPathOpt,
     UnembedPathOpt,
+    console,
 )
 from layerprobe.models.loading import load_model
 from layerprobe.scaling.formats import sniff_format
@@ -52,4 +52,4 @@ def inspect(
     ]
     for key, value in rows:
         table.add_row(key, value)
-    Console().print(table)
+    console().print(table)

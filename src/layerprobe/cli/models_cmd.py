@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
+from layerprobe.cli.common import console
 from layerprobe.models.aliases import ALIASES
 from layerprobe.models.loading import find_smollm2_gguf
 
@@ -22,4 +22,4 @@ def models() -> None:
         elif alias.name == "toy":
             target = "embedded checkpoint inside the layerprobe package"
         table.add_row(alias.name, target, str(alias.n_layers or "-"), alias.note)
-    Console().print(table)
+    console().print(table)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from layerprobe._io import check_writable
 from layerprobe.cli.common import (
@@ -16,6 +15,7 @@ from layerprobe.cli.common import (
     ModelOpt,
     NormPathOpt,
     UnembedPathOpt,
+    console,
 )
 from layerprobe.cli.influence_cmd import (
     BatchSizeOpt,
@@ -128,7 +128,7 @@ def prune(
         )
         pruned = drop_layers(loaded, indices, method="manual")
         save_model(pruned, out)
-        Console().print(
+        console().print(
             f"saved {pruned.n_layers}-layer model (dropped original layers {pruned.dropped} of {pruned.n_layers_original}) to {out}"
         )
         return
@@ -233,20 +233,20 @@ def _prune_with_method(
             opts.get("threshold", 0.45),
             opts.get("mode", "paper"),
         )
-    console = Console(stderr=True)
+    say = console(stderr=True)
     if m.needs_calibration and cal is None:
-        console.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")
+        say.print(f"generating {calib_traces} reasoning traces (up to {trace_tokens} tokens each) ...")
         cal = traces_calibration(loaded, calib_traces, trace_tokens)
     if m.name == "laco":
-        opts["log"] = lambda step: console.print(
+        opts["log"] = lambda step: say.print(
             f"  merge at layer {step['base']} with {step['followers']}: similarity {step['similarity']:.4f} -> "
             + ("kept" if step["accepted"] else "rejected")
         )
-    with console.status(f"choosing layers with {m.name} ..."):
+    with say.status(f"choosing layers with {m.name} ..."):
         pruned, selection = prune_model(loaded, m.name, n_drop, cal, seq_len=seq_len, batch_size=batch_size, **opts)
     save_model(pruned, out, selection=selection.to_json())
     removed = selection.drop
-    Console().print(
+    console().print(
         f"{selection.method}: removed {len(removed)} layer(s) {removed} of {pruned.n_layers_original}; "
         f"saved {pruned.n_layers}-layer model to {out}"
     )

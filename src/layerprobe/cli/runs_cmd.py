@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from layerprobe.cli.common import console
 from layerprobe.errors import UserError
 
 
@@ -27,7 +27,7 @@ def runs(
         raise UserError(f"{root}: no such folder (run directories are created by `layerprobe analyze`, default ./runs)")
     dirs = sorted([root] if is_run_dir(root) else [d for d in root.iterdir() if is_run_dir(d)])
     if not dirs:
-        Console().print(f"no run directories in {root}")
+        console().print(f"no run directories in {root}")
         return
     t = Table(title=f"runs in {root}")
     for col in ("run", "model", "variants", "task", "status", "traces", "updated"):
@@ -47,4 +47,4 @@ def runs(
         t.add_row(
             d.name, info.model.id, variants, info.task.name, effective_status(info), done, info.updated[:16].replace("T", " ")
         )
-    Console().print(t)
+    console().print(t)

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from layerprobe.report.narrative import disagreement
 from layerprobe.runs.reader import ALL, Run, load_run
@@ -36,7 +37,7 @@ def print_summary(run: Run | str | Path, console: Console) -> None:
     info, m = run.info, run.metrics
     for h in m.grading.values():
         if not h.meaningful:
-            console.print(f"[bold red]{h.message}[/]")
+            console.print(Text(h.message, style="bold red"))
     for note in run.notes:
         if "damaged" in note:
             console.print(f"note: {note}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
+from layerprobe.cli.common import console
 from layerprobe.tasks.registry import TASKS
 
 
@@ -17,4 +17,4 @@ def tasks() -> None:
         source = f"{t.hub_id}" + (f" ({t.hub_config})" if t.hub_config else "") if t.hub_id else "embedded"
         size = str(t.size) if t.size else "any (--limit)"
         table.add_row(t.name, source + (" or --task-file" if t.hub_id else ""), size, t.answer_type, t.regime, t.description)
-    Console().print(table)
+    console().print(table)

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from layerprobe.cli.common import console
 from layerprobe.errors import UserError
 
 toy_app = typer.Typer(help="Train and evaluate the embedded toy reasoning model.", no_args_is_help=True)
@@ -62,8 +62,8 @@ def train_cmd(
             )
         )
     cfg = TrainConfig(seed=seed, precision=precision, threads=threads, stages=stages, thinking=not no_thinking)
-    final = train(cfg, out, log=Console().print)
-    Console().print(f"final checkpoint: {final}")
+    final = train(cfg, out, log=console().print)
+    console().print(f"final checkpoint: {final}")
 
 
 @toy_app.command("eval")
@@ -125,17 +125,17 @@ def eval_cmd(
             f"{res.sampled.get(tt, float('nan')):.3f}",
             f"{res.maj.get(tt, float('nan')):.3f}",
         )
-    console = Console()
-    console.print(table)
-    console.print("greedy by chain length: " + ", ".join(f"k={k}: {v:.2f}" for k, v in res.greedy_by_k.items()))
+    say = console()
+    say.print(table)
+    say.print("greedy by chain length: " + ", ".join(f"k={k}: {v:.2f}" for k, v in res.greedy_by_k.items()))
     if res.audit:
-        console.print("Wait audit (sampled traces): " + json.dumps(res.audit))
+        say.print("Wait audit (sampled traces): " + json.dumps(res.audit))
     curve = {}
     if budget_list:
         from layerprobe.toy.evaluate import budget_curve
 
         curve = budget_curve(loaded.model, loaded.tokenizer, budget_task, budget_list, n=n, seed=seed)
-        console.print(
+        say.print(
             f"greedy accuracy vs thinking budget ({budget_task}): " + ", ".join(f"B={b}: {a:.2f}" for b, a in curve.items())
         )
     if json_out:

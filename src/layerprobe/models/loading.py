@@ -108,6 +108,37 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+_FULL_HASH_BYTES = 256 * 2**20
+_SAMPLES, _SAMPLE_BYTES = 32, 2**20
+
+
+def weights_fingerprint(source: str | Path) -> str | None:
+    """A content fingerprint of a local checkpoint (its config.json and every weight file) or GGUF file:
+    "sha1:<hex>". A weight file up to 256 MiB is hashed whole; a larger one by its size and 32 pieces
+    of 1 MiB spread evenly over it (every layer's tensors of a 7B checkpoint are a few hundred MiB
+    apart, so replaced weights change the pieces). None when `source` is not a local file or folder."""
+    path = Path(source)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".gguf", ".bin"))
+    else:
+        return None
+    h = hashlib.sha1()
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}\n".encode())
+        with open(f, "rb") as fh:
+            if size <= _FULL_HASH_BYTES:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                for i in range(_SAMPLES):
+                    fh.seek((size - _SAMPLE_BYTES) * i // (_SAMPLES - 1))
+                    h.update(fh.read(_SAMPLE_BYTES))
+    return "sha1:" + h.hexdigest()
+
+
 def _gguf_cache_entry(gguf_path: Path, name: str | None = None) -> Path:
     st = gguf_path.stat()
     key = hashlib.sha1(f"{gguf_path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
@@ -223,6 +254,8 @@ def load_model(
         layer_map = list(prov.layer_map)
         n_original = prov.n_layers_original
         method = prov.method
+    if revision is None and kind != "hub":  # a local checkpoint, a GGUF file or the toy: its content
+        revision = weights_fingerprint(gguf_origin or source)
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,

@@ -16,6 +16,9 @@ Statistics of steps where the lens did not run are NaN (rank −1).
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +107,25 @@ def save_trace_layers(path: str | Path, tl: TraceLayers) -> Path:
     return write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
+class DamagedFile(ValueError):
+    """A stored array file that cannot be read (truncated, overwritten, emptied, of another layout)."""
+
+
+@contextmanager
+def opened_npz(path: str | Path, kind: str) -> Iterator[Any]:
+    """The arrays of a layerprobe .npz of `kind`, with every way of failing to read it turned into
+    DamagedFile (a missing file, a text file, a truncated or empty zip, a missing array, pickled data)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            _check_schema(data, kind, path)
+            yield data
+    except DamagedFile:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DamagedFile(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).strip()[:120]})") from None
+
+
 def _check_schema(data: Any, kind: str, path: Path) -> None:
     version = int(data["schema_version"]) if "schema_version" in data else None
     if version != SCHEMA_VERSION:
@@ -115,10 +137,8 @@ def _check_schema(data: Any, kind: str, path: Path) -> None:
 def load_trace_layers(path: str | Path) -> TraceLayers:
     """Read a file written by `save_trace_layers`; statistics come back as float32 (rank int32).
 
-    The key comes back as a string (it is stored as one)."""
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as data:
-        _check_schema(data, "trace_layers", path)
+    The key comes back as a string (it is stored as one). DamagedFile when it cannot be read."""
+    with opened_npz(path, "trace_layers") as data:
         f32 = lambda k: np.asarray(data[k], dtype=np.float32)
         n_orig = int(data["n_layers_original"])
         return TraceLayers(
@@ -136,3 +156,10 @@ def load_trace_layers(path: str | Path) -> TraceLayers:
             lens_positions=np.asarray(data["lens_positions"], dtype=np.int32),
             n_layers_original=None if n_orig < 0 else n_orig,
         )
+
+
+def load_trace_tokens(path: str | Path) -> list[int]:
+    """Only the token ids of a trace's probe file (what teacher forcing and restoration run along);
+    DamagedFile when it cannot be read."""
+    with opened_npz(path, "trace_layers") as data:
+        return np.asarray(data["tokens"], dtype=np.int64).tolist()

@@ -33,7 +33,7 @@ from layerprobe.errors import UserError
 from layerprobe.models.hooks import cache_kwarg, eval_mode, layer_hooks
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.probe.lens import jsd_logprobs, kl_logprobs, log_probs, model_softcap
-from layerprobe.probe.store import SCHEMA_VERSION, _check_schema
+from layerprobe.probe.store import SCHEMA_VERSION, opened_npz
 
 THRESHOLD_DEFAULT = 0.1  # nats
 WINDOW_DEFAULT = 16  # positions
@@ -251,10 +251,9 @@ def save_teacher_forced(path: str | Path, tf: TeacherForced) -> Path:
 
 
 def load_teacher_forced(path: str | Path) -> TeacherForced:
-    """Read a file written by `save_teacher_forced` (kl and drift come back as float32)."""
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as d:
-        _check_schema(d, "teacher_forced", path)
+    """Read a file written by `save_teacher_forced` (kl and drift come back as float32); DamagedFile when
+    it cannot be read."""
+    with opened_npz(path, "teacher_forced") as d:
         onset = int(d["onset"])
         return TeacherForced(
             kl=np.asarray(d["kl"], dtype=np.float32),

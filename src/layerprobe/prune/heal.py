@@ -27,9 +27,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from layerprobe._io import read_user_text, write_atomic
+from layerprobe._io import NOT_JSON, TOO_LONG, iter_json_lines, write_atomic
 from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
+from layerprobe.rules import MAX_LINE_BYTES
 
 #: --how: what is trained (LoRA adapters or every weight) and against what (the data's next tokens,
 #: or the base model's next-token distributions).
@@ -205,18 +206,26 @@ class HealResult:
 
 def read_jsonl_examples(path: str | Path) -> list[tuple[str, str]]:
     """(prompt, completion) pairs of a JSONL file, one {"prompt", "completion"} object per line
-    (blank lines skipped); UserError for a missing, empty, non-UTF-8 or non-JSON file, or a line
-    without a non-empty completion."""
+    (blank lines skipped; lone surrogates replaced); UserError for a missing, empty or unreadable
+    file, or a line that is not JSON, over rules.MAX_LINE_BYTES, or without a non-empty completion."""
     p = Path(path)
-    text = read_user_text(p, "--data", 'give a JSONL file of {"prompt", "completion"} objects, or \'traces\'')
+    expected = 'give a JSONL file of {"prompt", "completion"} objects, or \'traces\''
+    if not p.is_file():
+        raise UserError(
+            f"--data {p}: {'not a file' if p.exists() else 'not found (no such file'}; {expected}{'' if p.exists() else ')'}"
+        )
     out: list[tuple[str, str]] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--data {p}: line {n} is not JSON ({exc.msg})") from None
+    try:
+        lines = list(iter_json_lines(p))
+    except OSError as exc:
+        raise UserError(f"--data {p}: cannot be read ({exc.strerror or exc})") from None
+    for n, obj in lines:
+        if obj == TOO_LONG:
+            raise UserError(
+                f"--data {p}: line {n} is over {MAX_LINE_BYTES // 2**20} MiB (a training example that long would not fit)"
+            )
+        if obj == NOT_JSON:
+            raise UserError(f"--data {p}: line {n} is not JSON (or not UTF-8 text)")
         if not isinstance(obj, dict):
             raise UserError(f'--data {p}: line {n} is not a JSON object with "prompt" and "completion"')
         prompt, completion = obj.get("prompt"), obj.get("completion")

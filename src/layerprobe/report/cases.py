@@ -154,7 +154,7 @@ def choose_cases(
                 continue
             p = by[(v, pid)]
             tf = means.get(p.tf_file or teacher_forced_file(p.variant, p.problem_id, p.mode, p.budget, p.sample))
-            disagree = b.correct != p.correct
+            disagree = None not in (b.correct, p.correct) and b.correct != p.correct
             loops = p.repetition.loop
             key = (not disagree, -(tf if tf is not None else -1.0), not loops, -abs(p.thinking_tokens - b.thinking_tokens), pid)
             cands.append((key, b, p, tf, disagree, loops))
@@ -200,7 +200,7 @@ def choose_wrong_cases(run: Run, per_variant: int = 3, max_chars: int = 4000) ->
     """Case studies of a run with a single variant: its wrong traces (see SINGLE_RULE)."""
     bmax = max((s.budget for s in run.samples if s.mode == "sequential"), default=None)
     pool = [s for s in run.samples if s.mode == "parallel" or s.budget == bmax]
-    wrong = [s for s in pool if s.variant == run.base and not s.correct]
+    wrong = [s for s in pool if s.variant == run.base and s.correct is False]
     wrong.sort(key=lambda s: (s.finish != "truncated", not s.repetition.loop, -s.thinking_tokens, s.problem_id, s.sample))
     first = list({s.problem_id: s for s in reversed(wrong)}.values())  # the first of each problem in that order
     first.sort(key=lambda s: (s.finish != "truncated", not s.repetition.loop, -s.thinking_tokens, s.problem_id, s.sample))

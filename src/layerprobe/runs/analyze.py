@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.errors import UserError
+from layerprobe.probe.store import DamagedFile, load_trace_tokens
+from layerprobe.rules import inside
 from layerprobe.runs.plan import (
     AnalyzeSettings,
     PlannedTrace,
@@ -165,6 +167,7 @@ def checkpoint_variant(base: Any, name: str, path: str, device: str, dtype: str)
         layer_map=list(loaded.layer_map),
         checkpoint=str(path),
         provenance=prov.model_dump(mode="json") if prov is not None else None,
+        fingerprint=loaded.revision,
     )
     return Variant(spec, loaded)
 
@@ -560,7 +563,6 @@ class Analysis:
         """Every pruned model run over the base model's sequential traces at the largest budget (exact
         token ids from the base trace's probe file), the base model once per trace for all of them;
         one file per trace and variant, skipped when present."""
-        import numpy as np
 
         from layerprobe.probe.teacher import save_teacher_forced
         from layerprobe.scaling.engine import build_prompt
@@ -572,8 +574,7 @@ class Analysis:
             if r.variant == base_name
             and r.mode == "sequential"
             and r.budget == self.budgets[-1]
-            and r.layers_file
-            and (self.out / r.layers_file).is_file()
+            and inside(self.out, r.layers_file)
         ]
         label = "teacher-forced on base traces"
         tok = self.base.tokenizer
@@ -586,8 +587,10 @@ class Analysis:
                 continue
             prompt_ids = tok.encode(build_prompt(tok, self.fmt, problems[r.problem_id].question), add_special_tokens=False)
             assert r.layers_file is not None  # selected above
-            with np.load(self.out / r.layers_file, allow_pickle=False) as data:  # only the token ids
-                tokens = np.asarray(data["tokens"], dtype=np.int64).tolist()
+            try:
+                tokens = load_trace_tokens(self.out / r.layers_file)
+            except DamagedFile:  # a damaged probe file: this trace gets no teacher-forced comparison
+                continue
             tasks.append((r.key(), [v.spec.name for v, _ in todo], prompt_ids, tokens))
             paths[r.key()] = [self.out / rel for _, rel in todo]
         done = len(base_recs) - len(tasks)

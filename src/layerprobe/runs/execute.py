@@ -165,6 +165,8 @@ def start_ray(workers: int, address: str | None) -> Any:
 
     if ray.is_initialized():
         return ray
+    if address not in (None, "auto", "local"):
+        _check_reachable(address)
     try:
         if address is None:
             ray.init(
@@ -182,6 +184,21 @@ def start_ray(workers: int, address: str | None) -> Any:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not start or reach {where}: {first}") from None
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 2.0) -> None:
+    """A UserError within `timeout` seconds when nothing answers at a Ray cluster address (host:port,
+    optionally ray://host:port), instead of Ray's own retries and log lines."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--ray-address {address}: give host:port (e.g. 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc})") from None
 
 
 def set_threads_for(loaded: Any, threads: int | None = None) -> None:
@@ -275,6 +292,15 @@ class RayPool:
         recipes: dict[str, Recipe],
     ) -> None:
         self.ray = start_ray(workers, address)
+        if address is not None:  # a cluster of its own size: what it has bounds the workers
+            have = self.ray.cluster_resources()
+            if workers > int(have.get("CPU", 0)) or gpus_per_worker * workers > have.get("GPU", 0):
+                self.ray.shutdown()  # disconnect from the cluster (it is not ours to stop)
+                raise UserError(
+                    f"--workers {workers} (--gpus-per-worker {gpus_per_worker:g}) needs {workers} CPUs and "
+                    f"{gpus_per_worker * workers:g} GPUs; the cluster at {address} has {int(have.get('CPU', 0))} and "
+                    f"{have.get('GPU', 0):g}"
+                )
         remote = self.ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=3, max_task_retries=3)(Worker)
         device = ("cuda" if gpus_per_worker > 0 else "cpu") if device == "auto" else device
         threads = max(1, (os.cpu_count() or 1) // workers) if address is None else 1

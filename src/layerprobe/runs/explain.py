@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from layerprobe.errors import UserError
+from layerprobe.probe.store import DamagedFile, load_trace_layers, load_trace_tokens
+from layerprobe.rules import inside
 from layerprobe.runs.reader import Run, load_run
 from layerprobe.runs.schema import (
     Breaks,
@@ -128,18 +130,49 @@ def _ratio_ci(num: np.ndarray, den: np.ndarray, seed: int = 0) -> tuple[float, f
     return float(lo), float(hi)
 
 
+def prompts(run: Run, tokenizer: Any) -> Callable[[SampleRecord], str | None]:
+    """The prompt text each trace was generated from: the one stored with an ingested trace (what was
+    ingested is what is probed), else rebuilt from the run's task as `analyze` built it."""
+    if run.info.origin == "ingest":
+        return lambda r: (r.external or {}).get("prompt") if isinstance((r.external or {}).get("prompt"), str) else None
+    from layerprobe.scaling.engine import build_prompt
+    from layerprobe.scaling.formats import detect_format
+
+    fmt = detect_format(tokenizer, run.info.config.reasoning_format)
+    question = {p.id: p.question for p in _problems(run)}
+    return lambda r: build_prompt(tokenizer, fmt, question[r.problem_id]) if r.problem_id in question else None
+
+
+def _problems(run: Run) -> list[Any]:
+    """The problems of an analyze run, loaded as analyze loaded them."""
+    from layerprobe.tasks.registry import load_problems
+
+    _, problems, _ = load_problems(
+        run.info.task.name,
+        run.info.config.limit,
+        run.info.config.seed or 0,
+        Path(run.info.config.task_file) if run.info.config.task_file else None,
+    )
+    return problems
+
+
 def restoration_kl(
-    run: Run, base: Any, variant: str, dropped: Sequence[int], progress: ProgressFn | None = None
+    run: Run,
+    base: Any,
+    variant: str,
+    dropped: Sequence[int],
+    progress: ProgressFn | None = None,
+    damaged: list[str] | None = None,
 ) -> list[Restoration]:
     """KL recovery of every position and token class, teacher-forced along the base traces (the
-    sequential ones at the largest budget that have probe files: their token ids are stored there)."""
+    sequential ones at the largest budget that have probe files: their token ids are stored there).
+    Probe files that cannot be read are left out and listed in `damaged`."""
     import torch
 
     from layerprobe.probe.lens import kl_logprobs
     from layerprobe.probe.restore import gated_logprobs
-    from layerprobe.scaling.engine import build_prompt
-    from layerprobe.scaling.formats import detect_format
-    from layerprobe.tasks.registry import load_problems
+
+    damaged = damaged if damaged is not None else []
 
     budgets = run.budgets()
     traces = [
@@ -149,19 +182,11 @@ def restoration_kl(
         and r.mode == "sequential"
         and budgets
         and r.budget == budgets[-1]
-        and r.layers_file
-        and (run.dir / r.layers_file).is_file()
+        and inside(run.dir, r.layers_file)
     ]
     if not traces:
         return []
-    fmt = detect_format(base.tokenizer, run.info.config.reasoning_format)
-    _, problems, _ = load_problems(
-        run.info.task.name,
-        run.info.config.limit,
-        run.info.config.seed or 0,
-        Path(run.info.config.task_file) if run.info.config.task_file else None,
-    )
-    question = {p.id: p.question for p in problems}
+    prompt_of = prompts(run, base.tokenizer)
     names = list(POSITION_CLASSES + TOKEN_CLASSES)
     kl_sum = np.zeros((len(traces), len(names)))
     counts = np.zeros((len(traces), len(names)))
@@ -170,11 +195,14 @@ def restoration_kl(
         if progress:
             progress(f"explain {variant}: restoration (teacher-forced)", ti, len(traces))
         assert r.layers_file is not None  # selected above
-        with np.load(run.dir / r.layers_file, allow_pickle=False) as data:
-            trace = np.asarray(data["tokens"], dtype=np.int64).tolist()
-        if r.problem_id not in question or len(trace) < 2:
+        try:
+            trace = load_trace_tokens(run.dir / r.layers_file)
+        except DamagedFile:
+            damaged.append(r.layers_file)
             continue
-        prompt = tok.encode(build_prompt(tok, fmt, question[r.problem_id]), add_special_tokens=False)
+        if prompt_of(r) is None or len(trace) < 2:
+            continue
+        prompt = tok.encode(prompt_of(r), add_special_tokens=False)
         texts, full = _decoded(tok, trace)
         masks = class_masks(len(trace), r.thinking_tokens, token_classes(texts, _reflection_spans(full)))
         seq = prompt + trace[:-1]
@@ -228,31 +256,36 @@ def restoration_accuracy(
 
     from layerprobe.probe.restore import gated_layers
     from layerprobe.runs.reader import LONG
-    from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt
-    from layerprobe.scaling.formats import Sampling, detect_format
-    from layerprobe.tasks.grading import grade_trace
-    from layerprobe.tasks.registry import load_problems
+    from layerprobe.scaling.engine import GenRequest, TraceGenerator
+    from layerprobe.scaling.formats import FORMATS, Sampling, detect_format
+    from layerprobe.tasks.grading import gold_problem, grade_trace
 
-    _, problems, _ = load_problems(
-        run.info.task.name,
-        run.info.config.limit,
-        run.info.config.seed or 0,
-        Path(run.info.config.task_file) if run.info.config.task_file else None,
-    )
-    long = [p for p in problems if run.regime(p.group or "all") == LONG]
+    if run.info.origin == "ingest" and run.info.config.reasoning_format not in FORMATS:
+        raise _Skip(
+            f"accuracy recovery for {variant}: free generation needs a reasoning format (s1 or think-tags); "
+            f"the traces were read as {run.info.config.reasoning_format or 'unknown'}"
+        )
+    fmt = detect_format(base.tokenizer, run.info.config.reasoning_format)
+    tok = base.tokenizer
+    answer_type = run.info.task.answer_type
+    prompt_of = prompts(run, tok)
+    firsts: dict[str, SampleRecord] = {}
+    for r in run.samples:  # the problems the base model answered, with the prompt each was given
+        if r.variant == run.base and r.problem_id not in firsts and prompt_of(r) is not None:
+            firsts[r.problem_id] = r
+    long = [
+        (pid, _open_thinking(prompt_of(r) or "", fmt), r.gold)
+        for pid, r in firsts.items()
+        if run.regime(r.group or "all") == LONG and gold_problem(answer_type, r.gold) is None
+    ]
     long = long[:limit] if limit else long
     if not long:
         raise _Skip(
             f"accuracy recovery for {variant}: the task has no long-chain problems (free generation is run on long chains only)"
         )
-    fmt = detect_format(base.tokenizer, run.info.config.reasoning_format)
-    tok = base.tokenizer
     budget = max(run.budgets()) if run.budgets() else run.info.config.parallel_budget
     reqs = [
-        GenRequest(
-            key=p.id, prompt=build_prompt(tok, fmt, p.question), budget=budget, answer_max=run.info.config.answer_max or 64
-        )
-        for p in long
+        GenRequest(key=pid, prompt=prompt, budget=budget, answer_max=run.info.config.answer_max or 64) for pid, prompt, _ in long
     ]
     vocab_class = _vocab_classes(tok, int(base.model.get_output_embeddings().weight.shape[0]))
     gen = TraceGenerator(base.model, tok, fmt, Sampling(temperature=0.0))
@@ -283,7 +316,7 @@ def restoration_accuracy(
         with gated_layers(base, dropped, gates):
             res = gen.generate(reqs, batch_size=16, observers=[Phase()])
         correct[name] = np.array(
-            [grade_trace(run.info.task.answer_type, p.gold, r.answer_text, r.thinking_text).correct for p, r in zip(long, res)],
+            [grade_trace(answer_type, gold, r.answer_text, r.thinking_text).correct for (_, _, gold), r in zip(long, res)],
             float,
         )
     if progress:
@@ -306,6 +339,11 @@ def restoration_accuracy(
         if len(vals) >= N_BOOT // 2:
             lo, hi = np.quantile(vals, [0.025, 0.975])
             rec.ci = (float(lo), float(hi))
+
+
+def _open_thinking(prompt: str, fmt: Any) -> str:
+    """A prompt that ends with the format's thinking opener (an ingested prompt may leave it to the model)."""
+    return prompt if prompt.rstrip().endswith(fmt.prompt_suffix.strip()) else prompt + fmt.prompt_suffix
 
 
 def _vocab_classes(tokenizer: Any, n_rows: int) -> list[str]:
@@ -341,7 +379,7 @@ def breaks(run: Run) -> list[Breaks]:
         la = run.layers.get(v)
         points = {t.file: t for t in (la.teacher_forced.traces if la is not None and la.teacher_forced is not None else [])}
         failing = [
-            r for r in run.samples if r.variant == v and r.mode == "sequential" and r.budget == budgets[-1] and not r.correct
+            r for r in run.samples if r.variant == v and r.mode == "sequential" and r.budget == budgets[-1] and r.correct is False
         ]
         fracs: list[float] = []
         steps: list[int] = []
@@ -391,13 +429,14 @@ def compounding(run: Run) -> list[Compounding]:
     accuracy(k) = (1 - epsilon)^k over chain lengths, with a likelihood-ratio test of the fit."""
     from scipy.stats import chi2
 
-    from layerprobe.tasks.registry import load_problems
+    from layerprobe.tasks.registry import TASKS
     from layerprobe.toy.evaluate import audit_trace
 
-    if run.info.task.answer_type != "digit" or not run.budgets():
+    if run.info.task.answer_type != "digit" or not run.budgets() or not run.info.task.name.startswith("toy-"):
         return []
-    _, problems, _ = load_problems(run.info.task.name, run.info.config.limit, run.info.config.seed or 0)
-    steps = {p.id: int(p.meta.get("steps", 0)) for p in problems}
+    if run.info.task.name not in TASKS:
+        return []
+    steps = {p.id: int(p.meta.get("steps", 0)) for p in _problems(run)}
     out = []
     for spec in run.variants:
         recs = [
@@ -407,6 +446,7 @@ def compounding(run: Run) -> list[Compounding]:
             and r.mode == "sequential"
             and r.budget == run.budgets()[-1]
             and steps.get(r.problem_id, 0) > 0
+            and r.correct is not None
         ]
         if len(recs) < 3:
             continue
@@ -462,18 +502,19 @@ FEATURES = (
 )
 
 
-def trace_features(run: Run) -> tuple[list[SampleRecord], np.ndarray]:
-    """One row of FEATURES per generated trace (copies left out); NaN where a feature does not exist."""
+def trace_features(run: Run, damaged: list[str] | None = None) -> tuple[list[SampleRecord], np.ndarray]:
+    """One row of FEATURES per graded generated trace (copies left out); NaN where a feature does not
+    exist, or where its file cannot be read (listed in `damaged`)."""
+    damaged = damaged if damaged is not None else []
     from layerprobe.metrics import budget_exhausted
     from layerprobe.probe.settle import G_DEFAULT, RHO_DEFAULT, deep_thinking, settling_depth
-    from layerprobe.probe.store import load_trace_layers
 
     tf_points: dict[str, Any] = {}
     for v in run.pruned:
         la = run.layers.get(v)
         if la is not None and la.teacher_forced is not None:
             tf_points.update({t.file: t for t in la.teacher_forced.traces})
-    recs = [r for r in run.samples if r.origin != "copy"]
+    recs = [r for r in run.samples if r.origin != "copy" and r.correct is not None]
     rows = []
     for r in recs:
         f = dict.fromkeys(FEATURES, math.nan)
@@ -483,8 +524,13 @@ def trace_features(run: Run) -> tuple[list[SampleRecord], np.ndarray]:
         f["seq_rep"] = r.repetition.seq_rep_4 if r.repetition.seq_rep_4 is not None else math.nan
         f["self_bleu_within"] = r.self_bleu_within if r.self_bleu_within is not None else math.nan
         f["reflections_per_1k"] = r.reflections.per_1k if r.reflections.per_1k is not None else math.nan
-        if r.layers_file and (run.dir / r.layers_file).is_file():
-            tl = load_trace_layers(run.dir / r.layers_file)
+        tl = None
+        if inside(run.dir, r.layers_file):
+            try:
+                tl = load_trace_layers(run.dir / str(r.layers_file))
+            except DamagedFile:
+                damaged.append(str(r.layers_file))
+        if tl is not None:
             if tl.lens != "none" and tl.n_tokens:
                 with np.errstate(all="ignore"):
                     f["lens_entropy"] = float(np.nanmean(tl.entropy[:, -1]))
@@ -494,10 +540,15 @@ def trace_features(run: Run) -> tuple[list[SampleRecord], np.ndarray]:
                         f["settling_depth"] = float(np.mean((c + 1) / tl.n_layers))
                         f["deep_thinking_ratio"] = float(np.mean(deep_thinking(c, tl.n_layers, RHO_DEFAULT)))
         pt = tf_points.get(r.tf_file or teacher_forced_file(r.variant, r.problem_id, r.mode, r.budget, r.sample))
-        if pt is not None:
+        tf = None
+        if pt is not None and inside(run.dir, pt.file):
             from layerprobe.probe.teacher import load_teacher_forced
 
-            tf = load_teacher_forced(run.dir / pt.file)
+            try:
+                tf = load_teacher_forced(run.dir / pt.file)
+            except DamagedFile:
+                damaged.append(pt.file)
+        if tf is not None:
             if tf.n_tokens:
                 f["tf_kl_mean"], f["tf_kl_max"] = float(np.mean(tf.kl)), float(np.max(tf.kl))
                 f["tf_onset_fraction"] = (tf.onset / tf.n_tokens) if tf.onset is not None else 1.0
@@ -562,11 +613,11 @@ class _Skip(Exception):
     """A part of explain that does not apply to this run; the message says why."""
 
 
-def predictors(run: Run, min_each: int = PREDICTOR_MIN_EACH) -> Predictors | str:
+def predictors(run: Run, min_each: int = PREDICTOR_MIN_EACH, damaged: list[str] | None = None) -> Predictors | str:
     """Cross-validated (grouped by problem) prediction of wrong answers from the trace features, with
     logistic regression and gradient boosting (the better one is kept), against thinking length alone;
     or, when there are too few wrong or right traces to cross-validate, the reason."""
-    recs, X = trace_features(run)
+    recs, X = trace_features(run, damaged)
     y = np.array([0 if r.correct else 1 for r in recs], int)
     n_wrong = int(y.sum())
     if n_wrong < min_each or len(y) - n_wrong < min_each:
@@ -783,10 +834,14 @@ def explain(
     run = load_run(run_dir)
     if not run.pruned:
         raise UserError(f"{run.dir} has no pruned variant: nothing to explain (run analyze with --drop or --method)")
-    if not run.has_probes:
-        raise UserError(f"{run.dir} has no probes: explain needs the base traces' token ids (run analyze without --no-probes)")
+    if not any(r.variant == run.base and inside(run.dir, r.layers_file) for r in run.samples):
+        raise UserError(
+            f"{run.dir} has no probe files for {run.base}'s traces: explain needs their token ids "
+            f"(run {'ingest' if run.info.origin == 'ingest' else 'analyze'} without --no-probes)"
+        )
     timings: dict[str, float] = {}
-    ex = ExplainFile(computed=now())
+    damaged: list[str] = []
+    ex = ExplainFile(computed=now(), variants={v.name: v.dropped for v in run.variants})
     t0 = time.perf_counter()
     base = load_model(run.info.config.model, device=device, dtype=dtype or run.info.config.dtype)
     from layerprobe.runs.execute import set_threads_for
@@ -801,7 +856,7 @@ def explain(
             ex.skipped.append(f"restoration for {v}: a checkpoint variant, whose weights are not the base model's")
             continue
         t0 = time.perf_counter()
-        recs = restoration_kl(run, base, v, spec.dropped, progress)
+        recs = restoration_kl(run, base, v, spec.dropped, progress, damaged)
         timings[f"restoration {v} (teacher-forced)"] = time.perf_counter() - t0
         if generation and recs:
             t0 = time.perf_counter()
@@ -820,13 +875,15 @@ def explain(
     ex.compounding = compounding(run)
     timings["breaks and compounding"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fitted = predictors(run)
+    fitted = predictors(run, damaged=damaged)
     if isinstance(fitted, str):
         ex.skipped.append(fitted)
     else:
         ex.predictors = fitted
     timings["predictors"] = time.perf_counter() - t0
     ex.findings = findings(run, ex)
+    if damaged:
+        ex.skipped.append(f"{len(set(damaged))} probe or teacher-forced files could not be read (damaged) and were left out")
     ex.timings = {k: round(x, 2) for k, x in timings.items()}
     write_model(run.dir / EXPLAIN_FILE, ex)
     return ex

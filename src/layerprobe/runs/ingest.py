@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from layerprobe._io import TOO_LONG, iter_json_lines
 from layerprobe.errors import UserError
+from layerprobe.rules import MAX_LINE_BYTES, as_float, as_int, check_name, inside
 from layerprobe.runs.schema import (
     IngestSource,
     ModelInfo,
@@ -91,23 +93,34 @@ class Read:
 
 
 def _lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed object or NOT_JSON / TOO_LONG) of a file's non-blank lines (_io.iter_json_lines)."""
     try:
-        raw = path.read_bytes()
+        return list(iter_json_lines(path))
     except OSError as exc:
         raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    out = []
-    for n, line in enumerate(raw.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((n, json.loads(line.decode("utf-8"))))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            out.append((n, None))
-    return out
 
 
-def _int_or_none(x: Any) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) and x > 0 else None
+def _skip_bad_line(read: Read, value: Any, what: str) -> bool:
+    """Count a line that is not a JSON object (or is too long to read); True when it was one."""
+    if value == TOO_LONG:
+        read.skipped[f"a line over {MAX_LINE_BYTES // 2**20} MiB (not read)"] += 1
+    elif not isinstance(value, dict):
+        read.skipped[what] += 1
+    else:
+        return False
+    return True
+
+
+def _positive_int(x: Any) -> int | None:
+    v = as_int(x)
+    return v if v is not None and v > 0 else None
+
+
+def _gold(x: Any) -> str:
+    """A gold answer from a file as text ("" when there is none: the trace is then not graded)."""
+    if isinstance(x, bool) or x is None:
+        return ""
+    return str(x) if isinstance(x, (str, int, float)) else ""
 
 
 def _harness_verdicts(row: dict[str, Any], sample: int, n_samples: int) -> dict[str, Any]:
@@ -136,8 +149,7 @@ def read_lm_eval(path: Path) -> Read:
     looks_right = 0
     by_doc: dict[tuple[str, str], list[Item]] = {}
     for n, row in lines:
-        if not isinstance(row, dict):
-            read.skipped["not JSON"] += 1
+        if _skip_bad_line(read, row, "not JSON"):
             continue
         if not {"doc_id", "arguments", "resps", "target"} <= set(row):
             read.skipped["missing doc_id / arguments / resps / target"] += 1
@@ -154,7 +166,7 @@ def read_lm_eval(path: Path) -> Read:
             continue
         kwargs = first["arg_1"]
         read.gen_kwargs = kwargs
-        budget = _int_or_none(kwargs.get("max_tokens_thinking")) or _int_or_none(kwargs.get("max_gen_toks"))
+        budget = _positive_int(kwargs.get("max_tokens_thinking")) or _positive_int(kwargs.get("max_gen_toks"))
         filt = row.get("filter") if isinstance(row.get("filter"), str) else None
         doc = (str(row["doc_id"]), first["arg_0"])
         known = by_doc.get(doc)
@@ -174,12 +186,12 @@ def read_lm_eval(path: Path) -> Read:
                     problem_id=f"{task}-{row['doc_id']}",
                     prompt=first["arg_0"],
                     completion=completion,
-                    gold=str(row["target"]),
+                    gold=_gold(row["target"]),
                     group=task,
                     sample=s,
                     budget=budget,
                     line=n,
-                    cap=_int_or_none(kwargs.get("max_gen_toks")),
+                    cap=_positive_int(kwargs.get("max_gen_toks")),
                     external={
                         "source": "lm-eval",
                         "file": str(path),
@@ -226,8 +238,10 @@ def _read_results(samples: Path, read: Read) -> None:
             read.producer = parts.get("pretrained") or parts.get("model") or args
         for name in ("eos", "bos", "pad"):
             pair = data.get(f"tokenizer_{name}_token")
-            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and str(pair[1]).lstrip("-").isdigit():
-                read.special_tokens[name] = (pair[0], int(pair[1]))
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+                tid = as_int(pair[1])
+                if tid is not None:
+                    read.special_tokens[name] = (pair[0], tid)
         return
 
 
@@ -306,8 +320,7 @@ def read_jsonl(path: Path) -> Read:
     read = Read(path=path, items=[], skipped=Counter())
     any_object = False
     for n, row in _lines(path):
-        if not isinstance(row, dict):
-            read.skipped["not a JSON object"] += 1
+        if _skip_bad_line(read, row, "not a JSON object"):
             continue
         any_object = True
         pid = row.get("id", row.get("problem_id"))
@@ -338,9 +351,11 @@ def read_jsonl(path: Path) -> Read:
             read.skipped["prompt not a string"] += 1
             continue
         budget, sample = row.get("budget"), row.get("sample", 0)
-        if (budget is not None and not isinstance(budget, int)) or not isinstance(sample, int) or sample < 0:
-            read.skipped["budget / sample not integers"] += 1
+        b_int, s_int = (None if budget is None else as_int(budget)), as_int(sample)
+        if (budget is not None and (b_int is None or b_int < 0)) or s_int is None or s_int < 0:
+            read.skipped["budget / sample not integers of 0 or more"] += 1
             continue
+        budget, sample = b_int, s_int
         ids = {k: row.get(k) for k in ("prompt_ids", "completion_ids")}
         if any(
             v is not None and (not isinstance(v, list) or not v or not all(isinstance(t, int) and t >= 0 for t in v))
@@ -360,7 +375,7 @@ def read_jsonl(path: Path) -> Read:
                     problem_id=str(pid),
                     prompt=prompt if isinstance(prompt, str) else "",
                     completion=completion,
-                    gold=str(row.get("gold", "")),
+                    gold=_gold(row.get("gold")),
                     group=str(row.get("group", "")),
                     sample=sample + k,
                     budget=budget,
@@ -585,11 +600,13 @@ def ingest(
     from layerprobe.runs.records import trace_fields
     from layerprobe.runs.store import check_out_dir
     from layerprobe.scaling.formats import FORMATS
-    from layerprobe.tasks.grading import MathGrader, grade_trace
+    from layerprobe.tasks.grading import MathGrader, gold_problem, grade_trace
     from layerprobe.tasks.registry import TASKS
 
     if source_format not in FORMATS_IN:
         raise UserError(f"--from {source_format}: valid formats are {', '.join(FORMATS_IN)}")
+    if label is not None:
+        check_name(label, "--label")
     hint = None if reasoning_format in (None, "auto") else reasoning_format
     if hint is not None and hint not in INGEST_FORMATS:
         raise UserError(f"--format {reasoning_format}: valid formats are auto, {', '.join(INGEST_FORMATS)}")
@@ -714,8 +731,12 @@ def ingest(
             answer_ids = parts[1] if parts else enc(parsed.answer)
             if answer_ids and answer_ids[-1] == tok.eos_token_id:  # the stop token is not part of the answer
                 answer_ids = answer_ids[:-1]
-            thinking = tok.decode(think_ids, skip_special_tokens=False)  # as the engine records it (no decode artefacts)
+            # the generated ids, decoded, when the file gives them (as the engine records it); else the file's text
+            thinking = tok.decode(think_ids, skip_special_tokens=False) if parts else parsed.thinking
             g = grade_trace(answer_type, it.gold, parsed.answer, thinking, grader, truncated=finish == "truncated")
+            unusable = gold_problem(answer_type, it.gold)  # the answer is still read; the trace is not graded
+            if unusable is not None:
+                counts[f"not graded ({unusable})"] += 1
             m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=text)
             too_long = side.context is not None and len(prompt_ids) + len(all_ids) > side.context
             if probes and too_long:
@@ -740,7 +761,7 @@ def ingest(
                 answer=g.extracted,
                 extraction=g.rule,
                 gold=it.gold,
-                correct=g.correct,
+                correct=g.correct if unusable is None else None,
                 **m,
                 thinking_text=thinking,
                 text=text,
@@ -799,14 +820,21 @@ def _run_info(
         raise UserError(f"{out} holds a run written by `layerprobe analyze`; ingest into another --out")
     if old is not None and None not in (old.model.n_layers, side.n_layers) and old.model.n_layers != side.n_layers:
         raise UserError(f"{out} holds traces of a {old.model.n_layers}-layer model; --model {side.name} has {side.n_layers}")
+    same = next((v for v in (old.variants if old else []) if v.name == spec.name), None)
+    if same is not None and same.dropped != spec.dropped:
+        lacks = lambda d: f"without layers {', '.join(map(str, d))}" if d else "unpruned"
+        raise UserError(
+            f"{out} already has a variant {spec.name} ({lacks(same.dropped)}); these traces come from the model "
+            f"{lacks(spec.dropped)}: give them another --label"
+        )
     variants = [v for v in (old.variants if old else []) if v.name != spec.name]
     variants = [spec, *variants] if spec.name == "base" else [*variants, spec]
     budgets = sorted(
         {it.budget if it.budget is not None else (budget or 0) for it in items} | set(old.config.budgets if old else [])
     )
     kw = next((r.gen_kwargs for r in reads if r.gen_kwargs), {})
-    temperature = (float(kw.get("temperature", 1.0)) if kw.get("do_sample") else 0.0) if kw else None
-    wait = kw["thinking_n_ignore"] if isinstance(kw.get("thinking_n_ignore"), int) else 0
+    temperature = (as_float(kw.get("temperature", 1.0)) if kw.get("do_sample") else 0.0) if kw else None
+    wait = max(0, as_int(kw.get("thinking_n_ignore")) or 0)
     groups = Counter(it.group or "all" for it in items if it.sample == 0)
     fmt_names = sorted({r.shape.format for r in reads if r.shape is not None})
     config = RunConfig(
@@ -817,8 +845,8 @@ def _run_info(
         parallel_budget=max(budgets),
         wait=wait,
         temperature=temperature,
-        top_p=kw.get("top_p") if kw else None,
-        top_k=kw.get("top_k") if kw else None,
+        top_p=as_float(kw.get("top_p")) if kw else None,
+        top_k=as_int(kw.get("top_k")) if kw else None,
         answer_max=None,
         seed=None,
         probes=probes or bool(old and old.config.probes),
@@ -870,7 +898,7 @@ def _after(out: Path, base: Any, probes: bool) -> None:
     base_name = run.base
     base_spec = run.variants[0]
     if probes and not base.dropped and not base_spec.dropped:
-        from layerprobe.probe.store import load_trace_layers
+        from layerprobe.probe.store import DamagedFile, load_trace_tokens
         from layerprobe.probe.teacher import save_teacher_forced, teacher_forced_many
         from layerprobe.runs.schema import teacher_forced_file
 
@@ -879,7 +907,7 @@ def _after(out: Path, base: Any, probes: bool) -> None:
         keys = {v.name: {r.key()[1:] for r in run.samples if r.variant == v.name and r.layers_file} for v in pruned}
         model_of = {v.name: drop_layers(base, v.dropped) for v in pruned}  # built once, shared by every trace
         for r in run.samples:
-            if r.variant != base_name or not r.layers_file:
+            if r.variant != base_name or not inside(out, r.layers_file):
                 continue
             todo = [
                 v
@@ -890,7 +918,10 @@ def _after(out: Path, base: Any, probes: bool) -> None:
             if not todo:
                 continue
             prompt = (r.external or {}).get("prompt", "")
-            tokens = load_trace_layers(out / r.layers_file).tokens.tolist()
+            try:
+                tokens = load_trace_tokens(out / str(r.layers_file))
+            except DamagedFile:  # a damaged probe file: this trace gets no teacher-forced comparison
+                continue
             tfs = teacher_forced_many(
                 base,
                 [model_of[v.name] for v in todo],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from layerprobe.errors import UserError
+from layerprobe.rules import check_name, check_workers
 from layerprobe.runs.schema import Mode
 
 
@@ -146,21 +148,30 @@ class AnalyzeSettings:
                 raise UserError("--sweep-proxy reads the base traces' token ids from their probe files: drop --no-probes")
         elif self.sweep_layers is not None or self.sweep_proxy:
             raise UserError("--sweep-layers and --sweep-proxy need --sweep single|pairs")
-        if self.workers is not None and self.workers < 1:
+        if self.workers is not None and self.ray_address is None:
+            check_workers(self.workers)  # a local cluster: bounded by this machine
+        elif self.workers is not None and self.workers < 1:
             raise UserError(f"--workers {self.workers}: must be at least 1 (leave it out to run in this process)")
-        if self.gpus_per_worker < 0:
-            raise UserError(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
+        if not math.isfinite(self.gpus_per_worker) or self.gpus_per_worker < 0:
+            raise UserError(f"--gpus-per-worker {self.gpus_per_worker}: must be a number of GPUs, 0 or more")
+        if self.gpus_per_worker > 0 and self.ray_address is None:
+            import torch
+
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            need = self.gpus_per_worker * (self.workers or 1)
+            if need > have:
+                raise UserError(
+                    f"--gpus-per-worker {self.gpus_per_worker} with {self.workers or 1} workers needs {need:g} GPUs; "
+                    f"this machine has {have} (leave --gpus-per-worker out to run on the CPU)"
+                )
         if (self.ray_address is not None or self.gpus_per_worker) and self.workers is None and self.ray_address is None:
             raise UserError("--gpus-per-worker needs --workers N or --ray-address ADDR")
 
     def _check_variants(self) -> None:
         """--variant NAME=DIR: a name usable as a file name, not taken twice, and a checkpoint directory."""
-        import re
-
         names = [n for n, _ in self.variants]
         for name, path in self.variants:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-                raise UserError(f"--variant {name}={path}: the name may use letters, digits, '.', '_' and '-' only")
+            check_name(name, "--variant")
             if name == "base":
                 raise UserError(f"--variant {name}={path}: 'base' is the unpruned model's name; choose another")
             if names.count(name) > 1:

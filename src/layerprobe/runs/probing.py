@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from layerprobe.probe.aggregate import layer_summary, position_bins, position_heatmap
-from layerprobe.probe.store import load_trace_layers
+from layerprobe.probe.store import DamagedFile, load_trace_layers
 from layerprobe.probe.teacher import (
     WINDOW_DEFAULT,
     load_teacher_forced,
 )
+from layerprobe.rules import inside
 from layerprobe.runs.schema import (
     LayerAggregates,
     PerLayer,
@@ -58,18 +59,20 @@ def teacher_forced_summary(
     """Summarise a variant's teacher-forced files: one per base trace in `base_traces` it was run over
     (present or not: the files are found by the base traces' keys)."""
     pid = {teacher_forced_file(variant, r.problem_id, r.mode, r.budget, r.sample): r.problem_id for r in base_traces}
-    files = sorted(f for f in pid if (run_dir / f).is_file())
+    files = sorted(f for f in pid if inside(run_dir, f))
     if not files:
         return None
     kls, bins, onsets, fracs, points = [], [], [], [], []
+    damaged = 0
     drift: dict[int, list[float]] = {}
     to_base: dict[int, list[float]] = {}
     threshold = window = None
     for f in files:
-        path = run_dir / f
-        if not path.is_file():
+        try:
+            tf = load_teacher_forced(run_dir / f)
+        except DamagedFile:
+            damaged += 1
             continue
-        tf = load_teacher_forced(path)
         threshold, window = tf.threshold, WINDOW_DEFAULT
         if tf.n_tokens == 0:
             continue
@@ -94,7 +97,11 @@ def teacher_forced_summary(
             )
         )
     if not points:
-        return None
+        return (
+            TeacherForcedSummary(n_traces=0, over="base sequential traces at the largest budget", damaged_files=damaged)
+            if damaged
+            else None
+        )
     with warnings.catch_warnings():  # a bin no trace reaches is NaN, as intended
         warnings.simplefilter("ignore", RuntimeWarning)
         kl_bins = np.nanmean(np.stack(bins), axis=0)
@@ -114,6 +121,7 @@ def teacher_forced_summary(
         drift_per_layer={o: float(np.mean(v)) for o, v in sorted(drift.items())},
         jsd_to_base_per_layer={o: float(np.mean(v)) for o, v in sorted(to_base.items())},
         traces=points,
+        damaged_files=damaged,
     )
 
 
@@ -129,13 +137,29 @@ def write_layer_aggregates(
     files: dict[str, str] = {}
     length: dict[str, int] = {}
     for r in records:
-        if r.layers_file and r.layers_file not in files and (run_dir / r.layers_file).is_file():
+        if r.layers_file and r.layers_file not in files and inside(run_dir, r.layers_file):
             files[r.layers_file] = r.group
             length[r.layers_file] = r.thinking_tokens + r.answer_tokens
     tf = teacher_forced_summary(run_dir, spec.name, base_traces) if base_traces else None
-    if not files and tf is None:
+    order = sorted(files)
+    random.Random(0).shuffle(order)
+    chosen: list[str] = []
+    tokens = 0
+    for f in order:
+        if chosen and (len(chosen) >= MAX_TRACES_AGGREGATED or tokens + length[f] > MAX_TOKENS_AGGREGATED):
+            continue
+        chosen.append(f)
+        tokens += length[f]
+    readable: list[tuple[str, Any]] = []
+    damaged = 0
+    for f in sorted(chosen):
+        try:
+            readable.append((f, load_trace_layers(run_dir / f)))
+        except DamagedFile:  # counted, and the aggregate is made of the files that can be read
+            damaged += 1
+    if not readable and tf is None and not damaged:
         return None
-    if not files:  # teacher forcing only (a sweep's proxy): no statistics of its own traces
+    if not readable:  # teacher forcing only (a sweep's proxy), or every probe file damaged
         agg = LayerAggregates(
             variant=spec.name,
             layers=list(spec.layer_map or []),
@@ -146,20 +170,12 @@ def write_layer_aggregates(
             lens="none",
             per_layer=PerLayer(),
             teacher_forced=tf,
+            damaged_files=damaged,
         )
         write_model(run_dir / LAYERS_DIR / f"{spec.name}.json", agg)
         return agg
-    order = sorted(files)
-    random.Random(0).shuffle(order)
-    chosen: list[str] = []
-    tokens = 0
-    for f in order:
-        if chosen and (len(chosen) >= MAX_TRACES_AGGREGATED or tokens + length[f] > MAX_TOKENS_AGGREGATED):
-            continue
-        chosen.append(f)
-        tokens += length[f]
-    chosen.sort()
-    traces = [load_trace_layers(run_dir / f) for f in chosen]
+    chosen = [f for f, _ in readable]
+    traces = [t for _, t in readable]
     summary = layer_summary(traces)
     by_group = {
         g: _per_layer(layer_summary([t for t, f in zip(traces, chosen) if files[f] == g]))
@@ -191,7 +207,7 @@ def write_layer_aggregates(
         n_traces=summary["n_traces"],
         n_tokens=summary["n_tokens"],
         traces_available=len(files),
-        traces_sampled=len(chosen) < len(files),
+        traces_sampled=len(chosen) + damaged < len(files),
         lens=lens,
         lens_every=traces[0].lens_every if traces else 1,
         per_layer=_per_layer(summary),
@@ -200,6 +216,7 @@ def write_layer_aggregates(
         heatmap_bins=HEATMAP_BINS,
         settling=settling,
         teacher_forced=tf,
+        damaged_files=damaged,
     )
     write_model(run_dir / LAYERS_DIR / f"{spec.name}.json", agg)
     return agg

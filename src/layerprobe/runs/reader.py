@@ -255,5 +255,5 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
     if extras:
         from layerprobe.runs.extras import read_extras
 
-        run.extras = read_extras(path, notes)
+        run.extras = read_extras(path, notes, {v.name: v.dropped for v in info.variants})
     return run

@@ -22,7 +22,9 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, model_validator
+
+from layerprobe.rules import NAME_RULE, clean_text, is_name, safe_relative
 
 SCHEMA_VERSION = 3
 
@@ -41,16 +43,31 @@ Float = Annotated[float | None, BeforeValidator(_finite_or_none)]
 
 
 def _valid_unicode(x: Any) -> Any:
-    if isinstance(x, str):
-        try:
-            x.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates (a JSON "\\ud800" escape): not text, replaced by U+FFFD
-            return x.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return x
+    return clean_text(x) if isinstance(x, str) else x
 
 
 #: Text from a model or a file: lone surrogates, which cannot be written as UTF-8, become U+FFFD.
 Text = Annotated[str, BeforeValidator(_valid_unicode)]
+
+
+def _name(x: Any) -> Any:
+    if not is_name(x):
+        raise ValueError(f"{x!r} is not a valid variant name ({NAME_RULE})")
+    return x
+
+
+#: A variant name: it becomes a folder and a file name in the run (layerprobe.rules.check_name).
+Name = Annotated[str, AfterValidator(_name)]
+
+
+def _run_path(x: Any) -> Any:
+    if x is not None and not safe_relative(x):
+        raise ValueError(f"{x!r} is not a path inside the run directory")
+    return x
+
+
+#: A file of the run, relative to its directory; a path that would leave it makes the record invalid.
+RunPath = Annotated[str, AfterValidator(_run_path)]
 
 
 class _Model(BaseModel):
@@ -79,7 +96,7 @@ def _check_version(data: Any, what: str) -> Any:
 class VariantSpec(_Model):
     """A variant of the run: the base model, a pruned model, or a checkpoint given by the user."""
 
-    name: str
+    name: Name
     """Unique name inside the run (base, drop-20-21, shortgpt-2, ...)."""
     dropped: list[int] = Field(default_factory=list)
     """Original (0-based) indices of the decoder layers this variant lacks."""
@@ -99,6 +116,9 @@ class VariantSpec(_Model):
     """Directory of a checkpoint added with --variant NAME=DIR (None for variants built in memory)."""
     provenance: dict[str, Any] | None = None
     """The checkpoint's own layerprobe.json (source model, dropped layers, healing), when it has one."""
+    fingerprint: str | None = None
+    """Content fingerprint of a --variant checkpoint's config and weights (a run resumed after they were
+    replaced is refused)."""
 
 
 class RunConfig(_Model):
@@ -274,6 +294,18 @@ class RunInfo(_Model):
     ingested: list[IngestSource] = Field(default_factory=list)
     """Ingested runs: every file read into the run, by which command and as which variant."""
 
+    @model_validator(mode="after")
+    def _layers_exist(self) -> RunInfo:
+        n = self.model.n_layers
+        for v in self.variants:
+            if n is not None and any(not 0 <= d < n for d in v.dropped):
+                raise ValueError(f"variant {v.name} drops layers outside the model's 0..{n - 1}: {v.dropped}")
+            if len(set(v.dropped)) != len(v.dropped):
+                raise ValueError(f"variant {v.name} drops a layer twice: {v.dropped}")
+        if len({v.name for v in self.variants}) != len(self.variants):
+            raise ValueError("two variants have the same name")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, data: Any) -> Any:
@@ -339,7 +371,7 @@ class SampleRecord(_Model):
 
     schema_version: int = SCHEMA_VERSION
     """Version of this line's layout."""
-    variant: Text
+    variant: Name
     """Variant that produced the trace."""
     problem_id: Text
     """Stable problem id."""
@@ -347,21 +379,21 @@ class SampleRecord(_Model):
     """Problem group (toy task type, subject, ...)."""
     mode: Mode
     """sequential (one trace per budget) or parallel (several samples at one budget)."""
-    budget: int
+    budget: NonNegativeInt
     """Thinking budget in tokens (0 when not recorded: see budget_recorded)."""
     budget_recorded: bool = True
     """False: the ingested file recorded no thinking budget for this trace (stored as 0)."""
-    sample: int
+    sample: NonNegativeInt
     """Sample index (0 for sequential traces)."""
     seed: int
     """Seed of this trace's random stream."""
-    prompt_tokens: int
+    prompt_tokens: NonNegativeInt
     """Prompt length in tokens."""
-    thinking_tokens: int
+    thinking_tokens: NonNegativeInt
     """Thinking tokens generated (forced text excluded)."""
-    answer_tokens: int
+    answer_tokens: NonNegativeInt
     """Answer tokens generated."""
-    finish: str
+    finish: Literal["answered", "budget", "max_tokens", "truncated"]
     """answered, budget (the thinking budget ran out and the answer was forced), max_tokens (the answer hit
     its cap) or truncated (cut before the thinking ended: no answer, never graded)."""
     budget_hit: bool | None = None
@@ -374,8 +406,8 @@ class SampleRecord(_Model):
     """The extraction rule that found the answer (boxed, phrase, gsm8k, last-number, ...)."""
     gold: Text
     """Gold answer."""
-    correct: bool
-    """The extracted answer equals the gold answer."""
+    correct: bool | None
+    """The extracted answer equals the gold answer; None: not graded (no usable gold answer)."""
     reflections: Reflections
     """Reflection words in the thinking text."""
     repetition: Repetition
@@ -390,9 +422,9 @@ class SampleRecord(_Model):
     """Thinking text."""
     text: Text
     """Everything after the prompt, forced text included."""
-    layers_file: str | None = None
+    layers_file: RunPath | None = None
     """Probe arrays of the trace, relative to the run directory."""
-    tf_file: str | None = None
+    tf_file: RunPath | None = None
     """Teacher-forced comparison of this (pruned) variant along the base trace of the same key."""
     origin: Literal["generated", "copy", "prefix", "ingested"] = "generated"
     """generated; copy (identical to another trace by construction, e.g. greedy samples); prefix (the
@@ -637,7 +669,7 @@ class GradingHealth(_Model):
     """Whether the grader could read the variant's answers."""
 
     n: int
-    """Traces."""
+    """Graded traces."""
     missing: int
     """Traces that gave an answer part but no answer the grader could extract (truncated traces aside)."""
     missing_rate: Float = None
@@ -645,6 +677,8 @@ class GradingHealth(_Model):
     truncated: int = 0
     """Traces cut before their thinking ended: they have no answer because they never gave one, which
     says nothing about the grader (not in `missing`)."""
+    ungraded: int = 0
+    """Traces without a usable gold answer: not graded, left out of every accuracy (not in `n`)."""
     meaningful: bool
     """False when more than 20 % of the traces have no extracted answer: accuracy then measures
     the grader, not the model. A pruned variant's missing answers do not count against it when the
@@ -734,7 +768,7 @@ class Settling(_Model):
 class TracePoint(_Model):
     """Teacher-forced summary of one base trace."""
 
-    file: str
+    file: RunPath
     """The teacher-forced .npz, relative to the run directory."""
     problem_id: str
     """Problem of the base trace."""
@@ -780,6 +814,8 @@ class TeacherForcedSummary(_Model):
     distribution along the same tokens (nats)."""
     traces: list[TracePoint] = Field(default_factory=list)
     """Per base trace."""
+    damaged_files: int = 0
+    """Teacher-forced files that could not be read (damaged) and were left out."""
 
 
 class LayerAggregates(_Model):
@@ -823,6 +859,8 @@ class LayerAggregates(_Model):
     """Settling depth and deep-thinking ratio (None without the lens)."""
     teacher_forced: TeacherForcedSummary | None = None
     """Pruned variants: the comparison along the base traces."""
+    damaged_files: int = 0
+    """Probe files that could not be read (damaged) and were left out of these aggregates."""
 
     @model_validator(mode="before")
     @classmethod
@@ -1058,6 +1096,9 @@ class ExplainFile(_Model):
     """Version of this file's layout."""
     computed: str = ""
     """When, ISO 8601 UTC."""
+    variants: dict[str, list[int]] | None = None
+    """The run's variants (name -> dropped original layers) when it was computed; a run whose variants
+    differ now (started afresh with --force) is not explained by it (None: written before this field)."""
     restoration: list[Restoration] = Field(default_factory=list)
     """Per pruned variant and position class."""
     predictors: Predictors | None = None

@@ -182,9 +182,18 @@ def run_differences(old: RunInfo, new: RunInfo) -> list[str]:
     diff = config_differences(old.config, new.config)
     if [(v.name, v.dropped) for v in old.variants] != [(v.name, v.dropped) for v in new.variants]:
         diff.append("variants (dropped layers)")
+    changed = [
+        a.name
+        for a, b in zip(old.variants, new.variants)
+        if a.name == b.name and None not in (a.fingerprint, b.fingerprint) and a.fingerprint != b.fingerprint
+    ]
+    if changed:
+        diff.append(f"the weights of checkpoint variant {', '.join(changed)}")
     if old.task.source != new.task.source or old.task.n_problems != new.task.n_problems:
         diff.append("task data")
-    if (old.model.source, old.model.revision) != (new.model.source, new.model.revision):
+    # a fingerprint recorded by an older layerprobe is missing (None): not a difference
+    revisions_differ = None not in (old.model.revision, new.model.revision) and old.model.revision != new.model.revision
+    if old.model.source != new.model.source or revisions_differ:
         diff.append("model source")
     return diff
 
@@ -293,7 +302,7 @@ class RunStore:
 
     def _set_aside(self) -> None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        for name in (SAMPLES_FILE, METRICS_FILE):
+        for name in (SAMPLES_FILE, METRICS_FILE, "sweep.json", "explain.json"):
             p = self.dir / name
             if p.exists():
                 os.replace(p, self.dir / f"{name}.{stamp}.bak")

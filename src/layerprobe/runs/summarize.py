@@ -84,7 +84,7 @@ def problem_interval(records: Sequence[SampleRecord], value: Callable[[SampleRec
 def accuracy(records: Sequence[SampleRecord]) -> Accuracy:
     """Share correct with its 95 % Wilson interval, plus the length/outcome rates of the traces."""
     n = len(records)
-    c = sum(r.correct for r in records)
+    c = sum(r.correct is True for r in records)
     lo, hi = proportion_interval(c, n) if n else (math.nan, math.nan)
     return Accuracy(
         n=n,
@@ -115,7 +115,7 @@ def parallel_curves(records: Sequence[SampleRecord], self_bleu: dict[tuple[str, 
         per: dict[str, list[float]] = {"pass": [], "maj": [], "cov": []}
         for g in groups:
             g = g[:n]
-            flags = [r.correct for r in g]
+            flags = [r.correct is True for r in g]
             per["pass"].append(pass_at_k(n, sum(flags), k))
             per["maj"].append(float(maj_at_k([r.answer for r in g], flags, k)))
             per["cov"].append(float(cov_at_k(flags, k)))
@@ -166,8 +166,9 @@ def trace_behaviour(records: Sequence[SampleRecord]) -> Behaviour:
 
 
 def _group_metrics(records: Sequence[SampleRecord], self_bleu: dict[tuple[str, str], float]) -> GroupMetrics:
-    seq = [r for r in records if r.mode == "sequential"]
-    par = [r for r in records if r.mode == "parallel"]
+    """Accuracy and parallel curves over the graded traces; behaviour over all of them."""
+    seq = [r for r in records if r.mode == "sequential" and r.correct is not None]
+    par = [r for r in records if r.mode == "parallel" and r.correct is not None]
     budgets = sorted({r.budget for r in seq})
     return GroupMetrics(
         sequential={str(b): accuracy([r for r in seq if r.budget == b]) for b in budgets},
@@ -218,10 +219,12 @@ def comparisons(records: Sequence[SampleRecord], base: str, others: Sequence[str
             settings += sorted({("parallel", r.budget) for r in sel if r.mode == "parallel"})
             for mode, budget in settings:
                 a = _per_problem(
-                    [r for r in sel if r.variant == base and r.mode == mode and r.budget == budget], lambda r: float(r.correct)
+                    [r for r in sel if r.variant == base and r.mode == mode and r.budget == budget],
+                    lambda r: float(r.correct is True),
                 )
                 b = _per_problem(
-                    [r for r in sel if r.variant == variant and r.mode == mode and r.budget == budget], lambda r: float(r.correct)
+                    [r for r in sel if r.variant == variant and r.mode == mode and r.budget == budget],
+                    lambda r: float(r.correct is True),
                 )
                 common = sorted(set(a) & set(b))
                 if not common:
@@ -328,6 +331,8 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
     judged on the base model: when `base` (the base model's health in the same run) shows the
     grader reads this model's answers, a pruned variant's missing answers are its own failure
     (counted as wrong), not the grader's."""
+    ungraded = sum(r.correct is None for r in records)
+    records = [r for r in records if r.correct is not None]
     n = len(records)
     truncated = sum(r.finish == "truncated" for r in records)
     missing = sum(r.answer is None and r.finish != "truncated" for r in records)
@@ -353,7 +358,9 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
             f"{100 * rate:.0f} % of {records[0].variant} traces have no answer while the base model's answers are "
             "found: the variant stops answering (counted as wrong)"
         )
-    return GradingHealth(n=n, missing=missing, missing_rate=rate, truncated=truncated, meaningful=ok, message=msg)
+    return GradingHealth(
+        n=n, missing=missing, missing_rate=rate, truncated=truncated, ungraded=ungraded, meaningful=ok, message=msg
+    )
 
 
 def compute_metrics(
@@ -384,16 +391,17 @@ def compute_metrics(
         variants[spec.name] = VariantMetrics(dropped=spec.dropped, method=spec.method, n_traces=len(recs), groups=groups)
         if recs:
             grading[spec.name] = grading_health(recs, None if spec.name == names[0] else grading.get(names[0]))
+    graded = [r for r in records if r.correct is not None]  # traces without a usable gold answer are not graded
     partial = info.status != "complete" or (info.expected_traces is not None and len(records) < info.expected_traces)
     return MetricsFile(
         computed=now(),
         n_samples=len(records),
         partial=partial,
         variants=variants,
-        comparisons=comparisons(records, names[0], names[1:]) if names else [],
+        comparisons=comparisons(graded, names[0], names[1:]) if names else [],
         behaviour_comparisons=behaviour_comparisons(records, names[0], names[1:]) if names else [],
         grading=grading,
-        outcome_contrasts=outcome_contrasts(records, names),
+        outcome_contrasts=outcome_contrasts(graded, names),
     )
 
 

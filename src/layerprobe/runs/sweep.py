@@ -29,9 +29,12 @@ def parse_sweep_layers(text: str) -> list[int]:
             if lo > hi:
                 raise ValueError
             return list(range(lo, hi + 1))
-        return sorted({int(x) for x in t.split(",") if x})
+        layers = sorted({int(x) for x in t.split(",") if x})
     except ValueError:
-        raise UserError(f"--sweep-layers {text}: give a range such as 10-20 or a list such as 3,5,7") from None
+        layers = []
+    if not layers:
+        raise UserError(f"--sweep-layers {text!r}: give a range such as 10-20 or a list such as 3,5,7")
+    return layers
 
 
 def sweep_drops(kind: str, n_layers: int, layers: Sequence[int] | None = None) -> list[list[int]]:

@@ -45,7 +45,8 @@ class ParsedTrace:
     """A trace split into its thinking and its answer."""
 
     thinking: str
-    """Every thinking segment (re-opened ones included), joined by a line break; delimiters removed."""
+    """Every thinking segment (re-opened ones included), stripped of surrounding whitespace and joined by
+    a line break; delimiters removed."""
     answer: str
     """Every answer segment, joined by a line break; delimiters and end-of-sequence tokens removed."""
     ended: bool
@@ -73,7 +74,7 @@ def _segments(text: str, pattern: re.Pattern[str], kind_of: dict[str, str], defa
 
 
 def _join(segs: list[tuple[str, str]], kind: str) -> str:
-    return "\n".join(t.strip("\n") for k, t in segs if k == kind and t.strip())
+    return "\n".join(t.strip() for k, t in segs if k == kind and t.strip())
 
 
 def _from_segments(segs: list[tuple[str, str]]) -> ParsedTrace:
@@ -119,13 +120,13 @@ def split_plain(text: str) -> ParsedTrace:
     at the last line holding `\\boxed{`; without either the whole text is the answer."""
     marks = list(_MARKER.finditer(text)) or list(_BOXED_LINE.finditer(text))
     at = marks[-1].start() if marks else 0
-    return ParsedTrace(thinking=text[:at].strip("\n"), answer=text[at:].strip(), ended=True)
+    return ParsedTrace(thinking=text[:at].strip(), answer=text[at:].strip(), ended=True)
 
 
 def from_fields(reasoning: str, content: str) -> ParsedTrace:
     """A trace whose producer returned the reasoning and the answer in separate fields (vLLM's
     reasoning parser, OpenAI-compatible servers, DeepSeek's API)."""
-    return ParsedTrace(thinking=reasoning.strip("\n"), answer=_cut_end(content).strip(), ended=bool(content.strip()))
+    return ParsedTrace(thinking=reasoning.strip(), answer=_cut_end(content).strip(), ended=bool(content.strip()))
 
 
 def finish_of(parsed: ParsedTrace, fmt: str, cut: bool | None) -> Finish:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import multiprocessing as mp
+import os
 import re
 from dataclasses import dataclass
 
@@ -145,6 +146,24 @@ def extract_number(text: str, explicit_only: bool = False) -> tuple[str | None, 
     return (_clean_number(found[-1]), "last-number") if found else (None, None)
 
 
+def gold_problem(answer_type: str, gold: str, n_choices: int = 4) -> str | None:
+    """Why `gold` cannot grade answers of `answer_type` (e.g. "four" for integer answers, "" for any),
+    or None when it can. A trace with an unusable gold answer is not graded."""
+    g = gold.strip()
+    if not g:
+        return "no gold answer"
+    if answer_type == "digit" and not _INT.match(g):
+        return "gold answer not an integer"
+    if answer_type == "integer":
+        try:
+            float(_clean_number(g))
+        except ValueError:
+            return "gold answer not a number"
+    if answer_type == "mc" and g.upper().strip("() ") not in set("ABCDEFGHIJ"[:n_choices]):
+        return f"gold answer not a choice letter A-{'ABCDEFGHIJ'[n_choices - 1]}"
+    return None
+
+
 def numbers_equal(gold: str, pred: str) -> bool:
     """Integer-task comparison: both parse as numbers and are equal (70 == 70.0 == 70.00)."""
     try:
@@ -171,7 +190,11 @@ class MathGrader:
 
     def _executor(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+            from layerprobe._proc import die_with_parent
+
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=1, mp_context=mp.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def equivalent(self, gold: str, pred: str) -> bool:
@@ -241,7 +264,7 @@ def grade(
         boxed = extract_boxed(answer_text)
         if boxed is None or not _INT.match(boxed):
             return Grade(boxed, False, "boxed" if boxed is not None else None)
-        return Grade(boxed.strip(), int(boxed) == int(gold), "boxed")
+        return Grade(boxed.strip(), bool(_INT.match(gold)) and int(boxed) == int(gold), "boxed")
     if answer_type == "integer":
         pred, rule = extract_number(answer_text, explicit_only)
         return Grade(pred, pred is not None and numbers_equal(gold, pred), rule)

@@ -1,0 +1,342 @@
+"""The contract on the newer commands (explain, ingest, heal, sweeps, --variant), tried the way a hostile
+or careless user would: nothing is written or read outside the run directory, a damaged run is a counted
+skip that still explains and renders, bad input is one line (exit 2) within seconds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from layerprobe.runs import load_run
+from tests.cli_utils import assert_one_line_error, run_cli
+
+FAST = 5.0  # seconds: refused before any work
+
+
+@pytest.fixture(scope="module")
+def analyzed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small finished toy run with probes: base and one pruned variant."""
+    from layerprobe.cli.app import main
+
+    out = tmp_path_factory.mktemp("contract") / "run"
+    args = ["analyze", "--out", str(out), "--limit", "3", "--budgets", "60", "--samples", "1", "--drop", "7,8", "--no-report"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    return out
+
+
+def _copy(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest)
+    return dest
+
+
+def _lines(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines() if x.strip()]
+
+
+def _write_lines(run: Path, lines: list[dict]) -> None:
+    (run / "samples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+# ------------------------------------------------------------------------------ names and paths
+
+
+@pytest.mark.parametrize("label", ["../../../escaped", "x/y", "[/x]", "[bold red]BIG[/bold red]", "", "a" * 65])
+def test_labels_that_would_leave_the_run_or_be_markup_are_refused(tmp_path, capsys, label) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"id": "p1", "prompt": "a3 b4 =", "completion": "7 </think> \\boxed{ 7 }", "gold": "7"}) + "\n")
+    out = tmp_path / "o" / "run"
+    t0 = time.monotonic()
+    res = run_cli(capsys, "ingest", str(path), "--model", "toy", "--answer-type", "digit", "--out", str(out), "--label", label)
+    assert_one_line_error(res, "--label", "letters, digits")
+    assert time.monotonic() - t0 < FAST
+    assert not (tmp_path / "o").exists() and not list(tmp_path.rglob("escaped*"))
+
+
+def test_variant_names_follow_the_same_rule(tmp_path, capsys, tiny_checkpoint_dir) -> None:
+    for name in ("../x", "[b]x[/b]", "a/b"):
+        res = run_cli(capsys, "analyze", "--variant", f"{name}={tiny_checkpoint_dir}", "--out", str(tmp_path / "r"))
+        assert_one_line_error(res, "--variant", "letters, digits")
+    assert not (tmp_path / "r").exists()
+
+
+def test_paths_read_from_run_files_stay_inside_the_run(analyzed, tmp_path, capsys) -> None:
+    """A samples.jsonl line pointing outside the run is a damaged line (counted, skipped); a probe file
+    replaced by a link to a file outside the run is not followed; explain and the report still work."""
+    run = _copy(analyzed, tmp_path / "run")
+    lines = _lines(run)
+    base = [i for i, x in enumerate(lines) if x["variant"] == "base" and x["layers_file"]]
+    lines[base[0]]["layers_file"] = "../../../../../../etc/passwd"
+    _write_lines(run, lines)
+    link = run / lines[base[1]]["layers_file"]
+    link.unlink()
+    link.symlink_to("/etc/hostname")
+    loaded = load_run(run)
+    assert loaded.skipped_lines == 1 and len(loaded.samples) == len(lines) - 1
+    res = run_cli(capsys, "explain", str(run), "--no-generation")
+    assert res.code == 0, res.err
+    assert run_cli(capsys, "report", str(run)).code == 0
+
+
+# ------------------------------------------------------------------------------ damaged runs
+
+
+def test_damaged_probe_and_teacher_forced_files_are_counted_skips(analyzed, tmp_path, capsys) -> None:
+    run = _copy(analyzed, tmp_path / "run")
+    probes = sorted((run / "layers" / "base").glob("*.npz"))
+    tf = sorted((run / "layers" / "drop-7-8" / "tf").glob("*.npz"))
+    assert len(probes) >= 3 and len(tf) >= 2
+    probes[0].write_text("not an array file")  # overwritten with text
+    probes[1].write_bytes(probes[1].read_bytes()[:200])  # truncated
+    probes[2].write_bytes(b"")  # emptied to 0 bytes (numpy raises EOFError, which click once took for Ctrl-D)
+    tf[0].write_bytes(b"PK\x03\x04 corrupt")
+    tf[1].unlink()
+    res = run_cli(capsys, "explain", str(run), "--no-generation")
+    assert res.code == 0, res.err
+    assert "could not be read (damaged) and were left out" in res.out
+    ex = json.loads((run / "explain.json").read_text())
+    assert any("damaged" in s for s in ex["skipped"])
+    assert run_cli(capsys, "report", str(run)).code == 0
+
+
+def test_dropped_layers_out_of_range_in_run_json(analyzed, tmp_path, capsys) -> None:
+    run = _copy(analyzed, tmp_path / "run")
+    info = json.loads((run / "run.json").read_text())
+    info["variants"][1]["dropped"] = [7, 50]
+    (run / "run.json").write_text(json.dumps(info))
+    for cmd in (["explain", str(run)], ["report", str(run)]):
+        assert_one_line_error(run_cli(capsys, *cmd), "drops layers outside the model's 0..11")
+
+
+# ------------------------------------------------------------------------------ explain on runs it should handle
+
+
+def test_explain_on_a_run_killed_mid_generation(analyzed, tmp_path, capsys) -> None:
+    """Only the per-trace probe files exist (the per-layer summaries are written at the end)."""
+    run = _copy(analyzed, tmp_path / "run")
+    for agg in (run / "layers").glob("*.json"):
+        agg.unlink()
+    (run / "metrics.json").unlink()
+    info = json.loads((run / "run.json").read_text())
+    info["status"] = "interrupted"
+    (run / "run.json").write_text(json.dumps(info))
+    lines = _lines(run)
+    _write_lines(run, lines[: len(lines) - 2])
+    res = run_cli(capsys, "explain", str(run), "--no-generation")
+    assert res.code == 0, res.err
+    assert json.loads((run / "explain.json").read_text())["restoration"]
+
+
+def test_force_with_other_settings_sets_the_old_explanation_aside(analyzed, tmp_path, capsys) -> None:
+    run = _copy(analyzed, tmp_path / "run")
+    assert run_cli(capsys, "explain", str(run), "--no-generation", "--no-report").code == 0
+    args = ["analyze", "--out", str(run), "--limit", "1", "--budgets", "8", "--samples", "1", "--drop", "10,11"]
+    res = run_cli(capsys, *args, "--no-probes", "--force")
+    assert res.code == 0, res.err
+    assert not (run / "explain.json").exists() and list(run.glob("explain.json.*.bak"))
+    html = (run / "report.html").read_text()
+    assert "drop-7-8" not in html
+    # an explain.json written for other variants, put back by hand, is not shown either
+    shutil.copy(next(run.glob("explain.json.*.bak")), run / "explain.json")
+    loaded = load_run(run)
+    assert "explain.json" not in loaded.extras and any("other variants" in n for n in loaded.notes)
+
+
+# ------------------------------------------------------------------------------ ingest
+
+
+def _jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+TRACE = "s1 3 +4 = 7 </think> \\boxed{ 7 }"
+
+
+@pytest.mark.parametrize("answer_type", ["digit", "integer"])
+def test_gold_answers_of_every_shape(tmp_path, capsys, answer_type) -> None:
+    golds = [None, ["7"], {"a": 7}, "", "four", 7, "7"]
+    rows = [
+        {"id": f"p{i}", "prompt": "x = 3 s1 +4", "completion": TRACE, **({} if g is None else {"gold": g})}
+        for i, g in enumerate(golds)
+    ]
+    out = tmp_path / "run"
+    res = run_cli(
+        capsys,
+        "ingest",
+        str(_jsonl(tmp_path / "g.jsonl", rows)),
+        "--model",
+        "toy",
+        "--answer-type",
+        answer_type,
+        "--out",
+        str(out),
+        "--no-probes",
+    )
+    assert res.code == 0, res.err
+    recs = {r.problem_id: r for r in load_run(out).samples}
+    assert [recs[f"p{i}"].correct for i in range(len(golds))] == [None, None, None, None, None, True, True]
+    assert all(recs[f"p{i}"].answer == "7" for i in range(len(golds)))  # the answer is still read
+    m = load_run(out).metrics
+    assert m.variants["base"].groups["all"].sequential["0"].n == 2 and m.grading["base"].ungraded == 5
+    assert "not graded (no gold answer)" in res.out
+
+
+def test_foreign_values_that_are_not_what_they_should_be(tmp_path, capsys) -> None:
+    rows = [
+        {"id": "ok", "prompt": "x = 3 s1 +4", "completion": TRACE, "gold": "7"},
+        {"id": "neg", "prompt": "x = 3 s1 +4", "completion": TRACE, "gold": "7", "budget": -5},
+        {"id": "sur", "prompt": "x = 3 s1 +4", "completion": "s1 3 +4 = 7 \ud800 </think> \\boxed{ 7 }", "gold": "7"},
+        '{"id": "esc", "prompt": "x", "completion": "s1 \\ud800 </think> \\\\boxed{ 7 }", "gold": "7"}',
+        "x" * (5 * 2**20),  # one 5 MiB line: skipped without being decoded or tokenized
+    ]
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    res = run_cli(
+        capsys,
+        "ingest",
+        str(_jsonl(tmp_path / "f.jsonl", rows)),
+        "--model",
+        "toy",
+        "--answer-type",
+        "digit",
+        "--out",
+        str(out),
+        "--no-probes",
+    )
+    assert res.code == 0, res.err
+    assert time.monotonic() - t0 < 60
+    run = load_run(out)
+    assert sorted(r.problem_id for r in run.samples) == ["esc", "ok", "sur"]
+    assert "\ufffd" in next(r for r in run.samples if r.problem_id == "esc").text
+    assert run.info.ingested[0].skipped == {"budget / sample not integers of 0 or more": 1, "a line over 4 MiB (not read)": 1}
+    for cmd in (["report", str(out)], ["runs", str(tmp_path)]):
+        assert run_cli(capsys, *cmd).code == 0
+
+
+def test_lm_eval_values_that_are_not_numbers(tmp_path, capsys) -> None:
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    kwargs = {"until": [], "do_sample": True, "temperature": "hot", "top_p": "very", "top_k": [3], "max_gen_toks": "many"}
+    line = {
+        "doc_id": 0,
+        "doc": {},
+        "target": "7",
+        "arguments": {"gen_args_0": {"arg_0": "x = 3 s1 +4", "arg_1": kwargs}},
+        "resps": [[TRACE]],
+        "filtered_resps": [TRACE],
+    }
+    samples = _jsonl(folder / "samples_t_2026-01-01T00-00-00.jsonl", [line])
+    (folder / "results_2026-01-01T00-00-00.json").write_text(
+        json.dumps({"tokenizer_eos_token": ["<eos>", "²"], "config": {"model_args": 5}})
+    )
+    out = tmp_path / "run"
+    res = run_cli(
+        capsys,
+        "ingest",
+        str(samples),
+        "--from",
+        "lm-eval",
+        "--model",
+        "toy",
+        "--answer-type",
+        "digit",
+        "--out",
+        str(out),
+        "--no-probes",
+    )
+    assert res.code == 0, res.err
+    cfg = load_run(out).info.config
+    assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.budgets) == (None, None, None, [0])
+
+
+def test_the_same_label_for_another_model_is_refused(tmp_path, capsys) -> None:
+    path = _jsonl(tmp_path / "t.jsonl", [{"id": "p1", "prompt": "x = 3 s1 +4", "completion": TRACE, "gold": "7"}])
+    out = tmp_path / "run"
+    common = [
+        "ingest",
+        str(path),
+        "--model",
+        "toy",
+        "--answer-type",
+        "digit",
+        "--out",
+        str(out),
+        "--no-probes",
+        "--label",
+        "pruned",
+    ]
+    assert run_cli(capsys, *common, "--drop", "7,8").code == 0
+    assert_one_line_error(run_cli(capsys, *common), "already has a variant pruned (without layers 7, 8)", "another --label")
+    assert load_run(out).variants[0].dropped == [7, 8]
+
+
+def test_heal_data_with_lone_surrogates_is_read(tmp_path) -> None:
+    from layerprobe.prune.heal import read_jsonl_examples
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a \\ud800", "completion": "b \\udfff c"}\n')
+    assert read_jsonl_examples(path) == [("a \ufffd", "b \ufffd c")]
+
+
+# ------------------------------------------------------------------------------ analyze and sweeps
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--workers", "1", "--gpus-per-worker", "1"], ["--gpus-per-worker 1", "this machine has 0"]),
+        (["--workers", "1000"], ["--workers 1000", "CPU core"]),
+        (["--workers", "1", "--gpus-per-worker", "nan"], ["--gpus-per-worker nan"]),
+        (["--workers", "1", "--gpus-per-worker", "inf"], ["--gpus-per-worker inf"]),
+        (["--sweep", "single", "--sweep-layers", ""], ["--sweep-layers ''"]),
+        (["--sweep", "single", "--sweep-layers", ","], ["--sweep-layers ','"]),
+        (["--workers", "1", "--ray-address", "127.0.0.1:9"], ["--ray-address 127.0.0.1:9", "nothing answers"]),
+        (["--workers", "1", "--ray-address", "nohost"], ["--ray-address nohost", "host:port"]),
+    ],
+)
+def test_bad_executor_and_sweep_settings_fail_fast(tmp_path, capsys, args, fragments) -> None:
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    res = run_cli(capsys, "analyze", "--out", str(out), "--limit", "1", "--budgets", "8", "--samples", "1", *args)
+    assert_one_line_error(res, *fragments)
+    assert time.monotonic() - t0 < 15
+    assert not out.exists() or not (out / "samples.jsonl").exists()
+
+
+def test_a_replaced_variant_checkpoint_is_not_resumed(tmp_path, capsys) -> None:
+    """The run's --variant checkpoint is replaced by other weights between two runs of the same command:
+    resuming would mix two models' traces under one name."""
+    from safetensors.torch import load_file, save_file
+
+    from layerprobe.toy import toy_model_dir
+
+    ckpt = tmp_path / "healed"
+    shutil.copytree(toy_model_dir(), ckpt)
+    out = tmp_path / "run"
+    args = [
+        "analyze",
+        "--out",
+        str(out),
+        "--limit",
+        "1",
+        "--budgets",
+        "8",
+        "--samples",
+        "1",
+        "--variant",
+        f"h={ckpt}",
+        "--no-probes",
+        "--no-report",
+    ]
+    assert run_cli(capsys, *args).code == 0
+    weights = load_file(ckpt / "model.safetensors")
+    weights = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in weights.items()}
+    save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
+    res = run_cli(capsys, *args)
+    assert_one_line_error(res, "the weights of checkpoint variant h", "--force")
