@@ -127,8 +127,8 @@ def test_ray_missing_or_unreachable(capsys: pytest.CaptureFixture[str], tmp_path
     monkeypatch.undo()
     t0 = time.perf_counter()
     res = run_cli(capsys, "analyze", "--out", str(tmp_path / "o"), *SMALL, "--ray-address", "127.0.0.1:1")
-    assert_one_line_error(res, "could not start or reach the Ray cluster at 127.0.0.1:1")
-    assert time.perf_counter() - t0 < 60 and not (tmp_path / "o").exists()
+    assert_one_line_error(res, "--ray-address 127.0.0.1:1: nothing answers there")
+    assert time.perf_counter() - t0 < 5 and not (tmp_path / "o").exists()
 
 
 def _texts(run: Path) -> dict:

@@ -33,7 +33,8 @@ def parse_sweep_layers(text: str) -> list[int]:
     except ValueError:
         layers = []
     if not layers:
-        raise UserError(f"--sweep-layers {text!r}: give a range such as 10-20 or a list such as 3,5,7")
+        shown = text if text.strip(", ") else repr(text)  # an empty or comma-only list is shown quoted
+        raise UserError(f"--sweep-layers {shown}: give a range such as 10-20 or a list such as 3,5,7")
     return layers
 
 
