@@ -166,7 +166,7 @@ def start_ray(workers: int, address: str | None) -> Any:
     if ray.is_initialized():
         return ray
     if address not in (None, "auto", "local"):
-        _check_reachable(address)
+        check_ray_address(address)
     try:
         if address is None:
             ray.init(
@@ -186,7 +186,7 @@ def start_ray(workers: int, address: str | None) -> Any:
     return ray
 
 
-def _check_reachable(address: str, timeout: float = 2.0) -> None:
+def check_ray_address(address: str, timeout: float = 2.0) -> None:
     """A UserError within `timeout` seconds when nothing answers at a Ray cluster address (host:port,
     optionally ray://host:port), instead of Ray's own retries and log lines."""
     import socket

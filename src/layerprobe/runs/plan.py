@@ -164,6 +164,10 @@ class AnalyzeSettings:
                     f"--gpus-per-worker {self.gpus_per_worker} with {self.workers or 1} workers needs {need:g} GPUs; "
                     f"this machine has {have} (leave --gpus-per-worker out to run on the CPU)"
                 )
+        if self.ray_address not in (None, "auto", "local"):  # before minutes of loading
+            from layerprobe.runs.execute import check_ray_address
+
+            check_ray_address(self.ray_address)
         if (self.ray_address is not None or self.gpus_per_worker) and self.workers is None and self.ray_address is None:
             raise UserError("--gpus-per-worker needs --workers N or --ray-address ADDR")
 
