@@ -166,7 +166,7 @@ def start_ray(workers: int, address: str | None) -> Any:
     if ray.is_initialized():
         return ray
     if address not in (None, "auto", "local"):
-        _check_reachable(address)
+        check_ray_address(address)
     try:
         if address is None:
             ray.init(
@@ -186,7 +186,7 @@ def start_ray(workers: int, address: str | None) -> Any:
     return ray
 
 
-def _check_reachable(address: str, timeout: float = 2.0) -> None:
+def check_ray_address(address: str, timeout: float = 2.0) -> None:
     """A UserError within `timeout` seconds when nothing answers at a Ray cluster address (host:port,
     optionally ray://host:port), instead of Ray's own retries and log lines."""
     import socket
@@ -207,9 +207,7 @@ def set_threads_for(loaded: Any, threads: int | None = None) -> None:
     longer on two threads); otherwise `threads`, or torch's default when None."""
     import torch
 
-    from layerprobe.toy.vocab import is_toy_tokenizer
-
-    if loaded.source_kind == "toy" or is_toy_tokenizer(loaded.tokenizer):  # the shipped toy or a checkpoint of it
+    if loaded.is_toy:  # the shipped toy or a checkpoint of it
         torch.set_num_threads(1)
     elif threads is not None:
         torch.set_num_threads(max(1, threads))

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from layerprobe.data.schema import Correlation, LayerAggregates, MetricsFile, RunInfo, SampleRecord, SweepFile, SweepLayer
+from layerprobe.data.store import write_model
 from layerprobe.errors import UserError
 from layerprobe.metrics.correlation import spearman_interval, spearman_permutation_p
-from layerprobe.runs.schema import Correlation, LayerAggregates, MetricsFile, RunInfo, SampleRecord, SweepFile, SweepLayer
-from layerprobe.runs.store import write_model
 
 SWEEP_FILE = "sweep.json"
 SWEEP_KINDS = ("single", "pairs")
@@ -33,7 +33,8 @@ def parse_sweep_layers(text: str) -> list[int]:
     except ValueError:
         layers = []
     if not layers:
-        raise UserError(f"--sweep-layers {text!r}: give a range such as 10-20 or a list such as 3,5,7")
+        shown = text if text.strip(", ") else repr(text)  # an empty or comma-only list is shown quoted
+        raise UserError(f"--sweep-layers {shown}: give a range such as 10-20 or a list such as 3,5,7")
     return layers
 
 
