@@ -15,12 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layerprobe.probe.store import TraceLayers, save_trace_layers
-from layerprobe.probe.teacher import TeacherForced, kl_onset, save_teacher_forced
-from layerprobe.runs import RunStore
-from layerprobe.runs.probing import write_layer_aggregates
-from layerprobe.runs.records import trace_fields
-from layerprobe.runs.schema import (
+from layerprobe.data import RunStore
+from layerprobe.data.schema import (
     ModelInfo,
     RunConfig,
     RunInfo,
@@ -29,8 +25,12 @@ from layerprobe.runs.schema import (
     VariantSpec,
     trace_file_stem,
 )
-from layerprobe.runs.store import now
-from layerprobe.runs.summarize import write_metrics
+from layerprobe.data.store import now
+from layerprobe.data.summarize import write_metrics
+from layerprobe.jobs.probing import write_layer_aggregates
+from layerprobe.jobs.records import trace_fields
+from layerprobe.probe.store import TraceLayers, save_trace_layers
+from layerprobe.probe.teacher import TeacherForced, kl_onset, save_teacher_forced
 
 N_LAYERS = 6
 

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from layerprobe.data import LayerAggregates, MetricsFile, RunInfo, SampleRecord, read_samples
+from layerprobe.data.schema import SCHEMA_VERSION
+from layerprobe.data.store import iter_sample_lines
+from layerprobe.jobs.plan import plan_traces
 from layerprobe.metrics import proportion_interval
-from layerprobe.runs import LayerAggregates, MetricsFile, RunInfo, SampleRecord, read_samples
-from layerprobe.runs.plan import plan_traces
-from layerprobe.runs.schema import SCHEMA_VERSION
-from layerprobe.runs.store import iter_sample_lines
 from tests.cli_utils import assert_one_line_error, run_cli
 
 TINY = [
@@ -169,30 +165,6 @@ def _cli_env() -> dict[str, str]:
     return env
 
 
-def test_resume_after_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path, tiny_run: Path) -> None:
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "layerprobe.cli.app", "analyze", "--out", str(out), *TINY]
-    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    samples = out / "samples.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if samples.is_file() and samples.read_bytes().count(b"\n") >= 20:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed; the test needs a longer run"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    n_before = len(read_samples(out))
-    assert 20 <= n_before < len(read_samples(tiny_run))
-    done = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = list(iter_sample_lines(out))
-    keys = [SampleRecord.model_validate(x).key() for x in lines]
-    assert len(keys) == len(set(keys)), "a trace was written twice"
-    assert set(keys) == {r.key() for r in read_samples(tiny_run)}
-    assert RunInfo.model_validate_json((out / "run.json").read_text()).status == "complete"
-
-
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
@@ -263,8 +235,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path
     batch size, and the run ends with every trace exactly once."""
     import torch
 
-    from layerprobe.runs.analyze import Analysis
-    from layerprobe.runs.plan import AnalyzeSettings
+    from layerprobe.jobs.analyze import Analysis
+    from layerprobe.jobs.plan import AnalyzeSettings
     from layerprobe.scaling.engine import TraceGenerator
 
     real = TraceGenerator.generate
@@ -298,8 +270,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path
 
 def test_an_internal_error_marks_the_run_failed_and_it_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception that is not a stop request: status "failed", finished traces kept; a re-run completes it."""
-    from layerprobe.runs.analyze import Analysis
-    from layerprobe.runs.plan import AnalyzeSettings
+    from layerprobe.jobs.analyze import Analysis
+    from layerprobe.jobs.plan import AnalyzeSettings
     from layerprobe.scaling.engine import TraceGenerator
 
     real = TraceGenerator.generate
@@ -328,7 +300,7 @@ def test_an_internal_error_marks_the_run_failed_and_it_resumes(tmp_path: Path, m
 
 
 def test_trace_file_names_are_unique_per_problem_id() -> None:
-    from layerprobe.runs.schema import trace_file_stem
+    from layerprobe.data.schema import trace_file_stem
 
     ids = ["p 2", "p_2", "p/2", "P_2", "a" * 200, "a" * 199 + "b"]
     stems = [trace_file_stem(i, "sequential", 64, 0) for i in ids]
@@ -362,20 +334,16 @@ def test_duplicate_problem_ids_and_drop_lists_are_refused(tmp_path: Path, capsys
     assert_one_line_error(res, "--drop", "twice")
 
 
-def test_a_second_writer_is_refused_and_changed_variants_are_detected(tiny_run: Path) -> None:
-    from layerprobe.errors import UserError
-    from layerprobe.runs import RunStore, read_run_info
-    from layerprobe.runs.store import run_differences
+def test_a_second_writer_is_refused_and_changed_variants_are_detected(tiny_run: Path, capsys) -> None:
+    from layerprobe._io import hold_lock
+    from layerprobe.data import read_run_info
+    from layerprobe.data.store import LOCK_FILE, run_differences
 
     info = read_run_info(tiny_run)
-    first = RunStore.open(tiny_run, info.model_copy(deep=True))
-    try:
-        with pytest.raises(UserError, match="another layerprobe process"):
-            RunStore.open(tiny_run, info.model_copy(deep=True))
-    finally:
-        first.close("complete")
-    again = RunStore.open(tiny_run, info.model_copy(deep=True))  # the lock is released on close
-    again.close("complete")
+    with hold_lock(tiny_run / LOCK_FILE, "held by this test"):  # another process writing the run
+        res = run_cli(capsys, "analyze", "--out", str(tiny_run), *TINY)
+        assert_one_line_error(res, "being written by another layerprobe analyze")
+    assert run_cli(capsys, "analyze", "--out", str(tiny_run), *TINY).code == 0  # released: the run resumes
     changed = info.model_copy(deep=True)
     changed.variants[2].dropped = [3]
     assert run_differences(info, changed) == ["variants (dropped layers)"]

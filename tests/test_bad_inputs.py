@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from layerprobe.runs import load_run
+from layerprobe.data import load_run
 from tests.cli_utils import assert_one_line_error, run_cli
 from tests.report_runs import make_run
 

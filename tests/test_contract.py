@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from layerprobe.runs import load_run
+from layerprobe.data import load_run
 from tests.cli_utils import assert_one_line_error, run_cli
 
 FAST = 5.0  # seconds: refused before any work
@@ -314,10 +314,10 @@ def test_a_replaced_variant_checkpoint_is_not_resumed(tmp_path, capsys) -> None:
     resuming would mix two models' traces under one name."""
     from safetensors.torch import load_file, save_file
 
-    from layerprobe.toy import toy_model_dir
+    from layerprobe.models.aliases import ALIASES, shipped_dir
 
     ckpt = tmp_path / "healed"
-    shutil.copytree(toy_model_dir(), ckpt)
+    shutil.copytree(shipped_dir(ALIASES["toy"]), ckpt)
     out = tmp_path / "run"
     args = [
         "analyze",

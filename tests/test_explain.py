@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from layerprobe import drop_layers
+from layerprobe.data import load_run
+from layerprobe.jobs.explain import _fit_epsilon, class_masks, fit_predictors, token_classes
 from layerprobe.probe.restore import gated_logprobs
-from layerprobe.runs import load_run
-from layerprobe.runs.explain import _fit_epsilon, class_masks, fit_predictors, token_classes
 from tests.cli_utils import assert_one_line_error, run_cli
 from tests.probe_ref import lively_loaded
 
@@ -102,7 +102,7 @@ def test_vocab_classes_cover_every_output_row() -> None:
     # the toy's embedding has rows beyond its tokenizer; a damaged model can emit them during the
     # gated generation, so the class table must cover every row (a 94-entry table once crashed on id 95)
     from layerprobe import load_model
-    from layerprobe.runs.explain import _vocab_classes
+    from layerprobe.jobs.explain import _vocab_classes
 
     toy = load_model("toy")
     rows = int(toy.model.get_output_embeddings().weight.shape[0])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from layerprobe.runs import load_run
+from layerprobe.data import load_run
 from tests.cli_utils import run_cli
 from tests.report_runs import make_run
 
@@ -105,7 +105,7 @@ def test_failure_prints_the_resume_command(
     out = tmp_path / "run"
     res = run_cli(capsys, "analyze", "--out", str(out), *SMALL)
     assert res.code == 1
-    assert f"to resume this run: layerprobe analyze --out {out}" in " ".join(res.err.split())
+    assert f"to resume: layerprobe analyze --out {out}" in " ".join(res.err.split())
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "failed" and "--out" in info["resume_command"]
     monkeypatch.setattr(TraceGenerator, "generate", real)

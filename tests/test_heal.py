@@ -210,7 +210,7 @@ def test_heal_cli_writes_a_servable_checkpoint_and_analyze_shows_it_labelled(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
-    from layerprobe.runs import load_run
+    from layerprobe.data import load_run
 
     data = _write_data(tmp_path / "d.jsonl")
     out = tmp_path / "healed"
@@ -285,11 +285,13 @@ def test_a_second_healing_process_on_the_same_out_is_refused(
 ) -> None:
     from filelock import FileLock
 
+    from layerprobe.data.store import LOCK_FILE
+
     data = _write_data(tmp_path / "d.jsonl")
     out = tmp_path / "h"
     out.mkdir()
-    with FileLock(str(out / ".heal.lock")):  # as another process would hold it
-        assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out)), "another layerprobe heal process")
+    with FileLock(str(out / LOCK_FILE)):  # as another process would hold it
+        assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out)), "being written by another layerprobe heal")
     assert not (out / "layerprobe.json").exists()
     assert run_cli(capsys, *_heal_args(tiny_ckpt, data, out)).code == 0  # released: the same command runs
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from layerprobe.data.reader import load_run
 from layerprobe.probe.store import load_trace_layers
 from layerprobe.probe.teacher import load_teacher_forced
-from layerprobe.runs.reader import load_run
 from tests.cli_utils import assert_one_line_error, run_cli
 
 FLOATS = ("block_influence", "norm", "jsd", "entropy")

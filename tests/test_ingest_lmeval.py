@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from layerprobe.data.reader import load_run
 from layerprobe.probe.store import load_trace_layers
-from layerprobe.runs.reader import load_run
 from tests.cli_utils import run_cli
 
 TASKS = Path(__file__).parent / "data" / "lmeval"

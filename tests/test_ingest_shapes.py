@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from layerprobe.runs.reader import load_run
+from layerprobe.data.reader import load_run
 from tests import real_traces as rt
 from tests.cli_utils import assert_one_line_error, run_cli
 

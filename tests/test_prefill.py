@@ -157,8 +157,8 @@ def test_prefill_equals_live_on_smollm2_with_layers_removed(smollm2):
 def test_analyze_probe_modes_agree(tmp_path, capsys):
     """`analyze --probe-mode prefill` writes the same traces and (to float16 rounding) the same probe
     arrays as live capture; a run may resume in the other mode."""
+    from layerprobe.data.reader import load_run
     from layerprobe.probe.store import load_trace_layers
-    from layerprobe.runs.reader import load_run
     from tests.cli_utils import run_cli
 
     runs = {}

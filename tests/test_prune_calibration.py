@@ -92,7 +92,8 @@ def test_generic_traces_on_a_tiny_model(tiny):
     cal = traces_calibration(tiny, 3, max_new_tokens=5)
     assert cal.source == "traces" and cal.n_docs == 3 and len(cal.token_ids) == 3
     rec = cal.record(64)
-    assert rec["n_traces"] == 3 and rec["max_new_tokens"] == 5 and rec["generator"] == "generic"
+    assert rec["n_traces"] == 3 and rec["max_new_tokens"] == 5 and rec["generator"] == "engine"
+    assert rec["format"] == "think-tags"  # the tiny tokenizer has <think> tokens
     for ids in cal.token_ids:
         assert len(ids) >= 6  # prompt + generated tokens
     assert len(block_influence(tiny, cal)) == 6

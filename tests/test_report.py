@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from layerprobe.data import load_run
 from layerprobe.errors import UserError
 from layerprobe.metrics import NO_CLEAR_DIFFERENCE
 from layerprobe.report import render_report
 from layerprobe.report.narrative import resolve
 from layerprobe.report.numbers import fmt
 from layerprobe.report.render import Limits
-from layerprobe.runs import load_run
 from tests.cli_utils import assert_one_line_error, run_cli
 from tests.report_runs import make_run
 

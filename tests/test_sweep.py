@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from layerprobe.data import load_run
+from layerprobe.data.schema import SweepFile
+from layerprobe.jobs.sweep import parse_sweep_layers, sweep_drops
 from layerprobe.metrics.correlation import spearman, spearman_interval, spearman_permutation_p
-from layerprobe.runs import load_run
-from layerprobe.runs.schema import SweepFile
-from layerprobe.runs.sweep import parse_sweep_layers, sweep_drops
 from tests.cli_utils import assert_one_line_error, run_cli
 
 SMALL = ["--limit", "2", "--budgets", "8,40", "--samples", "2", "--no-report"]
@@ -120,7 +120,7 @@ def test_sweep_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path, arg
 
 
 def test_ray_missing_or_unreachable(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import layerprobe.runs.execute as execute
+    import layerprobe.jobs.execute as execute
 
     monkeypatch.setattr(execute, "ray_installed", lambda: False)  # as if Ray were not installed
     assert_one_line_error(run_cli(capsys, "analyze", "--out", str(tmp_path / "o"), *SMALL, "--workers", "1"), "layerprobe[ray]")

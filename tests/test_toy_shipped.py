@@ -8,7 +8,7 @@ import json
 import pytest
 
 from layerprobe import load_model
-from layerprobe.toy import WEIGHTS_DIR
+from layerprobe.models.aliases import ALIASES, shipped_dir
 from layerprobe.toy.evaluate import extract_answer, generate, toy_prompt
 from layerprobe.toy.tasks import sample_problems
 
@@ -25,8 +25,8 @@ def accuracy(loaded, task_type: str, n: int) -> float:
 
 
 def test_shipped_toy_is_small_and_records_its_training():
-    assert (WEIGHTS_DIR / "model.safetensors").stat().st_size < 20 * 2**20
-    state = json.loads((WEIGHTS_DIR / "training_state.json").read_text())
+    assert (shipped_dir(ALIASES["toy"]) / "model.safetensors").stat().st_size < 20 * 2**20
+    state = json.loads((shipped_dir(ALIASES["toy"]) / "training_state.json").read_text())
     assert state["schema_version"] == 1 and state["tokens"] > 1_000_000
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from layerprobe._lazy import lazy_getattr
-
-__version__ = "0.1.0"
+from layerprobe._version import __version__
 
 if TYPE_CHECKING:
     from layerprobe.models import LoadedModel, load_model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,3 +102,22 @@ def iter_json_lines(path: str | os.PathLike[str], max_bytes: int | None = None) 
                 yield n, clean_strings(json.loads(raw.decode("utf-8")))
             except (UnicodeDecodeError, ValueError, RecursionError):
                 yield n, NOT_JSON
+
+
+@contextmanager
+def hold_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
+    """One writer at a time: hold the file lock `path` for the block; UserError(`busy` + what to do)
+    at once when another process holds it (a process that dies, even by kill -9, lets go of it)."""
+    from filelock import FileLock, Timeout
+
+    from layerprobe.errors import UserError
+
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{busy}; wait for it or use another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()

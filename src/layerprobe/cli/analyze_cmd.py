@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import shlex
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, progress_bars
+from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, progress_bars
 from layerprobe.errors import UserError
+from layerprobe.jobs.sweep import parse_sweep_layers
 from layerprobe.prune.surgery import parse_layer_list
-from layerprobe.runs.sweep import parse_sweep_layers
 
 
 def analyze(
@@ -121,7 +119,7 @@ def analyze(
 ) -> None:
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary
-    from layerprobe.runs.plan import AnalyzeSettings
+    from layerprobe.jobs.plan import AnalyzeSettings
 
     drops = [parse_layer_list(d) for d in (drop or [])]
     methods: list[str] = []
@@ -174,19 +172,12 @@ def analyze(
     if task_file is not None and not task_file.is_file():
         raise UserError(f"--task-file {task_file}: no such file")
 
-    def _terminate(signum: int, frame: object) -> None:  # kill / SIGTERM: stop like Ctrl-C, run marked interrupted
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        analysis = _run(settings)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    from layerprobe.runs.reader import load_run
+    analysis = _run(settings)
+    from layerprobe.data.reader import load_run
 
     say = console()
     if explain:
-        from layerprobe.runs.explain import explain as run_explain
+        from layerprobe.jobs.explain import explain as run_explain
 
         for f in run_explain(analysis.out, device=device).findings:
             say.print(f"- {f.text}")
@@ -208,19 +199,9 @@ def _parse_variant(text: str) -> tuple[str, str]:
 
 
 def _run(settings: Any) -> Any:
-    from layerprobe.runs.analyze import Analysis
+    from layerprobe.jobs.analyze import Analysis
 
-    err = console(stderr=True)
-    analysis = None
-    try:
-        with progress_bars() as progress:
-            from layerprobe.cli.app import current_argv
-
-            analysis = Analysis(settings, progress, argv=current_argv())
-            analysis.run()
-    except BaseException:
-        store = getattr(analysis, "store", None)
-        if store is not None and analysis is not None and store.info.status != "complete":
-            err.print("to resume this run: " + shlex.join(analysis.resume_command()), highlight=False, soft_wrap=True)
-        raise
+    with progress_bars() as progress:
+        analysis = Analysis(settings, progress, argv=current_argv())
+        analysis.run()
     return analysis

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shlex
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -12,6 +16,7 @@ try:  # typer >= 0.2x vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     import click.exceptions as cx  # type: ignore[no-redef]
 
+from layerprobe.cli.common import ARGV, console
 from layerprobe.errors import UserError
 
 app = typer.Typer(
@@ -21,6 +26,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def says_how_to_resume(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command that prints the exact command resuming the job it ran, when that job stopped before it
+    completed (Ctrl-C, SIGTERM, an error): one place for every job."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except BaseException as exc:
+            from layerprobe.jobs.job import resume_command_of
+
+            resume = resume_command_of(exc)
+            if resume:
+                console(stderr=True).print("to resume: " + shlex.join(resume))
+            raise
+
+    return wrapper
 
 
 def _register() -> None:
@@ -39,13 +63,13 @@ def _register() -> None:
         toy_cmd,
     )
 
-    app.command("analyze")(analyze_cmd.analyze)
+    app.command("analyze")(says_how_to_resume(analyze_cmd.analyze))
     app.command("report")(report_cmd.report)
-    app.command("explain")(explain_cmd.explain)
-    app.command("ingest")(ingest_cmd.ingest)
+    app.command("explain")(says_how_to_resume(explain_cmd.explain))
+    app.command("ingest")(says_how_to_resume(ingest_cmd.ingest))
     app.command("runs")(runs_cmd.runs)
     app.command("prune")(prune_cmd.prune)
-    app.command("heal")(heal_cmd.heal)
+    app.command("heal")(says_how_to_resume(heal_cmd.heal))
     app.command("influence")(influence_cmd.influence)
     app.command("inspect")(inspect_cmd.inspect)
     app.command("models")(models_cmd.models)
@@ -58,15 +82,6 @@ _register()
 
 #: Commands that never load a model, so the CLI need not import transformers for them.
 _NO_MODEL_COMMANDS = frozenset({"report", "runs", "tasks", "models"})
-
-
-#: The arguments of the command being run (what a run records as its command line).
-_ARGV: list[str] = []
-
-
-def current_argv() -> list[str]:
-    """["layerprobe", *arguments] of the command being run (also when `main` is called in-process)."""
-    return ["layerprobe", *_ARGV]
 
 
 def hub_reachable(timeout: float = 1.0) -> bool:
@@ -115,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = sys.argv[1:] if argv is None else argv
-    _ARGV[:] = list(args)
+    ARGV[:] = list(args)
     if not args or args[0] not in _NO_MODEL_COMMANDS:  # importing transformers costs ~2 s: only when needed
         if args and args[0] not in ("--help", "-h") and "--help" not in args:
             _offline_when_unreachable()  # before huggingface_hub is imported: it reads the variable once

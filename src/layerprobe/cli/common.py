@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from layerprobe.jobs.job import ProgressFn
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="alias (see `layerprobe models`), hub id, local directory or .gguf file")
@@ -25,6 +27,15 @@ NormPathOpt = Annotated[str | None, typer.Option("--norm-path", help="dotted pat
 UnembedPathOpt = Annotated[
     str | None, typer.Option("--unembed-path", help="dotted path of the unembedding (unknown architectures)")
 ]
+
+
+#: The arguments of the command being run (what a run records as its command line); set by cli.app.main.
+ARGV: list[str] = []
+
+
+def current_argv() -> list[str]:
+    """["layerprobe", *arguments] of the command being run (also when `main` is called in-process)."""
+    return ["layerprobe", *ARGV]
 
 
 def check_output_file(path: Path | None, flag: str) -> None:
@@ -48,13 +59,6 @@ def console(stderr: bool = False, width: int | None = None) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True, width=width)
-
-
-class ProgressFn(Protocol):
-    """progress(label, done, total, detail=""): one bar per label, created on first use; `detail`
-    is a short status shown after the count (e.g. the last loss)."""
-
-    def __call__(self, label: str, done: int, total: int, detail: str = "") -> None: ...
 
 
 @contextmanager

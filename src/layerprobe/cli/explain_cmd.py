@@ -25,17 +25,19 @@ def explain(
     """Why the pruned variants fail: causal restoration of the removed layers by position class,
     where failing chains part from the base, error compounding, failure predictors; writes
     RUN/explain.json and re-renders the report with a "Why it failed" section first."""
-    from layerprobe.runs.explain import explain as run_explain
-    from layerprobe.runs.store import is_run_dir
+    from layerprobe.data.store import is_run_dir
+    from layerprobe.jobs.explain import Explain
 
     if not run_dir.is_dir() or not is_run_dir(run_dir):
         raise UserError(f"{run_dir} is not a layerprobe run directory (no run.json)")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1")
-    from layerprobe.cli.common import progress_bars
+    from layerprobe.cli.common import current_argv, progress_bars
 
     with progress_bars() as progress:
-        ex = run_explain(run_dir, generation=not no_generation, limit=limit, device=device, progress=progress)
+        ex = Explain(
+            run_dir, generation=not no_generation, limit=limit, device=device, progress=progress, argv=current_argv()
+        ).run()
     say = console()
     for f in ex.findings:
         say.print(f"- {f.text}")

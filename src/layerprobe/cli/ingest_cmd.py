@@ -67,9 +67,9 @@ def ingest(
 ) -> None:
     """Read traces generated elsewhere into a run directory: graded by layerprobe, trace metrics, probes
     by prefill (the same arrays as `analyze` captures), one variant per ingest."""
-    from layerprobe.cli.app import current_argv
+    from layerprobe.cli.common import current_argv
+    from layerprobe.jobs.ingest import ingest as run_ingest
     from layerprobe.prune.surgery import parse_layer_list
-    from layerprobe.runs.ingest import ingest as run_ingest
 
     if out is None:
         raise UserError("--out: give the run directory to write (several ingests into one --out compare in one report)")

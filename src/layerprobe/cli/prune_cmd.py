@@ -105,18 +105,8 @@ def prune(
             "--drop and --method are exclusive: give the layers (--drop 20,21) or a method (--method shortgpt --n-drop 2)"
         )
     if drop is not None:
-        given_laco = [
-            f"--laco-{k}"
-            for k, v in (
-                ("c", laco_c),
-                ("i", laco_i),
-                ("low", laco_low),
-                ("high", laco_high),
-                ("threshold", laco_threshold),
-                ("mode", laco_mode),
-            )
-            if v is not None
-        ]
+        flags = {"c": "--laco-c", "interval": "--laco-i", "low": "--laco-low", "high": "--laco-high"}
+        given_laco = [flags.get(k, f"--laco-{k}") for k, v in laco_opts.items() if v is not None]
         if given_laco:
             raise UserError(f"{', '.join(given_laco)}: LaCo options apply only to --method laco")
         if n_drop is not None:

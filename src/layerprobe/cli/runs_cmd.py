@@ -16,7 +16,7 @@ def runs(
     root: Annotated[Path, typer.Argument(help="folder holding run directories")] = Path("runs"),
 ) -> None:
     """List run directories: model, variants, task, status, traces done and date."""
-    from layerprobe.runs.store import (
+    from layerprobe.data.store import (
         effective_status,
         is_run_dir,
         read_run_info,

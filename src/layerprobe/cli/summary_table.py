@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from layerprobe.data.reader import ALL, Run, load_run
+from layerprobe.data.schema import Accuracy
 from layerprobe.report.narrative import disagreement
-from layerprobe.runs.reader import ALL, Run, load_run
-from layerprobe.runs.schema import Accuracy
 
 
 def _pct(x: Any) -> str:

@@ -70,6 +70,29 @@ def _closest_other_length(own: int, counts: Counter[int], lengths: list[int]) ->
     return upper
 
 
+def _top_two(counters: Sequence[Counter[tuple[str, ...]]]) -> dict[tuple[str, ...], tuple[int, int, int]]:
+    """For every n-gram: its largest count in any of the texts, which text has it, and the second
+    largest count (so that the largest over all texts but one is found without a pass per text)."""
+    best: dict[tuple[str, ...], tuple[int, int, int]] = {}
+    for j, ngrams in enumerate(counters):
+        for gram, count in ngrams.items():
+            cur = best.get(gram)
+            if cur is None:
+                best[gram] = (count, j, 0)
+            elif count > cur[0]:
+                best[gram] = (count, j, cur[0])
+            elif count > cur[2]:
+                best[gram] = (cur[0], cur[1], count)
+    return best
+
+
+def _others_max(best: dict[tuple[str, ...], tuple[int, int, int]], gram: tuple[str, ...], i: int) -> int:
+    """The largest count of `gram` among all texts but text i: what text i's count is clipped to when
+    the others are its references."""
+    top, owner, second = best[gram]
+    return second if owner == i else top
+
+
 def pairwise_self_bleu(segments: Sequence[str], tokenize: str = "13a") -> list[float]:
     """Sentence BLEU of each segment against all the other segments, one score per segment.
 
@@ -94,18 +117,7 @@ def pairwise_self_bleu(segments: Sequence[str], tokenize: str = "13a") -> list[f
         lens.append(length)
     if max(len(seg) for seg in segs) > _LONG_TEXT_CHARS:
         _forget_tokenized(bleu)
-    # For every n-gram: the largest count in any text, which text has it, the second largest.
-    # The references of text i clip with max over j != i: the second largest when i owns the max.
-    best: dict[tuple[str, ...], tuple[int, int, int]] = {}
-    for j, ngrams in enumerate(counters):
-        for gram, count in ngrams.items():
-            cur = best.get(gram)
-            if cur is None:
-                best[gram] = (count, j, 0)
-            elif count > cur[0]:
-                best[gram] = (count, j, cur[0])
-            elif count > cur[2]:
-                best[gram] = (cur[0], cur[1], count)
+    best = _top_two(counters)
     len_counts = Counter(lens)
     distinct_lens = sorted(len_counts)
     scores: list[float] = []
@@ -113,8 +125,7 @@ def pairwise_self_bleu(segments: Sequence[str], tokenize: str = "13a") -> list[f
         correct = [0] * order
         total = [0] * order
         for gram, count in ngrams.items():
-            top, owner, second = best[gram]
-            ref = second if owner == i else top
+            ref = _others_max(best, gram, i)
             k = len(gram) - 1
             total[k] += count
             if ref:
@@ -219,22 +230,12 @@ def nltk_pairwise_bleu(sentences: Sequence[Sequence[str]]) -> list[float]:
     lens = [len(s) for s in sents]
     scores = []
     for order in range(_MAX_ORDER):
-        best: dict[tuple[str, ...], tuple[int, int, int]] = {}  # gram -> (top count, its owner, second count)
-        for j, c in enumerate(counters):
-            for gram, count in c[order].items():
-                cur = best.get(gram)
-                if cur is None:
-                    best[gram] = (count, j, 0)
-                elif count > cur[0]:
-                    best[gram] = (count, j, cur[0])
-                elif count > cur[2]:
-                    best[gram] = (cur[0], cur[1], count)
+        best = _top_two([c[order] for c in counters])
         for i, per_order in enumerate(counters):
             grams = per_order[order]
             num = 0
             for gram, count in grams.items():
-                top, owner, second = best[gram]
-                num += min(count, second if owner == i else top)
+                num += min(count, _others_max(best, gram, i))
             den = max(1, sum(grams.values()))
             if order == 0:
                 scores.append([(num, den)])

@@ -36,6 +36,13 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def is_toy(self) -> bool:
+        """The embedded toy, or a checkpoint trained like it (the toy's vocabulary)."""
+        from layerprobe.models.aliases import is_toy_tokenizer
+
+        return self.source_kind == "toy" or is_toy_tokenizer(self.tokenizer)
+
+    @property
     def n_layers(self) -> int:
         """Number of decoder layers the model has now."""
         return len(self.layer_map)
@@ -73,7 +80,7 @@ class LoadedModel:
 
     def provenance(self) -> Provenance:
         """What produced this model: recorded in every output that uses it."""
-        from layerprobe import __version__
+        from layerprobe._version import __version__
 
         return Provenance(
             name=self.name,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from layerprobe.errors import UserError
-from layerprobe.models.aliases import ALIASES, resolve_alias
+from layerprobe.models.aliases import ALIASES, resolve_alias, shipped_dir
 from layerprobe.models.arch import arch_spec_for
 from layerprobe.models.loaded import LoadedModel
 
@@ -164,10 +164,8 @@ def resolve_source(name: str) -> tuple[str, str, str | None]:
     """
     alias = resolve_alias(name)
     if alias is not None:
-        if alias.name == "toy":
-            from layerprobe.toy import toy_model_dir
-
-            return str(toy_model_dir()), "toy", alias.reasoning_format
+        if alias.shipped is not None:
+            return str(shipped_dir(alias)), "toy", alias.reasoning_format
         if alias.name == "smollm2-135m":
             gguf = find_smollm2_gguf()
             if gguf is not None:

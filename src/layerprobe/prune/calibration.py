@@ -192,18 +192,6 @@ def calibration_from_dataset(spec: str, max_docs: int | None = DEFAULT_MAX_DOCS,
     return Calibration(texts=_limit(texts, max_docs), source="dataset", name=spec)
 
 
-def _is_toy(loaded: Any) -> bool:
-    """The embedded toy, or a checkpoint of it (e.g. from `layerprobe toy train`): the toy's own
-    vocabulary, whose generic English prompts would be nothing but <unk>."""
-    from layerprobe.toy.vocab import is_toy_tokenizer
-
-    return (
-        getattr(loaded, "source_kind", None) == "toy"
-        or getattr(loaded, "name", None) == "toy"
-        or is_toy_tokenizer(getattr(loaded, "tokenizer", None))
-    )
-
-
 def traces_calibration(
     loaded: Any,
     n: int,
@@ -214,14 +202,17 @@ def traces_calibration(
     prompts: list[str] | None = None,
     batch_size: int = 8,
 ) -> Calibration:
-    """The model's own greedy reasoning traces as calibration documents (prompt + generated text).
+    """The model's own greedy reasoning traces as calibration documents (prompt + generated text), made
+    by the scaling engine that `analyze` generates with.
 
-    The toy model answers toy problems of `task` (toy.tasks.sample_problems) through
-    toy.evaluate.generate. Other models answer `prompts` (default: REASONING_PROMPTS, cycled), wrapped in
-    the tokenizer's chat template when it has one, greedy `model.generate` on left-padded batches of
-    `batch_size`. The exact token ids (prompt and continuation up to the first end-of-sequence token,
-    no padding) are what gets scored.
+    The toy model answers its own problems of `task` (the `toy-<task>` task); other models answer
+    `prompts` (default: REASONING_PROMPTS, cycled) in their reasoning format (think tags when they
+    declare none). Each trace thinks for at most `max_new_tokens` tokens and answers in at most 8 more.
+    The exact token ids (the prompt and everything generated after it) are what gets scored.
     """
+    from layerprobe.scaling.engine import GenRequest, TraceGenerator, build_prompt
+    from layerprobe.scaling.formats import FORMATS, Sampling, sniff_format
+
     if n < 1:
         raise UserError(f"--calib-traces {n}: must be at least 1")
     if max_new_tokens < 1:
@@ -229,89 +220,33 @@ def traces_calibration(
     tok = loaded.tokenizer
     if tok is None:
         raise UserError("--calib-traces needs the model's tokenizer")
-    texts: list[str] = []
-    ids: list[list[int]] = []
+    if loaded.is_toy:
+        from layerprobe.tasks.registry import load_problems
+
+        _, problems, _ = load_problems(f"toy-{task}", limit=n, seed=seed)
+        questions = [p.question for p in problems]
+        fmt = FORMATS["think-tags"]
+        extra: dict[str, Any] = {"generator": "toy", "task": task, "n_traces": n, "max_new_tokens": max_new_tokens, "seed": seed}
+    else:
+        pool = prompts or REASONING_PROMPTS
+        questions = [pool[k % len(pool)] for k in range(n)]
+        fmt = FORMATS[loaded.reasoning_format or sniff_format(tok) or "think-tags"]
+        extra = {"generator": "engine", "format": fmt.name, "n_traces": n, "max_new_tokens": max_new_tokens}
+    chats = [build_prompt(tok, fmt, q) for q in questions]
+    gen = TraceGenerator(loaded.model, tok, fmt, Sampling(temperature=0.0))
+    reqs = [GenRequest(key=i, prompt=c, budget=max_new_tokens, answer_max=8) for i, c in enumerate(chats)]
     model = loaded.model
     was_training = model.training
     model.eval()
     try:
-        if _is_toy(loaded):
-            from layerprobe.toy.evaluate import generate, toy_prompt
-            from layerprobe.toy.tasks import sample_problems
-
-            problems = sample_problems(task, n, seed=seed)
-            chats = [toy_prompt(tok, p) for p in problems]
-            completions = generate(model, tok, chats, max_new_tokens, batch_size=batch_size)
-            for chat, comp in zip(chats, completions):
-                text = f"{chat} {comp}".strip()
-                texts.append(text)
-                ids.append(list(tok(text, add_special_tokens=False)["input_ids"]))
-            extra = {"generator": "toy", "task": task, "n_traces": n, "max_new_tokens": max_new_tokens, "seed": seed}
-        else:
-            pool = prompts or REASONING_PROMPTS
-            chosen = [pool[k % len(pool)] for k in range(n)]
-            for start in range(0, n, batch_size):
-                for seq in _generate_batch(loaded, chosen[start : start + batch_size], max_new_tokens):
-                    ids.append(seq)
-                    texts.append(tok.decode(seq, skip_special_tokens=False))
-            extra = {
-                "generator": "generic",
-                "n_traces": n,
-                "max_new_tokens": max_new_tokens,
-                "chat_template": bool(getattr(tok, "chat_template", None)),
-            }
+        results = gen.generate(reqs, batch_size=batch_size)
     finally:
         model.train(was_training)
+    ids = [tok.encode(c, add_special_tokens=False) + list(r.all_ids) for c, r in zip(chats, results)]
+    texts = [tok.decode(x, skip_special_tokens=False) for x in ids]
     return Calibration(
         texts=texts, source="traces", name=f"{loaded.name}-traces", token_ids=ids, add_special_tokens=False, extra=extra
     )
-
-
-def _prompt_ids(tok: Any, prompt: str) -> list[int]:
-    if getattr(tok, "chat_template", None):
-        chat = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return list(tok(chat, add_special_tokens=False)["input_ids"])
-    return list(tok(prompt)["input_ids"])
-
-
-def _eos_ids(loaded: Any) -> set[int]:
-    out: set[int] = set()
-    for src in (
-        getattr(loaded.tokenizer, "eos_token_id", None),
-        getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None),
-    ):
-        if isinstance(src, int):
-            out.add(src)
-        elif isinstance(src, (list, tuple)):
-            out.update(int(x) for x in src)
-    return out
-
-
-def _generate_batch(loaded: Any, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
-    """Greedy continuations of `prompts` in one left-padded batch: prompt ids + generated ids, cut
-    after the first end-of-sequence token (which also drops the padding of finished rows)."""
-    import torch
-
-    tok = loaded.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id if tok.eos_token_id is not None else 0)
-    encs = [_prompt_ids(tok, p) for p in prompts]
-    width = max(len(e) for e in encs)
-    input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encs], device=loaded.device)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encs], device=loaded.device)
-    with torch.inference_mode():
-        out = loaded.model.generate(
-            input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
-        )
-    eos = _eos_ids(loaded)
-    seqs = []
-    for row, e in enumerate(encs):
-        gen = [int(t) for t in out[row, width:].tolist()]
-        for k, t in enumerate(gen):
-            if t in eos:
-                gen = gen[: k + 1]
-                break
-        seqs.append(e + gen)
-    return seqs
 
 
 def resolve_calibration(

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from layerprobe.data.reader import Run
+from layerprobe.data.schema import teacher_forced_file
 from layerprobe.report.numbers import is_num
-from layerprobe.runs.reader import Run
-from layerprobe.runs.schema import teacher_forced_file
 
 RULE = (
     "For each pruned variant: problems where the base and the pruned variant disagree on correctness come "

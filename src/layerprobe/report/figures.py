@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from layerprobe.data.reader import ALL, Run
+from layerprobe.data.schema import Accuracy, Interval, LayerAggregates, Settling, TeacherForcedSummary
 from layerprobe.report.numbers import is_num
-from layerprobe.runs.reader import ALL, Run
-from layerprobe.runs.schema import Accuracy, Interval, LayerAggregates, Settling, TeacherForcedSummary
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType

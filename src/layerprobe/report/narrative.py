@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from layerprobe.data.reader import ALL, Run
+from layerprobe.data.schema import Comparison
+from layerprobe.data.summarize import TRACE_METRICS
 from layerprobe.report.numbers import Num, Sentence, is_num
-from layerprobe.runs.reader import ALL, Run
-from layerprobe.runs.schema import Comparison
-from layerprobe.runs.summarize import TRACE_METRICS
 
 HIGHER, LOWER = "higher", "lower"
 #: Number kind of each behaviour metric.

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerprobe.data.reader import ALL, Run, load_run
+from layerprobe.data.summarize import TRACE_METRICS
 from layerprobe.errors import UserError
 from layerprobe.report import cases as cases_mod
 from layerprobe.report import figures
@@ -23,8 +25,6 @@ from layerprobe.report.narrative import (
     verdict_words,
 )
 from layerprobe.report.numbers import Num, fmt, is_num
-from layerprobe.runs.reader import ALL, Run, load_run
-from layerprobe.runs.summarize import TRACE_METRICS
 
 TEMPLATES = Path(__file__).parent / "templates"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -1,19 +1,3 @@
-"""The embedded toy reasoning model (weights shipped inside the package)."""
-
-from __future__ import annotations
-
-from pathlib import Path
-
-from layerprobe.errors import UserError
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-def toy_model_dir() -> Path:
-    """Directory of the shipped toy checkpoint; UserError if this build does not ship one."""
-    if not (WEIGHTS_DIR / "config.json").is_file():
-        raise UserError(
-            "the embedded toy model is not shipped in this build yet "
-            f"(expected {WEIGHTS_DIR}/config.json); use --model smollm2-135m or a hub id / local checkpoint"
-        )
-    return WEIGHTS_DIR
+"""The embedded toy reasoning model: its task family, tokenizer, training and evaluation. Its trained
+weights ship inside the package (`toy/weights/`) and are found through the alias table
+(layerprobe.models.aliases), not through this package."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from layerprobe.toy.tasks import KEYS_A, KEYS_B, MARKERS, OPS
 
@@ -47,13 +47,6 @@ def build_tokenizer():
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
-
-
-def is_toy_tokenizer(tokenizer: Any) -> bool:
-    """True for a tokenizer with exactly the toy's vocabulary."""
-    if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
-        return False
-    return set(tokenizer.get_vocab()) == set(VOCAB)
 
 
 def save_tokenizer(out_dir: str | Path) -> None:

@@ -6,12 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.methods.base import (
-    PruneMethod,
-    Selection,
-    calibration_record,
-    check_n_drop,
-)
+from layerprobe.prune.methods.base import PruneMethod, Scoring, Selection
 from layerprobe.prune.scores import layer_scores
 
 
@@ -20,18 +15,9 @@ class Angular(PruneMethod):
     summary = "remove the contiguous block of n layers whose input and output are closest in angle"
     needs_calibration = True
 
-    def select(
-        self,
-        loaded: LoadedModel,
-        n_drop: int | None,
-        calibration: Any = None,
-        *,
-        seq_len: int = 256,
-        batch_size: int = 8,
-        **options: Any,
-    ) -> Selection:
-        n = check_n_drop(n_drop, loaded)
-        scores = layer_scores(loaded, calibration, n_max=n, seq_len=seq_len, batch_size=batch_size)
+    def choose(self, loaded: LoadedModel, n: int | None, calibration: Any, how: Scoring) -> Selection:
+        assert n is not None
+        scores = layer_scores(loaded, calibration, n_max=n, seq_len=how.seq_len, batch_size=how.batch_size)
         d = scores.angular[n]  # d[ℓ] for ℓ = 0 … L−n (current positions)
         start = min(range(len(d)), key=lambda pos: (d[pos], pos))  # ties: the earliest block
         drop = [loaded.layer_map[p] for p in range(start, start + n)]
@@ -45,7 +31,6 @@ class Angular(PruneMethod):
                 "angular_distance": {loaded.layer_map[p]: v for p, v in enumerate(d)},
                 "n_tokens": scores.n_tokens,
             },
-            calibration=calibration_record(calibration, seq_len),
         )
 
 

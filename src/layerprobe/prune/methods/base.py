@@ -31,6 +31,16 @@ class Selection:
         return {"method": self.method, "dropped": list(self.drop), **self.record}
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a method scores layers on its calibration text: tokens per document, documents per forward
+    pass, and the method's own options (e.g. LaCo's threshold, a progress callback)."""
+
+    seq_len: int = 256
+    batch_size: int = 8
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 class PruneMethod:
     """Base class of the registered methods; a new method is one module with one subclass instance."""
 
@@ -49,6 +59,21 @@ class PruneMethod:
         batch_size: int = 8,
         **options: Any,
     ) -> Selection:
+        """The layers to remove: `n_drop` checked (or refused, for a method that decides the number
+        itself), the method's `choose`, and the record of the calibration text that chose them."""
+        if self.takes_n_drop:
+            n: int | None = check_n_drop(n_drop, loaded)
+        elif n_drop is not None:
+            raise UserError(f"--n-drop does not apply to --method {self.name}: the method decides how many layers go")
+        else:
+            n = None
+        sel = self.choose(loaded, n, calibration, Scoring(seq_len, batch_size, options))
+        if self.needs_calibration and sel.calibration is None:
+            sel.calibration = calibration_record(calibration, seq_len)
+        return sel
+
+    def choose(self, loaded: LoadedModel, n: int | None, calibration: Any, how: Scoring) -> Selection:
+        """The method itself: which `n` layers (checked; None for a method that decides) go."""
         raise NotImplementedError
 
     def apply(self, loaded: LoadedModel, selection: Selection) -> LoadedModel:

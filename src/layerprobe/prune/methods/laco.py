@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.prune.laco import laco
-from layerprobe.prune.methods.base import PruneMethod, Selection, calibration_record
+from layerprobe.prune.methods.base import PruneMethod, Scoring, Selection, calibration_record
 
 
 class Laco(PruneMethod):
@@ -19,22 +18,13 @@ class Laco(PruneMethod):
     needs_calibration = True
     takes_n_drop = False
 
-    def select(
-        self,
-        loaded: LoadedModel,
-        n_drop: int | None = None,
-        calibration: Any = None,
-        *,
-        seq_len: int = 256,
-        batch_size: int = 8,
-        **options: Any,
-    ) -> Selection:
-        if n_drop is not None:
-            raise UserError(
-                "--n-drop does not apply to --method laco: the number of removed layers follows from --laco-threshold"
-            )
-        kw = {k: options[k] for k in ("c", "interval", "low", "high", "threshold", "mode", "log") if options.get(k) is not None}
-        result = laco(loaded, calibration, seq_len=seq_len, batch_size=batch_size, **kw)
+    def choose(self, loaded: LoadedModel, n: int | None, calibration: Any, how: Scoring) -> Selection:
+        kw = {
+            k: v
+            for k, v in how.options.items()
+            if k in ("c", "interval", "low", "high", "threshold", "mode", "log") and v is not None
+        }
+        result = laco(loaded, calibration, seq_len=how.seq_len, batch_size=how.batch_size, **kw)
         record = {
             **result.params,
             "n_removed": len(result.model.dropped) - len(loaded.dropped),
@@ -45,7 +35,7 @@ class Laco(PruneMethod):
             method=f"laco-{result.mode}",
             drop=[i for i in result.model.dropped if i not in loaded.dropped],
             record=record,
-            calibration=calibration_record(calibration, seq_len),
+            calibration=calibration_record(calibration, how.seq_len),
             model=result.model,
         )
 

@@ -11,12 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.methods.base import (
-    PruneMethod,
-    Selection,
-    calibration_record,
-    check_n_drop,
-)
+from layerprobe.prune.methods.base import PruneMethod, Scoring, Selection
 from layerprobe.prune.scores import _documents, encode_documents, perplexity
 from layerprobe.prune.surgery import drop_layers
 
@@ -42,24 +37,14 @@ class Perplexity(PruneMethod):
     summary = "remove the n layers whose single removal raises calibration perplexity least, one shot"
     needs_calibration = True
 
-    def select(
-        self,
-        loaded: LoadedModel,
-        n_drop: int | None,
-        calibration: Any = None,
-        *,
-        seq_len: int = 256,
-        batch_size: int = 8,
-        **options: Any,
-    ) -> Selection:
-        n = check_n_drop(n_drop, loaded)
-        base, ppl = drop_one_perplexities(loaded, calibration, seq_len, batch_size, options.get("progress"))
+    def choose(self, loaded: LoadedModel, n: int | None, calibration: Any, how: Scoring) -> Selection:
+        assert n is not None
+        base, ppl = drop_one_perplexities(loaded, calibration, how.seq_len, how.batch_size, how.options.get("progress"))
         ranking = sorted(ppl, key=lambda orig: (ppl[orig], orig))
         return Selection(
             method=self.name,
             drop=sorted(ranking[:n]),
             record={"n_drop": n, "perplexity_base": base, "perplexity_without": ppl, "ranking": ranking},
-            calibration=calibration_record(calibration, seq_len),
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.methods.base import PruneMethod, Selection, check_n_drop
+from layerprobe.prune.methods.base import PruneMethod, Scoring, Selection
 
 
 class Reverse(PruneMethod):
@@ -14,17 +14,8 @@ class Reverse(PruneMethod):
     summary = "remove the last n layers (no calibration text)"
     keep_final = False
 
-    def select(
-        self,
-        loaded: LoadedModel,
-        n_drop: int | None,
-        calibration: Any = None,
-        *,
-        seq_len: int = 256,
-        batch_size: int = 8,
-        **options: Any,
-    ) -> Selection:
-        n = check_n_drop(n_drop, loaded)
+    def choose(self, loaded: LoadedModel, n: int | None, calibration: Any, how: Scoring) -> Selection:
+        assert n is not None
         L = loaded.n_layers
         positions = range(L - 1 - n, L - 1) if self.keep_final else range(L - n, L)
         drop = [loaded.layer_map[p] for p in positions]

@@ -207,9 +207,7 @@ def set_threads_for(loaded: Any, threads: int | None = None) -> None:
     longer on two threads); otherwise `threads`, or torch's default when None."""
     import torch
 
-    from layerprobe.toy.vocab import is_toy_tokenizer
-
-    if loaded.source_kind == "toy" or is_toy_tokenizer(loaded.tokenizer):  # the shipped toy or a checkpoint of it
+    if loaded.is_toy:  # the shipped toy or a checkpoint of it
         torch.set_num_threads(1)
     elif threads is not None:
         torch.set_num_threads(max(1, threads))

@@ -1114,3 +1114,82 @@ class ExplainFile(_Model):
     skipped: list[str] = Field(default_factory=list)
     """Parts that were not computed, each with the reason (e.g. too few wrong answers for the
     predictors, no long-chain problems for the accuracy part of restoration)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# OUT/.heal/heal.json
+
+HEAL_SCHEMA_VERSION = 2
+
+
+class HealFile(_Model):
+    """OUT/.heal/heal.json: what a healing run was asked, where it stands and what it wrote (the healed
+    checkpoint's own layerprobe.json records the healing once it is complete)."""
+
+    schema_version: int = HEAL_SCHEMA_VERSION
+    """Version of this file's layout (1: the untyped file of layerprobe 0.1, migrated when read)."""
+    kind: Literal["layerprobe-heal"] = "layerprobe-heal"
+    """Marks a layerprobe healing state file."""
+    settings: dict[str, Any]
+    """The settings that determine the healed weights (compared when the command is run again)."""
+    command: list[str] = Field(default_factory=list)
+    """Command line that started (or last resumed) the healing."""
+    status: RunStatus = "running"
+    """running, interrupted, failed (resumable) or complete."""
+    created: str = ""
+    """Creation time, ISO 8601 UTC."""
+    updated: str = ""
+    """Last status change, ISO 8601 UTC."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """What the training examples are (base traces of a task, a file, an analyze run's traces) and their hash."""
+    files: list[str] = Field(default_factory=list)
+    """The checkpoint files written into the output directory."""
+    losses: list[float] = Field(default_factory=list)
+    """Training loss per step."""
+    resume_command: list[str] | None = None
+    """The command that continues this healing."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            v = data.get("schema_version", HEAL_SCHEMA_VERSION)
+            if isinstance(v, int) and v > HEAL_SCHEMA_VERSION:
+                raise ValueError(f"heal.json has schema_version {v}; this layerprobe reads versions up to {HEAL_SCHEMA_VERSION}")
+            if v == 1:  # the same keys, untyped
+                data = {k: x for k, x in data.items() if k in cls.model_fields}
+                data.update(schema_version=HEAL_SCHEMA_VERSION, kind="layerprobe-heal")
+        return data
+
+
+class ExplainState(_Model):
+    """RUN/.explain/state.json: the parts of an explanation computed so far, so that a stopped
+    `layerprobe explain` resumes where it was (explain.json is written when it completes)."""
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
+    kind: Literal["layerprobe-explain-state"] = "layerprobe-explain-state"
+    """Marks an explain state file."""
+    settings: dict[str, Any]
+    """The explain settings (--no-generation, --limit, device): parts computed under others are not reused."""
+    run: str
+    """Fingerprint of the run's variants and traces the parts were computed on (a run that changed since
+    makes them stale)."""
+    status: RunStatus = "running"
+    """running, interrupted, failed (resumable) or complete."""
+    command: list[str] = Field(default_factory=list)
+    """Command line that started (or last resumed) it."""
+    resume_command: list[str] | None = None
+    """The command that continues it."""
+    created: str = ""
+    """Creation time, ISO 8601 UTC."""
+    updated: str = ""
+    """Last change, ISO 8601 UTC."""
+    restoration: dict[str, list[Restoration]] = Field(default_factory=dict)
+    """Per pruned variant: the teacher-forced restoration of every position class (accuracy filled later)."""
+    accuracy: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
+    """Per pruned variant and token class: per long-chain problem, 1.0 when the gated model answered right."""
+    damaged: list[str] = Field(default_factory=list)
+    """Probe or teacher-forced files that could not be read."""
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Seconds per part, summed over sessions."""

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from layerprobe.data.schema import Correlation, LayerAggregates, MetricsFile, RunInfo, SampleRecord, SweepFile, SweepLayer
+from layerprobe.data.store import write_model
 from layerprobe.errors import UserError
 from layerprobe.metrics.correlation import spearman_interval, spearman_permutation_p
-from layerprobe.runs.schema import Correlation, LayerAggregates, MetricsFile, RunInfo, SampleRecord, SweepFile, SweepLayer
-from layerprobe.runs.store import write_model
 
 SWEEP_FILE = "sweep.json"
 SWEEP_KINDS = ("single", "pairs")

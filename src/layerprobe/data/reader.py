@@ -1,6 +1,6 @@
 """The one reader of a run directory: `load_run(dir) -> Run`, for the CLI, the report and notebooks.
 
-    from layerprobe.runs import load_run
+    from layerprobe.data import load_run
     run = load_run("runs/20261130-toy")
     run.info.variants            # RunInfo (run.json)
     run.samples                  # [SampleRecord] (samples.jsonl, damaged lines skipped and counted)
@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from layerprobe.errors import UserError
-from layerprobe.runs.schema import (
+from layerprobe.data.schema import (
     GroupMetrics,
     LayerAggregates,
     MetricsFile,
@@ -28,12 +27,13 @@ from layerprobe.runs.schema import (
     SampleRecord,
     VariantSpec,
 )
-from layerprobe.runs.store import (
+from layerprobe.data.store import (
     LAYERS_DIR,
     METRICS_FILE,
     read_run_info,
     read_samples_counted,
 )
+from layerprobe.errors import UserError
 
 ALL = "all"
 LONG, SHORT, KNOWLEDGE, OTHER = "long-chain", "short", "knowledge", "other"
@@ -113,7 +113,7 @@ class Run:
     @property
     def status(self) -> str:
         """The run's status; a "running" run whose process is gone shows as "interrupted" (as in `layerprobe runs`)."""
-        from layerprobe.runs.store import effective_status
+        from layerprobe.data.store import effective_status
 
         return effective_status(self.info)
 
@@ -214,8 +214,8 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
     older layout, or does not cover the samples present. Damaged samples.jsonl lines are skipped
     and counted (`Run.skipped_lines`).
     """
-    from layerprobe.runs.store import read_metrics
-    from layerprobe.runs.summarize import compute_metrics
+    from layerprobe.data.store import read_metrics
+    from layerprobe.data.summarize import compute_metrics
 
     path = Path(run_dir)
     if not path.exists():
@@ -253,7 +253,7 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
         label=path.name,
     )
     if extras:
-        from layerprobe.runs.extras import read_extras
+        from layerprobe.data.extras import read_extras
 
         run.extras = read_extras(path, notes, {v.name: v.dropped for v in info.variants})
     return run

@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,21 +20,23 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from layerprobe._io import check_writable, write_text_atomic
-from layerprobe.errors import UserError
-from layerprobe.runs.schema import (
+from layerprobe.data.schema import (
     MetricsFile,
     RunConfig,
     RunInfo,
     SampleRecord,
 )
+from layerprobe.errors import UserError
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
 METRICS_FILE = "metrics.json"
 LAYERS_DIR = "layers"
-
-# Called with (phase label, done, total) as work finishes; the CLI turns it into progress bars.
-ProgressFn = Callable[[str, int, int], None]
+LOCK_FILE = ".lock"
+"""Held by the job that writes a run directory (one writer at a time)."""
+EXPLAIN_LOCK_FILE = ".explain.lock"
+"""Held by `explain`, which adds explain.json to a run another job may still be writing."""
+LOCK_FILES = frozenset({LOCK_FILE, EXPLAIN_LOCK_FILE})
 
 
 def now() -> str:
@@ -205,7 +207,7 @@ def check_out_dir(path: Path, allow_orphan: bool = False) -> None:
     (`--force` resumes its traces)."""
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not is_run_dir(path):
+    if path.is_dir() and any(p.name not in LOCK_FILES for p in path.iterdir()) and not is_run_dir(path):
         if (path / SAMPLES_FILE).is_file():
             if not allow_orphan:
                 raise UserError(
@@ -229,7 +231,8 @@ def _create_out_dir(path: Path) -> None:
 
 class RunStore:
     """Writer for one run directory (create or resume). It keeps every record it has read or
-    written, so one analysis reads samples.jsonl once (`records`)."""
+    written, so one analysis reads samples.jsonl once (`records`). The job that writes the run holds
+    its lock (jobs.job.Job: one writer per run directory)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], info: RunInfo) -> None:
         self.dir = Path(run_dir)
@@ -237,7 +240,6 @@ class RunStore:
         self._records: dict[tuple, SampleRecord] = {}
         self.skipped = 0  # damaged lines found when the run was opened
         self._fh: Any = None
-        self._lock: Any = None
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -254,7 +256,6 @@ class RunStore:
         check_out_dir(path, allow_orphan=force)
         _create_out_dir(path)
         store = cls(path, info)
-        store._take_lock()
         try:
             if is_run_dir(path):
                 try:
@@ -286,19 +287,6 @@ class RunStore:
             store.close()
             raise
         return store
-
-    def _take_lock(self) -> None:
-        """One writer per run directory: a second process on the same --out is refused."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.dir / ".lock"), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise UserError(
-                f"{self.dir} is being written by another layerprobe process; wait for it or use another --out"
-            ) from None
-        self._lock = lock
 
     def _set_aside(self) -> None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -359,6 +347,3 @@ class RunStore:
             self._fh = None
         if status is not None:
             self.set_status(status)
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None

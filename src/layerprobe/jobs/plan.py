@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from layerprobe.data.schema import Mode
 from layerprobe.errors import UserError
 from layerprobe.rules import check_name, check_workers
-from layerprobe.runs.schema import Mode
 
 
 #: Defaults per kind of model: the toy must finish in about two minutes on a laptop CPU; real
@@ -136,7 +136,7 @@ class AnalyzeSettings:
             raise UserError("--method: the same method is given twice")
         self._check_variants()
         if self.sweep is not None:
-            from layerprobe.runs.sweep import SWEEP_KINDS
+            from layerprobe.jobs.sweep import SWEEP_KINDS
 
             if self.sweep not in SWEEP_KINDS:
                 raise UserError(f"--sweep {self.sweep}: valid kinds are {', '.join(SWEEP_KINDS)}")
@@ -165,7 +165,7 @@ class AnalyzeSettings:
                     f"this machine has {have} (leave --gpus-per-worker out to run on the CPU)"
                 )
         if self.ray_address not in (None, "auto", "local"):  # before minutes of loading
-            from layerprobe.runs.execute import check_ray_address
+            from layerprobe.jobs.execute import check_ray_address
 
             check_ray_address(self.ray_address)
         if (self.ray_address is not None or self.gpus_per_worker) and self.workers is None and self.ray_address is None:

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from layerprobe._io import TOO_LONG, iter_json_lines
-from layerprobe.errors import UserError
-from layerprobe.rules import MAX_LINE_BYTES, as_float, as_int, check_name, inside
-from layerprobe.runs.schema import (
+from layerprobe.data.schema import (
     IngestSource,
     ModelInfo,
     RunConfig,
@@ -30,7 +28,10 @@ from layerprobe.runs.schema import (
     VariantSpec,
     trace_file_stem,
 )
-from layerprobe.runs.store import ProgressFn, RunStore, is_run_dir, now, read_run_info
+from layerprobe.data.store import RunStore, is_run_dir, now, read_run_info
+from layerprobe.errors import UserError
+from layerprobe.jobs.job import Job, ProgressFn
+from layerprobe.rules import MAX_LINE_BYTES, as_float, as_int, check_name, inside
 from layerprobe.scaling.formats import ReasoningFormat
 from layerprobe.scaling.traces import INGEST_FORMATS, Shape, detect_shape, finish_of, from_fields, parse_trace
 
@@ -497,9 +498,9 @@ def _model_side(
             "--tokenizer counts tokens when the model is not at hand; probes run the model, whose own tokenizer "
             "must read the traces (drop --tokenizer, or add --no-probes)"
         )
+    from layerprobe.jobs.execute import set_threads_for
     from layerprobe.models.loading import load_model
     from layerprobe.prune.surgery import drop_layers, validate_drop
-    from layerprobe.runs.execute import set_threads_for
 
     base = load_model(model, device=device, dtype=dtype)
     set_threads_for(base)
@@ -568,130 +569,156 @@ class _Todo:
     probe: bool
 
 
-def ingest(
-    files: Sequence[Path],
-    source_format: str,
-    model: str,
-    out: Path,
-    *,
-    label: str | None = None,
-    drop: Sequence[int] | None = None,
-    method: str | None = None,
-    n_drop: int = 2,
-    answer_type: str | None = None,
-    task: str | None = None,
-    reasoning_format: str | None = None,
-    budget: int | None = None,
-    probes: bool = True,
-    lens: bool = True,
-    device: str = "auto",
-    dtype: str = "auto",
-    batch_size: int = 8,
-    force: bool = False,
-    progress: ProgressFn | None = None,
-    argv: Sequence[str] = (),
-    tokenizer: str | None = None,
-    producer: str | None = None,
-) -> tuple[Path, IngestSource]:
-    """Read `files` into the run at `out` as one variant; returns the run directory and what was read.
-    `reasoning_format`: s1, think-tags, plain, or None / "auto" (decided per file from its traces);
-    `probes=False` reads the tokenizer and config only (`tokenizer` may name another tokenizer to count
-    with); `batch_size`: traces per prefill forward pass (halved on out-of-memory)."""
-    from layerprobe.runs.records import trace_fields
-    from layerprobe.runs.store import check_out_dir
-    from layerprobe.scaling.formats import FORMATS
-    from layerprobe.tasks.grading import MathGrader, gold_problem, grade_trace
-    from layerprobe.tasks.registry import TASKS
+@dataclass
+class IngestSettings:
+    """What `layerprobe ingest` was asked (docs/ingest.md)."""
 
-    if source_format not in FORMATS_IN:
-        raise UserError(f"--from {source_format}: valid formats are {', '.join(FORMATS_IN)}")
-    if label is not None:
-        check_name(label, "--label")
-    hint = None if reasoning_format in (None, "auto") else reasoning_format
-    if hint is not None and hint not in INGEST_FORMATS:
-        raise UserError(f"--format {reasoning_format}: valid formats are auto, {', '.join(INGEST_FORMATS)}")
-    for f in files:
-        if not Path(f).is_file():
-            raise UserError(f"{f}: no such file")
-    if task is not None and task not in TASKS:
-        raise UserError(f"--task {task}: unknown task (valid: {', '.join(TASKS)})")
-    answer_type = answer_type or (TASKS[task].answer_type if task else "math")
-    if answer_type not in ("integer", "math", "mc", "digit"):
-        raise UserError(f"--answer-type {answer_type}: valid types are integer, math, mc, digit")
-    check_out_dir(out, allow_orphan=force)
-    reads = [read_lm_eval(Path(f)) if source_format == "lm-eval" else read_jsonl(Path(f)) for f in files]
-    items = [it for r in reads for it in r.items]
-    if not items:
-        reasons = Counter[str]()
-        for r in reads:
-            reasons.update(r.skipped)
-        raise UserError(f"no trace could be read from {', '.join(map(str, files))} ({dict(reasons)})")
-    side = _model_side(model, probes, drop, method, n_drop, device, dtype, tokenizer)
-    tok = side.tokenizer
-    for r in reads:
-        r.shape = _file_shape(r, hint, tok)
-    dropped = side.dropped
-    name = label or ("base" if not dropped else (f"{method}-{len(dropped)}" if method else "drop-" + "-".join(map(str, dropped))))
-    kept = [i for i in range(side.n_layers) if i not in set(dropped)] if side.n_layers is not None else None
-    spec = VariantSpec(
-        name=name,
-        dropped=dropped,
-        method=side.method,
-        n_layers=len(kept) if kept is not None else None,
-        layer_map=kept,
-    )
-    producer = producer or next((r.producer for r in reads if r.producer), None)
-    info = _run_info(out, spec, side, reads, task, answer_type, budget, dtype, probes, argv)
-    store = RunStore.open(out, info, force=force, extend=True)
-    skipped: Counter[str] = Counter()
-    counts: Counter[str] = Counter()
-    warnings: list[str] = []
-    for r in reads:
-        skipped.update(r.skipped)
-        counts["merged filter lines"] += r.merged
-        warnings += [w for w in tokenizer_warnings(tok, r) + r.examples if w not in warnings]
-    samples_of: dict[str, set[int]] = {}
-    for it in items:
-        samples_of.setdefault(it.problem_id, set()).add(it.sample)
-    seen: set[tuple[str, int, int]] = set()
-    grader = MathGrader() if answer_type == "math" else None
-    # ids a probe can feed: the unembedding's rows (a padded vocabulary may exceed the tokenizer's)
-    vocab = int(side.loaded.model.get_output_embeddings().weight.shape[0]) if probes else len(tok)
-    n_new = 0
-    status = "interrupted"
-    todo: list[_Todo] = []
-    enc = lambda text: tok.encode(text, add_special_tokens=False)
+    files: Sequence[Path]
+    source_format: str
+    model: str
+    out: Path
+    label: str | None = None
+    drop: Sequence[int] | None = None
+    method: str | None = None
+    n_drop: int = 2
+    answer_type: str | None = None
+    task: str | None = None
+    reasoning_format: str | None = None
+    """s1, think-tags, plain, or None / "auto" (decided per file from its traces)."""
+    budget: int | None = None
+    probes: bool = True
+    """False: read the tokenizer and config only (`tokenizer` may name another tokenizer to count with)."""
+    lens: bool = True
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    """Traces per prefill forward pass (halved on out-of-memory)."""
+    force: bool = False
+    tokenizer: str | None = None
+    producer: str | None = None
 
-    def flush() -> None:
-        """Probe the traces read so far (batched prefill), then write their records: arrays first."""
-        nonlocal n_new
-        layers: dict[int, str] = {}
-        batch = [(i, t) for i, t in enumerate(todo) if t.probe]
-        if batch:
-            from layerprobe.probe.prefill import PrefillItem, prefill_many
-            from layerprobe.probe.store import save_trace_layers
 
-            for tl in prefill_many(
-                side.loaded, [PrefillItem(i, t.prompt_ids, t.ids) for i, t in batch], lens=lens, batch_size=batch_size
-            ):
-                index = int(tl.key)
-                rec = todo[index].record
-                rel = f"layers/{name}/{trace_file_stem(rec.problem_id, rec.mode, rec.budget, rec.sample)}.npz"
-                tl.key = Path(rel).stem
-                save_trace_layers(out / rel, tl)
-                layers[index] = rel
-        for i, t in enumerate(todo):
-            store.append(t.record.model_copy(update={"layers_file": layers.get(i)}) if i in layers else t.record)
-            n_new += 1
-        todo.clear()
+class Ingest(Job):
+    """Read files into the run at `out` as one variant (the job skeleton: prepare, then open / work /
+    close with the run locked). `run()` returns (run directory, IngestSource)."""
 
-    numbered = [(r.shape, it) for r in reads for it in r.items]
-    try:
+    kind = "ingest"
+
+    def __init__(self, settings: IngestSettings, progress: ProgressFn | None = None, argv: Sequence[str] = ()) -> None:
+        super().__init__(progress, argv)
+        self.s = settings
+        self.grader: Any = None
+
+    def prepare(self) -> None:
+        from layerprobe.data.store import check_out_dir
+        from layerprobe.tasks.registry import TASKS
+
+        s = self.s
+        self.out = Path(s.out)
+        if s.source_format not in FORMATS_IN:
+            raise UserError(f"--from {s.source_format}: valid formats are {', '.join(FORMATS_IN)}")
+        if s.label is not None:
+            check_name(s.label, "--label")
+        self.hint = None if s.reasoning_format in (None, "auto") else s.reasoning_format
+        if self.hint is not None and self.hint not in INGEST_FORMATS:
+            raise UserError(f"--format {s.reasoning_format}: valid formats are auto, {', '.join(INGEST_FORMATS)}")
+        for f in s.files:
+            if not Path(f).is_file():
+                raise UserError(f"{f}: no such file")
+        if s.task is not None and s.task not in TASKS:
+            raise UserError(f"--task {s.task}: unknown task (valid: {', '.join(TASKS)})")
+        self.answer_type = s.answer_type or (TASKS[s.task].answer_type if s.task else "math")
+        if self.answer_type not in ("integer", "math", "mc", "digit"):
+            raise UserError(f"--answer-type {self.answer_type}: valid types are integer, math, mc, digit")
+        check_out_dir(self.out, allow_orphan=s.force)
+        self.reads = [read_lm_eval(Path(f)) if s.source_format == "lm-eval" else read_jsonl(Path(f)) for f in s.files]
+        self.items = [it for r in self.reads for it in r.items]
+        if not self.items:
+            reasons = Counter[str]()
+            for r in self.reads:
+                reasons.update(r.skipped)
+            raise UserError(f"no trace could be read from {', '.join(map(str, s.files))} ({dict(reasons)})")
+        self.side = _model_side(s.model, s.probes, s.drop, s.method, s.n_drop, s.device, s.dtype, s.tokenizer)
+        for r in self.reads:
+            r.shape = _file_shape(r, self.hint, self.side.tokenizer)
+        dropped = self.side.dropped
+        method = s.method
+        self.name = s.label or (
+            "base" if not dropped else (f"{method}-{len(dropped)}" if method else "drop-" + "-".join(map(str, dropped)))
+        )
+        n = self.side.n_layers
+        kept = [i for i in range(n) if i not in set(dropped)] if n is not None else None
+        spec = VariantSpec(
+            name=self.name,
+            dropped=dropped,
+            method=self.side.method,
+            n_layers=len(kept) if kept is not None else None,
+            layer_map=kept,
+        )
+        self.producer = s.producer or next((r.producer for r in self.reads if r.producer), None)
+        self.info = _run_info(
+            self.out, spec, self.side, self.reads, s.task, self.answer_type, s.budget, s.dtype, s.probes, self.argv[1:]
+        )
+
+    def open(self) -> None:
+        self.store = RunStore.open(self.out, self.info, force=self.s.force, extend=True)
+        self.store.info.resume_command = self.resume_command()
+        self.store.set_status("running")
+
+    def work(self) -> tuple[Path, IngestSource]:
+        from layerprobe.jobs.records import trace_fields
+        from layerprobe.scaling.formats import FORMATS
+        from layerprobe.tasks.grading import MathGrader, gold_problem, grade_trace
+
+        s, side, store, name, out = self.s, self.side, self.store, self.name, self.out
+        answer_type, progress, items = self.answer_type, self.progress, self.items
+        tok = side.tokenizer
+        skipped: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
+        warnings: list[str] = []
+        for r in self.reads:
+            skipped.update(r.skipped)
+            counts["merged filter lines"] += r.merged
+            warnings += [w for w in tokenizer_warnings(tok, r) + r.examples if w not in warnings]
+        samples_of: dict[str, set[int]] = {}
+        for it in items:
+            samples_of.setdefault(it.problem_id, set()).add(it.sample)
+        seen: set[tuple[str, int, int]] = set()
+        grader = self.grader = MathGrader() if answer_type == "math" else None
+        # ids a probe can feed: the unembedding's rows (a padded vocabulary may exceed the tokenizer's)
+        vocab = int(side.loaded.model.get_output_embeddings().weight.shape[0]) if s.probes else len(tok)
+        n_new = 0
+        todo: list[_Todo] = []
+        enc = lambda text: tok.encode(text, add_special_tokens=False)
+
+        def flush() -> None:
+            """Probe the traces read so far (batched prefill), then write their records: arrays first."""
+            nonlocal n_new
+            layers: dict[int, str] = {}
+            batch = [(i, t) for i, t in enumerate(todo) if t.probe]
+            if batch:
+                from layerprobe.probe.prefill import PrefillItem, prefill_many
+                from layerprobe.probe.store import save_trace_layers
+
+                for tl in prefill_many(
+                    side.loaded, [PrefillItem(i, t.prompt_ids, t.ids) for i, t in batch], lens=s.lens, batch_size=s.batch_size
+                ):
+                    index = int(tl.key)
+                    rec = todo[index].record
+                    rel = f"layers/{name}/{trace_file_stem(rec.problem_id, rec.mode, rec.budget, rec.sample)}.npz"
+                    tl.key = Path(rel).stem
+                    save_trace_layers(out / rel, tl)
+                    layers[index] = rel
+            for i, t in enumerate(todo):
+                store.append(t.record.model_copy(update={"layers_file": layers.get(i)}) if i in layers else t.record)
+                n_new += 1
+            todo.clear()
+
+        numbered = [(r.shape, it) for r in self.reads for it in r.items]
         for i, (shape, it) in enumerate(numbered):
-            if progress:
-                progress(f"ingest {name}", i, len(items))
+            progress(f"ingest {name}", i, len(items))
             assert shape is not None
-            b = it.budget if it.budget is not None else budget
+            b = it.budget if it.budget is not None else s.budget
             if (it.problem_id, b or 0, it.sample) in seen:
                 skipped["the same id, budget and sample again (the first kept)"] += 1
                 continue
@@ -739,7 +766,7 @@ def ingest(
                 counts[f"not graded ({unusable})"] += 1
             m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=text)
             too_long = side.context is not None and len(prompt_ids) + len(all_ids) > side.context
-            if probes and too_long:
+            if s.probes and too_long:
                 counts["probes skipped (longer than the model's context)"] += 1
             external = dict(it.external, prompt=prompt)
             if parsed.forced or parsed.reopened or it.reasoning is not None:
@@ -769,34 +796,43 @@ def ingest(
                 origin="ingested",
                 external=external,
             )
-            todo.append(_Todo(record, prompt_ids, list(all_ids), probes and not too_long))
+            todo.append(_Todo(record, prompt_ids, list(all_ids), s.probes and not too_long))
             if len(todo) >= FLUSH_EVERY:
                 flush()
         flush()
-        if progress:
-            progress(f"ingest {name}", len(items), len(items))
+        progress(f"ingest {name}", len(items), len(items))
         src = IngestSource(
-            path=", ".join(str(r.path) for r in reads),
-            sha1=",".join(_sha1(r.path) for r in reads),
-            format=source_format,
+            path=", ".join(str(r.path) for r in self.reads),
+            sha1=",".join(_sha1(r.path) for r in self.reads),
+            format=s.source_format,
             variant=name,
             traces=n_new,
             skipped=dict(skipped),
-            producer=producer,
+            producer=self.producer,
             warnings=warnings,
-            shapes=[f"{r.path.name}: {r.shape.describe()}" for r in reads if r.shape is not None],
+            shapes=[f"{r.path.name}: {r.shape.describe()}" for r in self.reads if r.shape is not None],
             counts={k: v for k, v in counts.items() if v},
             tokenizer=side.tokenizer_name,
         )
-        store.info.ingested = [s for s in store.info.ingested if s.variant != name] + [src]
+        store.info.ingested = [x for x in store.info.ingested if x.variant != name] + [src]
         store.info.expected_traces = None
-        status = "complete"
-    finally:
-        if grader is not None:
-            grader.close()
-        store.close(status)
-    _after(out, side.base, probes)
-    return out, src
+        store.set_status("running")  # run.json records what was read before the derived files are written
+        _after(out, side.base, s.probes)
+        return out, src
+
+    def close(self, status: str) -> None:
+        self.store.close(status)
+
+    def cleanup(self) -> None:
+        if self.grader is not None:
+            self.grader.close()
+
+
+def ingest(files: Sequence[Path], source_format: str, model: str, out: Path, **kw: Any) -> tuple[Path, IngestSource]:
+    """Read `files` into the run at `out` as one variant (IngestSettings says what each keyword means);
+    returns the run directory and what was read."""
+    progress, argv = kw.pop("progress", None), kw.pop("argv", ())
+    return Ingest(IngestSettings(files, source_format, model, out, **kw), progress, ["layerprobe", *argv]).run()
 
 
 def _run_info(
@@ -812,7 +848,7 @@ def _run_info(
     argv: Sequence[str],
 ) -> RunInfo:
     """run.json for the run with this variant added (the base listed first)."""
-    from layerprobe.runs.analyze import _versions
+    from layerprobe.jobs.analyze import _versions
 
     items = [it for r in reads for it in r.items]
     old = read_run_info(out) if is_run_dir(out) else None
@@ -889,18 +925,18 @@ def _after(out: Path, base: Any, probes: bool) -> None:
     """Teacher-forced comparison of every pruned variant (one that lacks original layers of `base`, the
     full model in memory) along the base traces it shares a key with, where not done yet; per-layer
     aggregates and metrics for every variant of the run."""
+    from layerprobe.data.reader import load_run
+    from layerprobe.data.summarize import write_metrics
+    from layerprobe.jobs.probing import write_layer_aggregates
     from layerprobe.prune.surgery import drop_layers
-    from layerprobe.runs.probing import write_layer_aggregates
-    from layerprobe.runs.reader import load_run
-    from layerprobe.runs.summarize import write_metrics
 
     run = load_run(out, extras=False)
     base_name = run.base
     base_spec = run.variants[0]
     if probes and not base.dropped and not base_spec.dropped:
+        from layerprobe.data.schema import teacher_forced_file
         from layerprobe.probe.store import DamagedFile, load_trace_tokens
         from layerprobe.probe.teacher import save_teacher_forced, teacher_forced_many
-        from layerprobe.runs.schema import teacher_forced_file
 
         tok = base.tokenizer
         pruned = [v for v in run.variants[1:] if v.dropped and v.checkpoint is None]

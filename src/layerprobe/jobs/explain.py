@@ -14,6 +14,7 @@ writes RUN/explain.json:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -24,14 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from layerprobe.errors import UserError
-from layerprobe.probe.store import DamagedFile, load_trace_layers, load_trace_tokens
-from layerprobe.rules import inside
-from layerprobe.runs.reader import Run, load_run
-from layerprobe.runs.schema import (
+from layerprobe.data.reader import Run, load_run
+from layerprobe.data.schema import (
     Breaks,
     Compounding,
     ExplainFile,
+    ExplainState,
     Finding,
     PredictorFeature,
     Predictors,
@@ -39,7 +38,11 @@ from layerprobe.runs.schema import (
     SampleRecord,
     teacher_forced_file,
 )
-from layerprobe.runs.store import ProgressFn, now, write_model
+from layerprobe.data.store import EXPLAIN_LOCK_FILE, now, write_model
+from layerprobe.errors import UserError
+from layerprobe.jobs.job import Job, ProgressFn, settings_differences
+from layerprobe.probe.store import DamagedFile, load_trace_layers, load_trace_tokens
+from layerprobe.rules import inside
 
 EXPLAIN_FILE = "explain.json"
 POSITION_CLASSES = (
@@ -249,13 +252,16 @@ def restoration_accuracy(
     records: list[Restoration],
     limit: int | None,
     progress: ProgressFn | None = None,
+    done: dict[str, list[float]] | None = None,
+    on_class: Callable[[str, list[float]], None] | None = None,
 ) -> None:
     """Accuracy recovery of the token classes (and all / none) in free greedy generation on the run's
-    long-chain problems, filled into `records`."""
+    long-chain problems, filled into `records`. `done` holds the classes generated before (a resumed
+    explain); `on_class(name, correct)` is told each class as it finishes (so it can be kept)."""
     import torch
 
+    from layerprobe.data.reader import LONG
     from layerprobe.probe.restore import gated_layers
-    from layerprobe.runs.reader import LONG
     from layerprobe.scaling.engine import GenRequest, TraceGenerator
     from layerprobe.scaling.formats import FORMATS, Sampling, detect_format
     from layerprobe.tasks.grading import gold_problem, grade_trace
@@ -301,9 +307,11 @@ def restoration_accuracy(
         def on_finish(self, *a: Any) -> None:
             pass
 
-    correct: dict[str, np.ndarray] = {}
+    correct: dict[str, np.ndarray] = {k: np.array(v, float) for k, v in (done or {}).items() if len(v) == len(long)}
     wanted = ("all", "none") + TOKEN_CLASSES
     for ci, name in enumerate(wanted):
+        if name in correct:
+            continue
         if progress:
             progress(f"explain {variant}: restoration (generation)", ci, len(wanted))
         table = torch.tensor([1.0 if name == "all" or (name != "none" and c == name) else 0.0 for c in vocab_class])
@@ -319,6 +327,8 @@ def restoration_accuracy(
             [grade_trace(answer_type, gold, r.answer_text, r.thinking_text).correct for (_, _, gold), r in zip(long, res)],
             float,
         )
+        if on_class is not None:
+            on_class(name, correct[name].tolist())
     if progress:
         progress(f"explain {variant}: restoration (generation)", len(wanted), len(wanted))
     gap = correct["all"] - correct["none"]
@@ -819,71 +829,153 @@ def findings(run: Run, ex: ExplainFile, top: int = 5) -> list[Finding]:
 # ------------------------------------------------------------------------------------------- run
 
 
-def explain(
-    run_dir: str | Path,
-    *,
-    generation: bool = True,
-    limit: int | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
-    progress: ProgressFn | None = None,
-) -> ExplainFile:
-    """Compute and write RUN/explain.json; returns it. UserError when the run cannot be explained."""
-    from layerprobe.models.loading import load_model
+STATE_DIR = ".explain"
+STATE_FILE = "state.json"
+#: Settings that do not change what explain computes: a re-run that differs only in them resumes.
+MAY_DIFFER = frozenset({"device", "dtype"})
 
-    run = load_run(run_dir)
-    if not run.pruned:
-        raise UserError(f"{run.dir} has no pruned variant: nothing to explain (run analyze with --drop or --method)")
-    if not any(r.variant == run.base and inside(run.dir, r.layers_file) for r in run.samples):
-        raise UserError(
-            f"{run.dir} has no probe files for {run.base}'s traces: explain needs their token ids "
-            f"(run {'ingest' if run.info.origin == 'ingest' else 'analyze'} without --no-probes)"
-        )
-    timings: dict[str, float] = {}
-    damaged: list[str] = []
-    ex = ExplainFile(computed=now(), variants={v.name: v.dropped for v in run.variants})
-    t0 = time.perf_counter()
-    base = load_model(run.info.config.model, device=device, dtype=dtype or run.info.config.dtype)
-    from layerprobe.runs.execute import set_threads_for
 
-    set_threads_for(base)
-    timings["load"] = time.perf_counter() - t0
-    for v in run.pruned:
-        spec = run.spec(v)
-        if (
-            spec is None or not spec.dropped or spec.checkpoint is not None
-        ):  # restoration needs the removed layers inside the base model
-            ex.skipped.append(f"restoration for {v}: a checkpoint variant, whose weights are not the base model's")
-            continue
+def run_fingerprint(run: Run) -> str:
+    """What an explanation depends on in a run: its variants and the keys of its traces (an analyze that
+    added traces since makes the parts computed before stale)."""
+    import hashlib
+
+    h = hashlib.sha1(json.dumps({v.name: v.dropped for v in run.variants}, sort_keys=True).encode())
+    for key in sorted(r.key() for r in run.samples):
+        h.update(repr(key).encode())
+    return h.hexdigest()
+
+
+class Explain(Job):
+    """Why the pruned variants fail (the job skeleton: prepare, then open / work / close with its own lock
+    on the run, which analyze may still be writing). Its expensive parts (restoration of each variant,
+    teacher-forced and in generation, class by class) are kept in RUN/.explain/state.json as they
+    finish, so a stopped explain resumes where it was; explain.json is written at the end."""
+
+    kind = "explain"
+    lock_name = EXPLAIN_LOCK_FILE
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        generation: bool = True,
+        limit: int | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        progress: ProgressFn | None = None,
+        argv: Sequence[str] = (),
+    ) -> None:
+        super().__init__(progress, argv)
+        self.out = Path(run_dir)
+        self.generation, self.limit, self.device, self.dtype = generation, limit, device, dtype
+        self.settings = {"generation": generation, "limit": limit, "device": device, "dtype": dtype}
+
+    def resume_command(self) -> list[str]:
+        return list(self.argv)  # the run directory is its argument, not an --out
+
+    def prepare(self) -> None:
+        from layerprobe.jobs.execute import set_threads_for
+        from layerprobe.models.loading import load_model
+
+        run = self.run_read = load_run(self.out)
+        if not run.pruned:
+            raise UserError(f"{run.dir} has no pruned variant: nothing to explain (run analyze with --drop or --method)")
+        if not any(r.variant == run.base and inside(run.dir, r.layers_file) for r in run.samples):
+            raise UserError(
+                f"{run.dir} has no probe files for {run.base}'s traces: explain needs their token ids "
+                f"(run {'ingest' if run.info.origin == 'ingest' else 'analyze'} without --no-probes)"
+            )
         t0 = time.perf_counter()
-        recs = restoration_kl(run, base, v, spec.dropped, progress, damaged)
-        timings[f"restoration {v} (teacher-forced)"] = time.perf_counter() - t0
-        if generation and recs:
-            t0 = time.perf_counter()
+        self.base = load_model(run.info.config.model, device=self.device, dtype=self.dtype or run.info.config.dtype)
+        set_threads_for(self.base)
+        self.load_seconds = time.perf_counter() - t0
+
+    def open(self) -> None:
+        """Resume the parts an earlier explain of this run with these settings computed, else start afresh."""
+        path = self.out / STATE_DIR / STATE_FILE
+        fingerprint = run_fingerprint(self.run_read)
+        old = None
+        if path.is_file():
             try:
-                restoration_accuracy(run, base, v, spec.dropped, recs, limit, progress)
-            except _Skip as why:
-                ex.skipped.append(str(why))
-            timings[f"restoration {v} (generation)"] = time.perf_counter() - t0
-        elif not generation:
-            ex.skipped.append(f"accuracy recovery for {v}: --no-generation")
-        elif not recs:
-            ex.skipped.append(f"restoration for {v}: no base traces to teacher-force along")
-        ex.restoration += recs
-    t0 = time.perf_counter()
-    ex.breaks = breaks(run)
-    ex.compounding = compounding(run)
-    timings["breaks and compounding"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fitted = predictors(run, damaged=damaged)
-    if isinstance(fitted, str):
-        ex.skipped.append(fitted)
-    else:
-        ex.predictors = fitted
-    timings["predictors"] = time.perf_counter() - t0
-    ex.findings = findings(run, ex)
-    if damaged:
-        ex.skipped.append(f"{len(set(damaged))} probe or teacher-forced files could not be read (damaged) and were left out")
-    ex.timings = {k: round(x, 2) for k, x in timings.items()}
-    write_model(run.dir / EXPLAIN_FILE, ex)
-    return ex
+                old = ExplainState.model_validate_json(path.read_bytes())
+            except (OSError, ValueError):
+                old = None  # a damaged state file: the parts are computed again
+        fresh = old is None or old.run != fingerprint or settings_differences(old.settings, self.settings, MAY_DIFFER)
+        self.state = ExplainState(settings=self.settings, run=fingerprint, created=now()) if fresh or old is None else old
+        self.state.settings, self.state.command, self.state.resume_command = self.settings, self.argv, self.resume_command()
+        self._save("running")
+
+    def _save(self, status: str | None = None) -> None:
+        if status is not None:
+            self.state.status = status  # type: ignore[assignment]
+        self.state.updated = now()
+        write_model(self.out / STATE_DIR / STATE_FILE, self.state)
+
+    def work(self) -> ExplainFile:
+        run, base, st = self.run_read, self.base, self.state
+        damaged = st.damaged
+        ex = ExplainFile(computed=now(), variants={v.name: v.dropped for v in run.variants})
+        timings = dict(st.timings)
+        timings["load"] = round(timings.get("load", 0.0) + self.load_seconds, 2)
+        for v in run.pruned:
+            spec = run.spec(v)
+            if (
+                spec is None or not spec.dropped or spec.checkpoint is not None
+            ):  # restoration needs the removed layers inside the base model
+                ex.skipped.append(f"restoration for {v}: a checkpoint variant, whose weights are not the base model's")
+                continue
+            if v not in st.restoration:
+                t0 = time.perf_counter()
+                st.restoration[v] = restoration_kl(run, base, v, spec.dropped, self.progress, damaged)
+                timings[f"restoration {v} (teacher-forced)"] = round(time.perf_counter() - t0, 2)
+                st.timings = timings
+                self._save()
+            recs = [r.model_copy(deep=True) for r in st.restoration[v]]
+            if self.generation and recs:
+                t0 = time.perf_counter()
+
+                def keep(name: str, correct: list[float], v: str = v) -> None:
+                    st.accuracy.setdefault(v, {})[name] = correct
+                    self._save()
+
+                try:
+                    restoration_accuracy(run, base, v, spec.dropped, recs, self.limit, self.progress, st.accuracy.get(v), keep)
+                except _Skip as why:
+                    ex.skipped.append(str(why))
+                timings[f"restoration {v} (generation)"] = round(
+                    timings.get(f"restoration {v} (generation)", 0.0) + time.perf_counter() - t0, 2
+                )
+            elif not self.generation:
+                ex.skipped.append(f"accuracy recovery for {v}: --no-generation")
+            elif not recs:
+                ex.skipped.append(f"restoration for {v}: no base traces to teacher-force along")
+            ex.restoration += recs
+        t0 = time.perf_counter()
+        ex.breaks = breaks(run)
+        ex.compounding = compounding(run)
+        timings["breaks and compounding"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        fitted = predictors(run, damaged=damaged)
+        if isinstance(fitted, str):
+            ex.skipped.append(fitted)
+        else:
+            ex.predictors = fitted
+        timings["predictors"] = round(time.perf_counter() - t0, 2)
+        ex.findings = findings(run, ex)
+        if damaged:
+            ex.skipped.append(f"{len(set(damaged))} probe or teacher-forced files could not be read (damaged) and were left out")
+        ex.timings = timings
+        write_model(run.dir / EXPLAIN_FILE, ex)
+        return ex
+
+    def close(self, status: str) -> None:
+        if hasattr(self, "state"):
+            self._save(status)
+
+
+def explain(run_dir: str | Path, **kw: Any) -> ExplainFile:
+    """Compute and write RUN/explain.json (the Explain job); returns it. UserError when the run cannot be
+    explained."""
+    result: ExplainFile = Explain(run_dir, **kw).run()
+    return result

@@ -11,17 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layerprobe.errors import UserError
-from layerprobe.probe.store import DamagedFile, load_trace_tokens
-from layerprobe.rules import inside
-from layerprobe.runs.plan import (
-    AnalyzeSettings,
-    PlannedTrace,
-    plan_traces,
-    resolve_probe_mode,
-    variant_name_for_drop,
-)
-from layerprobe.runs.schema import (
+from layerprobe.data.schema import (
     ModelInfo,
     RunConfig,
     RunInfo,
@@ -31,7 +21,18 @@ from layerprobe.runs.schema import (
     teacher_forced_file,
     trace_file_stem,
 )
-from layerprobe.runs.store import ProgressFn, RunStore, now
+from layerprobe.data.store import RunStore, now
+from layerprobe.errors import UserError
+from layerprobe.jobs.job import Job, ProgressFn
+from layerprobe.jobs.plan import (
+    AnalyzeSettings,
+    PlannedTrace,
+    plan_traces,
+    resolve_probe_mode,
+    variant_name_for_drop,
+)
+from layerprobe.probe.store import DamagedFile, load_trace_tokens
+from layerprobe.rules import inside
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from layerprobe import __version__
+    from layerprobe._version import __version__
 
     return {
         "layerprobe": __version__,
@@ -87,7 +88,7 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
     variants = [Variant(VariantSpec(name="base", n_layers=base.n_layers, layer_map=list(base.layer_map)), base)]
     drops = list(s.drops)
     if s.sweep is not None:
-        from layerprobe.runs.sweep import sweep_drops
+        from layerprobe.jobs.sweep import sweep_drops
 
         drops = sweep_drops(s.sweep, base.n_layers_original, s.sweep_layers)
     for drop in drops:
@@ -189,15 +190,19 @@ def run_config(s: AnalyzeSettings, fmt_name: str, sampling: Any, probe_mode: str
     return RunConfig(**fields)
 
 
-class Analysis:
-    """One analysis run: set up with the settings, then `run()`."""
+class Analysis(Job):
+    """One analysis run (the job skeleton: prepare, then open / work / close with the run locked)."""
+
+    kind = "analyze"
 
     def __init__(self, settings: AnalyzeSettings, progress: ProgressFn | None = None, argv: list[str] | None = None) -> None:
+        super().__init__(progress, argv if argv is not None else list(sys.argv))
         settings.check()
         self.s = settings
-        self.progress = progress or (lambda *_: None)
-        self.argv = argv if argv is not None else list(sys.argv)
         self.timings: dict[str, float] = {}
+        import torch
+
+        self._threads = torch.get_num_threads()  # set back by cleanup()
 
     # -- set-up ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -208,7 +213,7 @@ class Analysis:
         s = self.s
         if s.task is not None and s.task not in TASKS:
             raise UserError(f"--task {s.task}: unknown task (valid: {', '.join(TASKS)}; see `layerprobe tasks`)")
-        from layerprobe.runs.store import check_out_dir
+        from layerprobe.data.store import check_out_dir
 
         if s.task_file is not None:  # the whole file is checked before minutes of loading
             from layerprobe.tasks.registry import get_task, load_task_file
@@ -222,7 +227,7 @@ class Analysis:
         self.progress("loading model", 0, 1)
         base = load_model(s.model, device=s.device, dtype=s.dtype)
         self.progress("loading model", 1, 1)
-        from layerprobe.runs.execute import set_threads_for
+        from layerprobe.jobs.execute import set_threads_for
 
         set_threads_for(base)
         s.resolve(is_toy=base.source_kind == "toy")  # a default task is always a known one
@@ -291,78 +296,62 @@ class Analysis:
             expected_traces=len(self.plan) * (1 if s.sweep_proxy else len(self.variants)),
         )
         self.executor = self._executor()  # Ray starts (or fails) before anything is written
-        try:
-            self.store = RunStore.open(self.out, self.info, force=s.force)
-        except BaseException:
-            self.executor.close()
-            raise
         self.batch_size = s.batch_size or auto_batch_size(base, base.device)
 
+    def open(self) -> None:
+        self.store = RunStore.open(self.out, self.info, force=self.s.force)
+        self.store.info.resume_command = self.resume_command()
+        self.store.set_status("running")
+
     # -- running -----------------------------------------------------------------------------
-    def run(self) -> Path:
+    def work(self) -> Path:
         """Generate every missing trace, compare and summarise; returns the run directory.
 
-        The report is rendered by the caller (the CLI), so that runs never depends on the report."""
+        The report is rendered by the caller (the CLI), so that jobs never depend on the report."""
+        base, pruned = self.variants[0], self.variants[1:]
+        t0 = time.perf_counter()
+        self._generate_variants([base])
+        self._add_time(f"generate {base.spec.name}", t0)
+        if pruned and self.s.probes and (self.s.teacher_forced or self.s.sweep_proxy):
+            t0 = time.perf_counter()
+            self._teacher_forced(pruned)
+            self._add_time("teacher-forced", t0)
+        if pruned and not self.s.sweep_proxy:  # the proxy generates nothing with pruned models
+            t0 = time.perf_counter()
+            self._generate_variants(pruned)
+            self._add_time("generate " + ", ".join(v.spec.name for v in pruned), t0)
+        if self.s.probes:
+            self._aggregate_layers()
+        missing = (self.info.expected_traces or 0) - self.store.n_done
+        if missing > 0:  # never call a run complete that is not
+            raise RuntimeError(f"{missing} planned traces were not written")
+        return self.out
+
+    def close(self, status: str) -> None:
+        """Status, timings (a resumed run adds its time to the earlier sessions'), metrics and the sweep."""
+        from layerprobe.data.summarize import write_metrics
+
+        total = dict(self.info.timings)
+        for k, secs in self.timings.items():
+            total[k] = round(total.get(k, 0.0) + secs, 2)
+        self.info.timings = total
+        self.store.close(status)
+        try:
+            metrics = write_metrics(self.out, self.info, self.store.records)
+            if self.s.sweep is not None:
+                self._write_sweep(metrics)
+        except Exception:
+            if status == "complete":
+                raise
+            # the run already stopped for another reason, which is the one to report
+
+    def cleanup(self) -> None:
         import torch
 
-        from layerprobe.runs.summarize import write_metrics
-
-        threads = torch.get_num_threads()
-        try:
-            self.prepare()
-        except BaseException:
-            torch.set_num_threads(threads)
-            raise
-        status = "interrupted"
-        failure: BaseException | None = None
-        try:
-            base, pruned = self.variants[0], self.variants[1:]
-            t0 = time.perf_counter()
-            self._generate_variants([base])
-            self._add_time(f"generate {base.spec.name}", t0)
-            if pruned and self.s.probes and (self.s.teacher_forced or self.s.sweep_proxy):
-                t0 = time.perf_counter()
-                self._teacher_forced(pruned)
-                self._add_time("teacher-forced", t0)
-            if pruned and not self.s.sweep_proxy:  # the proxy generates nothing with pruned models
-                t0 = time.perf_counter()
-                self._generate_variants(pruned)
-                self._add_time("generate " + ", ".join(v.spec.name for v in pruned), t0)
-            if self.s.probes:
-                self._aggregate_layers()
-            missing = (self.info.expected_traces or 0) - self.store.n_done
-            if missing > 0:  # never call a run complete that is not
-                raise RuntimeError(f"{missing} planned traces were not written")
-            status = "complete"
-        except Exception as exc:
-            status = "failed"  # an error, not a stop asked for (Ctrl-C / SIGTERM stay "interrupted"); resumable
-            failure = exc
-            raise
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            torch.set_num_threads(threads)
-            for closing in (getattr(self, "executor", None), getattr(self, "grader", None)):
-                if closing is not None:
-                    closing.close()
-            total = dict(self.info.timings)  # a resumed run adds its time to the earlier sessions'
-            for k, secs in self.timings.items():
-                total[k] = round(total.get(k, 0.0) + secs, 2)
-            self.info.timings = total
-            if status != "complete":
-                self.info.resume_command = self.resume_command()
-            self.store.close(status)
-            try:
-                metrics = write_metrics(self.out, self.info, self.store.records)
-                if self.s.sweep is not None:
-                    self._write_sweep(metrics)
-            except Exception as exc:
-                if failure is None:
-                    raise
-                if hasattr(failure, "add_note"):  # Python >= 3.11; on 3.10 the original error alone is raised
-                    failure.add_note(f"(metrics.json could not be written either: {type(exc).__name__}: {exc})")
-        return self.out
+        torch.set_num_threads(self._threads)
+        for closing in (getattr(self, "executor", None), getattr(self, "grader", None)):
+            if closing is not None:
+                closing.close()
 
     def _sweep_scores(self) -> None:
         """Block influence of every original layer on the calibration text ShortGPT would use (what
@@ -378,8 +367,8 @@ class Analysis:
         self.progress("sweep: block influence on calibration text", 1, 1)
 
     def _write_sweep(self, metrics: Any) -> None:
-        from layerprobe.runs.reader import read_layers
-        from layerprobe.runs.sweep import compute_sweep, write_sweep
+        from layerprobe.data.reader import read_layers
+        from layerprobe.jobs.sweep import compute_sweep, write_sweep
 
         notes: list[str] = []
         layers = {v.spec.name: read_layers(self.out, v.spec.name, notes) for v in self.variants}
@@ -387,19 +376,12 @@ class Analysis:
             self.out, compute_sweep(self.info, self.store.records, metrics, layers, self.sweep_bi, self.sweep_calibration)
         )
 
-    def resume_command(self) -> list[str]:
-        """The command that continues this run: the same arguments, with --out pointing at it."""
-        args = list(self.info.command)
-        if "--out" not in args and "-o" not in args:
-            args += ["--out", str(self.out)]
-        return args
-
     def _add_time(self, what: str, t0: float) -> None:
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
 
     def _executor(self) -> Any:
         """Where traces are generated: in this process, or on Ray workers (--workers / --ray-address)."""
-        from layerprobe.runs.execute import InProcess, RayPool, Recipe
+        from layerprobe.jobs.execute import InProcess, RayPool, Recipe
 
         if self.s.workers is None and self.s.ray_address is None:
             return InProcess({v.spec.name: v.loaded for v in self.variants})
@@ -411,7 +393,7 @@ class Analysis:
     def _generate_variants(self, variants: list[Variant]) -> None:
         """Sequential traces of every variant first, then parallel ones (whose sample 0 may reuse a
         sequential trace, and, with greedy decoding, whose other samples are copies of sample 0)."""
-        from layerprobe.runs.execute import Job, Recipe
+        from layerprobe.jobs.execute import Job, Recipe
         from layerprobe.scaling.engine import build_prompt
 
         total = sum(self._cost(t) for t in self.plan)
@@ -505,8 +487,8 @@ class Analysis:
     def _write_trace(self, v: Variant, t: PlannedTrace, problem: Any, res: Any, tl: Any) -> None:
         """Write one finished trace: its probe arrays `tl` (TraceLayers, or None) first, durably, then
         its samples.jsonl line."""
+        from layerprobe.jobs.records import trace_fields
         from layerprobe.probe.store import save_trace_layers
-        from layerprobe.runs.records import trace_fields
 
         layers_file = None
         origin_key = None
@@ -602,7 +584,7 @@ class Analysis:
             self.progress(label, done, len(base_recs))
 
     def _aggregate_layers(self) -> None:
-        from layerprobe.runs.probing import write_layer_aggregates
+        from layerprobe.jobs.probing import write_layer_aggregates
 
         records = self.store.records
         base_name = self.variants[0].spec.name

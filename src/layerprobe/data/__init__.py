@@ -1,8 +1,9 @@
-"""Run directories: the versioned schema, the append-only resumable store, metrics from samples,
-and the one reader (`load_run`) for the CLI, the report and notebooks."""
+"""The stored-data contract: the versioned schema of every file layerprobe writes, the append-only
+resumable store, the summaries derived from the samples, and the one reader (`load_run`) for the CLI,
+the report and notebooks. Imports no job (and no torch)."""
 
 from layerprobe._lazy import lazy_getattr
-from layerprobe.runs.schema import (
+from layerprobe.data.schema import (
     SCHEMA_VERSION,
     LayerAggregates,
     MetricsFile,
@@ -12,7 +13,7 @@ from layerprobe.runs.schema import (
     VariantSpec,
     trace_key,
 )
-from layerprobe.runs.store import (
+from layerprobe.data.store import (
     RunStore,
     is_run_dir,
     read_metrics,
@@ -20,7 +21,7 @@ from layerprobe.runs.store import (
     read_samples,
 )
 
-_LAZY = {"load_run": "layerprobe.runs.reader", "Run": "layerprobe.runs.reader"}
+_LAZY = {"load_run": "layerprobe.data.reader", "Run": "layerprobe.data.reader"}
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from layerprobe.data.schema import Reflections, Repetition
 from layerprobe.metrics.selfbleu import STUDY_KEY, self_bleu_within_study
 from layerprobe.metrics.summary import trace_metrics
-from layerprobe.runs.schema import Reflections, Repetition
 
 
 def trace_fields(

@@ -11,14 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from layerprobe.probe.aggregate import layer_summary, position_bins, position_heatmap
-from layerprobe.probe.store import DamagedFile, load_trace_layers
-from layerprobe.probe.teacher import (
-    WINDOW_DEFAULT,
-    load_teacher_forced,
-)
-from layerprobe.rules import inside
-from layerprobe.runs.schema import (
+from layerprobe.data.schema import (
     LayerAggregates,
     PerLayer,
     SampleRecord,
@@ -28,7 +21,14 @@ from layerprobe.runs.schema import (
     VariantSpec,
     teacher_forced_file,
 )
-from layerprobe.runs.store import LAYERS_DIR, write_model
+from layerprobe.data.store import LAYERS_DIR, write_model
+from layerprobe.probe.aggregate import layer_summary, position_bins, position_heatmap
+from layerprobe.probe.store import DamagedFile, load_trace_layers
+from layerprobe.probe.teacher import (
+    WINDOW_DEFAULT,
+    load_teacher_forced,
+)
+from layerprobe.rules import inside
 
 HEATMAP_BINS = 20
 #: Aggregates read at most this many trace files per variant, holding at most about this many tokens

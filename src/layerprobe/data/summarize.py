@@ -12,19 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from layerprobe.metrics import (
-    NO_CLEAR_DIFFERENCE,
-    bootstrap_mean_interval,
-    budget_exhausted,
-    clustered_difference,
-    cov_at_k,
-    maj_at_k,
-    paired_comparison,
-    pass_at_k,
-    proportion_interval,
-)
-from layerprobe.metrics.selfbleu import self_bleu_across_samples
-from layerprobe.runs.schema import (
+from layerprobe.data.schema import (
     Accuracy,
     Behaviour,
     Comparison,
@@ -38,13 +26,25 @@ from layerprobe.runs.schema import (
     SampleRecord,
     VariantMetrics,
 )
-from layerprobe.runs.store import (
+from layerprobe.data.store import (
     METRICS_FILE,
     now,
     read_run_info,
     read_samples,
     write_model,
 )
+from layerprobe.metrics import (
+    NO_CLEAR_DIFFERENCE,
+    bootstrap_mean_interval,
+    budget_exhausted,
+    clustered_difference,
+    cov_at_k,
+    maj_at_k,
+    paired_comparison,
+    pass_at_k,
+    proportion_interval,
+)
+from layerprobe.metrics.selfbleu import self_bleu_across_samples
 
 ALL = "all"
 #: Above this share of traces without an extracted answer, a variant's accuracy is not meaningful.

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from layerprobe.runs.schema import ExplainFile, SweepFile
+from layerprobe.data.schema import ExplainFile, SweepFile
 
 #: file name -> schema model of the optional files a run may hold.
 EXTRA_FILES: dict[str, type[BaseModel]] = {"sweep.json": SweepFile, "explain.json": ExplainFile}

@@ -1,0 +1,507 @@
+"""`layerprobe heal` as a job: fine-tune a pruned model (LoRA, full, or distillation from the base model)
+and save a servable checkpoint whose layerprobe.json records the healing (docs/heal.md).
+
+The output directory holds the checkpoint and, while healing runs, `.heal/`: `heal.json` (HealFile:
+the settings, the status and what was written), the training examples (`data.jsonl`, built once) and
+the training state (`state.pt`, saved every few minutes and when asked to stop). Re-running the same
+command resumes from the last saved step and lands on the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layerprobe._io import check_writable, write_text_atomic
+from layerprobe.data.schema import HealFile
+from layerprobe.data.store import LOCK_FILES, now
+from layerprobe.errors import UserError
+from layerprobe.jobs.execute import set_threads_for
+from layerprobe.jobs.job import Job, ProgressFn, settings_differences
+
+STATE_DIR = ".heal"
+HEAL_FILE = "heal.json"
+DATA_FILE = "data.jsonl"
+#: Settings that do not change what healing computes: a re-run that differs only in them resumes.
+MAY_DIFFER = frozenset({"device", "save_every", "force"})
+
+
+@dataclass
+class HealSettings:
+    """What `layerprobe heal` was asked, checked by the command line (docs/heal.md)."""
+
+    model: str
+    out: Path
+    cfg: Any
+    """prune.heal.HealConfig: how, steps, learning rate, batches, LoRA settings."""
+    record: dict[str, Any]
+    """The settings as stored in heal.json and compared on resume."""
+    drop_list: list[int] | None = None
+    method: str | None = None
+    n_drop: int | None = None
+    pruned_prov: Any = None
+    """The provenance of a pruned checkpoint given as --model (None otherwise)."""
+    file_pairs: list[tuple[str, str]] | None = field(default=None, repr=False)
+    """--data FILE: its (prompt, completion) pairs; None for --data traces."""
+    data: str = "traces"
+    raw_prompts: bool = False
+    from_run: Path | None = None
+    task: str | None = None
+    task_file: Path | None = None
+    limit: int | None = None
+    budget: int | None = None
+    fmt: str | None = None
+    distill_base: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    force: bool = False
+
+
+@dataclass
+class HealResult:
+    """What a healing job produced: the healing record of the checkpoint's layerprobe.json."""
+
+    record: dict[str, Any]
+    n_layers: int | None = None
+    dropped: list[int] = field(default_factory=list)
+    already: bool = False
+    """The output already held a checkpoint healed with these settings (nothing was done)."""
+
+
+class Heal(Job):
+    """Heal a pruned model into `out` (the job skeleton: prepare, then open / work / close with the
+    output locked). `log(line, progress)` receives notes for the user and, with progress=True, a line
+    per twentieth of training (what a progress bar shows, for output that is not a terminal)."""
+
+    kind = "heal"
+
+    def __init__(self, settings: HealSettings, progress: ProgressFn | None = None, argv: Any = (), log: Any = None) -> None:
+        super().__init__(progress, argv)
+        self.s = settings
+        self.log = log or (lambda line, progress=False: None)
+        import torch
+
+        self._threads = torch.get_num_threads()
+
+    # -- prepare: nothing is written -----------------------------------------------------------
+    def prepare(self) -> None:
+        from layerprobe.models.loading import load_model
+        from layerprobe.prune.heal import check_lora_targets
+        from layerprobe.prune.surgery import drop_layers
+
+        s, cfg = self.s, self.s.cfg
+        self.out = s.out
+        self.state = check_out(s.out, s.record, s.model, s.force)
+        if self.state == "done":
+            return
+        self.progress(f"loading {s.model}", 0, 1)
+        loaded = load_model(s.model, device=s.device, dtype=s.dtype)
+        self.progress(f"loading {s.model}", 1, 1)
+        set_threads_for(loaded)
+        self.selection = None
+        base = None
+        self.pruned_from = None
+        if s.drop_list is not None:
+            base, pruned = loaded, drop_layers(loaded, s.drop_list, method="manual")
+        elif s.method is not None:
+            from layerprobe.prune.calibration import resolve_calibration
+            from layerprobe.prune.methods import get_method, prune_model
+
+            if s.n_drop is not None and s.n_drop >= loaded.n_layers:
+                raise UserError(
+                    f"--n-drop {s.n_drop}: the model has {loaded.n_layers} layers, at most {loaded.n_layers - 1} can go"
+                )
+            cal = (
+                resolve_calibration(loaded, traces=32 if loaded.is_toy else None)
+                if get_method(s.method).needs_calibration
+                else None
+            )
+            base = loaded
+            pruned, sel = prune_model(loaded, s.method, s.n_drop, cal)
+            self.selection = sel.to_json()
+        else:
+            pruned = loaded
+            if s.pruned_prov is not None:
+                self.selection = s.pruned_prov.selection
+                pruned = dataclasses.replace(pruned, calibration=s.pruned_prov.calibration)
+                self.pruned_from = {"checkpoint": str(Path(s.model)), "name": s.pruned_prov.name, "source": s.pruned_prov.source}
+        if s.distill_base is not None:
+            base = load_model(s.distill_base, device=s.device, dtype=s.dtype)
+        elif base is None and (cfg.loss == "kl" or s.file_pairs is None):  # a teacher, or the author of the traces
+            # an unpruned model healed with --force is its own base
+            base = loaded if s.pruned_prov is None else load_model(_base_for(s.pruned_prov), device=s.device, dtype=s.dtype)
+        if base is not None and base.tokenizer.get_vocab() != pruned.tokenizer.get_vocab():
+            raise UserError("the base model's tokenizer differs from the pruned model's: give the model it was pruned from")
+        check_lora_targets(pruned.model, cfg)
+        self.base, self.pruned = base, pruned
+        self.plan = plan_data(pruned if base is None else base, s, self.log)
+
+    # -- open: the output is locked ------------------------------------------------------------
+    def open(self) -> None:
+        state_dir = self.out / STATE_DIR
+        if self.state == "done":
+            return
+        if self.state == "new" or self.s.force and self.state != "resume":
+            clear(self.out)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        old = read_heal_file(self.out) if self.state == "resume" else None
+        self.meta = old or HealFile(settings=self.s.record, command=self.argv, created=now())
+        self.meta.command, self.meta.resume_command = self.argv, self.resume_command()
+        self._write("running")
+
+    def _write(self, status: str) -> None:
+        self.meta.status = status  # type: ignore[assignment]
+        self.meta.updated = now()
+        write_text_atomic(self.out / STATE_DIR / HEAL_FILE, self.meta.model_dump_json(indent=2) + "\n")
+
+    # -- work ------------------------------------------------------------------------------------
+    def work(self) -> HealResult:
+        from layerprobe.prune.heal import Example, HealStopped, StepInfo, examples_sha1
+        from layerprobe.prune.heal import heal as run_heal
+
+        if self.state == "done":
+            prov = json.loads((self.out / "layerprobe.json").read_text(encoding="utf-8"))
+            return HealResult(record=prov.get("healing") or {}, already=True)
+        s, cfg, out = self.s, self.s.cfg, self.out
+        cached = out / STATE_DIR / DATA_FILE
+        if cached.is_file() and self.meta.data:
+            examples = [Example(**json.loads(line)) for line in cached.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            author = self.pruned if self.base is None else self.base
+            examples = make_examples(author, self.plan, cfg.seed, self.progress, self.log)
+            data_record = dict(self.plan.record, sha1=examples_sha1(examples))
+            lines = "".join(json.dumps(dataclasses.asdict(e), ensure_ascii=False) + "\n" for e in examples)
+            write_text_atomic(cached, lines)
+            self.meta.data = data_record
+            self._write("running")
+        every = max(1, cfg.steps // 20)
+
+        def on_step(info: StepInfo) -> None:
+            self.progress(f"healing ({cfg.how})", info.step, info.steps, f"loss {info.loss:.4f}")
+            if info.step % every == 0 or info.step == info.steps:
+                eta = info.seconds / info.step * (info.steps - info.step)  # mean training time per step so far
+                self.log(
+                    f"step {info.step}/{info.steps}  loss {info.loss:.4f}  lr {info.lr:.2e}  "
+                    f"{info.tokens / max(info.seconds, 1e-9):,.0f} tokens/s  eta {eta:.0f} s",
+                    True,
+                )
+
+        try:
+            with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves
+                result = run_heal(
+                    self.pruned,
+                    examples,
+                    cfg,
+                    teacher=self.base if cfg.loss == "kl" else None,
+                    state_dir=out / STATE_DIR,
+                    on_step=on_step,
+                    should_stop=lambda: self.stop_requested,
+                )
+        except HealStopped as exc:
+            self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
+            raise KeyboardInterrupt from None
+        record = {
+            **result.record,
+            "data": self.meta.data,
+            "model": s.model,
+            "resumed_from_step": result.resumed_from or None,
+            "command": self.argv,
+        }
+        if cfg.loss == "kl" and self.base is not None:
+            record["teacher"] = {"name": self.base.name, "source": self.base.source}
+        if self.pruned_from is not None:
+            record["pruned_from"] = self.pruned_from
+        self.meta.files = _save(result.loaded, out, self.selection, record)
+        self.meta.losses = [round(x, 6) for x in result.losses]
+        healed = result.loaded
+        return HealResult(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
+
+    def close(self, status: str) -> None:
+        if self.state == "done":
+            return
+        self._write(status)
+        if status == "complete":
+            (self.out / STATE_DIR / "state.pt").unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        import torch
+
+        torch.set_num_threads(self._threads)
+
+
+def read_heal_file(out: Path) -> HealFile | None:
+    """OUT/.heal/heal.json, or None when it is missing or unreadable."""
+    path = out / STATE_DIR / HEAL_FILE
+    try:
+        return HealFile.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def check_out(out: Path, settings: dict[str, Any], model: str, force: bool) -> str:
+    """'new', 'resume' or 'done' for --out; UserError (nothing written) when it cannot be used."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if Path(model).expanduser().exists() and out.exists() and out.resolve() == Path(model).expanduser().resolve():
+        raise UserError(f"--out {out} is the --model directory itself; choose another --out")
+    check_writable(out, "--out")
+    entries = {p.name for p in out.iterdir()} - LOCK_FILES if out.is_dir() else set()
+    meta_path = out / STATE_DIR / HEAL_FILE
+    if not entries or (not meta_path.is_file() and entries <= {STATE_DIR}):
+        return "new"  # empty, or a run stopped before it wrote its settings
+    if not meta_path.is_file():
+        raise UserError(f"--out {out} is a non-empty directory that is not a layerprobe heal output; choose another --out")
+    old = read_heal_file(out)
+    if old is None:
+        if not force:
+            raise UserError(f"{meta_path} is unreadable; pass --force to start afresh in {out}")
+        return "new"
+    diff = settings_differences(old.settings, json.loads(json.dumps(settings)), MAY_DIFFER)
+    if diff:
+        if not force:
+            raise UserError(
+                f"--out {out} holds a healing run with different settings ({', '.join(diff)}); "
+                "use another --out, or --force to start afresh"
+            )
+        return "new"
+    if old.status == "complete" and (out / "layerprobe.json").is_file():
+        return "done"
+    return "resume"
+
+
+def clear(out: Path) -> None:
+    """Remove what an earlier healing run wrote in `out` (its checkpoint files and state)."""
+    old = read_heal_file(out)
+    for name in ["layerprobe.json", *(old.files if old is not None else [])]:
+        p = out / Path(name).name
+        if p.is_file():
+            p.unlink()
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+
+
+def check_trace_flags(task: str | None, task_file: Path | None, limit: int | None, budget: int | None) -> None:
+    from layerprobe.tasks.registry import TASKS
+
+    if task is not None and task not in TASKS:
+        raise UserError(f"--task {task}: unknown task (valid: {', '.join(TASKS)}; see `layerprobe tasks`)")
+    if task_file is not None and not task_file.is_file():
+        raise UserError(f"--task-file {task_file}: no such file")
+    if task_file is not None and task is not None and task.startswith("toy-"):
+        raise UserError(f"--task-file is for hub tasks; '{task}' is generated by the embedded toy")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: must be at least 1")
+    if budget is not None and budget < 1:
+        raise UserError(f"--budget {budget}: must be a positive number of thinking tokens")
+
+
+def pruned_checkpoint(model: str) -> Any:
+    """The provenance of a pruned checkpoint directory given as --model, or None."""
+    from layerprobe.models.provenance import PROVENANCE_FILE, Provenance
+
+    path = Path(model).expanduser()
+    if not (path / PROVENANCE_FILE).is_file():
+        return None
+    try:
+        prov = Provenance.model_validate_json((path / PROVENANCE_FILE).read_bytes())
+    except ValueError as exc:
+        raise UserError(f"--model {model}: its layerprobe.json is not valid ({str(exc).splitlines()[0]})") from None
+    return prov if prov.dropped else None
+
+
+def _base_for(prov: Any) -> str:
+    """The base model a pruned checkpoint's layerprobe.json names (its alias or hub id, else its source)."""
+    from layerprobe.models.loading import resolve_source
+
+    for cand in (prov.name, prov.source):
+        if not isinstance(cand, str):
+            continue
+        try:
+            resolve_source(cand)
+        except UserError:
+            continue
+        return cand
+    raise UserError(f"the base model this checkpoint was pruned from ({prov.name}) cannot be found; give it with --distill-base")
+
+
+def _save(loaded: Any, out: Path, selection: Any, record: dict[str, Any]) -> list[str]:
+    """Write the checkpoint into a temporary folder, then rename each file into `out`
+    (layerprobe.json last, so a checkpoint with layerprobe.json is always complete)."""
+    from layerprobe.prune.surgery import save_model
+
+    tmp = out / STATE_DIR / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(loaded, tmp, selection=selection, healing=record)
+    names = sorted(p.name for p in tmp.iterdir() if p.is_file())
+    for name in [n for n in names if n != "layerprobe.json"] + ["layerprobe.json"]:
+        os.replace(tmp / name, out / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return names
+
+
+def summary(h: dict[str, Any]) -> str:
+    """One line: how, steps, data, losses and speed of a healing record."""
+    data = h.get("data") or {}
+    on = "base traces" if data.get("kind") == "traces" else Path(str(data.get("path", "a file"))).name
+    parts = [f"{h.get('how')}, {h.get('steps')} steps on {on}"]
+    if h.get("first_loss") is not None and h.get("final_loss") is not None:
+        parts.append(f"{'KL' if h.get('loss') == 'kl' else 'loss'} {h['first_loss']:.4f} -> {h['final_loss']:.4f}")
+    if h.get("tokens_per_s"):
+        parts.append(f"{h.get('tokens_seen', 0):,} tokens in {h.get('seconds')} s ({h['tokens_per_s']:,.0f} tokens/s)")
+    return "; ".join(parts)
+
+
+@dataclass
+class DataPlan:
+    """The training examples of a healing run, or what is needed to generate them (base traces)."""
+
+    record: dict[str, Any]
+    """Their description for layerprobe.json."""
+    examples: list[Any] | None = None
+    """Given by a file or an analyze run (None: generated from `problems`)."""
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    fmt: Any = None
+    budget: int = 0
+    answer_max: int = 0
+
+
+def plan_data(base: Any, s: HealSettings, log: Any) -> DataPlan:
+    """What the training examples will be, checked now (a task without problems, a run of another model
+    are refused before anything is written); the base traces themselves are generated by `make_examples`."""
+    from layerprobe.prune.heal import Example
+    from layerprobe.scaling.engine import build_prompt
+    from layerprobe.scaling.formats import detect_format
+
+    task, limit, seed = s.task, s.limit, s.cfg.seed
+    tok = base.tokenizer
+    if s.file_pairs is not None:
+        record: dict[str, Any] = {
+            "kind": "file",
+            "path": str(Path(s.data)),
+            "file_sha1": hashlib.sha1(Path(s.data).read_bytes()).hexdigest(),
+            "prompts": "raw" if s.raw_prompts else "chat template + thinking opener",
+            "n": len(s.file_pairs),
+        }
+        if s.raw_prompts:
+            return DataPlan(record, [Example(p, c, eos=True) for p, c in s.file_pairs])
+        fmt = detect_format(tok, s.fmt or base.reasoning_format)
+        record["format"] = fmt.name
+        return DataPlan(record, [Example(build_prompt(tok, fmt, p), c, eos=True) for p, c in s.file_pairs])
+    if s.from_run is not None:
+        examples, record = _from_run(base, s.from_run, log)
+        return DataPlan(record, examples)
+    toy = base.is_toy
+    if task is None:
+        if not toy:
+            raise UserError("--data traces needs --task (the problems the base model reasons about), or --from-run RUN")
+        task = "toy-mix"
+    fmt = detect_format(tok, s.fmt or base.reasoning_format)
+    budget = s.budget or (128 if toy else 4096)
+    answer_max = 8 if toy else 64
+    if task.startswith("toy-"):
+        from layerprobe.toy.tasks import sample_problems
+
+        types = ["long", "short", "facts"] if task == "toy-mix" else [task.removeprefix("toy-")]
+        n = limit or 200
+        problems = [
+            (p.id, p.prompt)
+            for t in types
+            for p in sample_problems(t, min(n, 200) if t == "facts" else n, seed=seed, split="train")
+        ]
+        source: dict[str, Any] = {"split": "train (the toy's held-out test prompts are never used; facts have no split)"}
+    else:
+        from layerprobe.tasks.registry import load_problems
+
+        _, probs, source = load_problems(task, limit, seed, s.task_file)
+        problems = [(p.id, p.question) for p in probs]
+    if not problems:
+        raise UserError(f"--task {task}: no problems")
+    samp = fmt.sampling
+    record = {
+        "kind": "traces",
+        "source": "generated",
+        "task": task,
+        "problems": len(problems),
+        "limit": limit,
+        "budget": budget,
+        "answer_max": answer_max,
+        "format": fmt.name,
+        "sampling": {"temperature": samp.temperature, "top_p": samp.top_p, "top_k": samp.top_k},
+        "seed": seed,
+        "task_source": source,
+    }
+    return DataPlan(record, None, problems, fmt, budget, answer_max)
+
+
+def make_examples(base: Any, plan: DataPlan, seed: int, progress: ProgressFn, log: Any) -> list[Any]:
+    """The plan's examples: given, or the base model's traces generated now."""
+    from layerprobe.prune.heal import base_traces
+
+    if plan.examples is not None:
+        return plan.examples
+    batch = 64 if base.is_toy else (16 if base.device.type == "cuda" else 4)
+    t0 = time.perf_counter()
+    examples = base_traces(
+        base,
+        plan.problems,
+        plan.fmt,
+        budget=plan.budget,
+        answer_max=plan.answer_max,
+        seed=seed,
+        batch_size=batch,
+        on_trace=lambda done, total: progress("base traces", done, total),
+    )
+    log(f"{len(examples)} base traces generated in {time.perf_counter() - t0:.1f} s", True)
+    return examples
+
+
+def _from_run(base: Any, run_dir: Path, log: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The base variant's generated traces of an analyze run, with the prompts that run used."""
+    from layerprobe.data import load_run
+    from layerprobe.prune.heal import Example
+    from layerprobe.scaling.engine import build_prompt
+    from layerprobe.scaling.formats import get_format
+    from layerprobe.tasks.registry import load_problems
+
+    run = load_run(run_dir)
+    if run.info.model.source != base.source:
+        raise UserError(
+            f"--from-run {run_dir} was made with {run.info.model.id} ({run.info.model.source}), not with the base model "
+            f"{base.name} ({base.source})"
+        )
+    c = run.info.config
+    _, probs, _ = load_problems(c.task, c.limit, c.seed, Path(c.task_file) if c.task_file else None)
+    questions = {p.id: p.question for p in probs}
+    fmt = get_format(c.reasoning_format or run.info.model.reasoning_format or "think-tags")
+    seen: set[tuple[str, str]] = set()
+    examples = []
+    for r in run.samples:
+        if r.variant != run.base or r.origin not in ("generated", "ingested") or r.problem_id not in questions:
+            continue
+        if (r.problem_id, r.text) in seen:
+            continue
+        seen.add((r.problem_id, r.text))
+        examples.append(Example(build_prompt(base.tokenizer, fmt, questions[r.problem_id]), r.text))
+    if not examples:
+        raise UserError(f"--from-run {run_dir}: no generated traces of its base variant ({run.base})")
+    log(
+        f"note: --from-run trains on the problems {run_dir} evaluated; measure the healed model on other problems "
+        "(e.g. analyze --seed 1)"
+    )
+    record = {
+        "kind": "traces",
+        "source": "run",
+        "run": str(run_dir),
+        "variant": run.base,
+        "task": c.task,
+        "problems": len({p for p, _ in seen}),
+        "traces": len(examples),
+        "format": fmt.name,
+    }
+    return examples, record
