@@ -214,7 +214,10 @@ def test_foreign_values_that_are_not_what_they_should_be(tmp_path, capsys) -> No
     run = load_run(out)
     assert sorted(r.problem_id for r in run.samples) == ["esc", "ok", "sur"]
     assert "\ufffd" in next(r for r in run.samples if r.problem_id == "esc").text
-    assert run.info.ingested[0].skipped == {"budget / sample not integers of 0 or more": 1, "a line over 4 MiB (not read)": 1}
+    assert run.info.ingested[0].skipped == {
+        "budget / sample not integers from 0 to 1,000,000,000": 1,
+        "a line over 4 MiB (not read)": 1,
+    }
     for cmd in (["report", str(out)], ["runs", str(tmp_path)]):
         assert run_cli(capsys, *cmd).code == 0
 
@@ -340,3 +343,222 @@ def test_a_replaced_variant_checkpoint_is_not_resumed(tmp_path, capsys) -> None:
     save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
     res = run_cli(capsys, *args)
     assert_one_line_error(res, "the weights of checkpoint variant h", "--force")
+
+
+# ------------------------------------------------------------------------------ links, odd types, bounds
+
+
+def _ingest_args(path: Path, out: Path, *extra: str) -> list[str]:
+    return ["ingest", str(path), "--model", "toy", "--answer-type", "digit", "--out", str(out), "--no-report", *extra]
+
+
+def test_links_that_lead_out_of_a_run_are_refused(tmp_path, capsys) -> None:
+    """samples.jsonl or layers/ replaced by a link to something outside the run: nothing is read through
+    it and nothing is written or cut there (the file outside keeps its bytes)."""
+    path = _jsonl(tmp_path / "t.jsonl", [{"id": "p1", "prompt": "x = 3 s1 +4", "completion": TRACE, "gold": "7"}])
+    out = tmp_path / "run"
+    assert run_cli(capsys, *_ingest_args(path, out)).code == 0
+    outside = tmp_path / "precious.txt"
+    outside.write_bytes(b"KEEP\nIMPORTANT")
+    (out / "samples.jsonl").unlink()
+    (out / "samples.jsonl").symlink_to(outside)
+    for cmd in (_ingest_args(path, out), ["report", str(out)], ["explain", str(out)]):
+        assert_one_line_error(run_cli(capsys, *cmd), "samples.jsonl is a link", "outside the run")
+    assert outside.read_bytes() == b"KEEP\nIMPORTANT"
+    (out / "samples.jsonl").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(out / "layers")
+    (out / "layers").symlink_to(elsewhere)
+    assert_one_line_error(run_cli(capsys, *_ingest_args(path, out, "--label", "second", "--drop", "7")), "layers is a link")
+    assert list(elsewhere.iterdir()) == []
+
+
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("case", "report_code"),
+    [
+        ("run-version-string", 2),
+        ("run-version-list", 2),
+        ("run-huge-pid", 2),
+        ("run-huge-depth", 2),
+        ("run-no-variants", 2),
+        ("metrics-version-string", 0),
+        ("sample-v1-bad-repetition", 0),
+        ("sample-huge-budget", 0),
+        ("sample-huge-tokens", 0),
+        ("layers-v1-bad-files", 0),
+    ],
+)
+def test_run_files_with_values_of_the_wrong_type_or_size(analyzed, tmp_path, capsys, case, report_code) -> None:
+    """Each of these once ended in an internal error (exit 1) in report, explain or `runs` of the whole
+    folder: a damaged run.json is one line (exit 2), any other damaged file a counted skip."""
+    import socket
+
+    parent = tmp_path / "runs"
+    run = _copy(analyzed, parent / "run")
+    kind, _, what = case.partition("-")
+    if kind == "run":
+        changes = {
+            "version-string": {"schema_version": "3"},
+            "version-list": {"schema_version": [3]},
+            "huge-pid": {"status": "running", "pid": 10**30, "host": socket.gethostname()},
+            "huge-depth": {"model": {**json.loads((run / "run.json").read_text())["model"], "n_layers": 10**12}},
+            "no-variants": {"variants": []},
+        }[what]
+        _edit_json(run / "run.json", **changes)
+    elif kind == "metrics":
+        _edit_json(run / "metrics.json", schema_version="3")
+    elif kind == "sample":
+        lines = _lines(run)
+        lines[0].update(
+            {
+                "v1-bad-repetition": {"schema_version": 1, "repetition": [1, 2]},
+                "huge-budget": {"budget": 10**30},
+                "huge-tokens": {"thinking_tokens": 10**30, "prompt_tokens": 10**30},
+            }[what]
+        )
+        _write_lines(run, lines)
+    else:
+        _edit_json(run / "layers" / "base.json", schema_version=1, teacher_forced={"files": 5})
+    res = run_cli(capsys, "report", str(run))
+    if report_code == 2:
+        assert_one_line_error(res, "run.json")
+    else:
+        assert res.code == 0, res.err
+    listing = run_cli(capsys, "runs", str(parent))
+    assert listing.code == 0, listing.err
+    if kind == "sample":
+        assert load_run(run).skipped_lines == 1
+
+
+def test_bad_ingest_values_are_counted_or_refused(tmp_path, capsys) -> None:
+    good = {"id": "p1", "prompt": "x = 3 s1 +4", "completion": TRACE, "gold": "7"}
+    rows = [
+        good,
+        {**good, "id": "p2", "budget": int("9" * 260)},
+        {**good, "id": "p3", "sample": int("9" * 260)},
+        {**good, "id": "p4", "completion_ids": [True, False]},
+    ]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode())
+    out = tmp_path / "run"
+    res = run_cli(capsys, *_ingest_args(bom, out, "--no-probes"))
+    assert res.code == 0, res.err
+    skipped = load_run(out).info.ingested[0].skipped
+    assert skipped == {
+        "budget / sample not integers from 0 to 1,000,000,000": 2,
+        "prompt_ids / completion_ids not lists of token ids": 1,
+    }
+    assert [r.problem_id for r in load_run(out).samples] == ["p1"]  # the first line, after the byte-order mark
+
+    # every trace filtered after reading (token ids no tokenizer has): exit 2 and no run left behind
+    none_fit = _jsonl(tmp_path / "ids.jsonl", [{**good, "prompt_ids": [10**12]}])
+    fresh = tmp_path / "fresh"
+    assert_one_line_error(run_cli(capsys, *_ingest_args(none_fit, fresh, "--no-probes")), "no trace of", "could be kept")
+    assert not fresh.exists()
+    assert_one_line_error(run_cli(capsys, *_ingest_args(tmp_path, tmp_path / "x")), "not a file")
+    assert_one_line_error(run_cli(capsys, *_ingest_args(Path("/dev/null"), tmp_path / "x")), "not a file")
+
+
+def test_lm_eval_metric_lists_with_odd_entries(tmp_path, capsys) -> None:
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    line = {
+        "doc_id": 0,
+        "doc": {},
+        "target": "7",
+        "arguments": {"gen_args_0": {"arg_0": "x = 3 s1 +4", "arg_1": {"until": [], "max_gen_toks": 10**300}}},
+        "resps": [[TRACE]],
+        "filtered_resps": [TRACE],
+        "metrics": [{"a": 1}, ["b"], "exact_match"],
+        "exact_match": 1.0,
+    }
+    samples = _jsonl(folder / "samples_t_2026-01-01T00-00-00.jsonl", [line])
+    res = run_cli(capsys, *_ingest_args(samples, tmp_path / "run", "--from", "lm-eval", "--no-probes"))
+    assert res.code == 0, res.err
+    rec = load_run(tmp_path / "run").samples[0]
+    assert rec.budget_recorded is False  # a budget of 10**300 tokens is not one
+    assert json.dumps(rec.external).count("exact_match") >= 1
+
+
+def test_repeated_ingest_counts_the_variants_traces_and_says_what_was_damaged(tmp_path, capsys) -> None:
+    rows = [{"id": f"p{i}", "prompt": "x = 3 s1 +4", "completion": TRACE, "gold": "7"} for i in range(5)]
+    path = _jsonl(tmp_path / "t.jsonl", rows)
+    out = tmp_path / "run"
+    assert run_cli(capsys, *_ingest_args(path, out, "--no-probes")).code == 0
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    (out / "samples.jsonl").write_text("\n".join([lines[0], "garbage", lines[1], *lines[1:]]) + "\n")
+    res = run_cli(capsys, *_ingest_args(path, out, "--no-probes"))
+    assert res.code == 0, res.err
+    assert "5 traces ingested as variant base, 0 of them new in this session" in res.out
+    assert "note: 1 damaged line of samples.jsonl skipped" in res.out
+    assert "note: 1 line of samples.jsonl repeats a trace already there (the first kept)" in res.out
+    assert load_run(out).info.ingested[0].traces == 5
+
+
+def test_ingest_force_replaces_a_damaged_run_json(tmp_path, capsys) -> None:
+    path = _jsonl(tmp_path / "t.jsonl", [{"id": "p1", "prompt": "x = 3 s1 +4", "completion": TRACE, "gold": "7"}])
+    out = tmp_path / "run"
+    assert run_cli(capsys, *_ingest_args(path, out, "--no-probes")).code == 0
+    (out / "run.json").write_text("")
+    assert_one_line_error(run_cli(capsys, *_ingest_args(path, out, "--no-probes")), "cannot be read", "--force")
+    res = run_cli(capsys, *_ingest_args(path, out, "--no-probes", "--force"))
+    assert res.code == 0, res.err
+    assert len(load_run(out).samples) == 1
+
+
+def test_files_that_cannot_be_written_are_one_line(analyzed, tmp_path, capsys) -> None:
+    """A run file that cannot be replaced (here its temporary name is taken by a folder; permissions and
+    a full disk fail the same way) is exit 2 naming the file; explain says so before loading a model."""
+    run = _copy(analyzed, tmp_path / "run")
+    (run / "run.json.tmp").mkdir()
+    args = ["analyze", "--out", str(run), "--limit", "3", "--budgets", "60", "--samples", "1", "--drop", "7,8", "--no-report"]
+    assert_one_line_error(run_cli(capsys, *args), "run.json", "cannot be written")
+    (run / "run.json.tmp").rmdir()
+    (run / ".write-test").mkdir()
+    (run / ".write-test" / "x").write_text("")
+    t0 = time.monotonic()
+    assert_one_line_error(run_cli(capsys, "explain", str(run)), "not writable")
+    assert time.monotonic() - t0 < FAST
+
+
+def test_bad_analyze_values_that_once_were_internal_errors(tmp_path, capsys) -> None:
+    ckpt = tmp_path / "ck"
+    from layerprobe.models.aliases import ALIASES, shipped_dir
+
+    shutil.copytree(shipped_dir(ALIASES["toy"]), ckpt)
+    (ckpt / "layerprobe.json").write_text(
+        json.dumps(
+            {
+                "name": "toy",
+                "source": "toy",
+                "n_layers_original": 12,
+                "n_layers": 12,
+                "dropped": [99, -1],
+                "layer_map": list(range(12)),
+            }
+        )
+    )
+    out = tmp_path / "run"
+    common = ["analyze", "--out", str(out), "--limit", "1", "--budgets", "8", "--samples", "1", "--no-report"]
+    cases = [
+        (["--temperature", "nan"], ["--temperature nan"]),
+        (["--temperature", "inf"], ["--temperature inf"]),
+        (["--sweep", "single", "--sweep-layers", "0-99999999999999"], ["--sweep-layers", "at most 10,000"]),
+        (["--variant", f" x ={ckpt}"], ["--variant ' x '"]),
+        (["--variant", f"ok={ckpt}"], ["layerprobe.json disagrees", "dropped layers"]),
+        (["--model", ""], ["--model ''", "empty"]),
+        (["--parallel-budget", str(10**12)], ["--parallel-budget"]),
+    ]
+    for extra, fragments in cases:
+        t0 = time.monotonic()
+        assert_one_line_error(run_cli(capsys, *common, *extra), *fragments)
+        assert time.monotonic() - t0 < 30, extra
+        assert not (out / "samples.jsonl").exists()
+    assert_one_line_error(run_cli(capsys, "report", str(tmp_path), "--out", ""), "--out ''")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,18 @@ def test_distillation_lowers_the_kl_to_the_base_on_held_out_traces() -> None:
     after = completion_loss(res.loaded, held_out, teacher=base)
     assert after < 0.75 * before, (before, after)
     assert res.record["loss"] == "kl" and res.record["params"] == "lora"
+
+
+def test_a_diverging_loss_stops_healing_with_a_message() -> None:
+    """A loss that is not finite (here: a weight set to NaN, as a too-high learning rate would leave it)
+    stops at that step with the step and the learning rate named, instead of saving NaN weights."""
+    from layerprobe.errors import UserError
+
+    pruned = drop_layers(tiny_loaded("llama"), [1])
+    with torch.no_grad():
+        pruned.model.get_output_embeddings().weight[0, 0] = float("nan")
+    with pytest.raises(UserError, match=r"healing diverged: the loss is nan at step 1; lower --lr"):
+        heal(pruned, _tiny_examples(), HealConfig(how="full", steps=3, lr=1e-3, batch_size=3))
 
 
 def test_schedule_warms_up_then_decays_to_zero() -> None:
@@ -350,6 +363,25 @@ def test_bad_heal_settings_exit_2_and_write_nothing(
     assert_one_line_error(run_cli(capsys, *unpruned), "is not pruned", "--force")
     assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out, "--steps", "0")), "--steps 0")
     assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out, "--how", "magic")), "--how magic", "lora")
+    # sizes that would hang or exhaust memory, numbers no optimizer can use: refused before any work
+    for flag, value, fragment in [
+        ("--batch-size", "100000000000", "1 to 4,096"),
+        ("--grad-accum", "100000000000", "1 to 4,096"),
+        ("--steps", "100000000000", "1 to 10,000,000"),
+        ("--rank", "100000", "narrowest target module is"),
+        ("--seed", "100000000000000000000000", "2**63"),
+        ("--lr", "1e308", "(0, 1]"),
+        ("--lr", "nan", "(0, 1]"),
+        ("--max-len", "2000000", "2 to 1,048,576"),
+        ("--format", "zzz", "valid formats are"),
+    ]:
+        t0 = time.monotonic()
+        assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out, flag, value)), f"{flag} ", fragment)
+        assert time.monotonic() - t0 < 30
+    # found only once the examples are tokenized: still refused before anything is written, so the
+    # corrected command is not held back by a half-made output
+    assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out, "--max-len", "2")), "--max-len 2")
+    assert not out.exists()
     full_with_rank = [a for a in _heal_args(tiny_ckpt, data, out, "--how", "full")]
     assert_one_line_error(run_cli(capsys, *full_with_rank), "LoRA settings")
     assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out, "--target-modules", "nope")), "nope", "not found")

@@ -51,6 +51,19 @@ def check_writable(path: str | os.PathLike[str], flag: str) -> None:
         raise UserError(f"{flag} {path} is not writable (no write permission in {probe if probe.is_dir() else probe.parent})")
 
 
+def check_can_write(directory: str | os.PathLike[str], flag: str) -> None:
+    """Refuse, before any work, a directory where no file can be created (permissions, a read-only or
+    immutable file system): a file is created there and removed again (UserError naming the flag)."""
+    from layerprobe.errors import UserError
+
+    probe = Path(directory) / ".write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{flag} {directory} is not writable ({exc.strerror or exc})") from None
+
+
 def read_user_text(path: str | os.PathLike[str], flag: str, expected: str) -> str:
     """The UTF-8 text of a file the user named with `flag`; UserError (naming the flag and what is
     `expected` there) when it is missing, not a file, unreadable or not UTF-8."""
@@ -75,7 +88,8 @@ TOO_LONG = "too long"
 
 
 def iter_json_lines(path: str | os.PathLike[str], max_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
-    """(line number, value) for every non-blank line of a JSONL file a user or another program wrote:
+    """(line number, value) for every non-blank line of a JSONL file a user or another program wrote
+    (a UTF-8 byte-order mark at its start is ignored):
     the parsed JSON with lone surrogates in its strings replaced (rules.clean_strings), NOT_JSON for a
     line that is not UTF-8 JSON, TOO_LONG for a line over `max_bytes` (default rules.MAX_LINE_BYTES),
     which is skipped without being held in memory. OSError when the file cannot be read."""
@@ -96,6 +110,8 @@ def iter_json_lines(path: str | os.PathLike[str], max_bytes: int | None = None) 
                     raw = fh.readline(1 << 20)
                 yield n, TOO_LONG
                 continue
+            if n == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark some editors write
             if not raw.strip():
                 continue
             try:
@@ -117,6 +133,8 @@ def hold_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise UserError(f"{busy}; wait for it or use another --out") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be created ({exc.strerror or exc}): the directory must be writable") from None
     try:
         yield
     finally:

@@ -195,7 +195,7 @@ def _parse_variant(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name.strip() or not path.strip():
         raise UserError(f"--variant '{text}': expected NAME=CHECKPOINT_DIR, e.g. healed-lora=healed/")
-    return name.strip(), path.strip()
+    return name, path  # as given: a name with spaces is refused by the name rule, not trimmed
 
 
 def _run(settings: Any) -> Any:

@@ -25,7 +25,7 @@ def explain(
     """Why the pruned variants fail: causal restoration of the removed layers by position class,
     where failing chains part from the base, error compounding, failure predictors; writes
     RUN/explain.json and re-renders the report with a "Why it failed" section first."""
-    from layerprobe.data.store import is_run_dir
+    from layerprobe.data.store import is_run_dir, samples_notes
     from layerprobe.jobs.explain import Explain
 
     if not run_dir.is_dir() or not is_run_dir(run_dir):
@@ -35,10 +35,11 @@ def explain(
     from layerprobe.cli.common import current_argv, progress_bars
 
     with progress_bars() as progress:
-        ex = Explain(
-            run_dir, generation=not no_generation, limit=limit, device=device, progress=progress, argv=current_argv()
-        ).run()
+        job = Explain(run_dir, generation=not no_generation, limit=limit, device=device, progress=progress, argv=current_argv())
+        ex = job.run()
     say = console()
+    for note in samples_notes(job.run_read.skipped_lines, job.run_read.repeated_lines):
+        say.print(f"note: {note}", markup=False)
     for f in ex.findings:
         say.print(f"- {f.text}")
     if not ex.findings:

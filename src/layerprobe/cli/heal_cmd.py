@@ -129,6 +129,13 @@ def heal(
         from layerprobe.prune.methods import get_method
 
         get_method(method)
+    if fmt is not None:
+        from layerprobe.scaling.formats import FORMATS
+
+        if fmt not in FORMATS:
+            raise UserError(f"--format {fmt}: valid formats are {', '.join(FORMATS)}")
+        if raw_prompts:
+            raise UserError("--format applies to prompts layerprobe builds; --raw-prompts uses the file's prompts as they are")
     file_pairs: list[tuple[str, str]] | None = None
     file_sha1 = None
     traces_flags = [

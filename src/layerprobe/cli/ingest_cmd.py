@@ -68,7 +68,7 @@ def ingest(
     """Read traces generated elsewhere into a run directory: graded by layerprobe, trace metrics, probes
     by prefill (the same arrays as `analyze` captures), one variant per ingest."""
     from layerprobe.cli.common import current_argv
-    from layerprobe.jobs.ingest import ingest as run_ingest
+    from layerprobe.jobs.ingest import Ingest, IngestSettings
     from layerprobe.prune.surgery import parse_layer_list
 
     if out is None:
@@ -82,7 +82,7 @@ def ingest(
     dropped = parse_layer_list(drop) if drop else None
     err = console(stderr=True)
     with progress_bars() as progress:
-        run_dir, src = run_ingest(
+        settings = IngestSettings(
             files,
             source,
             model,
@@ -101,16 +101,19 @@ def ingest(
             dtype=dtype,
             batch_size=batch_size,
             force=force,
-            progress=progress,
-            argv=current_argv()[1:],
             tokenizer=tokenizer,
             producer=producer,
         )
+        job = Ingest(settings, progress, current_argv())
+        run_dir, src = job.run()
     say = console()
+    for note in job.store.notes():
+        say.print(f"note: {note}", markup=False)
     for shape in src.shapes:
         say.print(shape, markup=False)
     found = ", ".join(f"{n} {what}" for what, n in src.counts.items())
-    say.print(f"{src.traces} traces ingested as variant {src.variant}" + (f" ({found})" if found else ""), markup=False)
+    again = f", {src.new} of them new in this session" if src.new != src.traces else ""
+    say.print(f"{src.traces} traces ingested as variant {src.variant}{again}" + (f" ({found})" if found else ""), markup=False)
     for why, n in src.skipped.items():
         say.print(f"skipped {n}: {why}", markup=False)
     if src.producer:

@@ -15,13 +15,16 @@ def report(
     run_dirs: Annotated[
         list[Path], typer.Argument(help="one or more run directories written by `layerprobe analyze`", show_default=False)
     ],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="HTML file to write (default: RUN_DIR/report.html of the first run)")
+    out_text: Annotated[
+        str | None, typer.Option("--out", "-o", help="HTML file to write (default: RUN_DIR/report.html of the first run)")
     ] = None,
 ) -> None:
     """Render run directories as one self-contained HTML report (no network needed to open it)."""
     from layerprobe.report import render_report
 
+    if out_text is not None and not out_text.strip():
+        raise UserError("--out '': give an .html file to write (or an existing directory)")
+    out = Path(out_text) if out_text is not None else None
     if out is not None and out.suffix.lower() not in (".html", ".htm") and not out.is_dir():
         raise UserError(f"--out {out} should be an .html file (or an existing directory)")
     t0 = time.perf_counter()

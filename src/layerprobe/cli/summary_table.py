@@ -12,6 +12,7 @@ from rich.text import Text
 
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.schema import Accuracy
+from layerprobe.data.store import samples_notes
 from layerprobe.report.narrative import disagreement
 
 
@@ -38,9 +39,8 @@ def print_summary(run: Run | str | Path, console: Console) -> None:
     for h in m.grading.values():
         if not h.meaningful:
             console.print(Text(h.message, style="bold red"))
-    for note in run.notes:
-        if "damaged" in note:
-            console.print(f"note: {note}")
+    for note in samples_notes(run.skipped_lines, run.repeated_lines):
+        console.print(f"note: {note}", markup=False)
     budgets = [str(b) for b in info.config.budgets]
     k = info.config.samples
     partial = "  (PARTIAL RUN)" if m.partial else ""

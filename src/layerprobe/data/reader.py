@@ -30,8 +30,10 @@ from layerprobe.data.schema import (
 from layerprobe.data.store import (
     LAYERS_DIR,
     METRICS_FILE,
+    check_links,
     read_run_info,
     read_samples_counted,
+    samples_notes,
 )
 from layerprobe.errors import UserError
 
@@ -92,6 +94,8 @@ class Run:
     """metrics.json, or why it was recomputed from samples.jsonl."""
     skipped_lines: int = 0
     """Lines of samples.jsonl that were damaged (not UTF-8, not JSON, not a valid record) and skipped."""
+    repeated_lines: int = 0
+    """Lines of samples.jsonl that repeat the key of an earlier line (the first is kept)."""
     notes: list[str] = field(default_factory=list)
     """What a reader should know about the state of the files (partial, skipped lines, unreadable aggregates)."""
     label: str = ""
@@ -222,15 +226,14 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
         raise UserError(f"{path} does not exist")
     if not path.is_dir():
         raise UserError(f"{path} is not a directory (expected a layerprobe run directory)")
+    check_links(path)
     info = read_run_info(path)
     try:
         read = read_samples_counted(path)
     except OSError as exc:
         raise UserError(f"{path / 'samples.jsonl'} cannot be read: {exc.strerror or exc}") from None
     samples = read.records
-    notes: list[str] = []
-    if read.skipped:
-        notes.append(f"{read.skipped} damaged line{'s' if read.skipped != 1 else ''} of samples.jsonl skipped")
+    notes = samples_notes(read.skipped, read.repeated)
     expected_partial = info.status != "complete" or (info.expected_traces is not None and len(samples) < info.expected_traces)
     metrics = read_metrics(path)
     reason = _stale_reason(metrics, len(samples), expected_partial, (path / METRICS_FILE).is_file())
@@ -249,6 +252,7 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
         layers=layers,
         metrics_source=source,
         skipped_lines=read.skipped,
+        repeated_lines=read.repeated,
         notes=notes,
         label=path.name,
     )

@@ -20,13 +20,23 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from layerprobe.rules import NAME_RULE, clean_text, is_name, safe_relative
 
 SCHEMA_VERSION = 3
+
+MAX_COUNT = 10**9
+"""Largest budget, sample index or token count a stored trace may carry (a billion tokens is far beyond
+any context; a larger value in a file is damage, not data)."""
+MAX_LAYERS = 10_000
+"""Most decoder layers a stored model may have."""
+
+#: A count of tokens (or a sample index, a budget): 0 to MAX_COUNT.
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 RunStatus = Literal["running", "interrupted", "complete", "failed"]
 Mode = Literal["sequential", "parallel"]
@@ -80,13 +90,29 @@ class _Model(BaseModel):
     )
 
 
-def _check_version(data: Any, what: str) -> Any:
-    """Refuse a file written by a newer layerprobe (its fields may mean something else)."""
+def _check_version(data: Any, what: str, current: int = SCHEMA_VERSION) -> Any:
+    """Refuse a file written by a newer layerprobe (its fields may mean something else) and a
+    schema_version that is not a whole number from 1 up (ValueError: the file or line is invalid)."""
     if isinstance(data, dict):
-        v = data.get("schema_version", SCHEMA_VERSION)
-        if isinstance(v, int) and v > SCHEMA_VERSION:
-            raise ValueError(f"{what} has schema_version {v}; this layerprobe reads versions up to {SCHEMA_VERSION}")
+        v = data.get("schema_version", current)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{what} has schema_version {v!r}; a version is a whole number from 1 to {current}")
+        if v > current:
+            raise ValueError(f"{what} has schema_version {v}; this layerprobe reads versions up to {current}")
     return data
+
+
+def _migration(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A migration that meets values of unexpected types fails as invalid data (ValueError), never
+    as a TypeError the caller would not count as a damaged file."""
+
+    def run(data: Any) -> Any:
+        try:
+            return fn(data)
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise ValueError(f"an older layout that cannot be migrated ({exc})") from None
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +223,7 @@ class ModelInfo(_Model):
     """Architecture family (qwen2, qwen3, llama, mistral, ...)."""
     dtype: str | None = None
     """Parameter dtype."""
-    n_layers: int | None
+    n_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None
     """Decoder layers of the unpruned model (None: unknown, a text-only ingest without the model's config)."""
     reasoning_format: str | None = None
     """Reasoning format the model was run with (ingest: the formats its files were read in)."""
@@ -236,7 +262,9 @@ class IngestSource(_Model):
     variant: str
     """The variant its traces became."""
     traces: int = 0
-    """Traces read."""
+    """Traces of this variant in the run, read from these files (by this and earlier sessions)."""
+    new: int = 0
+    """Of those, traces the last session added (a resumed or repeated ingest adds only the missing ones)."""
     skipped: dict[str, int] = Field(default_factory=dict)
     """Lines or traces left out, by reason."""
     producer: str | None = None
@@ -277,7 +305,7 @@ class RunInfo(_Model):
     """The model."""
     task: TaskRecord
     """The task."""
-    variants: list[VariantSpec]
+    variants: list[VariantSpec] = Field(min_length=1)
     """Base first, then the pruned and other variants."""
     versions: dict[str, str] = Field(default_factory=dict)
     """Versions of layerprobe, Python, torch and transformers."""
@@ -285,7 +313,7 @@ class RunInfo(_Model):
     """Traces the run will hold when complete."""
     timings: dict[str, float] = Field(default_factory=dict)
     """Seconds per phase, summed over resumed sessions."""
-    pid: int | None = None
+    pid: Annotated[int, Field(ge=1, lt=2**31)] | None = None
     """Process writing the run while status is running."""
     host: str | None = None
     """Host of that process."""
@@ -379,19 +407,19 @@ class SampleRecord(_Model):
     """Problem group (toy task type, subject, ...)."""
     mode: Mode
     """sequential (one trace per budget) or parallel (several samples at one budget)."""
-    budget: NonNegativeInt
+    budget: Count
     """Thinking budget in tokens (0 when not recorded: see budget_recorded)."""
     budget_recorded: bool = True
     """False: the ingested file recorded no thinking budget for this trace (stored as 0)."""
-    sample: NonNegativeInt
+    sample: Count
     """Sample index (0 for sequential traces)."""
     seed: int
     """Seed of this trace's random stream."""
-    prompt_tokens: NonNegativeInt
+    prompt_tokens: Count
     """Prompt length in tokens."""
-    thinking_tokens: NonNegativeInt
+    thinking_tokens: Count
     """Thinking tokens generated (forced text excluded)."""
-    answer_tokens: NonNegativeInt
+    answer_tokens: Count
     """Answer tokens generated."""
     finish: Literal["answered", "budget", "max_tokens", "truncated"]
     """answered, budget (the thinking budget ran out and the answer was forced), max_tokens (the answer hit
@@ -441,17 +469,23 @@ class SampleRecord(_Model):
     @classmethod
     def _migrate(cls, data: Any) -> Any:
         data = _check_version(data, "a samples.jsonl line")
-        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 2:
-            data = dict(data, schema_version=SCHEMA_VERSION)  # version 3 only added fields with defaults
-        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
-            data = dict(data)
-            data["schema_version"] = SCHEMA_VERSION
-            rep = dict(data.get("repetition") or {})
-            rep = {k: v for k, v in rep.items() if k in Repetition.model_fields}
-            data["repetition"] = rep
-            refl = dict(data.get("reflections") or {})
-            data["reflections"] = {k: v for k, v in refl.items() if k in Reflections.model_fields}
-        return data
+        return _migrate_sample(data)
+
+
+@_migration
+def _migrate_sample(data: Any) -> Any:
+    """Version 2 lacks fields that have defaults; version 1 also kept extra keys in its repetition and
+    reflection summaries."""
+    if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 2:
+        data = dict(data, schema_version=SCHEMA_VERSION)
+    if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
+        data = dict(data)
+        data["schema_version"] = SCHEMA_VERSION
+        rep = dict(data.get("repetition") or {})
+        data["repetition"] = {k: v for k, v in rep.items() if k in Repetition.model_fields}
+        refl = dict(data.get("reflections") or {})
+        data["reflections"] = {k: v for k, v in refl.items() if k in Reflections.model_fields}
+    return data
 
 
 def trace_key(variant: str, problem_id: str, mode: str, budget: int, sample: int) -> tuple[str, str, str, int, int]:
@@ -867,7 +901,7 @@ class LayerAggregates(_Model):
     def _migrate(cls, data: Any) -> Any:
         data = _check_version(data, "a layer aggregate")
         if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 1:
-            data = _migrate_layers_v1(dict(data))
+            data = _migration(_migrate_layers_v1)(dict(data))
         if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) == 2:
             data = dict(data, schema_version=SCHEMA_VERSION)  # version 3 changed no field of this file
         return data
@@ -1152,11 +1186,9 @@ class HealFile(_Model):
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, data: Any) -> Any:
+        data = _check_version(data, "heal.json", HEAL_SCHEMA_VERSION)
         if isinstance(data, dict):
-            v = data.get("schema_version", HEAL_SCHEMA_VERSION)
-            if isinstance(v, int) and v > HEAL_SCHEMA_VERSION:
-                raise ValueError(f"heal.json has schema_version {v}; this layerprobe reads versions up to {HEAL_SCHEMA_VERSION}")
-            if v == 1:  # the same keys, untyped
+            if data.get("schema_version", HEAL_SCHEMA_VERSION) == 1:  # the same keys, untyped
                 data = {k: x for k, x in data.items() if k in cls.model_fields}
                 data.update(schema_version=HEAL_SCHEMA_VERSION, kind="layerprobe-heal")
         return data

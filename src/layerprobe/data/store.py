@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from layerprobe._io import check_writable, write_text_atomic
+from layerprobe._io import check_can_write, check_writable, write_text_atomic
 from layerprobe.data.schema import (
     MetricsFile,
     RunConfig,
@@ -45,8 +45,12 @@ def now() -> str:
 
 
 def write_model(path: Path, model: BaseModel) -> None:
-    """Write a stored file (a schema model) as strict JSON (NaN as null), atomically and durably."""
-    write_text_atomic(path, model.model_dump_json(indent=1) + "\n")
+    """Write a stored file (a schema model) as strict JSON (NaN as null), atomically and durably; a file
+    that cannot be written (permissions, a full disk) is a UserError naming it."""
+    try:
+        write_text_atomic(path, model.model_dump_json(indent=1) + "\n")
+    except OSError as exc:
+        raise UserError(f"{path} cannot be written ({exc.strerror or exc})") from None
 
 
 def effective_status(info: RunInfo) -> str:
@@ -55,11 +59,31 @@ def effective_status(info: RunInfo) -> str:
         return info.status
     try:
         os.kill(info.pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return "interrupted"
     except PermissionError:
         return info.status
     return info.status
+
+
+def check_links(run_dir: str | os.PathLike[str]) -> None:
+    """UserError when a file or folder of the run (at its top or under layers/) is a link that leads
+    outside it: layerprobe reads and writes nothing outside a run directory."""
+    root = Path(run_dir)
+    try:
+        top = root.resolve()
+        entries = list(root.iterdir()) if root.is_dir() else []
+        layers = root / LAYERS_DIR
+        if layers.is_dir() and not layers.is_symlink():
+            entries += list(layers.iterdir())
+        for p in entries:
+            if p.is_symlink() and not p.resolve().is_relative_to(top):
+                raise UserError(
+                    f"{p} is a link to {os.readlink(p)}, outside the run; a run directory must hold its own files "
+                    "(replace the link with the file itself)"
+                )
+    except OSError as exc:
+        raise UserError(f"{root} cannot be read: {exc.strerror or exc}") from None
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
@@ -77,6 +101,8 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise UserError(f"{run_dir} is not a layerprobe run directory (no {RUN_FILE})")
+    if path.is_symlink():
+        check_links(run_dir)
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -138,6 +164,19 @@ def read_samples_counted(run_dir: str | os.PathLike[str]) -> SamplesRead:
         seen.add(rec.key())
         out.records.append(rec)
     return out
+
+
+def samples_notes(skipped: int, repeated: int) -> list[str]:
+    """The lines of samples.jsonl that were left out, in words (empty when none were)."""
+    notes = []
+    if skipped:
+        notes.append(f"{skipped} damaged line{'s' if skipped != 1 else ''} of samples.jsonl skipped")
+    if repeated:
+        notes.append(
+            f"{repeated} line{'s' if repeated != 1 else ''} of samples.jsonl repeat{'s' if repeated == 1 else ''} "
+            "a trace already there (the first kept)"
+        )
+    return notes
 
 
 def read_samples(run_dir: str | os.PathLike[str]) -> list[SampleRecord]:
@@ -222,11 +261,9 @@ def check_out_dir(path: Path, allow_orphan: bool = False) -> None:
 def _create_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as exc:
         raise UserError(f"--out {path} is not writable ({exc.strerror or exc})") from None
+    check_can_write(path, "--out")
 
 
 class RunStore:
@@ -239,6 +276,7 @@ class RunStore:
         self.info = info
         self._records: dict[tuple, SampleRecord] = {}
         self.skipped = 0  # damaged lines found when the run was opened
+        self.repeated = 0  # lines that repeat the key of an earlier line (the first is kept)
         self._fh: Any = None
 
     # -- opening -------------------------------------------------------------------------
@@ -254,6 +292,7 @@ class RunStore:
         """
         path = Path(run_dir)
         check_out_dir(path, allow_orphan=force)
+        check_links(path)
         _create_out_dir(path)
         store = cls(path, info)
         try:
@@ -280,7 +319,7 @@ class RunStore:
             _repair_tail(path / SAMPLES_FILE)
             read = read_samples_counted(path)
             store._records = {rec.key(): rec for rec in read.records}
-            store.skipped = read.skipped
+            store.skipped, store.repeated = read.skipped, read.repeated
             (path / LAYERS_DIR).mkdir(exist_ok=True)
             store.set_status("running")
         except BaseException:
@@ -299,6 +338,10 @@ class RunStore:
             os.replace(layers, self.dir / f"{LAYERS_DIR}.{stamp}.bak")
 
     # -- state ---------------------------------------------------------------------------
+    def notes(self) -> list[str]:
+        """What the user should know about samples.jsonl as it was found when the run was opened."""
+        return samples_notes(self.skipped, self.repeated)
+
     def has(self, key: tuple) -> bool:
         return key in self._records
 
@@ -333,11 +376,14 @@ class RunStore:
         if key in self._records:
             return False
         line = record.model_dump_json()
-        if self._fh is None:
-            self._fh = open(self.dir / SAMPLES_FILE, "a", encoding="utf-8", errors="surrogateescape")
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            if self._fh is None:
+                self._fh = open(self.dir / SAMPLES_FILE, "a", encoding="utf-8", errors="surrogateescape")
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise UserError(f"{self.dir / SAMPLES_FILE} cannot be written ({exc.strerror or exc})") from None
         self._records[key] = record
         return True
 

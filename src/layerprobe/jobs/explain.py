@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from layerprobe._io import check_can_write
 from layerprobe.data.reader import Run, load_run
 from layerprobe.data.schema import (
     Breaks,
@@ -879,6 +880,7 @@ class Explain(Job):
         from layerprobe.models.loading import load_model
 
         run = self.run_read = load_run(self.out)
+        check_can_write(self.out, "the run directory")
         if not run.pruned:
             raise UserError(f"{run.dir} has no pruned variant: nothing to explain (run analyze with --drop or --method)")
         if not any(r.variant == run.base and inside(run.dir, r.layers_file) for r in run.samples):

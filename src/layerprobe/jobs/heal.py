@@ -142,6 +142,10 @@ class Heal(Job):
         check_lora_targets(pruned.model, cfg)
         self.base, self.pruned = base, pruned
         self.plan = plan_data(pruned if base is None else base, s, self.log)
+        if self.plan.examples is not None:
+            from layerprobe.prune.heal import check_examples
+
+            check_examples(pruned.tokenizer, self.plan.examples, cfg.max_len)
 
     # -- open: the output is locked ------------------------------------------------------------
     def open(self) -> None:
@@ -225,6 +229,9 @@ class Heal(Job):
 
     def close(self, status: str) -> None:
         if self.state == "done":
+            return
+        if self.refused and self.state == "new" and not (self.out / STATE_DIR / "state.pt").is_file():
+            clear(self.out)  # bad input found late: leave nothing that would hold the corrected command back
             return
         self._write(status)
         if status == "complete":

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from layerprobe._io import TOO_LONG, iter_json_lines
 from layerprobe.data.schema import (
+    MAX_COUNT,
     IngestSource,
     ModelInfo,
     RunConfig,
@@ -113,8 +114,9 @@ def _skip_bad_line(read: Read, value: Any, what: str) -> bool:
 
 
 def _positive_int(x: Any) -> int | None:
+    """A token count from a foreign file: 1 to MAX_COUNT, else None."""
     v = as_int(x)
-    return v if v is not None and v > 0 else None
+    return v if v is not None and 0 < v <= MAX_COUNT else None
 
 
 def _gold(x: Any) -> str:
@@ -128,7 +130,7 @@ def _harness_verdicts(row: dict[str, Any], sample: int, n_samples: int) -> dict[
     """The harness's own values for one sample of a line: the metrics it lists (upstream lm-eval), or
     every other top-level value (the s1 fork writes them without a list); per-sample lists are indexed."""
     listed = row.get("metrics")
-    names = listed if isinstance(listed, list) else [k for k in row if k not in _LMEVAL_KEYS]
+    names = [k for k in listed if isinstance(k, str)] if isinstance(listed, list) else [k for k in row if k not in _LMEVAL_KEYS]
     out: dict[str, Any] = {}
     for k in names:
         v = row.get(k)
@@ -353,13 +355,17 @@ def read_jsonl(path: Path) -> Read:
             continue
         budget, sample = row.get("budget"), row.get("sample", 0)
         b_int, s_int = (None if budget is None else as_int(budget)), as_int(sample)
-        if (budget is not None and (b_int is None or b_int < 0)) or s_int is None or s_int < 0:
-            read.skipped["budget / sample not integers of 0 or more"] += 1
+        if (
+            (budget is not None and (b_int is None or not 0 <= b_int <= MAX_COUNT))
+            or s_int is None
+            or not 0 <= s_int <= MAX_COUNT
+        ):
+            read.skipped[f"budget / sample not integers from 0 to {MAX_COUNT:,}"] += 1
             continue
         budget, sample = b_int, s_int
         ids = {k: row.get(k) for k in ("prompt_ids", "completion_ids")}
         if any(
-            v is not None and (not isinstance(v, list) or not v or not all(isinstance(t, int) and t >= 0 for t in v))
+            v is not None and (not isinstance(v, list) or not v or not all(type(t) is int and t >= 0 for t in v))
             for v in ids.values()
         ) or (ids["completion_ids"] is not None and len(samples) > 1):
             read.skipped["prompt_ids / completion_ids not lists of token ids"] += 1
@@ -623,8 +629,12 @@ class Ingest(Job):
         if self.hint is not None and self.hint not in INGEST_FORMATS:
             raise UserError(f"--format {s.reasoning_format}: valid formats are auto, {', '.join(INGEST_FORMATS)}")
         for f in s.files:
-            if not Path(f).is_file():
+            if not Path(f).exists():
                 raise UserError(f"{f}: no such file")
+            if not Path(f).is_file():
+                raise UserError(
+                    f"{f}: not a file (give the JSONL file of traces{', samples_<task>_<date>.jsonl' if s.source_format == 'lm-eval' else ''})"
+                )
         if s.task is not None and s.task not in TASKS:
             raise UserError(f"--task {s.task}: unknown task (valid: {', '.join(TASKS)})")
         self.answer_type = s.answer_type or (TASKS[s.task].answer_type if s.task else "math")
@@ -657,7 +667,7 @@ class Ingest(Job):
         )
         self.producer = s.producer or next((r.producer for r in self.reads if r.producer), None)
         self.info = _run_info(
-            self.out, spec, self.side, self.reads, s.task, self.answer_type, s.budget, s.dtype, s.probes, self.argv[1:]
+            self.out, spec, self.side, self.reads, s.task, self.answer_type, s.budget, s.dtype, s.probes, self.argv[1:], s.force
         )
 
     def open(self) -> None:
@@ -801,12 +811,19 @@ class Ingest(Job):
                 flush()
         flush()
         progress(f"ingest {name}", len(items), len(items))
+        total = sum(1 for r in store.records if r.variant == name)
+        if total == 0:
+            raise UserError(
+                f"no trace of {', '.join(str(r.path) for r in self.reads)} could be kept"
+                + (f" ({'; '.join(f'{n} {why}' for why, n in skipped.items())})" if skipped else "")
+            )
         src = IngestSource(
             path=", ".join(str(r.path) for r in self.reads),
             sha1=",".join(_sha1(r.path) for r in self.reads),
             format=s.source_format,
             variant=name,
-            traces=n_new,
+            traces=total,
+            new=n_new,
             skipped=dict(skipped),
             producer=self.producer,
             warnings=warnings,
@@ -821,11 +838,22 @@ class Ingest(Job):
         return out, src
 
     def close(self, status: str) -> None:
+        if self.refused and self.created and not self.store.records:
+            self.store.close()
+            _remove_run(self.out)  # bad input found late in a run this command created: leave nothing behind
+            return
         self.store.close(status)
 
     def cleanup(self) -> None:
         if self.grader is not None:
             self.grader.close()
+
+
+def _remove_run(out: Path) -> None:
+    """Remove a run directory this command created and that holds only what it wrote."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def ingest(files: Sequence[Path], source_format: str, model: str, out: Path, **kw: Any) -> tuple[Path, IngestSource]:
@@ -846,12 +874,20 @@ def _run_info(
     dtype: str,
     probes: bool,
     argv: Sequence[str],
+    force: bool = False,
 ) -> RunInfo:
-    """run.json for the run with this variant added (the base listed first)."""
+    """run.json for the run with this variant added (the base listed first). A run.json that cannot
+    be read is refused, or with `force` replaced (the traces in samples.jsonl are kept)."""
     from layerprobe.jobs.analyze import _versions
 
     items = [it for r in reads for it in r.items]
-    old = read_run_info(out) if is_run_dir(out) else None
+    old = None
+    if is_run_dir(out):
+        try:
+            old = read_run_info(out)
+        except UserError as exc:
+            if not force:
+                raise UserError(f"{exc}; add --force to write a new run.json (the traces already read are kept)") from None
     if old is not None and old.origin != "ingest":
         raise UserError(f"{out} holds a run written by `layerprobe analyze`; ingest into another --out")
     if old is not None and None not in (old.model.n_layers, side.n_layers) and old.model.n_layers != side.n_layers:

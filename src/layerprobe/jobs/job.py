@@ -126,6 +126,10 @@ class Job:
     def __init__(self, progress: ProgressFn | None = None, argv: Sequence[str] = ()) -> None:
         self.progress: ProgressFn = progress or _no_progress
         self.argv = list(argv) or ["layerprobe", self.kind]
+        self.refused = False
+        """work() stopped on bad input (a UserError): close() may undo what open() wrote."""
+        self.created = False
+        """The output directory did not exist before this job (set by run())."""
         self._graceful = _Graceful()
 
     # -- what a job implements -------------------------------------------------------------------
@@ -171,6 +175,7 @@ class Job:
             self.prepare()
             if getattr(self, "out", None) is None:
                 raise RuntimeError(f"{type(self).__name__}.prepare() did not set the output directory")
+            self.created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
             with hold_lock(self.out / self.lock_name, f"{self.out} is being written by another layerprobe {self.kind}"):
                 with terminate_as_interrupt(self._graceful):
@@ -181,6 +186,7 @@ class Job:
                         status = "complete"
                     except UserError:
                         status = "failed"
+                        self.refused = True
                         raise
                     except Exception as exc:
                         status = "failed"

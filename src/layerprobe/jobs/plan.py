@@ -99,8 +99,8 @@ class AnalyzeSettings:
                 raise UserError(f"--budgets: every budget must be a positive number of tokens, got {bad[0]}")
         if self.samples is not None and not 1 <= self.samples <= MAX_SAMPLES:
             raise UserError(f"--samples {self.samples}: must be between 1 and {MAX_SAMPLES}")
-        if self.parallel_budget is not None and self.parallel_budget <= 0:
-            raise UserError(f"--parallel-budget {self.parallel_budget}: must be a positive number of tokens")
+        if self.parallel_budget is not None and not 0 < self.parallel_budget <= MAX_BUDGET:
+            raise UserError(f"--parallel-budget {self.parallel_budget}: give 1 to {MAX_BUDGET:,} tokens")
         if self.limit is not None and not 1 <= self.limit <= MAX_LIMIT:
             raise UserError(f"--limit {self.limit}: must be between 1 and {MAX_LIMIT:,}")
         toy_task = (self.task or ("toy-mix" if self.model == "toy" else "")).startswith("toy-")
@@ -110,8 +110,8 @@ class AnalyzeSettings:
             raise UserError(f"--budgets: at most {MAX_BUDGET:,} thinking tokens, got {max(self.budgets):,}")
         if self.wait < 0:
             raise UserError(f"--wait {self.wait}: must be 0 or more")
-        if self.temperature is not None and self.temperature < 0:
-            raise UserError(f"--temperature {self.temperature}: must be 0 (greedy) or more")
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError(f"--temperature {self.temperature}: must be a number, 0 (greedy) or more")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UserError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.answer_max is not None and self.answer_max < 1:

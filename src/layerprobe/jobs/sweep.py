@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from layerprobe.data.schema import Correlation, LayerAggregates, MetricsFile, RunInfo, SampleRecord, SweepFile, SweepLayer
+from layerprobe.data.schema import (
+    MAX_LAYERS,
+    Correlation,
+    LayerAggregates,
+    MetricsFile,
+    RunInfo,
+    SampleRecord,
+    SweepFile,
+    SweepLayer,
+)
 from layerprobe.data.store import write_model
 from layerprobe.errors import UserError
 from layerprobe.metrics.correlation import spearman_interval, spearman_permutation_p
@@ -28,6 +37,8 @@ def parse_sweep_layers(text: str) -> list[int]:
             lo, hi = (int(x) for x in t.split("-", 1))
             if lo > hi:
                 raise ValueError
+            if hi - lo >= MAX_LAYERS:
+                raise UserError(f"--sweep-layers {text}: a range of at most {MAX_LAYERS:,} layers")
             return list(range(lo, hi + 1))
         layers = sorted({int(x) for x in t.split(",") if x})
     except ValueError:

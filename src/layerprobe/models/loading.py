@@ -162,6 +162,10 @@ def resolve_source(name: str) -> tuple[str, str, str | None]:
 
     kind is one of: toy, alias-gguf, gguf, local, hub.
     """
+    if not name.strip():
+        raise UserError(
+            f"--model {name!r}: empty; give an alias ({', '.join(ALIASES)}), a checkpoint directory, a GGUF file or a hub id"
+        )
     alias = resolve_alias(name)
     if alias is not None:
         if alias.shipped is not None:

@@ -77,6 +77,11 @@ def read_provenance(checkpoint: Path, n_layers: int) -> Provenance | None:
         problems.append("its layer_map is not increasing")
     if lm and (min(lm) < 0 or max(lm) >= prov.n_layers_original):
         problems.append(f"its layer_map leaves 0..{prov.n_layers_original - 1}")
+    d = prov.dropped
+    if any(not 0 <= i < prov.n_layers_original for i in d) or len(set(d)) != len(d) or set(d) & set(lm):
+        problems.append(
+            f"its dropped layers {d} are not distinct layers of 0..{prov.n_layers_original - 1} outside its layer_map"
+        )
     if problems:
         raise UserError(
             f"{path} disagrees with the checkpoint ({'; '.join(problems)}); delete it to load the checkpoint as an unpruned model"

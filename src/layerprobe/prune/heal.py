@@ -68,6 +68,11 @@ class Example:
     """Append the tokenizer's EOS token after the completion (unless it already ends with it)."""
 
 
+MAX_STEPS = 10_000_000
+MAX_BATCH = 4096
+"""Most sequences per micro-batch (and micro-batches per step): a bound checked before any work."""
+
+
 @dataclass(frozen=True)
 class HealConfig:
     """How to heal: the method and every training hyper-parameter."""
@@ -127,14 +132,16 @@ class HealConfig:
         """Reject settings that cannot be right (UserError naming the flag)."""
         if self.how not in HOWS:
             raise UserError(f"--how {self.how}: unknown (valid: {', '.join(HOWS)})")
-        if self.steps < 1:
-            raise UserError(f"--steps {self.steps}: must be at least 1")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr {self.lr}: must be a positive number")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.grad_accum < 1:
-            raise UserError(f"--grad-accum {self.grad_accum}: must be at least 1")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise UserError(f"--steps {self.steps}: give 1 to {MAX_STEPS:,}")
+        if self.lr is not None and not (0 < self.lr <= 1 and math.isfinite(self.lr)):
+            raise UserError(f"--lr {self.lr}: must be a learning rate in (0, 1]")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise UserError(f"--batch-size {self.batch_size}: give 1 to {MAX_BATCH:,} sequences per micro-batch")
+        if not 1 <= self.grad_accum <= MAX_BATCH:
+            raise UserError(f"--grad-accum {self.grad_accum}: give 1 to {MAX_BATCH:,} micro-batches per step")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed {self.seed}: give 0 to 2**63 - 1")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise UserError(f"--warmup {self.warmup}: must be between 0 and --steps ({self.steps})")
         if self.rank < 1:
@@ -143,8 +150,8 @@ class HealConfig:
             raise UserError(f"--alpha {self.alpha}: must be at least 1")
         if not self.target_modules or any(not t.strip() for t in self.target_modules):
             raise UserError("--target-modules: give module names such as q_proj,v_proj")
-        if self.max_len < 2:
-            raise UserError(f"--max-len {self.max_len}: must be at least 2 tokens")
+        if not 2 <= self.max_len <= 2**20:
+            raise UserError(f"--max-len {self.max_len}: give 2 to {2**20:,} tokens")
         if self.save_every is not None and self.save_every < 1:
             raise UserError(f"--save-every {self.save_every}: must be at least 1")
 
@@ -379,11 +386,17 @@ def check_lora_targets(model: Any, cfg: HealConfig) -> None:
         return
     if not peft_available():
         raise UserError(f"--how {cfg.how} trains LoRA adapters, which needs peft: pip install 'layerprobe[heal]'")
-    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    linears = [(name.rsplit(".", 1)[-1], m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    linear = {n for n, _ in linears}
     missing = [t for t in cfg.target_modules if t not in linear]
     if missing:
         raise UserError(
             f"--target-modules: {', '.join(missing)} not found in this model (its linear modules: {', '.join(sorted(linear))})"
+        )
+    narrowest = min(min(m.in_features, m.out_features) for n, m in linears if n in cfg.target_modules)
+    if cfg.rank > narrowest:
+        raise UserError(
+            f"--rank {cfg.rank}: the narrowest target module is {narrowest} wide, so a rank above {narrowest} adds nothing"
         )
 
 
@@ -440,6 +453,12 @@ def merged(model: Any, cfg: HealConfig) -> Any:
 
 
 # --------------------------------------------------------------------------------------- training
+
+
+def check_examples(tokenizer: Any, examples: Sequence[Example], max_len: int) -> None:
+    """UserError when no example keeps a completion token within `max_len` (checked before anything is written)."""
+    if not _tokenize(tokenizer, examples, max_len).ids:
+        raise UserError(f"no training example keeps any completion token within --max-len {max_len}")
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -552,6 +571,8 @@ def heal(
         completion_tokens += n_targets
         seconds += time.perf_counter() - t0
         losses.append(total / n_targets)
+        if not math.isfinite(losses[-1]):
+            raise UserError(f"healing diverged: the loss is {losses[-1]} at step {step + 1}; lower --lr (it is {lr:g} there)")
         if on_step is not None:
             on_step(StepInfo(step + 1, cfg.steps, losses[-1], lr, tokens, seconds))
         due = (step + 1) % cfg.save_every == 0 if cfg.save_every else time.monotonic() - last_save >= SAVE_SECONDS
