@@ -32,6 +32,7 @@ TINY = [
     "--n-drop",
     "1",
     "--no-report",
+    "--no-explain",
     "--seed",
     "7",
 ]

@@ -23,7 +23,21 @@ def analyzed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from layerprobe.cli.app import main
 
     out = tmp_path_factory.mktemp("contract") / "run"
-    args = ["analyze", "--out", str(out), "--limit", "3", "--budgets", "60", "--samples", "1", "--drop", "7,8", "--no-report"]
+    args = [
+        "analyze",
+        "--out",
+        str(out),
+        "--limit",
+        "3",
+        "--budgets",
+        "60",
+        "--samples",
+        "1",
+        "--drop",
+        "7,8",
+        "--no-report",
+        "--no-explain",
+    ]
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code in (0, None)
@@ -135,7 +149,7 @@ def test_explain_on_a_run_killed_mid_generation(analyzed, tmp_path, capsys) -> N
 def test_force_with_other_settings_sets_the_old_explanation_aside(analyzed, tmp_path, capsys) -> None:
     run = _copy(analyzed, tmp_path / "run")
     assert run_cli(capsys, "explain", str(run), "--no-generation", "--no-report").code == 0
-    args = ["analyze", "--out", str(run), "--limit", "1", "--budgets", "8", "--samples", "1", "--drop", "10,11"]
+    args = ["analyze", "--out", str(run), "--limit", "1", "--budgets", "8", "--samples", "1", "--drop", "10,11", "--no-explain"]
     res = run_cli(capsys, *args, "--no-probes", "--force")
     assert res.code == 0, res.err
     assert not (run / "explain.json").exists() and list(run.glob("explain.json.*.bak"))
@@ -518,7 +532,21 @@ def test_files_that_cannot_be_written_are_one_line(analyzed, tmp_path, capsys) -
     a full disk fail the same way) is exit 2 naming the file; explain says so before loading a model."""
     run = _copy(analyzed, tmp_path / "run")
     (run / "run.json.tmp").mkdir()
-    args = ["analyze", "--out", str(run), "--limit", "3", "--budgets", "60", "--samples", "1", "--drop", "7,8", "--no-report"]
+    args = [
+        "analyze",
+        "--out",
+        str(run),
+        "--limit",
+        "3",
+        "--budgets",
+        "60",
+        "--samples",
+        "1",
+        "--drop",
+        "7,8",
+        "--no-report",
+        "--no-explain",
+    ]
     assert_one_line_error(run_cli(capsys, *args), "run.json", "cannot be written")
     (run / "run.json.tmp").rmdir()
     (run / ".write-test").mkdir()

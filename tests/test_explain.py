@@ -55,8 +55,8 @@ def test_class_masks_partition_the_trace() -> None:
     assert classes == [
         "boundaries",
         "numbers",
-        "operators",
-        "operators",
+        "operations",
+        "equals",
         "numbers",
         "reflection",
         "other",
@@ -65,11 +65,49 @@ def test_class_masks_partition_the_trace() -> None:
         "numbers",
     ]
     m = class_masks(len(texts), thinking_tokens=8, classes=classes)
+    assert m["answer-start"].tolist() == [False] * 8 + [True, True]  # the answer's first (at most four) tokens
     assert m["all"].all() and not m["none"].any()
     assert (m["thinking"] ^ m["answer"]).all() and m["thinking"].sum() == 8
     for x in (25, 50, 75):
         assert (m[f"first-{x}%"] | m[f"rest-{100 - x}%"]).sum() == 8 and not (m[f"first-{x}%"] & m[f"rest-{100 - x}%"]).any()
-    assert sum(m[c].astype(int) for c in ("numbers", "operators", "boundaries", "reflection", "other")).tolist() == [1] * 10
+    assert (
+        sum(m[c].astype(int) for c in ("numbers", "equals", "operations", "boundaries", "reflection", "other")).tolist()
+        == [1] * 10
+    )
+
+
+def test_accuracy_recovery_counts_the_lost_problems_with_a_wilson_interval() -> None:
+    """Of the problems the pruning lost, the share a class brings back; the interval at 6 of 6 is the
+    Wilson score bound 1 / (1 + z^2 / 6) (about 0.61), not the point a bootstrap collapses to."""
+    from layerprobe.data.schema import Restoration
+    from layerprobe.jobs.explain import fill_accuracy
+
+    base = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], float)  # problems 0-5 lost by the pruning; 6, 7 kept; 8, 9 never solved
+    pruned = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 0], float)
+    gated = {"all-back": np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], float), "some": np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 1], float)}
+    recs = [Restoration(variant="v", positions=name) for name in ("all", "none", *gated)]
+    fill_accuracy(recs, {"all": base, "none": pruned, **gated})
+    r = {x.positions: x for x in recs}
+    z = 1.959963984540054
+    assert (r["all-back"].n_lost, r["all-back"].n_regained, r["all-back"].n_broken) == (6, 6, 0)
+    assert r["all-back"].accuracy_recovery == 1.0
+    assert r["all-back"].ci[0] == pytest.approx(1 / (1 + z * z / 6)) and r["all-back"].ci[1] == pytest.approx(1.0)
+    assert (r["some"].n_regained, r["some"].n_broken, r["some"].accuracy_recovery) == (2, 1, pytest.approx(2 / 6))
+    assert r["some"].accuracy == pytest.approx(0.4)  # problem 9 right by chance counts in the accuracy, not in the recovery
+    assert r["none"].accuracy_recovery == 0.0 and r["all"].accuracy_recovery == 1.0
+
+
+def test_rank_auc_is_sklearns() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from layerprobe.jobs.explain import auc
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        n = int(rng.integers(4, 80))
+        y = np.array([0, 1] + rng.integers(0, 2, n - 2).tolist())
+        p = rng.integers(0, 6, n) / 5  # ties, as predicted probabilities of a few distinct values have
+        assert auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
 
 
 def test_compounding_fit_recovers_a_known_epsilon() -> None:
@@ -109,7 +147,7 @@ def test_vocab_classes_cover_every_output_row() -> None:
     classes = _vocab_classes(toy.tokenizer, rows)
     assert len(classes) == rows >= len(toy.tokenizer)
     assert set(classes[len(toy.tokenizer) :]) <= {"other"}
-    assert {"numbers", "operators", "boundaries", "reflection"} <= set(classes)
+    assert {"numbers", "equals", "operations", "boundaries", "reflection"} <= set(classes)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +156,21 @@ def explained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("explain") / "run"
     for args in (
-        ["analyze", "--out", str(out), "--limit", "3", "--budgets", "16,64", "--samples", "2", "--drop", "10,11", "--no-report"],
+        [
+            "analyze",
+            "--out",
+            str(out),
+            "--limit",
+            "3",
+            "--budgets",
+            "16,64",
+            "--samples",
+            "2",
+            "--drop",
+            "10,11",
+            "--no-report",
+            "--no-explain",
+        ],
         ["explain", str(out), "--limit", "3"],
     ):
         try:
@@ -138,8 +190,9 @@ def test_explain_file_and_report(explained_run: Path) -> None:
         assert rec[(v, "all")].share_of_tokens == 1.0
         if rec[(v, "all")].accuracy_recovery is not None:
             assert rec[(v, "all")].accuracy_recovery == pytest.approx(1.0) and rec[(v, "none")].accuracy_recovery == 0.0
-    for f in ex.findings:  # only evidence outside the noise, each with its number and interval
-        assert f.ci[0] is not None and (f.ci[0] > 0 or f.ci[1] < 0) and f.text
+    for f in ex.findings:  # only evidence outside the noise (a break point is a location), each with its interval
+        assert f.ci[0] is not None and f.text and f.kind
+        assert f.kind == "breaks" or f.ci[0] > 0 or f.ci[1] < 0
     html = (explained_run / "report.html").read_text(encoding="utf-8")
     assert html.index('id="why"') < html.index('id="r0-summary"')
     assert '<details class="appendix" id="r0-comparisons">' in html
@@ -171,3 +224,44 @@ def test_explain_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     noprobes = make_run(tmp_path / "noprobes", problems_per_group=1, samples=1, probes=False)
     assert_one_line_error(run_cli(capsys, "explain", str(noprobes)), "no probe files")
     assert not (noprobes / "explain.json").exists()
+
+
+def _svg_texts(html: str, anchor: str) -> list[str]:
+    """The text elements of the figure with the given id (matplotlib writes text as text)."""
+    import re
+
+    start = html.index(f'id="{anchor}"')
+    return re.findall(r"<text[^>]*>([^<]*)</text>", html[start : html.index("</figure>", start)])
+
+
+def test_figure_legends_match_the_stored_numbers(explained_run: Path) -> None:
+    """Every count or number a legend or axis of the "why" figures shows is the one explain.json holds."""
+    import html as htmllib
+
+    from layerprobe.report import render_report
+
+    run = load_run(explained_run)
+    ex = run.extras["explain.json"]
+    page = Path(render_report([run])).read_text(encoding="utf-8")
+    texts = [htmllib.unescape(t) for t in _svg_texts(page, "r0-why-breaks")] if ex.breaks else []
+    for b in ex.breaks:
+        fr = [x for x in b.first_departure_fraction if x is not None]
+        if fr:
+            entry = next(t for t in texts if t.startswith(f"{b.variant}: "))
+            assert entry.startswith(f"{b.variant}: {len(fr)} of {b.n_failing} failing traces")
+    if any(r.accuracy_recovery is not None for r in ex.restoration):
+        texts = [htmllib.unescape(t) for t in _svg_texts(page, "r0-why-restoration")]
+        for v in run.pruned:
+            n_lost = next(r.n_lost for r in ex.restoration if r.variant == v and r.accuracy_recovery is not None)
+            assert f"{v}: lost long-chain problems regained (of {n_lost})" in texts
+    if ex.compounding:
+        texts = _svg_texts(page, "r0-why-compounding")
+        for k in {k for c in ex.compounding for k in c.by_k}:
+            n = max(c.by_k[k][1] for c in ex.compounding if k in c.by_k)
+            assert texts[texts.index(k) + 1] == f"n={n}"
+        for c in ex.compounding:
+            assert f"{c.variant}: (1 \u2212 {c.epsilon:.2f})^k" in [htmllib.unescape(t) for t in texts]
+    if ex.predictors is not None and ex.predictors.roc:
+        texts = [htmllib.unescape(t) for t in _svg_texts(page, "r0-why-predictors")]
+        assert f"{ex.predictors.model} (AUC {ex.predictors.auc:.2f})" in texts
+        assert f"thinking length (AUC {ex.predictors.baseline_auc:.2f})" in texts

@@ -122,7 +122,20 @@ def test_a_format_the_tokenizer_cannot_spell_leaves_no_run(capsys: pytest.Captur
 
 def test_greedy_samples_are_copies_and_budgets_share_a_prefix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["--limit", "2", "--budgets", "4,12,40", "--samples", "3", "--drop", "11", "--temperature", "0", "--no-report"]
+    args = [
+        "--limit",
+        "2",
+        "--budgets",
+        "4,12,40",
+        "--samples",
+        "3",
+        "--drop",
+        "11",
+        "--temperature",
+        "0",
+        "--no-report",
+        "--no-explain",
+    ]
     assert run_cli(capsys, "analyze", "--out", str(out), *args).code == 0
     run = load_run(out)
     par = [r for r in run.samples if r.mode == "parallel"]
@@ -146,3 +159,29 @@ def test_runs_table_shows_whole_names(capsys: pytest.CaptureFixture[str], tmp_pa
     assert res.code == 0
     flat = "".join(line.strip("│ ").split("│")[0].strip() for line in res.out.splitlines())
     assert name in flat
+
+
+def test_the_toy_explains_itself_and_the_summary_ends_with_verdicts_and_the_next_step(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    small = ["--limit", "2", "--budgets", "16,64", "--samples", "1", "--drop", "10,11"]
+    res = run_cli(capsys, "analyze", "--out", "runs/explained", *small)
+    assert res.code == 0, res.err
+    assert (tmp_path / "runs/explained/explain.json").is_file()  # the default toy run explains itself
+    lines = [line.strip() for line in res.out.splitlines() if line.strip()]
+    broke = lines.index("What broke (accuracy change against the base, points, 95 % CI):")
+    assert lines[broke + 1].startswith("Without layers 10 and 11 (drop-10-11), at 64 thinking tokens: long (long-chain) ")
+    assert " points [" in lines[broke + 1] and "short" in lines[broke + 1] and "facts" in lines[broke + 1]
+    assert "Why (layerprobe explain; every number in explain.json):" in lines
+    assert lines[-2] == "Next:" and lines[-1].startswith("open runs/explained/report.html in a browser")
+    html = (tmp_path / "runs/explained/report.html").read_text(encoding="utf-8")
+    assert html.index("What broke") < html.index("Why: what the interventions found") < html.index('id="r0-summary"')
+
+    # not explained: the summary and the report name the command as it works from here
+    res = run_cli(capsys, "analyze", "--out", "runs/plain", *small, "--no-explain")
+    assert res.code == 0, res.err
+    assert not (tmp_path / "runs/plain/explain.json").exists()
+    assert "layerprobe explain runs/plain   (why the pruned variants fail)" in res.out
+    assert "<code>layerprobe explain runs/plain</code>" in (tmp_path / "runs/plain/report.html").read_text(encoding="utf-8")
+    assert run_cli(capsys, "explain", "runs/plain", "--no-report").code == 0  # the printed command works as printed

@@ -67,6 +67,7 @@ def analyzed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
                 "--drop",
                 "7,8",
                 "--no-report",
+                "--no-explain",
             ]
         )
     assert exc.value.code in (0, None)

@@ -20,7 +20,7 @@ from layerprobe._io import hold_lock
 from layerprobe.data import read_samples
 from tests.cli_utils import assert_one_line_error, run_cli
 
-ANALYZE = ["--limit", "2", "--budgets", "16,64", "--samples", "2", "--drop", "10,11", "--no-report"]
+ANALYZE = ["--limit", "2", "--budgets", "16,64", "--samples", "2", "--drop", "10,11", "--no-report", "--no-explain"]
 
 
 def _env() -> dict[str, str]:

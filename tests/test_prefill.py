@@ -21,7 +21,7 @@ FLOATS = ("block_influence", "norm", "jsd", "entropy")
 SAMPLED = Sampling(temperature=1.0)
 
 
-SMALL_RUN = ["--limit", "2", "--budgets", "16,40", "--samples", "2", "--drop", "7,8", "--no-report"]
+SMALL_RUN = ["--limit", "2", "--budgets", "16,40", "--samples", "2", "--drop", "7,8", "--no-report", "--no-explain"]
 
 
 def _live(loaded, prompts, budget=12, lens_every=1):

@@ -35,7 +35,23 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        main(["analyze", "--out", str(out), "--limit", "1", "--budgets", "8,32", "--samples", "2", "--drop", "3", "--no-report"])
+        main(
+            [
+                "analyze",
+                "--out",
+                str(out),
+                "--limit",
+                "1",
+                "--budgets",
+                "8,32",
+                "--samples",
+                "2",
+                "--drop",
+                "3",
+                "--no-report",
+                "--no-explain",
+            ]
+        )
     except SystemExit as exc:
         assert not exc.code, f"layerprobe analyze failed with exit code {exc.code}"
     finally:

@@ -114,8 +114,14 @@ def analyze(
     ] = None,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="GPUs each Ray worker reserves (GPU nodes)")] = 0.0,
     explain: Annotated[
-        bool, typer.Option("--explain", help="run `layerprobe explain` on the run at the end (why the pruned variants fail)")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--explain/--no-explain",
+            help="run `layerprobe explain` on the run at the end: why the pruned variants fail "
+            "(default: on for the toy, about a minute; off for other models, where it takes longer)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary
@@ -167,6 +173,8 @@ def analyze(
     )
     if explain and no_probes:
         raise UserError("--explain needs the probes (the base traces' token ids): drop --no-probes")
+    if explain and sweep is not None:
+        raise UserError("--explain explains pruned variants one by one; after a sweep, run analyze on the layers it singles out")
     if calib is not None and not calib.is_file():
         raise UserError(f"--calib {calib}: no such file")
     if task_file is not None and not task_file.is_file():
@@ -176,18 +184,21 @@ def analyze(
     from layerprobe.data.reader import load_run
 
     say = console()
+    if explain is None:  # the default: the toy explains itself (it takes about a minute), other models are asked
+        explain = analysis.base.source_kind == "toy" and not no_probes and sweep is None and bool(analysis.info.variants[1:])
     if explain:
         from layerprobe.jobs.explain import explain as run_explain
 
-        for f in run_explain(analysis.out, device=device).findings:
-            say.print(f"- {f.text}")
-    run = load_run(analysis.out)  # read once for the summary and the report
-    print_summary(run, console(width=max(say.width, 110)))
+        with progress_bars() as progress:
+            run_explain(analysis.out, device=device, progress=progress, argv=["layerprobe", "explain", str(analysis.out)])
+    run = load_run(analysis.out)  # read once for the report and the summary
+    report = None
     if settings.report:
         from layerprobe.report import render_report
 
-        say.print(f"report: {render_report([run])}")
+        report = render_report([run])
     say.print(f"run directory: {analysis.out}")
+    print_summary(run, console(width=max(say.width, 110)), explain_hint=not explain, report=report)
 
 
 def _parse_variant(text: str) -> tuple[str, str]:

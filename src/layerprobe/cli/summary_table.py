@@ -13,7 +13,8 @@ from rich.text import Text
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.schema import Accuracy
 from layerprobe.data.store import samples_notes
-from layerprobe.report.narrative import disagreement
+from layerprobe.report.narrative import what_broke
+from layerprobe.report.render import explain_command
 
 
 def _pct(x: Any) -> str:
@@ -30,15 +31,19 @@ def _num(x: Any, fmt: str = "{:.1f}") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
-def print_summary(run: Run | str | Path, console: Console) -> None:
+def print_summary(run: Run | str | Path, console: Console, explain_hint: bool = False, report: Path | None = None) -> None:
     """What went wrong with grading (first, when it did), accuracy per budget (95 % Wilson intervals)
-    per variant and group, parallel scaling and trace behaviour, and the headline comparisons."""
+    per variant and group, parallel scaling and trace behaviour; then what broke per variant and group
+    in words, why (explain.json's findings, when there are), and the next command: `explain` when
+    `explain_hint` and the run is not explained yet, and the `report` when one was written."""
     if not isinstance(run, Run):
-        run = load_run(run, extras=False)
+        run = load_run(run)
     info, m = run.info, run.metrics
     for h in m.grading.values():
         if not h.meaningful:
             console.print(Text(h.message, style="bold red"))
+        elif h.message:  # more than 20 % unanswered, but the base model's answers are found
+            console.print(Text(f"note: {h.message}", style="bold"))
     for note in samples_notes(run.skipped_lines, run.repeated_lines):
         console.print(f"note: {note}", markup=False)
     budgets = [str(b) for b in info.config.budgets]
@@ -90,18 +95,30 @@ def print_summary(run: Run | str | Path, console: Console) -> None:
             )
     console.print(acc)
     console.print(beh)
-    for cmp in m.comparisons:
-        if cmp.group == ALL and cmp.mode == "sequential" and cmp.budget == info.config.budgets[-1]:
-            caveat = (
-                ""
-                if all(h.meaningful for n, h in m.grading.items() if n in (cmp.base, cmp.variant))
-                else " (accuracy not meaningful: see above)"
-            )
-            console.print(
-                f"{cmp.variant} vs {cmp.base} at B={cmp.budget}: accuracy {_pct(cmp.mean_b)} vs {_pct(cmp.mean_a)} %, "
-                f"difference {_signed(cmp.diff)} points [95 % CI {_signed(cmp.ci_low)} to {_signed(cmp.ci_high)}], "
-                f"{cmp.n_pairs} problems: {cmp.verdict}{caveat}" + (f" ({disagreement(cmp)})" if not cmp.agree else "")
-            )
+    caveat = [n for n, h in m.grading.items() if not h.meaningful]
+    broke = what_broke(run)
+    if broke:
+        console.print(
+            "What broke (accuracy change against the base, points, 95 % CI)"
+            + (f"; accuracy not meaningful for {', '.join(caveat)}, see above:" if caveat else ":"),
+            style="bold",
+        )
+        for sentence in broke:
+            console.print(f"  {sentence.text}", soft_wrap=True, markup=False)
+    ex = run.extras.get("explain.json")
+    if ex is not None and ex.findings:
+        console.print("Why (layerprobe explain; every number in explain.json):", style="bold")
+        for f in ex.findings:
+            console.print(f"  - {f.text}", soft_wrap=True, markup=False)
+    next_steps = []
+    if explain_hint and run.pruned and ex is None:
+        next_steps.append(f"{explain_command(run.dir)}   (why the pruned variants fail)")
+    if report is not None:
+        next_steps.append(f"open {report} in a browser   (every figure, the traces, the layer table)")
+    if next_steps:
+        console.print("Next:", style="bold")
+        for step in next_steps:
+            console.print(f"  {step}", soft_wrap=True, markup=False)
 
 
 def _signed(x: float | None) -> str:

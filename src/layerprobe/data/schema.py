@@ -1027,12 +1027,20 @@ class Restoration(_Model):
     kl_ci: tuple[Float, Float] = (None, None)
     """95 % bootstrap interval of kl_recovery (base traces resampled)."""
     accuracy_recovery: Float = None
-    """(accuracy gated - pruned) / (base - pruned) in free greedy generation on long chains (token
-    classes only: position classes need the trace's length in advance); None when not measured."""
+    """In free greedy generation on long chains (token classes only: position classes need the trace's
+    length in advance): of the problems the pruning lost, the share the gated model answers right
+    (n_regained / n_lost; older explain.json files, without n_lost: (gated - pruned) / (base - pruned));
+    None when not measured or nothing was lost."""
     ci: tuple[Float, Float] = (None, None)
-    """95 % bootstrap interval of accuracy_recovery (problems resampled)."""
+    """95 % interval of accuracy_recovery (Wilson score over the n_lost problems)."""
     accuracy: Float = None
     """Greedy accuracy of the gated model on those problems."""
+    n_lost: int | None = None
+    """Long-chain problems the pruning lost: right with every layer, wrong without the removed ones."""
+    n_regained: int | None = None
+    """Of those, the problems the gated model answers right."""
+    n_broken: int | None = None
+    """Problems the pruned model answered right that the gated model gets wrong."""
 
 
 class PredictorFeature(_Model):
@@ -1086,6 +1094,8 @@ class Compounding(_Model):
     """95 % bootstrap interval (problems resampled)."""
     by_k: dict[str, tuple[int, int]] = Field(default_factory=dict)
     """Chain length -> (correct, problems)."""
+    by_k_ci: dict[str, tuple[Float, Float]] = Field(default_factory=dict)
+    """Chain length -> 95 % Wilson interval of its accuracy."""
     predicted: dict[str, Float] = Field(default_factory=dict)
     """Chain length -> (1 - epsilon)^k."""
     fit_p: Float = None
@@ -1104,6 +1114,8 @@ class Breaks(_Model):
     from the base trace's token, as a fraction of the base trace."""
     median_fraction: Float = None
     """Median of those fractions."""
+    median_ci: tuple[Float, Float] = (None, None)
+    """95 % bootstrap interval of the median (failing traces resampled)."""
     first_wrong_step: list[int] = Field(default_factory=list)
     """Toy: per failing pruned trace, the first step whose written result is wrong (1-based; 0: none)."""
 
@@ -1121,6 +1133,13 @@ class Finding(_Model):
     """|effect| / half the interval width (how far outside the noise); the ranking sorts by |effect|."""
     section: str = ""
     """The report anchor of the figure behind it."""
+    kind: str = ""
+    """restoration-positions, restoration-tokens, compounding, breaks, predictors or sweep: the mechanism
+    it is evidence for ("" in older explain.json files, whose findings also held accuracy drops)."""
+    variant: str | None = None
+    """The pruned variant it is about (None: the whole run)."""
+    n: int | None = None
+    """What the interval rests on (problems, traces), when it is few enough to say."""
 
 
 class ExplainFile(_Model):

@@ -57,10 +57,16 @@ POSITION_CLASSES = (
     "rest-50%",
     "first-75%",
     "rest-25%",
+    "answer-start",
 )
-TOKEN_CLASSES = ("numbers", "operators", "boundaries", "reflection", "other")
+TOKEN_CLASSES = ("numbers", "equals", "operations", "boundaries", "reflection", "other")
+"""Token classes, as narrow as the text allows: '=' (where a step's result is written) apart from the
+operations (+5, *3, the symbols), numbers, step boundaries, reflection words (data.labels says each in words)."""
+ANSWER_START = 4
+"""The answer's first tokens ("answer-start"): where the answer is committed to."""
 _NUMBER = re.compile(r"^\s*[-+]?\d[\d.,]*\s*$")
-_OPERATOR = re.compile(r"^\s*(?:[-+*/×÷^=<>]|[-+*/]\d+)\s*$")
+_EQUALS = re.compile(r"^\s*(?:=|==|≈|:=)\s*$")
+_OPERATION = re.compile(r"^\s*(?:[-+*/×÷^<>]|[-+*/×÷^]\d+)\s*$")
 _BOUNDARY = re.compile(r"\n|^\s*(?:s\d+|[.!?;:])\s*$")
 N_BOOT = 2000
 
@@ -69,16 +75,18 @@ N_BOOT = 2000
 
 
 def token_classes(token_texts: Sequence[str], reflection_spans: Sequence[tuple[int, int]]) -> list[str]:
-    """The token class of each token (numbers, operators, boundaries, reflection, other): by its
-    decoded text; a token that overlaps a reflection-lexicon match in the decoded trace is reflection."""
+    """The token class of each token (TOKEN_CLASSES): by its decoded text; a token that overlaps a
+    reflection-lexicon match in the decoded trace is reflection."""
     out, pos = [], 0
     for text in token_texts:
         a, b = pos, pos + len(text)
         pos = b
         if any(s < b and a < e for s, e in reflection_spans):
             out.append("reflection")
-        elif _OPERATOR.match(text):  # before numbers: the toy's "+5" is an operation, not a signed number
-            out.append("operators")
+        elif _EQUALS.match(text):
+            out.append("equals")
+        elif _OPERATION.match(text):  # before numbers: the toy's "+5" is an operation, not a signed number
+            out.append("operations")
         elif _NUMBER.match(text):
             out.append("numbers")
         elif _BOUNDARY.search(text):
@@ -98,6 +106,7 @@ def class_masks(n_tokens: int, thinking_tokens: int, classes: Sequence[str]) -> 
     for x in (25, 50, 75):
         masks[f"first-{x}%"] = think & (frac < x / 100)
         masks[f"rest-{100 - x}%"] = think & (frac >= x / 100)
+    masks["answer-start"] = ~think & (idx < thinking_tokens + ANSWER_START)
     cls = np.asarray(classes)
     for c in TOKEN_CLASSES:
         masks[c] = cls == c
@@ -332,24 +341,30 @@ def restoration_accuracy(
             on_class(name, correct[name].tolist())
     if progress:
         progress(f"explain {variant}: restoration (generation)", len(wanted), len(wanted))
-    gap = correct["all"] - correct["none"]
-    rng = np.random.default_rng(0)
+    fill_accuracy(records, correct)
+
+
+def fill_accuracy(records: list[Restoration], correct: dict[str, np.ndarray]) -> None:
+    """Accuracy recovery of each class from per-problem greedy outcomes (class -> (problems,) 0/1,
+    with "all" the base model and "none" the pruned one): of the problems the pruning lost (right
+    with every layer, wrong without), the share the class brings back, with its Wilson interval,
+    which stays honest at a handful of problems (6 of 6 -> [61, 100] %); and the problems the pruned
+    model solved that the class gets wrong."""
+    from layerprobe.metrics.paired import proportion_interval
+
+    lost = (correct["all"] == 1) & (correct["none"] == 0)
+    kept = correct["none"] == 1
     for rec in records:
         if rec.positions not in correct:
             continue
-        rec.accuracy = float(correct[rec.positions].mean())
-        if gap.sum() <= 0:
-            continue  # the pruned model is not worse here: nothing to recover
-        num = correct[rec.positions] - correct["none"]
-        rec.accuracy_recovery = float(num.sum() / gap.sum())
-        vals = []
-        for _ in range(N_BOOT):
-            i = rng.integers(0, len(gap), len(gap))
-            if gap[i].sum() > 0:
-                vals.append(num[i].sum() / gap[i].sum())
-        if len(vals) >= N_BOOT // 2:
-            lo, hi = np.quantile(vals, [0.025, 0.975])
-            rec.ci = (float(lo), float(hi))
+        mine = correct[rec.positions]
+        rec.accuracy = float(mine.mean())
+        rec.n_lost = int(lost.sum())
+        rec.n_regained = int((lost & (mine == 1)).sum())
+        rec.n_broken = int((kept & (mine == 0)).sum())
+        if rec.n_lost:
+            rec.accuracy_recovery = rec.n_regained / rec.n_lost
+            rec.ci = proportion_interval(rec.n_regained, rec.n_lost)
 
 
 def _open_thinking(prompt: str, fmt: Any) -> str:
@@ -406,10 +421,22 @@ def breaks(run: Run) -> list[Breaks]:
                 n_failing=len(failing),
                 first_departure_fraction=list[float | None](fracs),
                 median_fraction=float(statistics.median(fracs)) if fracs else None,
+                median_ci=_median_ci(fracs),
                 first_wrong_step=steps,
             )
         )
     return out
+
+
+def _median_ci(xs: Sequence[float], seed: int = 0) -> tuple[float | None, float | None]:
+    """95 % bootstrap interval of the median (None, None below 5 values)."""
+    if len(xs) < 5:
+        return None, None
+    a = np.asarray(xs, float)
+    rng = np.random.default_rng(seed)
+    meds = np.median(a[rng.integers(0, len(a), (N_BOOT, len(a)))], axis=1)
+    lo, hi = np.quantile(meds, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 # ------------------------------------------------------------------------------------ compounding
@@ -440,6 +467,7 @@ def compounding(run: Run) -> list[Compounding]:
     accuracy(k) = (1 - epsilon)^k over chain lengths, with a likelihood-ratio test of the fit."""
     from scipy.stats import chi2
 
+    from layerprobe.metrics.paired import proportion_interval
     from layerprobe.tasks.registry import TASKS
     from layerprobe.toy.evaluate import audit_trace
 
@@ -488,6 +516,7 @@ def compounding(run: Run) -> list[Compounding]:
                 epsilon=eps,
                 epsilon_ci=(float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
                 by_k=by_k,
+                by_k_ci={k: proportion_interval(c, n) for k, (c, n) in by_k.items()},
                 predicted={k: (1 - eps) ** int(k) for k in by_k},
                 fit_p=float(chi2.sf(max(0.0, stat), dof)),
             )
@@ -595,12 +624,24 @@ def _oof(
     return prob, (imp / n_imp if imp is not None and n_imp else imp)
 
 
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve of scores `p` for 0/1 labels `y` (1 = positive): the Mann-Whitney
+    statistic with ties at half weight, the value sklearn's roc_auc_score gives, without its input
+    validation (which costs a thousand times the arithmetic in a bootstrap of thousands)."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n1 = int(pos.sum())
+    n0 = len(y) - n1
+    if not n1 or not n0:
+        return math.nan
+    return float((rankdata(p)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def _auc_boot(
     y: np.ndarray, p: np.ndarray, q: np.ndarray | None, groups: np.ndarray, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap AUCs (and AUC(p) - AUC(q) when q is given), resampling problems."""
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
     uniq = np.array(sorted(set(groups.tolist())))
     index = {g: np.flatnonzero(groups == g) for g in uniq}
@@ -609,10 +650,10 @@ def _auc_boot(
         pick = np.concatenate([index[g] for g in rng.choice(uniq, len(uniq))])
         if len(set(y[pick].tolist())) < 2:
             continue
-        a = roc_auc_score(y[pick], p[pick])
+        a = auc(y[pick], p[pick])
         aucs.append(a)
         if q is not None:
-            diffs.append(a - roc_auc_score(y[pick], q[pick]))
+            diffs.append(a - auc(y[pick], q[pick]))
     return np.asarray(aucs), np.asarray(diffs)
 
 
@@ -716,115 +757,171 @@ def _outside(ci: tuple[float | None, float | None]) -> bool:
     return lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.0f}".replace("-", "\u2212")
+def _pct(x: float | None) -> str:
+    return "?" if x is None or not math.isfinite(x) else f"{100 * x:.0f}"
 
 
-def findings(run: Run, ex: ExplainFile, top: int = 5) -> list[Finding]:
-    """The strongest evidence outside the noise (its 95 % interval excludes 0), one sentence each,
-    ranked by the size of the effect; at most one restoration and one compounding sentence per
-    variant. Sentences are built from the numbers; nothing is said without one."""
-    cands: list[Finding] = []
-    budgets = run.budgets()
-    for c in run.metrics.comparisons:  # accuracy lost where the paired test says so, at the largest budget
-        if (
-            c.mode != "sequential"
-            or not budgets
-            or c.budget != budgets[-1]
-            or c.group == "all"
-            or c.verdict not in ("lower", "higher")
-        ):
-            continue
-        spec = run.spec(c.variant)
-        layers = ", ".join(map(str, spec.dropped)) if spec else "?"
-        cands.append(
-            Finding(
-                text=f"Without layers {layers} ({c.variant}), accuracy on {run.group_title(c.group)} problems changes by "
-                f"{_pts(c.diff or 0)} points [{_pts(c.ci_low or 0)}, {_pts(c.ci_high or 0)}] at {c.budget} thinking tokens.",
-                effect=c.diff,
-                ci=(c.ci_low, c.ci_high),
-                section="scaling",
-            )
-        )
-    best: dict[str, Restoration] = {}  # per variant: the class (at most half the positions) that brings back the most
-    for rec in ex.restoration:
-        if (
-            rec.positions in ("all", "none")
-            or rec.kl_recovery is None
-            or not _outside(rec.kl_ci)
-            or (rec.share_of_tokens or 1) > 0.5
-        ):
-            continue
-        if rec.variant not in best or rec.kl_recovery > (best[rec.variant].kl_recovery or 0):
-            best[rec.variant] = rec
-    for rec in best.values():
-        assert rec.kl_recovery is not None
-        acc = ""
-        if rec.accuracy_recovery is not None and _outside(rec.ci):
-            acc = f", and {100 * rec.accuracy_recovery:.0f} % of the accuracy lost on long chains in free generation"
-        cands.append(
-            Finding(
-                text=f"Restoring {rec.variant}'s removed layers only at {rec.positions} positions ({100 * (rec.share_of_tokens or 0):.0f} % of the "
-                f"trace) recovers {100 * rec.kl_recovery:.0f} % [{100 * (rec.kl_ci[0] or 0):.0f}, {100 * (rec.kl_ci[1] or 0):.0f}] of its "
-                f"divergence from the base model{acc}.",
-                effect=rec.kl_recovery,
-                ci=rec.kl_ci,
-                section="why-restoration",
-            )
-        )
+def _pct_ci(ci: tuple[float | None, float | None]) -> str:
+    return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
+KINDS = ("restoration-tokens", "restoration-positions", "compounding", "breaks", "predictors", "sweep")
+"""The order findings are listed in: what the removed layers do where, then how the failure unfolds."""
+MAX_FINDINGS = 10
+
+
+def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding]:
+    """The mechanisms behind the pruned variants' failures, one sentence each, said in words (data.labels)
+    with the interval of every number: per variant the token class and the part of the trace where
+    restoring the removed layers brings back the most (accuracy recovery and KL recovery both compete),
+    how errors compound with chain length, where failing chains part from the base model; for the run,
+    what predicts a failure and what the sweep shows. Only evidence whose 95 % interval excludes zero
+    is a finding (where chains break is a location, reported with its interval)."""
+    from layerprobe.data.labels import feature_words, layers_words, position_words
+
+    out: list[Finding] = []
+    specs = {v.name: v for v in run.variants}
+
+    def who(v: str) -> str:
+        spec = specs.get(v)
+        return f"{layers_words(spec.dropped)} ({v})" if spec is not None and spec.dropped else v
+
+    for v in run.pruned:
+        recs = [
+            r for r in ex.restoration if r.variant == v and r.positions not in ("all", "none") and (r.share_of_tokens or 0) > 0
+        ]
+        tokens = [r for r in recs if r.positions in TOKEN_CLASSES and (r.share_of_tokens or 1) <= 0.5]
+        by_acc = [r for r in tokens if r.accuracy_recovery is not None and _outside(r.ci)]
+        by_kl = [r for r in tokens if r.kl_recovery is not None and _outside(r.kl_ci)]
+        chosen: list[Restoration] = []
+        if by_acc:
+            chosen.append(max(by_acc, key=lambda r: (r.accuracy_recovery or 0, r.kl_recovery or 0)))
+        if by_kl:
+            best_kl = max(by_kl, key=lambda r: r.kl_recovery or 0)
+            if not chosen or best_kl.positions != chosen[0].positions:
+                chosen.append(best_kl)
+        for r in chosen:
+            out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-tokens"))
+        spans = [r for r in recs if r.positions not in TOKEN_CLASSES and r.positions != "thinking"]
+        spans = [r for r in spans if (r.share_of_tokens or 1) <= 0.5 and r.kl_recovery is not None and _outside(r.kl_ci)]
+        if spans:
+            r = max(spans, key=lambda r: r.kl_recovery or 0)
+            out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-positions"))
     base_comp = next((c for c in ex.compounding if c.variant == run.base), None)
     for comp in ex.compounding:
         if comp.variant == run.base or comp.epsilon is None or base_comp is None or base_comp.epsilon is None:
             continue
         if comp.epsilon > 0.95 or all(c <= 0.15 * n for c, n in comp.by_k.values()):
             continue  # at chance on every length: a chain-length fit says nothing
-        diff = comp.epsilon - base_comp.epsilon
         lo = (comp.epsilon_ci[0] or 0) - (base_comp.epsilon_ci[1] or 0)
         hi = (comp.epsilon_ci[1] or 0) - (base_comp.epsilon_ci[0] or 0)
-        if lo > 0 or hi < 0:
-            fit = "describes" if (comp.fit_p or 0) >= 0.05 else "does not describe well"
-            rate = (
-                f"; {100 * comp.step_error_rate:.1f} % of its written steps are wrong" if comp.step_error_rate is not None else ""
+        if not (lo > 0 or hi < 0):
+            continue
+        ks = sorted(int(k) for k in comp.by_k)
+        short, long = ks[0], ks[-1]
+        n = sum(n for _, n in comp.by_k.values())
+        fit = "" if (comp.fit_p or 0) >= 0.05 else ", though the fit misses some chain lengths"
+        how = ""
+        if comp.step_error_rate is not None:
+            wrong = f"{100 * comp.step_error_rate:.0f} % of the steps it writes are wrong"
+            if comp.step_error_rate >= comp.epsilon / 2:
+                how = f"; {wrong}: errors compound step by step"
+            else:
+                how = f"; yet only {wrong}, so its chains fail otherwise than by a wrong step (loops, stopping, no answer)"
+        out.append(
+            Finding(
+                text=f"Without {who(comp.variant)}, accuracy falls with chain length as (1 \u2212 \u03b5)^k with "
+                f"\u03b5 = {comp.epsilon:.2f} [{comp.epsilon_ci[0]:.2f}, {comp.epsilon_ci[1]:.2f}] per step (base model "
+                f"{base_comp.epsilon:.2f}): {_pct((1 - comp.epsilon) ** short)} % at {short} step{'s' if short != 1 else ''}, "
+                f"{_pct((1 - comp.epsilon) ** long)} % at {long} (fit p = {comp.fit_p:.2f}, {n} chains{fit}){how}.",
+                effect=comp.epsilon - base_comp.epsilon,
+                ci=(lo, hi),
+                section="why-compounding",
+                kind="compounding",
+                variant=comp.variant,
+                n=n,
             )
-            cands.append(
-                Finding(
-                    text=f"Per-step errors compound: {comp.variant}'s accuracy falls with chain length as (1 \u2212 \u03b5)^k with "
-                    f"\u03b5 = {comp.epsilon:.3f} [{comp.epsilon_ci[0]:.3f}, {comp.epsilon_ci[1]:.3f}] (base {base_comp.epsilon:.3f}), "
-                    f"a fit that {fit} every chain length (p = {comp.fit_p:.2f}){rate}.",
-                    effect=diff,
-                    ci=(lo, hi),
-                    section="why-compounding",
-                )
+        )
+    for b in ex.breaks:
+        fr = [x for x in b.first_departure_fraction if x is not None]
+        if b.median_fraction is None or b.median_ci[0] is None or len(fr) < 5:
+            continue
+        steps = [s for s in b.first_wrong_step if s > 0]
+        step = (
+            f"; the first wrong step it writes is step {statistics.median(steps):.0f} (median of {len(steps)} traces with one)"
+            if len(steps) >= 5
+            else ""
+        )
+        out.append(
+            Finding(
+                text=f"Failing chains leave the base model's path early: half of the {len(fr)} failing traces without "
+                f"{who(b.variant)} have parted from the base trace by {_pct(b.median_fraction)} % "
+                f"{_pct_ci(b.median_ci)} of the way{step}.",
+                effect=b.median_fraction,
+                ci=b.median_ci,
+                section="why-breaks",
+                kind="breaks",
+                variant=b.variant,
+                n=len(fr),
             )
+        )
     p = ex.predictors
     if p is not None and p.gain is not None and p.established:
-        names = ", ".join(f.name for f in p.features[:3])
-        cands.append(
+        names = ", ".join(feature_words(f.name) for f in p.features[:3])
+        out.append(
             Finding(
-                text=f"Measured signals announce a wrong answer: AUC {p.auc:.2f} [{p.auc_ci[0]:.2f}, {p.auc_ci[1]:.2f}] against "
-                f"{p.baseline_auc:.2f} for thinking length alone ({p.model}; most useful: {names}).",
+                text=f"A wrong answer is announced by what the trace looks like: its measured signals predict it with AUC "
+                f"{p.auc:.2f} [{p.auc_ci[0]:.2f}, {p.auc_ci[1]:.2f}], against {p.baseline_auc:.2f} for thinking length alone "
+                f"({p.model}, cross-validated by problem; most useful: {names}).",
                 effect=p.gain,
                 ci=p.gain_ci,
                 section="why-predictors",
+                kind="predictors",
             )
         )
     sweep = run.extras.get("sweep.json")
     if sweep is not None:
         for c in sweep.bi_vs_damage:
             if c.predictor == "block_influence" and c.group != "all" and c.established and c.spearman is not None:
-                cands.append(
+                out.append(
                     Finding(
                         text=f"Across the sweep, block influence {'predicts' if c.spearman > 0 else 'runs against'} the damage on "
                         f"{run.group_title(c.group)}: Spearman {c.spearman:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}].",
                         effect=c.spearman,
                         ci=c.ci,
                         section="sweep",
+                        kind="sweep",
                     )
                 )
-    for f in cands:
+    for f in out:
         f.strength = _strength(f.effect, f.ci)
-    kept = [f for f in cands if f.effect is not None and _outside(f.ci)]
-    return sorted(kept, key=lambda f: -abs(f.effect or 0.0))[:top]
+    kept = [f for f in out if f.effect is not None and (f.kind == "breaks" or _outside(f.ci))]
+    order = {v: i for i, v in enumerate(run.pruned)}
+    return sorted(kept, key=lambda f: (KINDS.index(f.kind), order.get(f.variant or "", -1)))[:top]
+
+
+def _restoration_finding(r: Restoration, who: str, where: str, kind: str) -> Finding:
+    """A restoration result in words: where, how much of the trace, the divergence and the accuracy it brings back."""
+    parts = []
+    if r.kl_recovery is not None and _outside(r.kl_ci):
+        parts.append(f"{_pct(r.kl_recovery)} % {_pct_ci(r.kl_ci)} of the divergence from the base model")
+    if r.accuracy_recovery is not None and r.n_lost and _outside(r.ci):
+        broken = f", losing {r.n_broken} it had solved" if r.n_broken else ""
+        parts.append(
+            f"{r.n_regained} of the {r.n_lost} long-chain problems the pruning lost ({_pct(r.accuracy_recovery)} % "
+            f"{_pct_ci(r.ci)}{', few problems' if r.n_lost < 10 else ''}{broken})"
+        )
+    by_accuracy = r.accuracy_recovery is not None and _outside(r.ci) and r.n_lost
+    return Finding(
+        text=f"Restoring {who} only at {where} \u2014 {_pct(r.share_of_tokens)} % of the trace \u2014 brings back "
+        f"{' and '.join(parts)}.",
+        effect=r.accuracy_recovery if by_accuracy else r.kl_recovery,
+        ci=r.ci if by_accuracy else r.kl_ci,
+        section="why-restoration",
+        kind=kind,
+        variant=r.variant,
+        n=r.n_lost if by_accuracy else None,
+    )
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -870,7 +967,13 @@ class Explain(Job):
         super().__init__(progress, argv)
         self.out = Path(run_dir)
         self.generation, self.limit, self.device, self.dtype = generation, limit, device, dtype
-        self.settings = {"generation": generation, "limit": limit, "device": device, "dtype": dtype}
+        self.settings = {
+            "generation": generation,
+            "limit": limit,
+            "device": device,
+            "dtype": dtype,
+            "classes": list(TOKEN_CLASSES),
+        }
 
     def resume_command(self) -> list[str]:
         return list(self.argv)  # the run directory is its argument, not an --out

@@ -9,6 +9,7 @@ import io
 import itertools
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,13 @@ def _dodge(i: int, n: int) -> float:
     return 2 ** (0.04 * (i - (n - 1) / 2))
 
 
+def _percent(ax: Any, axis: str = "y") -> None:
+    """Show an axis of shares (0..1) in percent, as every number of the report is shown."""
+    from matplotlib.ticker import PercentFormatter
+
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(xmax=1.0, decimals=0, symbol=" %"))
+
+
 def _style(base: bool) -> dict[str, Any]:
     return {"lw": 2.6, "ms": 6, "alpha": 0.8, "zorder": 2} if base else {"lw": 1.5, "ms": 4, "zorder": 3}
 
@@ -151,6 +159,8 @@ def accuracy_vs_budget(run: Run, colors: dict[str, str]) -> Markup | None:
         ax.set_title(run.group_title(g))
         ax.set_xlabel("thinking budget (tokens)")
         ax.grid(alpha=0.25)
+    for ax in axes[0]:
+        _percent(ax)
     axes[0][0].set_ylabel("accuracy (band: 95 % CI)")
     axes[0][-1].legend(loc="best")
     return to_svg(fig, "accuracy versus thinking budget per variant")
@@ -183,6 +193,7 @@ def parallel_curves(run: Run, colors: dict[str, str]) -> Markup | None:
                 ax.set_xticks([k for k, _ in pts], [str(k) for k, _ in pts])
                 ax.minorticks_off()
             ax.set_ylim(-0.03, 1.03)
+            _percent(ax)
             ax.grid(alpha=0.25)
             if row == 0:
                 ax.set_title(run.group_title(g))
@@ -340,9 +351,10 @@ def settling(run: Run, colors: dict[str, str]) -> Markup | None:
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_title(title)
         ax.set_ylim(0, 1)
+        _percent(ax)
         for i, x in enumerate(vals):
             if is_num(x):
-                ax.text(i, x + 0.02, f"{x:.2f}", ha="center", fontsize=8)
+                ax.text(i, x + 0.02, f"{100 * x:.0f} %", ha="center", fontsize=8)
     ax = axes[0][2]
     per_trace = {v: [x for x in st[v].per_trace_deep_thinking_ratio if is_num(x)] for v in names}
     allx = [x for xs in per_trace.values() for x in xs]
@@ -354,6 +366,7 @@ def settling(run: Run, colors: dict[str, str]) -> Markup | None:
     ax.set_xlim(-0.02 * max(top, 1e-3), max(top, 1e-3) * 1.08)  # the data's own range, not 0-1
     ax.set_title("deep-thinking ratio per trace")
     ax.set_xlabel("share of deep-thinking tokens")
+    _percent(ax, "x")
     return to_svg(fig, "settling depth and deep-thinking ratio per variant")
 
 
@@ -400,7 +413,8 @@ def teacher_forced_kl(run: Run, colors: dict[str, str]) -> tuple[Markup, list[st
                 f"for {tf.window} tokens (or a quarter of a shorter trace)"
             )
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"relative position in {run.base}'s trace")
+    _percent(ax, "x")
+    ax.set_xlabel(f"position in {run.base}'s trace")
     ax.set_ylabel("KL (nats), next token")
     ax.grid(alpha=0.25)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the axes: never over a peak
@@ -457,6 +471,7 @@ def loops(run: Run, colors: dict[str, str]) -> Markup | None:
         ax.bar(xs, ys, width=w, color=colors[v], label=v, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(groups))], groups)
     ax.set_ylim(0, 1)
+    _percent(ax)
     ax.set_ylabel("loop rate (bar: 95 % CI)")
     ax.set_title("traces that end in a loop")
     ax.legend()
@@ -472,7 +487,8 @@ def loops(run: Run, colors: dict[str, str]) -> Markup | None:
             ax.scatter(fr, jitter, s=10, color=colors[v], alpha=0.6)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("loop onset (fraction of the trace)")
+    _percent(ax, "x")
+    ax.set_xlabel("loop onset (position in the trace)")
     ax.set_title("where loops start (one dot per looping trace)")
     return to_svg(fig, "loop rate and loop onset")
 
@@ -680,13 +696,16 @@ def sweep_map(run: Run, sweep: Any, colors: dict[str, str]) -> Markup | None:
 
 @_styled
 def restoration(run: Run, ex: Any, colors: dict[str, str]) -> Markup | None:
-    """KL recovery (and accuracy recovery where measured) per position class, one bar group per variant."""
+    """KL recovery (bars, with interval) and accuracy recovery where measured (a triangle in the variant's
+    colour, with its interval) per position and token class, one bar group per variant."""
+    from layerprobe.data.labels import position_label
+
     recs = [r for r in ex.restoration if r.positions not in ("all", "none") and r.kl_recovery is not None]
     if not recs:
         return None
     variants = list(dict.fromkeys(r.variant for r in recs))
     classes = list(dict.fromkeys(r.positions for r in recs))
-    fig, axes = _subplots(1, width=9.5, height=3.2)
+    fig, axes = _subplots(1, width=11, height=3.6)
     ax = axes[0][0]
     w = 0.8 / len(variants)
     for i, v in enumerate(variants):
@@ -695,50 +714,80 @@ def restoration(run: Run, ex: Any, colors: dict[str, str]) -> Markup | None:
         ys = [_f(mine[c].kl_recovery) if c in mine else math.nan for c in classes]
         lo = [max(0.0, y - _f(mine[c].kl_ci[0])) if c in mine else 0.0 for y, c in zip(ys, classes)]
         hi = [max(0.0, _f(mine[c].kl_ci[1]) - y) if c in mine else 0.0 for y, c in zip(ys, classes)]
+        color = colors.get(v, "#555")
         ax.bar(
             xs,
             ys,
             width=w,
-            color=colors.get(v, "#555"),
-            label=f"{v}: KL recovered",
+            color=color,
+            alpha=0.55,
+            label=f"{v}: divergence recovered",
             yerr=[lo, hi],
             capsize=2,
             error_kw={"lw": 0.8},
         )
-        acc = [(x, _f(mine[c].accuracy_recovery)) for x, c in zip(xs, classes) if c in mine and is_num(mine[c].accuracy_recovery)]
+        acc = [(x, mine[c]) for x, c in zip(xs, classes) if c in mine and is_num(mine[c].accuracy_recovery)]
         if acc:
-            ax.plot([a for a, _ in acc], [b for _, b in acc], "k^", ms=5, label=f"{v}: accuracy recovered" if i == 0 else None)
+            ax.errorbar(
+                [x for x, _ in acc],
+                [_f(r.accuracy_recovery) for _, r in acc],
+                yerr=[
+                    [max(0.0, _f(r.accuracy_recovery) - _f(r.ci[0])) for _, r in acc],
+                    [max(0.0, _f(r.ci[1]) - _f(r.accuracy_recovery)) for _, r in acc],
+                ],
+                fmt="^",
+                color=color,
+                mec="black",
+                mew=0.6,
+                ms=6,
+                lw=0.9,
+                capsize=2,
+                label=f"{v}: lost long-chain problems regained (of {acc[0][1].n_lost})",
+            )
     ax.set_xticks(
         range(len(classes)),
-        [f"{c}\n{100 * _f(next(r.share_of_tokens for r in recs if r.positions == c)):.0f} %" for c in classes],
+        [
+            f"{textwrap.fill(position_label(c), 10)}\n{100 * _f(next(r.share_of_tokens for r in recs if r.positions == c)):.0f} %"
+            for c in classes
+        ],
         fontsize=7,
     )
     ax.axhline(0, color="#999", lw=0.7)
     ax.axhline(1, color="#999", lw=0.7, ls=":")
-    ax.set_ylabel("share recovered (1 = the base model)")
-    ax.set_title("removed layers restored only at one class of positions (share of the trace's positions below)")
-    ax.legend(loc="upper left", fontsize=7)
+    _percent(ax)
+    ax.set_ylabel("recovered (100 % = the base model)")
+    ax.set_title("removed layers restored only at one class of positions (its share of the trace below)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7)
     return to_svg(fig, "restoration recovery by position class")
+
+
+def breaks_legend(b: Any) -> str:
+    """The legend entry of one variant in the break-point histogram (counts as stored in explain.json)."""
+    fr = [x for x in b.first_departure_fraction if is_num(x)]
+    missing = b.n_failing - len(fr)
+    extra = f" ({missing} without a departure point)" if missing > 0 else ""
+    return f"{b.variant}: {len(fr)} of {b.n_failing} failing traces{extra}"
 
 
 @_styled
 def breaks_hist(ex: Any, colors: dict[str, str]) -> Markup | None:
-    data = [(b.variant, b.first_departure_fraction) for b in ex.breaks if b.first_departure_fraction]
+    data = [b for b in ex.breaks if any(is_num(x) for x in b.first_departure_fraction)]
     if not data:
         return None
     fig, axes = _subplots(1, width=6.5, height=2.4)
     ax = axes[0][0]
-    for v, fr in data:
+    for b in data:
         ax.hist(
-            fr,
+            [x for x in b.first_departure_fraction if is_num(x)],
             bins=10,
             range=(0, 1),
             histtype="step",
             lw=1.6,
-            color=colors.get(v, "#555"),
-            label=f"{v} ({len(fr)} failing traces)",
+            color=colors.get(b.variant, "#555"),
+            label=breaks_legend(b),
         )
-    ax.set_xlabel("first position where the pruned model's top token leaves the base trace (fraction of the trace)")
+    _percent(ax, "x")
+    ax.set_xlabel("first position where the pruned model's top token leaves the base trace")
     ax.set_ylabel("failing traces")
     ax.legend(fontsize=7)
     return to_svg(fig, "where failing chains part from the base trace")
@@ -746,29 +795,60 @@ def breaks_hist(ex: Any, colors: dict[str, str]) -> Markup | None:
 
 @_styled
 def compounding_fit(ex: Any, colors: dict[str, str]) -> Markup | None:
+    """Observed accuracy per chain length (dodged per variant, with its Wilson interval and n) and the fit."""
     if not ex.compounding:
         return None
-    fig, axes = _subplots(1, width=6.5, height=2.8)
+    fig, axes = _subplots(1, width=7.5, height=3.0)
     ax = axes[0][0]
-    for c in ex.compounding:
+    n_var = len(ex.compounding)
+    all_ks = sorted({int(k) for c in ex.compounding for k in c.by_k})
+    for i, c in enumerate(ex.compounding):
         ks = sorted(int(k) for k in c.by_k)
+        off = 0.18 * (i - (n_var - 1) / 2)
         acc = [c.by_k[str(k)][0] / c.by_k[str(k)][1] for k in ks]
+        cis = [tuple(map(_f, c.by_k_ci.get(str(k), (None, None)))) for k in ks]
         col = colors.get(c.variant, "#555")
-        ax.plot(ks, acc, "o", color=col, ms=4, label=f"{c.variant} observed")
-        ax.plot(ks, [_f(c.predicted.get(str(k))) for k in ks], "-", color=col, lw=1.2, label=f"(1 \u2212 {_f(c.epsilon):.3f})^k")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("chain length k (steps)")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7, ncol=2)
+        ax.errorbar(
+            [k + off for k in ks],
+            acc,
+            yerr=[
+                [max(0.0, a - lo) if is_num(lo) else 0.0 for a, (lo, _) in zip(acc, cis)],
+                [max(0.0, hi - a) if is_num(hi) else 0.0 for a, (_, hi) in zip(acc, cis)],
+            ],
+            fmt="o",
+            color=col,
+            ms=4,
+            lw=0.8,
+            capsize=2,
+            label=f"{c.variant} observed",
+        )
+        grid = [all_ks[0] + j * (all_ks[-1] - all_ks[0]) / 60 for j in range(61)]
+        ax.plot(
+            grid,
+            [(1 - _f(c.epsilon)) ** k for k in grid],
+            "-",
+            color=col,
+            lw=1.2,
+            label=f"{c.variant}: (1 \u2212 {_f(c.epsilon):.2f})^k",
+        )
+    ns = {k: max(c.by_k.get(str(k), (0, 0))[1] for c in ex.compounding) for k in all_ks}
+    ax.set_xticks(all_ks, [f"{k}\nn={ns[k]}" for k in all_ks], fontsize=7)
+    ax.set_ylim(-0.05, 1.08)
+    _percent(ax)
+    ax.set_xlabel("chain length k (steps); n = chains of that length per variant")
+    ax.set_ylabel("accuracy (bar: 95 % CI)")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.32))
     return to_svg(fig, "accuracy by chain length and the error-compounding fit")
 
 
 @_styled
 def predictor_roc(ex: Any) -> Markup | None:
+    from layerprobe.data.labels import feature_words
+
     p = ex.predictors
     if p is None or not p.roc:
         return None
-    fig, axes = _subplots(2, width=3.6, height=2.8)
+    fig, axes = _subplots_fig(1, 2, (10, 3.0), gridspec_kw={"width_ratios": [1, 1.4]})
     ax = axes[0][0]
     ax.plot(
         [_f(x) for x in p.roc["fpr"]], [_f(x) for x in p.roc["tpr"]], color="#1f77b4", label=f"{p.model} (AUC {_f(p.auc):.2f})"
@@ -780,13 +860,15 @@ def predictor_roc(ex: Any) -> Markup | None:
         label=f"thinking length (AUC {_f(p.baseline_auc):.2f})",
     )
     ax.plot([0, 1], [0, 1], ":", color="#ccc")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate (wrong answers)")
+    _percent(ax)
+    _percent(ax, "x")
+    ax.set_xlabel("right answers flagged (false positives)")
+    ax.set_ylabel("wrong answers flagged")
     ax.legend(fontsize=7, loc="lower right")
     ax = axes[0][1]
     feats = p.features[:8]
     ax.barh(range(len(feats)), [_f(f.importance) for f in feats], color="#1f77b4")
-    ax.set_yticks(range(len(feats)), [f.name for f in feats], fontsize=7)
+    ax.set_yticks(range(len(feats)), [textwrap.fill(feature_words(f.name), 34) for f in feats], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("permutation importance (held-out AUC drop)")
     return to_svg(fig, "failure predictor ROC and feature importances")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from layerprobe.data.labels import layers_words
 from layerprobe.data.reader import ALL, Run
 from layerprobe.data.schema import Comparison
 from layerprobe.data.summarize import TRACE_METRICS
@@ -57,14 +58,15 @@ def tone(verdict: str) -> str:
 
 def _cmp_parts(c: Comparison, src: tuple[Any, ...], kind: str = "p") -> list[Any]:
     dkind = {"p": "d", "f1": "d1", "f3": "d3"}.get(kind, kind)
+    unit = " points" if dkind == "d" else ""
     parts: list[Any] = [
         " (difference ",
         Num(c.diff, dkind, src + ("diff",)),
-        ", 95 % CI ",
+        f"{unit}, 95 % CI ",
         Num(c.ci_low, dkind, src + ("ci_low",)),
         " to ",
         Num(c.ci_high, dkind, src + ("ci_high",)),
-        ", ",
+        f"{unit}, ",
         Num(c.n_pairs, "i", src + ("n_pairs",)),
         " problems paired): ",
         verdict_words(c.verdict),
@@ -77,6 +79,47 @@ def _cmp_parts(c: Comparison, src: tuple[Any, ...], kind: str = "p") -> list[Any
 
 def _group_name(run: Run, g: str) -> str:
     return f"{run.group_title(g)} problems" if g != ALL else "all problems"
+
+
+def what_broke(run: Run) -> list[Sentence]:
+    """Per pruned variant, one sentence: the change in accuracy of every problem group at the largest
+    thinking budget (points, 95 % interval), long chains first, said as a drop or a rise only where the
+    stored paired comparison says so."""
+    budgets = run.budgets()
+    if not budgets:
+        return []
+    idx = comparison_index(run)
+    comps = run.metrics.comparisons
+    groups = run.groups() or [ALL]
+    out = []
+    for v in run.pruned:
+        spec = run.spec(v)
+        who = f"Without {layers_words(spec.dropped)} ({v})" if spec is not None and spec.dropped else f"{v} against {run.base}"
+        parts: list[Any] = [f"{who}, at {budgets[-1]} thinking tokens: "]
+        clear = False
+        for g in groups:
+            i = idx.get((v, g, "sequential", budgets[-1]))
+            if i is None:
+                continue
+            c = comps[i]
+            src = ("metrics", "comparisons", i)
+            if len(parts) > 1:
+                parts.append(", ")
+            said = c.verdict in (LOWER, HIGHER)
+            clear |= said
+            parts += [
+                f"{run.group_title(g) if g != ALL else 'all problems'} ",
+                Num(c.diff, "d", src + ("diff",)),
+                " points [",
+                Num(c.ci_low, "d", src + ("ci_low",)),
+                ", ",
+                Num(c.ci_high, "d", src + ("ci_high",)),
+                "]" + ("" if said else (" (no clear difference)" if c.agree else " (the test does not confirm it)")),
+            ]
+        if len(parts) > 1:
+            parts.append(".")
+            out.append(Sentence(*parts, tone="clear" if clear else "noise"))
+    return out
 
 
 def variant_sentences(run: Run, v: str) -> list[Sentence]:
@@ -117,7 +160,11 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
                 if j:
                     parts.append("; ")
                 what = "sequential" if c.mode == "sequential" else "parallel samples"
-                parts += [f"{c.group} {what} at {c.budget} tokens ", Num(c.diff, "d", ("metrics", "comparisons", ix, "diff"))]
+                parts += [
+                    f"{c.group} {what} at {c.budget} tokens ",
+                    Num(c.diff, "d", ("metrics", "comparisons", ix, "diff")),
+                    " points",
+                ]
             parts.append(f" and {len(clear) - len(shown)} more." if len(clear) > len(shown) else ".")
         # each test runs at the 5 % level and the comparisons overlap (the "all" group contains the others)
         parts.append(
@@ -194,7 +241,7 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
     # 4. long-chain against the controls
     if budgets and len(groups) > 1:
         bmax = budgets[-1]
-        parts = [f"Long-chain against the controls, change in accuracy at {bmax} tokens ({v} minus {base}): "]
+        parts = [f"Long-chain against the controls, change in accuracy at {bmax} tokens ({v} minus {base}, in points): "]
         first = True
         for g in groups:
             i = idx.get((v, g, "sequential", bmax))
@@ -278,8 +325,8 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
             out.append(
                 Sentence(
                     "Settling depth (first layer whose logit-lens JSD to the model's own output falls to g = ",
-                    Num(sa.g, "p", ("layers", base, "settling", "g")),
-                    "), as a fraction of each model's depth: ",
+                    Num(sa.g, "f3", ("layers", base, "settling", "g")),
+                    " nats), as a share of each model's depth: ",
                     Num(sa.mean_depth_fraction, "p", ("layers", base, "settling", "mean_depth_fraction")),
                     f" for {base} vs ",
                     Num(sb.mean_depth_fraction, "p", ("layers", v, "settling", "mean_depth_fraction")),
@@ -351,11 +398,11 @@ def sweep_sentences(run: Run, sweep: Any) -> list[Sentence]:
                 continue
             parts += [
                 "Spearman ",
-                Num(c.spearman, "d", src + ("spearman",)),
+                Num(c.spearman, "r", src + ("spearman",)),
                 " [",
-                Num(c.ci[0], "d", src + ("ci", 0)),
+                Num(c.ci[0], "r", src + ("ci", 0)),
                 ", ",
-                Num(c.ci[1], "d", src + ("ci", 1)),
+                Num(c.ci[1], "r", src + ("ci", 1)),
                 "], permutation p = ",
                 Num(c.p_value, "f3", src + ("p_value",)),
                 ": ",

@@ -21,13 +21,21 @@ def is_num(x: Any) -> TypeGuard[float]:
 
 
 def fmt(x: Any, kind: str = "p") -> str:
-    """p: proportion/score with 2 decimals; d/d1/d3: signed difference; i: integer; f1/f3: 1/3 decimals;
-    s: small quantity (3 decimals, or scientific below 0.01); pct: percent."""
+    """p and pct: a share as a percent ("53 %"); pn: a share as a percent number (interval bounds after
+    a "p": "[36, 70]"); d: a difference of shares in signed percentage points ("−47"); r: a signed
+    coefficient with 2 decimals (correlations); d1/d3: signed difference with 1/3 decimals; i: integer;
+    f1/f3: 1/3 decimals; s: small quantity (3 decimals, or scientific below 0.01). Shares are always
+    shown as percents, as the terminal shows them."""
     if not is_num(x):
         return "n/a"
     if kind == "i":
         return f"{int(round(x)):,}"
     if kind == "d":
+        s = f"{100 * x:+.0f}"
+        return s.replace("-", MINUS) if s not in ("+0", "-0") else "0"
+    if kind == "pn":
+        return f"{100 * x:.0f}"
+    if kind == "r":
         s = f"{x:+.2f}"
         return s.replace("-", MINUS) if s not in ("+0.00", "-0.00") else "0.00"
     if kind == "d1":
@@ -44,7 +52,7 @@ def fmt(x: Any, kind: str = "p") -> str:
         if x != 0 and abs(x) < 0.01:
             return f"{x:.1e}".replace("e-0", "e-").replace("-", MINUS)
         return f"{x:.3f}".replace("-", MINUS)
-    if kind == "pct":
+    if kind in ("pct", "p"):
         return f"{100 * x:.0f} %"
     return f"{x:.2f}".replace("-", MINUS)
 

@@ -23,6 +23,7 @@ from layerprobe.report.narrative import (
     sweep_sentences,
     variant_sentences,
     verdict_words,
+    what_broke,
 )
 from layerprobe.report.numbers import Num, fmt, is_num
 
@@ -54,6 +55,10 @@ class RunView:
     tf_summary: list[dict[str, Any]] = field(default_factory=list)
     sweep_text: list[Any] = field(default_factory=list)
     explain: Any = None
+    broke: list[Any] = field(default_factory=list)
+    """What broke: one sentence per pruned variant (narrative.what_broke)."""
+    explain_command: str = ""
+    """The explain command for this run, with its path as seen from where the report was rendered."""
     contrasts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -64,8 +69,8 @@ def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
     src = ("metrics", "variants", v, "groups", g, "sequential", str(b))
     return {
         "acc": Num(p.accuracy, "p", src + ("accuracy",)),
-        "lo": Num(p.ci[0], "p", src + ("ci", 0)),
-        "hi": Num(p.ci[1], "p", src + ("ci", 1)),
+        "lo": Num(p.ci[0], "pn", src + ("ci", 0)),
+        "hi": Num(p.ci[1], "pn", src + ("ci", 1)),
         "n": p.n,
     }
 
@@ -104,8 +109,8 @@ def _headline(run: Run) -> list[dict[str, Any]]:
                         row[name] = {
                             "k": k,
                             "val": Num(cell.value, "p", src + (f"{name}_at_k", str(k), "value")),
-                            "lo": Num(cell.ci[0], "p", src + (f"{name}_at_k", str(k), "ci", 0)),
-                            "hi": Num(cell.ci[1], "p", src + (f"{name}_at_k", str(k), "ci", 1)),
+                            "lo": Num(cell.ci[0], "pn", src + (f"{name}_at_k", str(k), "ci", 0)),
+                            "hi": Num(cell.ci[1], "pn", src + (f"{name}_at_k", str(k), "ci", 1)),
                         }
             rows.append(row)
     return rows
@@ -127,8 +132,8 @@ def _behaviour(run: Run) -> list[dict[str, Any]]:
                     "variant": spec.name,
                     "n": b.n,
                     "loop": Num(b.loop_rate, "p", src + ("loop_rate",)),
-                    "loop_lo": Num(b.loop_ci[0], "p", src + ("loop_ci", 0)),
-                    "loop_hi": Num(b.loop_ci[1], "p", src + ("loop_ci", 1)),
+                    "loop_lo": Num(b.loop_ci[0], "pn", src + ("loop_ci", 0)),
+                    "loop_hi": Num(b.loop_ci[1], "pn", src + ("loop_ci", 1)),
                     "onset": Num(b.mean_loop_onset_fraction, "p", src + ("mean_loop_onset_fraction",)),
                     "seq_rep": Num(b.seq_rep, "p", src + ("seq_rep",)),
                     "sb_within": Num(b.self_bleu_within, "f1", src + ("self_bleu_within",)),
@@ -294,7 +299,20 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         contrasts=_contrasts(run),
         sweep_text=sweep_text,
         explain=run.extras.get("explain.json"),
+        broke=what_broke(run),
+        explain_command=explain_command(run.dir),
     )
+
+
+def explain_command(run_dir: Path) -> str:
+    """`layerprobe explain RUN` with RUN as the user would type it from the current directory (relative
+    when the run is below it, absolute otherwise), quoted for a shell."""
+    import shlex
+
+    here = Path.cwd().resolve()
+    target = run_dir.resolve()
+    shown = str(target.relative_to(here)) if target.is_relative_to(here) else str(target)
+    return f"layerprobe explain {shlex.quote(shown)}"
 
 
 def _colors(runs: Sequence[Run]) -> dict[tuple[str, str], str]:
