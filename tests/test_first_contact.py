@@ -34,7 +34,7 @@ def test_missing_answers_are_said_first(capsys: pytest.CaptureFixture[str], tmp_
     print_summary(run, console)
     text = console.export_text()
     assert text.lstrip().startswith("accuracy is not meaningful: 100 % of base traces had no answer")
-    assert "(accuracy not meaningful: see above)" in text
+    assert "accuracy not meaningful for base, drop-3, see above" in text
     assert run_cli(capsys, "report", str(run)).code == 0
     html = (run / "report.html").read_text(encoding="utf-8")
     assert html.index("Accuracy is not meaningful for base") < html.index('id="r0-summary"')

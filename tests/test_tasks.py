@@ -59,3 +59,25 @@ def test_unknown_task_and_cli_listing(capsys):
 def test_bad_limit(capsys):
     with pytest.raises(UserError, match="--limit"):
         load_problems("toy-long", limit=0)
+
+
+def test_arith_problems_are_offline_grouped_and_their_answers_follow_from_the_words():
+    """Every answer is recomputed from the question text; short chains have 2 operations, long ones 8."""
+    import re
+
+    task, probs, source = load_problems("arith", limit=20, seed=3)
+    assert task.answer_type == "integer" and source["source"].startswith("generated")
+    assert [p.group for p in probs] == ["short"] * 20 + ["long"] * 20
+    assert len({p.id for p in probs}) == 40
+    for p in probs:
+        start = int(re.search(r"Start with (\d+)\.", p.question).group(1))
+        ops = re.findall(r"(add|subtract|multiply by) (\d+)", p.question)
+        assert len(ops) == (2 if p.group == "short" else 8)
+        value = start
+        for op, n in ops:
+            value = value + int(n) if op == "add" else value - int(n) if op == "subtract" else value * int(n)
+            assert 0 <= value <= 999
+        assert p.gold == str(value)
+    again = load_problems("arith", limit=20, seed=3)[1]
+    assert [p.question for p in again] == [p.question for p in probs]
+    assert [p.question for p in load_problems("arith", limit=20, seed=4)[1]] != [p.question for p in probs]

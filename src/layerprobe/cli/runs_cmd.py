@@ -30,8 +30,9 @@ def runs(
         console().print(f"no run directories in {root}")
         return
     t = Table(title=f"runs in {root}")
-    for col in ("run", "model", "variants", "task", "status", "traces", "updated"):
-        t.add_column(col, overflow="fold")  # a long run name wraps instead of being cut
+    t.add_column("run", no_wrap=True)  # the name stays whole so it can be copied
+    for col in ("model", "variants", "task", "status", "traces", "updated"):
+        t.add_column(col, overflow="fold")
     for d in dirs:
         try:
             info = read_run_info(d)

@@ -98,9 +98,10 @@ def eval_cmd(
     budget_list = parse_layer_list(budgets, "--budgets", "integers", "0,20,40") if budgets else []
     if any(b < 0 for b in budget_list):
         raise UserError("--budgets must be >= 0")
+    dropped = parse_layer_list(drop) if drop else []
     loaded = load_model(model, device="cpu", dtype="float32")
-    if drop:
-        loaded = drop_layers(loaded, parse_layer_list(drop))
+    if dropped:
+        loaded = drop_layers(loaded, dropped)
     from layerprobe.cli.common import progress_bars
 
     with progress_bars() as progress:
@@ -114,22 +115,28 @@ def eval_cmd(
             seed=seed,
             progress=lambda done, total: progress("toy eval: traces", done, total),
         )
-    table = Table(title=f"toy eval: {model}" + (f" without layers {drop}" if drop else ""))
-    for col in ("task", "n", "greedy", f"sampled T={temperature}", f"maj@{samples}"):
+    from layerprobe.data.labels import layers_words
+
+    table = Table(title=f"toy eval: {model}" + (f" without {layers_words(dropped)}" if dropped else ""))
+    from layerprobe.metrics import proportion_interval
+
+    for col in ("task", "n", "greedy [95 % CI]", f"sampled T={temperature}", f"maj@{samples}"):
         table.add_column(col)
     for tt in TASK_TYPES:
+        n_tt = res.n_problems[tt]
+        lo, hi = proportion_interval(round(res.greedy[tt] * n_tt), n_tt)
         table.add_row(
             tt,
-            str(res.n_problems[tt]),
-            f"{res.greedy[tt]:.3f}",
-            f"{res.sampled.get(tt, float('nan')):.3f}",
-            f"{res.maj.get(tt, float('nan')):.3f}",
+            str(n_tt),
+            f"{res.greedy[tt]:.0%} [{lo:.0%}, {hi:.0%}]",
+            f"{res.sampled[tt]:.1%}" if tt in res.sampled else "n/a",
+            f"{res.maj[tt]:.0%}" if tt in res.maj else "n/a",
         )
     say = console()
     say.print(table)
     say.print("greedy by chain length: " + ", ".join(f"k={k}: {v:.2f}" for k, v in res.greedy_by_k.items()))
     if res.audit:
-        say.print("Wait audit (sampled traces): " + json.dumps(res.audit))
+        say.print(_audit_table(res.audit))
     curve = {}
     if budget_list:
         from layerprobe.toy.evaluate import budget_curve
@@ -157,3 +164,26 @@ def eval_cmd(
                 default=str,
             )
         )
+
+
+def _audit_table(audit: dict[str, float]) -> Table:
+    """The Wait audit of the sampled traces as a two-column table."""
+    n = int(audit["sampled_traces"])
+    steps = int(audit["steps"])
+    waits = int(audit["waits"])
+    after_error = int(audit["waits_after_error"])
+    rows = [
+        ("sampled traces", f"{n:,}"),
+        ("steps written", f"{steps:,}"),
+        ("steps with a wrong result", f"{audit['step_error_rate']:.1%}"),
+        ("Waits", f"{waits:,} ({audit['waits_per_trace']:.2f} per trace)"),
+        ("Waits after a wrong result", f"{after_error:,}"),
+        ("… that then write the right one", f"{int(audit['waits_fixing_error']):,}"),
+        ("Waits after a right result", f"{int(audit['waits_after_correct_value']):,}"),
+    ]
+    t = Table(title="Wait audit (sampled traces)", show_header=False)
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for row in rows:
+        t.add_row(*row)
+    return t

@@ -27,6 +27,10 @@ TASKS: dict[str, TaskInfo] = {
         for t in TOY_TYPES
     },
     "toy-mix": TaskInfo("toy-mix", "digit", "embedded toy: long chains + short chains + facts", regime="mixed"),
+    "toy-shallow": TaskInfo(
+        "toy-shallow", "digit", "embedded toy: short chains + facts (what a non-reasoning model can do)", regime="mixed"
+    ),
+    "arith": TaskInfo("arith", "integer", "arithmetic word problems generated offline: 2-step and 8-step chains", regime="mixed"),
     "aime24": TaskInfo("aime24", "integer", "AIME 2024, 30 problems", "HuggingFaceH4/aime_2024", None, "train", 30),
     "math500": TaskInfo("math500", "math", "MATH-500", "HuggingFaceH4/MATH-500", None, "test", 500),
     "gpqa-diamond": TaskInfo(
@@ -44,7 +48,8 @@ def _stable_id(task: str, text: str) -> str:
 def _toy_problems(name: str, limit: int | None, seed: int) -> list[Problem]:
     from layerprobe.toy.tasks import sample_problems
 
-    types = ["long", "short", "facts"] if name == "toy-mix" else [name.removeprefix("toy-")]
+    mixes = {"toy-mix": ["long", "short", "facts"], "toy-shallow": ["short", "facts"]}
+    types = mixes.get(name, [name.removeprefix("toy-")])
     n = limit or 30
     out = []
     for t in types:
@@ -182,6 +187,12 @@ def load_problems(
 
         probs = _toy_problems(name, limit, seed)
         return task, probs, {"source": "embedded toy generator", "seed": seed, "fact_seed": FACT_SEED}
+    if name == "arith":
+        from layerprobe.tasks.arith import arith_problems
+
+        if task_file is not None:
+            raise UserError("--task-file is for hub tasks; 'arith' is generated (drop --task-file, or pick a hub task)")
+        return task, arith_problems(limit or 30, seed), {"source": "generated (layerprobe.tasks.arith)", "seed": seed}
     if task_file is not None:
         probs = load_task_file(Path(task_file), task)
         digest = hashlib.sha1(Path(task_file).read_bytes()).hexdigest()
