@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -231,6 +232,15 @@ def test_runs_lists_the_run(tiny_run: Path, capsys: pytest.CaptureFixture[str]) 
     assert_one_line_error(res, "no such folder")
 
 
+def test_runs_keeps_a_long_run_name_on_one_line(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The name is what a user copies into `report` or `explain`: never folded at 80 columns."""
+    name = "smollm2-135m-drop-20-21-shortgpt-2-reverse-2-limit-100-budgets-2048"
+    shutil.copytree(tiny_run, tmp_path / "many" / name)
+    res = run_cli(capsys, "runs", str(tmp_path / "many"))
+    assert res.code == 0, res.err
+    assert any(name in line for line in res.out.splitlines()), res.out
+
+
 def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A CUDA out-of-memory error mid-batch: traces already written stay, the rest is retried at half the
     batch size, and the run ends with every trace exactly once."""
@@ -352,3 +362,34 @@ def test_a_second_writer_is_refused_and_changed_variants_are_detected(tiny_run: 
     changed.task.source = {"file": "other.jsonl", "sha1": "0"}
     assert run_differences(info, changed) == ["task data"]
     assert run_differences(info, info.model_copy(deep=True)) == []
+
+
+def test_the_twin_runs_where_the_toy_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--model toy-direct` takes the toy's defaults (toy-mix, toy budgets) and its traces have no thinking."""
+    out = tmp_path / "twin"
+    res = run_cli(
+        capsys,
+        "analyze",
+        "--model",
+        "toy-direct",
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--budgets",
+        "8",
+        "--samples",
+        "1",
+        "--drop",
+        "5",
+        "--no-explain",
+    )
+    assert res.code == 0, res.err
+    info = RunInfo.model_validate_json((out / "run.json").read_text())
+    assert info.task.name == "toy-mix" and "toy-direct" in info.model.id
+    records = read_samples(out)
+    assert records and all(r.thinking_tokens <= 1 for r in records)
+    assert {r.group for r in records} == {"long", "short", "facts"}
+    res = run_cli(capsys, "report", str(out))
+    assert res.code == 0, res.err
+    assert (out / "report.html").is_file()

@@ -50,6 +50,7 @@ def says_how_to_resume(command: Callable[..., Any]) -> Callable[..., Any]:
 def _register() -> None:
     from layerprobe.cli import (
         analyze_cmd,
+        compare_cmd,
         explain_cmd,
         heal_cmd,
         influence_cmd,
@@ -65,6 +66,7 @@ def _register() -> None:
 
     app.command("analyze")(says_how_to_resume(analyze_cmd.analyze))
     app.command("report")(report_cmd.report)
+    app.command("compare")(compare_cmd.compare)
     app.command("explain")(says_how_to_resume(explain_cmd.explain))
     app.command("ingest")(says_how_to_resume(ingest_cmd.ingest))
     app.command("runs")(runs_cmd.runs)
@@ -81,7 +83,7 @@ _register()
 
 
 #: Commands that never load a model, so the CLI need not import transformers for them.
-_NO_MODEL_COMMANDS = frozenset({"report", "runs", "tasks", "models"})
+_NO_MODEL_COMMANDS = frozenset({"report", "compare", "runs", "tasks", "models"})
 
 
 def hub_reachable(timeout: float = 1.0) -> bool:

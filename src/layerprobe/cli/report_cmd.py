@@ -28,6 +28,11 @@ def report(
     if out is not None and out.suffix.lower() not in (".html", ".htm") and not out.is_dir():
         raise UserError(f"--out {out} should be an .html file (or an existing directory)")
     t0 = time.perf_counter()
-    path = render_report(run_dirs, out)
+    if len(run_dirs) == 1 and (run_dirs[0] / "compare.json").is_file() and not (run_dirs[0] / "run.json").exists():
+        from layerprobe.report.compare import render_compare
+
+        path = render_compare(run_dirs[0], out)  # a `layerprobe compare` folder
+    else:
+        path = render_report(run_dirs, out)
     typer.echo(str(path))
     typer.echo(f"rendered in {time.perf_counter() - t0:.1f} s", err=True)

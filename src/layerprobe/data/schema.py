@@ -1244,3 +1244,112 @@ class ExplainState(_Model):
     """Probe or teacher-forced files that could not be read."""
     timings: dict[str, float] = Field(default_factory=dict)
     """Seconds per part, summed over sessions."""
+
+
+# ---------------------------------------------------------------------------------------------
+# compare.json (`layerprobe compare`)
+
+
+class LayerSensitivity(_Model):
+    """One pruned variant of a compared run, placed on the relative-depth axis."""
+
+    variant: str
+    """Its name in the run."""
+    dropped: list[int]
+    """Original layers it lacks."""
+    relative_depth: Float = None
+    """(mean dropped layer + 0.5) / number of layers: 0 is the input end, 1 the output end."""
+    delta: dict[str, Float] = Field(default_factory=dict)
+    """Accuracy minus the base model's per problem group, paired by problem, at the run's largest budget."""
+    delta_ci: dict[str, tuple[Float, Float]] = Field(default_factory=dict)
+    """95 % interval of each delta (the paired comparison's)."""
+    verdict: dict[str, str] = Field(default_factory=dict)
+    """lower / higher / no clear difference, per group."""
+    n: dict[str, int] = Field(default_factory=dict)
+    """Problems paired per group."""
+    block_influence: Float = None
+    """Block influence of the dropped layer(s) on the base model's own traces (mean over a pair)."""
+
+
+class ComparedRun(_Model):
+    """One run directory as the comparison sees it."""
+
+    label: str
+    """Its name in the comparison (the directory name, made unique)."""
+    path: str
+    """The run directory, as given."""
+    model: str
+    """Model id of the base variant."""
+    n_layers: int = Field(ge=0, le=MAX_LAYERS)
+    """Decoder layers of the base model."""
+    task: str
+    """Task name."""
+    budget: Count | None = None
+    """The thinking budget the accuracies are taken at (the run's largest)."""
+    source: Literal["sweep", "variants"]
+    """Where the layer sensitivity comes from: the run's sweep.json or its pruned variants."""
+    regimes: dict[str, str] = Field(default_factory=dict)
+    """Problem group -> regime (long-chain, short, knowledge, other)."""
+    base_accuracy: dict[str, Float] = Field(default_factory=dict)
+    """The base model's accuracy per group at `budget`."""
+    base_accuracy_ci: dict[str, tuple[Float, Float]] = Field(default_factory=dict)
+    """95 % Wilson interval of each base accuracy."""
+    n_problems: dict[str, int] = Field(default_factory=dict)
+    """Problems per group with a graded base trace at `budget`."""
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list)
+    """One entry per pruned variant, in depth order."""
+    block_influence: list[Float] = Field(default_factory=list)
+    """Block influence per layer of the base model on its own traces (empty without probes)."""
+
+
+class CrossModel(_Model):
+    """Two runs on the same problems, paired by problem id within one group."""
+
+    a: str
+    """Label of the first run."""
+    b: str
+    """Label of the second run (differences are b − a)."""
+    group: str
+    """Problem group."""
+    what: Literal["base accuracy", "damage", "mean damage"]
+    """base accuracy: the two base models' accuracy. damage: (variant − base) of b minus that of a, for
+    variants that drop the same relative depth (difference in differences, per problem). mean damage:
+    the damage averaged over every matched depth per problem, then compared (problems resampled with
+    all their depths together)."""
+    dropped_a: list[int] = Field(default_factory=list)
+    """For damage: the layers a's variant drops."""
+    dropped_b: list[int] = Field(default_factory=list)
+    """For damage: the layers b's variant drops."""
+    n_pairs: int = 0
+    """Problems both runs graded."""
+    mean_a: Float = None
+    """a's mean (accuracy, or accuracy change)."""
+    mean_b: Float = None
+    """b's mean."""
+    diff: Float = None
+    """mean_b − mean_a."""
+    ci: tuple[Float, Float] = (None, None)
+    """95 % interval of diff."""
+    ci_method: str = ""
+    """How the interval was computed."""
+    p_value: Float = None
+    """The paired test's p-value."""
+    verdict: str = ""
+    """higher / lower (b relative to a) or no clear difference."""
+
+
+class CompareFile(_Model):
+    """compare.json: several runs' layer sensitivity side by side, and paired comparisons across models."""
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
+    computed: str = ""
+    """When, ISO 8601 UTC."""
+    layerprobe_version: str = ""
+    """The layerprobe that computed it."""
+    runs: list[ComparedRun] = Field(default_factory=list)
+    """The compared runs, in the order given."""
+    cross: list[CrossModel] = Field(default_factory=list)
+    """Paired comparisons between runs that share problems."""
+    notes: list[str] = Field(default_factory=list)
+    """What a reader should know (runs without shared problems, unmatched depths, partial runs)."""

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from layerprobe._io import check_can_write, check_writable, write_text_atomic
 from layerprobe.data.schema import (
+    CompareFile,
     MetricsFile,
     RunConfig,
     RunInfo,
@@ -113,6 +114,21 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
         return RunInfo.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"{path} is not a valid run file ({_first_error(exc)})") from None
+
+
+COMPARE_FILE = "compare.json"
+
+
+def read_compare(out_dir: str | os.PathLike[str]) -> CompareFile:
+    """Load and validate compare.json of a `layerprobe compare` directory; a missing or invalid file is
+    a UserError."""
+    path = Path(out_dir) / COMPARE_FILE
+    if not path.is_file() or path.is_symlink():
+        raise UserError(f"{out_dir} holds no {COMPARE_FILE} (written by `layerprobe compare RUN RUN ...`)")
+    try:
+        return CompareFile.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise UserError(f"{path} is not a valid comparison file ({_first_error(exc)})") from None
 
 
 @dataclass

@@ -31,6 +31,7 @@ from layerprobe.jobs.plan import (
     resolve_probe_mode,
     variant_name_for_drop,
 )
+from layerprobe.models.aliases import is_embedded
 from layerprobe.probe.store import DamagedFile, load_trace_tokens
 from layerprobe.rules import inside
 
@@ -218,7 +219,7 @@ class Analysis(Job):
         if s.task_file is not None:  # the whole file is checked before minutes of loading
             from layerprobe.tasks.registry import get_task, load_task_file
 
-            name = s.task or ("toy-mix" if s.model == "toy" else "aime24")
+            name = s.task or ("toy-mix" if is_embedded(s.model) else "aime24")
             if not name.startswith("toy-"):
                 load_task_file(Path(s.task_file), get_task(name))
         self.out = Path(s.out) if s.out is not None else default_out(s)

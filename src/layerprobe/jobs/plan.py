@@ -8,6 +8,7 @@ from pathlib import Path
 
 from layerprobe.data.schema import Mode
 from layerprobe.errors import UserError
+from layerprobe.models.aliases import is_embedded
 from layerprobe.rules import check_name, check_workers
 
 
@@ -103,7 +104,7 @@ class AnalyzeSettings:
             raise UserError(f"--parallel-budget {self.parallel_budget}: give 1 to {MAX_BUDGET:,} tokens")
         if self.limit is not None and not 1 <= self.limit <= MAX_LIMIT:
             raise UserError(f"--limit {self.limit}: must be between 1 and {MAX_LIMIT:,}")
-        toy_task = (self.task or ("toy-mix" if self.model == "toy" else "")).startswith("toy-")
+        toy_task = (self.task or ("toy-mix" if is_embedded(self.model) else "")).startswith("toy-")
         if toy_task and self.limit is not None and self.limit > MAX_TOY_LIMIT:
             raise UserError(f"--limit {self.limit}: the toy tasks have at most {MAX_TOY_LIMIT} problems per group")
         if self.budgets is not None and max(self.budgets) > MAX_BUDGET:

@@ -38,6 +38,15 @@ ALIASES: dict[str, Alias] = {
         Alias(
             "toy", "layerprobe/toy", 0, "the embedded toy reasoning model shipped inside layerprobe", "think-tags", "toy/weights"
         ),
+        Alias(
+            "toy-direct",
+            "layerprobe/toy-direct",
+            0,
+            "the toy's non-reasoning twin: same architecture, tokenizer, facts and data budget, trained to answer "
+            "without thinking",
+            "think-tags",
+            "toy/weights-direct",
+        ),
     ]
 }
 
@@ -45,6 +54,12 @@ ALIASES: dict[str, Alias] = {
 def resolve_alias(name: str) -> Alias | None:
     """Return the alias called `name` (case-insensitive), or None."""
     return ALIASES.get(name.lower())
+
+
+def is_embedded(name: str | None) -> bool:
+    """Whether `name` is the alias of a checkpoint shipped inside the package (the toy or its twin)."""
+    alias = resolve_alias(name) if name else None
+    return alias is not None and alias.shipped is not None
 
 
 def shipped_dir(alias: Alias) -> Path:

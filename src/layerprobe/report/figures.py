@@ -872,3 +872,84 @@ def predictor_roc(ex: Any) -> Markup | None:
     ax.invert_yaxis()
     ax.set_xlabel("permutation importance (held-out AUC drop)")
     return to_svg(fig, "failure predictor ROC and feature importances")
+
+
+_REGIME_TITLES = {"long-chain": "long chains", "short": "short chains", "knowledge": "knowledge", "other": "other"}
+
+
+@_styled
+def compare_sensitivity(cmp: Any) -> Markup | None:
+    """Accuracy change (variant − base, with its interval) against the relative depth of the removed
+    layer(s), one panel per regime, one colour per run; several groups of one regime share a panel."""
+    regimes: list[str] = []
+    for r in cmp.runs:
+        for reg in r.regimes.values():
+            if reg not in regimes:
+                regimes.append(reg)
+    order = list(_REGIME_TITLES)
+    regimes.sort(key=lambda x: order.index(x) if x in order else len(order))
+    if not regimes or not any(r.sensitivity for r in cmp.runs):
+        return None
+    fig, axes = _subplots(len(regimes), width=3.9, height=3.0)
+    for k, reg in enumerate(regimes):
+        ax = axes[0][k]
+        for i, r in enumerate(cmp.runs):
+            for j, g in enumerate(gr for gr, rg in r.regimes.items() if rg == reg):
+                pts = [s for s in r.sensitivity if g in s.delta and s.relative_depth is not None]
+                if not pts:
+                    continue
+                xs = [_f(s.relative_depth) + 0.004 * (i - (len(cmp.runs) - 1) / 2) for s in pts]
+                ys = [_f(s.delta[g]) for s in pts]
+                lo = [max(0.0, y - _f(s.delta_ci[g][0])) if g in s.delta_ci else 0.0 for y, s in zip(ys, pts)]
+                hi = [max(0.0, _f(s.delta_ci[g][1]) - y) if g in s.delta_ci else 0.0 for y, s in zip(ys, pts)]
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[lo, hi],
+                    fmt="o-" if j == 0 else "s--",
+                    ms=4,
+                    lw=1.3,
+                    capsize=2,
+                    elinewidth=0.8,
+                    color=PALETTE[i % len(PALETTE)],
+                    label=f"{r.label}: {g}",
+                )
+        ax.axhline(0, color="#999", lw=0.7)
+        ax.set_xlim(0, 1)
+        ax.set_title(_REGIME_TITLES.get(reg, reg))
+        ax.set_xlabel("relative depth of the removed layer (layer / L)")
+        _percent(ax)
+        if k == 0:
+            ax.set_ylabel("accuracy change vs base")
+        ax.grid(alpha=0.25, axis="y")
+        ax.legend(loc="lower left", fontsize=7)
+    return to_svg(fig, "layer sensitivity of each run on a relative-depth axis, per regime")
+
+
+@_styled
+def compare_block_influence(cmp: Any) -> Markup | None:
+    """Block influence per layer of each run's base model on its own traces, on the relative-depth axis."""
+    runs = [r for r in cmp.runs if any(is_num(b) for b in r.block_influence)]
+    if not runs:
+        return None
+    fig, axes = _subplots(1, width=7.0, height=2.8)
+    ax = axes[0][0]
+    for i, r in enumerate(cmp.runs):
+        if r not in runs:
+            continue
+        n = len(r.block_influence)
+        ax.plot(
+            [(j + 0.5) / n for j in range(n)],
+            [_f(b) for b in r.block_influence],
+            "o-",
+            ms=3,
+            lw=1.3,
+            color=PALETTE[i % len(PALETTE)],
+            label=f"{r.label} ({n} layers)",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("relative depth (layer / L)")
+    ax.set_ylabel("block influence (1 − cos)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.25, axis="y")
+    return to_svg(fig, "block influence per layer of each base model, on a relative-depth axis")

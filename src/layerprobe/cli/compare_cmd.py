@@ -1,0 +1,72 @@
+"""`layerprobe compare RUN RUN [...] [--out DIR]`: layer sensitivity of several runs side by side."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from layerprobe.cli.common import console
+from layerprobe.errors import UserError
+
+
+def default_compare_out(run_dirs: list[Path]) -> Path:
+    """runs/compare-<8 hex digits of the resolved run paths>: the same runs land in the same place."""
+    key = "\n".join(str(d.resolve()) for d in run_dirs)
+    return Path("runs") / f"compare-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def compare(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="two or more run directories (any models, any tasks)", show_default=False)
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="folder for compare.json and report.html (default: runs/compare-<hash>)")
+    ] = None,
+) -> None:
+    """Several runs side by side: each run's layer sensitivity (its sweep, or its drop variants) on a
+    relative-depth axis, block influence per layer, and paired comparisons across models on the problems
+    the runs share. Writes compare.json and report.html."""
+    from layerprobe.data.store import is_run_dir
+    from layerprobe.jobs.compare import compare as compute
+    from layerprobe.jobs.compare import write_compare
+    from layerprobe.report.compare import cross_sentences, render_compare
+    from layerprobe.report.numbers import fmt
+
+    if len(run_dirs) < 2:
+        raise UserError("give at least two run directories to compare (`layerprobe report RUN` renders one)")
+    for d in run_dirs:
+        if not d.is_dir() or not is_run_dir(d):
+            raise UserError(f"{d} is not a layerprobe run directory (no run.json)")
+    target = out if out is not None else default_compare_out(run_dirs)
+    if str(target).strip() == "":
+        raise UserError("--out '': give a folder for compare.json and report.html")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--out {target}: exists and is not a folder")
+    if target.is_dir() and is_run_dir(target):
+        raise UserError(f"--out {target} is a run directory: give a folder of its own for the comparison")
+    result = compute(run_dirs)
+    write_compare(result, target)
+    report = render_compare(target)
+    say = console()
+    t = Table(title="layer sensitivity: accuracy change vs base (points) at each removed depth")
+    for col in ("run", "model", "layers", "variant", "depth", "groups"):
+        t.add_column(col, no_wrap=col == "run", overflow="fold")
+    for r in result.runs:
+        for s in r.sensitivity:
+            cells = ", ".join(
+                f"{g} {fmt(s.delta[g], 'd')} [{fmt(s.delta_ci[g][0], 'd')}, {fmt(s.delta_ci[g][1], 'd')}]"
+                for g in r.regimes
+                if g in s.delta and g in s.delta_ci
+            )
+            t.add_row(escape(r.label), escape(r.model), str(r.n_layers), escape(s.variant), fmt(s.relative_depth, "f3"), cells)
+    say.print(t)
+    for line in cross_sentences(result):
+        say.print(escape(line), soft_wrap=True)
+    for note in result.notes:
+        say.print(f"note: {escape(note)}", soft_wrap=True)
+    say.print(f"wrote {escape(str(target / 'compare.json'))}; open {escape(str(report))} in a browser", soft_wrap=True)

@@ -1,0 +1,75 @@
+"""The report of a `layerprobe compare` directory: compare.json -> one self-contained HTML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from layerprobe.data.schema import CompareFile
+from layerprobe.data.store import read_compare
+from layerprobe.errors import UserError
+from layerprobe.report import figures
+from layerprobe.report.numbers import fmt
+
+
+def cross_sentences(cmp: CompareFile) -> list[str]:
+    """Per run pair and group, in words: base accuracies, and at how many removed depths the second model
+    loses more, less, or not clearly differently than the first."""
+    out = []
+    pairs = list(dict.fromkeys((c.a, c.b) for c in cmp.cross))
+    for a, b in pairs:
+        recs = [c for c in cmp.cross if c.a == a and c.b == b]
+        for g in dict.fromkeys(c.group for c in recs):
+            base = next((c for c in recs if c.group == g and c.what == "base accuracy"), None)
+            dmg = [c for c in recs if c.group == g and c.what == "damage"]
+            parts = []
+            if base is not None:
+                parts.append(
+                    f"{g}: base accuracy {fmt(base.mean_a)} ({a}) vs {fmt(base.mean_b)} ({b}), "
+                    f"difference {fmt(base.diff, 'd')} points [{fmt(base.ci[0], 'd')}, {fmt(base.ci[1], 'd')}], n={base.n_pairs}"
+                )
+            mean = next((c for c in recs if c.group == g and c.what == "mean damage"), None)
+            if mean is not None:
+                parts.append(
+                    f"averaged over the removed depths, {b}'s change minus {a}'s is {fmt(mean.diff, 'd')} points "
+                    f"[{fmt(mean.ci[0], 'd')}, {fmt(mean.ci[1], 'd')}] ({mean.verdict})"
+                )
+            if dmg:
+                more = sum(c.verdict == "lower" for c in dmg)
+                less = sum(c.verdict == "higher" for c in dmg)
+                parts.append(
+                    f"removing one depth at a time, {b} loses clearly more than {a} at {more} of {len(dmg)} depths, "
+                    f"clearly less at {less}, no clear difference at {len(dmg) - more - less}"
+                )
+            if parts:
+                out.append("; ".join(parts) + ".")
+    return out
+
+
+def render_compare(out_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Render compare.json of `out_dir` to `out` (default out_dir/report.html); returns the path."""
+    from layerprobe._io import write_atomic
+    from layerprobe.report.render import TEMPLATES, _environment
+
+    cmp = read_compare(out_dir)
+    path = Path(out) if out is not None else Path(out_dir) / "report.html"
+    if path.is_dir():
+        path = path / "report.html"
+    groups = list(dict.fromkeys(g for r in cmp.runs for g in r.regimes))
+    html = (
+        _environment()
+        .get_template("compare.html.jinja")
+        .render(
+            cmp=cmp,
+            css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
+            groups=groups,
+            sentences=cross_sentences(cmp),
+            figs={"sensitivity": figures.compare_sensitivity(cmp), "bi": figures.compare_block_influence(cmp)},
+        )
+    )
+    data = html.encode("utf-8", "replace")
+    try:
+        write_atomic(path, lambda fh: fh.write(data))
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    return path
