@@ -53,17 +53,24 @@ def compare(
     write_compare(result, target)
     report = render_compare(target)
     say = console()
-    t = Table(title="layer sensitivity: accuracy change vs base (points) at each removed depth")
-    for col in ("run", "model", "layers", "variant", "depth", "groups"):
-        t.add_column(col, no_wrap=col == "run", overflow="fold")
+    groups = list(dict.fromkeys(g for r in result.runs for g in r.regimes))
+    t = Table(title="layer sensitivity: accuracy change vs base (points, 95 % CI) at each removed depth")
+    t.add_column("run", no_wrap=True)
+    t.add_column("removed")
+    t.add_column("depth", justify="right")
+    for g in groups:
+        t.add_column(g, justify="right")
     for r in result.runs:
         for s in r.sensitivity:
-            cells = ", ".join(
-                f"{g} {fmt(s.delta[g], 'd')} [{fmt(s.delta_ci[g][0], 'd')}, {fmt(s.delta_ci[g][1], 'd')}]"
-                for g in r.regimes
+            cells = [
+                f"{fmt(s.delta[g], 'd')} [{fmt(s.delta_ci[g][0], 'd')}, {fmt(s.delta_ci[g][1], 'd')}]"
                 if g in s.delta and g in s.delta_ci
-            )
-            t.add_row(escape(r.label), escape(r.model), str(r.n_layers), escape(s.variant), fmt(s.relative_depth, "f3"), cells)
+                else "–"
+                for g in groups
+            ]
+            t.add_row(escape(r.label), escape(", ".join(map(str, s.dropped))), fmt(s.relative_depth, "f3"), *cells)
+    for r in result.runs:
+        say.print(f"{escape(r.label)}: {escape(r.model)}, {r.n_layers} layers, {escape(r.task)}", soft_wrap=True)
     say.print(t)
     for line in cross_sentences(result):
         say.print(escape(line), soft_wrap=True)

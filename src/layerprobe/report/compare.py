@@ -41,6 +41,12 @@ def cross_sentences(cmp: CompareFile) -> list[str]:
                     f"removing one depth at a time, {b} loses clearly more than {a} at {more} of {len(dmg)} depths, "
                     f"clearly less at {less}, no clear difference at {len(dmg) - more - less}"
                 )
+            accs: tuple[tuple[str, float | None], ...] = (
+                ((a, base.mean_a), (b, base.mean_b)) if base is not None and (dmg or mean) else ()
+            )
+            low = [(who, acc) for who, acc in accs if acc is not None and acc < 0.5]
+            for who, acc in low:
+                parts.append(f"{who} solves only {fmt(acc)} of {g} without any layer removed, so it has little to lose there")
             if parts:
                 out.append("; ".join(parts) + ".")
     return out
