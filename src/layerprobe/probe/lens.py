@@ -7,7 +7,8 @@ layer's lens p_L (= the model's own next-token distribution):
 - JSD(p_L ‖ p_l) = H(m) − (H(p_L) + H(p_l)) / 2 with m = (p_L + p_l) / 2, in nats (0 ≤ JSD ≤ ln 2);
   the last layer's JSD is 0 by definition (set exactly, not computed);
 - entropy H(p_l) in nats;
-- top-1 agreement: argmax p_l == argmax p_L;
+- top-1 agreement: argmax p_l == argmax p_L (the final layer's top-1 token holds the layer's
+  largest logit, which differs from comparing indices only where two logits are exactly equal);
 - rank of a given token (the one fed next) under p_l: how many tokens have a strictly larger
   log-probability (0 = top).
 
@@ -39,37 +40,61 @@ def final_logits(h: torch.Tensor, final_norm: nn.Module, unembed: nn.Module, sof
     return z
 
 
-# Statistics are computed a few layers at a time so that every float32 pass over a (layers × vocab)
-# block stays in cache: on a 2-core CPU this halved the lens's element-wise cost for a 49k vocabulary
-# (benchmarks/bench_probes.py; docs/performance.md).
-CHUNK_ELEMENTS = 1 << 17
+# Statistics are computed a few rows (layers, or whole positions for a small vocabulary) at a time
+# so that every float32 pass over a (rows × vocab) block stays in cache (docs/performance.md).
+CHUNK_ELEMENTS = 1 << 19
+LOG2E = 1.0 / LOG2
+# Mixture probabilities below this are raised to it, so that u·log u needs no zero test: each such
+# entry moves the mixture's entropy by less than 1e-36 nats.
+_TINY = torch.finfo(torch.float32).tiny
 
 
 def _stats_from_logits(z: torch.Tensor, tokens: torch.Tensor, absent_rank: torch.Tensor | None = None) -> torch.Tensor:
     """z: (B, L, V') float32 logits (consumed: modified in place); tokens: (B,) index into V' (any
-    value where absent_rank marks the token missing). Returns (B, 4, L) float32."""
+    value where absent_rank marks the token missing). Returns (B, 4, L) float32.
+
+    Two transcendental passes per logit, one exp2 (the softmax, whose exponentials also give the
+    entropy) and one log (the mixture's entropy, for the JSD); rank and top-1 agreement compare raw
+    logits."""
     B, L, V = z.shape
     out = torch.empty((B, N_LENS_STATS, L), dtype=torch.float32, device=z.device)
-    step = max(1, CHUNK_ELEMENTS // max(1, V))
-    for b in range(B):
-        zb = z[b]  # (L, V)
-        lp_final = zb[-1:] - torch.logsumexp(zb[-1:], dim=-1, keepdim=True)  # (1, V), a copy
-        p_final = lp_final.exp()
-        ent_final = -torch.linalg.vecdot(p_final, lp_final)  # (1,)
-        top_final = lp_final.argmax(-1)  # (1,)
-        for s in range(0, L, step):
-            lp = zb[s : s + step]
-            lp = lp.sub_(torch.logsumexp(lp, dim=-1, keepdim=True))  # log-probs, in place: (c, V)
-            tok_lp = lp[:, tokens[b]].unsqueeze(-1)  # (c, 1)
-            out[b, 3, s : s + step] = (lp > tok_lp).sum(-1).float()  # rank
-            out[b, 2, s : s + step] = (lp.argmax(-1) == top_final).float()  # top-1 agreement
-            p = lp.exp()
-            ent = -torch.linalg.vecdot(p, lp)
-            out[b, 1, s : s + step] = ent
-            # H(m) for m = (p + p_final) / 2 from s = p + p_final (sums to 2): H(m) = ln 2 − ½ Σ s ln s
-            sm = p.add_(p_final)
-            hm = LOG2 - 0.5 * torch.special.xlogy(sm, sm).sum(-1)
-            out[b, 0, s : s + step] = (hm - 0.5 * (ent + ent_final)).clamp_min_(0.0)
+    # Every position's final layer before z is consumed: its top-1 (B, 1, 1), entropy (B, 1) and
+    # distribution q = p_L (B, 1, V).
+    zf = z[:, -1:]
+    top_final = zf.argmax(-1, keepdim=True)
+    x2f = torch.sub(zf, zf.amax(-1, keepdim=True)).mul_(LOG2E)  # log2 of the unnormalised softmax
+    qf = torch.exp2(x2f)
+    sf = qf.sum(-1, keepdim=True)  # (B, 1, 1)
+    ent_final = (sf.log() - LOG2 * torch.linalg.vecdot(qf, x2f).unsqueeze(-1) / sf).squeeze(-1)  # (B, 1)
+    q = qf.div_(sf).clamp_min_(_TINY)  # (B, 1, V)
+    tok_logit = z.gather(-1, tokens.view(B, 1, 1).expand(B, L, 1))  # (B, L, 1)
+    top_logit = z.gather(-1, top_final.expand(B, L, 1))  # each layer's logit of the final top-1
+    rows = max(1, CHUNK_ELEMENTS // max(1, V))
+    nb, nl = (max(1, rows // L), L) if rows >= L else (1, rows)  # a chunk: nb positions × nl layers
+    buf = torch.empty((nb, nl, V), dtype=torch.float32, device=z.device)
+    for b0 in range(0, B, nb):
+        b1 = min(B, b0 + nb)
+        for s0 in range(0, L, nl):
+            s1 = min(L, s0 + nl)
+            x = z[b0:b1, s0:s1]  # (b, l, V)
+            e = buf[: b1 - b0, : s1 - s0]  # (b, l, V)
+            out[b0:b1, 3, s0:s1] = torch.gt(x, tok_logit[b0:b1, s0:s1], out=e).sum(-1)  # rank
+            m = x.amax(-1, keepdim=True)  # (b, l, 1)
+            # agreement: the final layer's top-1 token holds this layer's largest logit
+            out[b0:b1, 2, s0:s1] = (top_logit[b0:b1, s0:s1] == m).squeeze(-1)
+            x2 = torch.add(m.mul(-LOG2E), x, alpha=LOG2E, out=x)  # (z − max) · log2 e
+            torch.exp2(x2, out=e)
+            s = e.sum(-1, keepdim=True)  # (b, l, 1)
+            log_s = s.log()
+            ent = log_s - LOG2 * x2.mul_(e).sum(-1, keepdim=True) / s  # H(p) = ln Σe − Σ e·ln e / Σe
+            out[b0:b1, 1, s0:s1] = ent.squeeze(-1)
+            # the mixture m = (p + q) / 2, scaled: u = Σe · (p + q) = e + Σe·q, Σu = 2 Σe, so that
+            # H(m) = ln 2 − ½ Σ (p+q) ln(p+q) = ln 2 − ½ Σ u ln u / Σe + ln Σe
+            u = e.addcmul_(q[b0:b1], s)
+            ulu = torch.log(u, out=x).mul_(u).sum(-1, keepdim=True)
+            hm = LOG2 - 0.5 * ulu / s + log_s
+            jsd = hm - 0.5 * (ent + ent_final[b0:b1].unsqueeze(-1))
+            out[b0:b1, 0, s0:s1] = jsd.squeeze(-1).clamp_min_(0.0)
     out[:, 0, -1] = 0.0
     if absent_rank is not None:
         out[:, 3] = torch.where(absent_rank.view(B, 1) >= 0, absent_rank.view(B, 1).float(), out[:, 3])
