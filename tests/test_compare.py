@@ -107,6 +107,7 @@ def test_compare_bad_input(twin_runs: tuple[Path, Path], tmp_path: Path, capsys:
     assert_one_line_error(run_cli(capsys, "compare", str(toy)), "at least two")
     assert_one_line_error(run_cli(capsys, "compare", str(toy), str(tmp_path)), "not a layerprobe run directory")
     assert_one_line_error(run_cli(capsys, "compare", str(toy), str(twin), "--out", str(twin)), "is a run directory")
+    assert_one_line_error(run_cli(capsys, "compare", str(toy), str(twin), "--out", ""), "--out ''")
     (tmp_path / "file").write_text("x")
     assert_one_line_error(run_cli(capsys, "compare", str(toy), str(twin), "--out", str(tmp_path / "file")), "not a folder")
     assert not any(p.name == "compare.json" for p in tmp_path.rglob("*"))

@@ -25,7 +25,7 @@ def compare(
         list[Path], typer.Argument(help="two or more run directories (any models, any tasks)", show_default=False)
     ],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="folder for compare.json and report.html (default: runs/compare-<hash>)")
+        str | None, typer.Option("--out", "-o", help="folder for compare.json and report.html (default: runs/compare-<hash>)")
     ] = None,
 ) -> None:
     """Several runs side by side: each run's layer sensitivity (its sweep, or its drop variants) on a
@@ -42,9 +42,9 @@ def compare(
     for d in run_dirs:
         if not d.is_dir() or not is_run_dir(d):
             raise UserError(f"{d} is not a layerprobe run directory (no run.json)")
-    target = out if out is not None else default_compare_out(run_dirs)
-    if str(target).strip() == "":
+    if out is not None and not out.strip():
         raise UserError("--out '': give a folder for compare.json and report.html")
+    target = Path(out) if out is not None else default_compare_out(run_dirs)
     if target.exists() and not target.is_dir():
         raise UserError(f"--out {target}: exists and is not a folder")
     if target.is_dir() and is_run_dir(target):
