@@ -53,6 +53,7 @@ def compare(
     write_compare(result, target)
     report = render_compare(target)
     say = console()
+    say = console(width=max(say.width, 110))  # the table stays readable when piped
     groups = list(dict.fromkeys(g for r in result.runs for g in r.regimes))
     t = Table(title="layer sensitivity: accuracy change vs base (points, 95 % CI) at each removed depth")
     t.add_column("run", no_wrap=True)
