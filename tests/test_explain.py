@@ -242,6 +242,8 @@ def test_figure_legends_match_the_stored_numbers(explained_run: Path) -> None:
 
     run = load_run(explained_run)
     ex = run.extras["explain.json"]
+    # every figure is there to be checked (the test would pass vacuously on a run without them)
+    assert ex.breaks and ex.compounding and any(r.accuracy_recovery is not None for r in ex.restoration)
     page = Path(render_report([run])).read_text(encoding="utf-8")
     texts = [htmllib.unescape(t) for t in _svg_texts(page, "r0-why-breaks")] if ex.breaks else []
     for b in ex.breaks:
