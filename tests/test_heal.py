@@ -635,3 +635,44 @@ def test_grpo_reads_prompts_and_answers_from_a_file(tmp_path: Path, capsys: pyte
     h = json.loads((out / "layerprobe.json").read_text())["healing"]
     assert h["data"]["kind"] == "prompts" and h["data"]["source"] == "file" and h["data"]["n"] == 4
     assert h["prompts"] == 4 and "p.jsonl" in res.out
+
+
+def test_trl_is_imported_only_inside_the_grpo_functions() -> None:
+    """The base install works without the heal extra: TRL is imported by prune/grpo.py only, inside its
+    functions (never at module level, never elsewhere)."""
+    import ast
+
+    import layerprobe
+
+    root = Path(layerprobe.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "trl" or n.startswith("trl.") for n in names):
+                found.append((path.relative_to(root).as_posix(), id(node) in top))
+    assert found and {p for p, _ in found} == {"prune/grpo.py"}
+    assert not any(at_top for _, at_top in found)
+
+
+@pytest.mark.slow
+def test_grpo_runs_on_smollm2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / "p.jsonl"
+    rows = [("What is 2 + 3?", "5"), ("What is 7 - 4?", "3")]
+    data.write_text("".join(json.dumps({"prompt": p, "answer": a, "answer_type": "integer"}) + "\n" for p, a in rows))
+    out = tmp_path / "grpo"
+    args = ["heal", "--model", "smollm2-135m", "--drop", "20,21", "--how", "grpo", "--data", str(data), "--format", "s1"]
+    args += ["--steps", "2", "--batch-size", "4", "--group-size", "4", "--max-completion", "16", "--device", "cpu"]
+    res = run_cli(capsys, *args, "--out", str(out))
+    assert res.code == 0, res.err
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 28
+    h = json.loads((out / "layerprobe.json").read_text())["healing"]
+    assert h["how"] == "grpo" and h["sampling"]["temperature"] == 1.0 and h["tokens_generated"] > 0
