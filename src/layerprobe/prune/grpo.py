@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -268,6 +269,11 @@ def grpo(
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if not logs or "reward" not in logs or not state.log_history:
                 return
+            loss = float(logs.get("loss", 0.0))
+            if not math.isfinite(loss):
+                raise UserError(
+                    f"healing diverged: the loss is {loss} at step {state.global_step}; lower --lr (it is {cfg.peak_lr:g})"
+                )
             now = time.perf_counter()
             run["seconds"] += now - run["t0"]
             run["t0"] = now
@@ -279,7 +285,7 @@ def grpo(
                     StepInfo(
                         state.global_step,
                         cfg.steps,
-                        float(logs.get("loss", 0.0)),
+                        loss,
                         float(logs.get("learning_rate", 0.0)),
                         rewards.generated + int(state.num_input_tokens_seen),  # generated + trained
                         run["seconds"],
@@ -320,6 +326,8 @@ def grpo(
     if run["stopped"]:
         step = int(trainer.state.global_step)
         del trainer
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise HealStopped(step)
 
     log = [e for e in trainer.state.log_history if "reward" in e]
