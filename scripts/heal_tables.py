@@ -2,7 +2,8 @@
 largest budget (95 % Wilson interval), the sequential budget curve on long chains, maj@8 on long chains
 (bootstrap interval), the share of "Wait"s after a wrong step value that fix it, and the mean
 KL(base || variant) along the base traces; then the paired comparisons with the base at the largest
-budget.
+budget, and of each checkpoint variant with the pruned variant that lacks the same layers (Newcombe's
+interval, exact McNemar, on sample 0).
 
     python scripts/heal_tables.py RUN_DIR
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from layerprobe.data import load_run
+from layerprobe.metrics.paired import mcnemar_exact, newcombe_paired_interval
 from layerprobe.toy.evaluate import audit_trace
 
 
@@ -66,6 +68,33 @@ def main(run_dir: str) -> None:
             d = "—" if c.diff is None else f"{100 * c.diff:+.0f}"
             ci = "" if c.ci_low is None else f" [{100 * c.ci_low:+.0f}, {100 * c.ci_high:+.0f}]"
             print(f"- {c.variant}, {c.group}: {d}{ci}, {c.verdict} (p {c.p_value if c.p_value is None else f'{c.p_value:.2g}'})")
+
+    print(f"\nPaired with the pruned variant lacking the same layers, at B = {top}\n")
+
+    def right(v: str) -> dict[tuple[str, str], bool]:
+        return {
+            (r.group, r.problem_id): bool(r.correct)
+            for r in run.samples
+            if r.variant == v and r.mode == "sequential" and str(r.budget) == top and r.sample == 0
+        }
+
+    pruned = {tuple(v.dropped): v.name for v in run.info.variants if v.dropped and not v.checkpoint}
+    for v in run.info.variants:
+        other = pruned.get(tuple(v.dropped)) if v.checkpoint else None
+        if other is None:
+            continue
+        a, b = right(v.name), right(other)
+        for g in groups:
+            keys = [k for k in a if k[0] == g and k in b]
+            if not keys:
+                continue
+            n11 = sum(a[k] and b[k] for k in keys)
+            n10 = sum(a[k] and not b[k] for k in keys)
+            n01 = sum(b[k] and not a[k] for k in keys)
+            lo, hi = newcombe_paired_interval(n11, n01, n10, len(keys) - n11 - n10 - n01)  # b - a with a = pruned
+            print(
+                f"- {v.name} vs {other}, {g}: {100 * (n10 - n01) / len(keys):+.0f} [{100 * lo:+.0f}, {100 * hi:+.0f}], p {mcnemar_exact(n01, n10):.2g}"
+            )
 
 
 if __name__ == "__main__":
