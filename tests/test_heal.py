@@ -443,3 +443,236 @@ def test_each_method_runs_on_smollm2(how: str, tmp_path: Path, capsys: pytest.Ca
     assert res.code == 0, res.err
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 28
     assert json.loads((out / "layerprobe.json").read_text())["healing"]["how"] == how
+
+
+# ------------------------------------------------------------------------------------ GRPO
+
+
+def _toy_prompts(task: str = "short", n: int = 8) -> list:
+    from layerprobe.models.loading import load_model
+    from layerprobe.prune.grpo import PromptExample
+    from layerprobe.scaling.engine import build_prompt
+    from layerprobe.toy.tasks import sample_problems
+
+    tok = load_model("toy", device="cpu").tokenizer
+    fmt = get_format("think-tags")
+    return [
+        PromptExample(build_prompt(tok, fmt, p.prompt), p.answer, "digit", task, p.id)
+        for p in sample_problems(task, n, seed=0, split="train")
+    ]
+
+
+@pytest.mark.parametrize("how", ["grpo", "grpo-full"])
+def test_grpo_resumed_lands_on_the_same_weights_as_an_uninterrupted_run(how: str, tmp_path: Path) -> None:
+    """GRPO samples its completions: a resumed run must sample the same ones (the trainer's RNG states
+    travel with its checkpoints and generation starts each step), so its weights equal, bit for bit,
+    those of a run that was never stopped (the toy, drop 10,11, short chains: rewards differ within a
+    group, so the weights do move)."""
+    from layerprobe.errors import UserError
+    from layerprobe.models.loading import load_model
+    from layerprobe.prune.grpo import grpo
+
+    base = load_model("toy", device="cpu")
+    pruned = drop_layers(base, [10, 11])
+    fmt = get_format("think-tags")
+    prompts = _toy_prompts()
+    lora = {"rank": 4, "alpha": 8} if how == "grpo" else {}
+    cfg = HealConfig(how=how, steps=3, lr=1e-3, batch_size=4, grad_accum=2, group_size=4, kl=0.04, save_every=1, **lora)
+    straight = grpo(pruned, prompts, cfg, fmt=fmt)
+    calls = iter(range(100))
+    with pytest.raises(HealStopped) as stopped:
+        grpo(pruned, prompts, cfg, fmt=fmt, state_dir=tmp_path, should_stop=lambda: next(calls) >= 0)
+    assert stopped.value.step == 1
+    resumed = grpo(pruned, prompts, cfg, fmt=fmt, state_dir=tmp_path)
+    assert resumed.resumed_from == 1
+    assert resumed.losses == straight.losses and len(straight.losses) == 3  # the reward of every step
+    a, b = straight.loaded.model.state_dict(), resumed.loaded.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    moved = max(float((a[k] - pruned.model.state_dict()[k]).abs().max()) for k in a)
+    assert moved > 0
+    for key in ("tokens_generated", "tokens_trained", "groups", "completions"):
+        assert resumed.record[key] == straight.record[key], key
+    assert straight.record["groups"] == 6 and straight.record["completions"] == 24
+    assert type(straight.loaded.model) is type(pruned.model)  # a plain model, not TRL's patched one
+    # a checkpoint of other settings is not resumed
+    other = HealConfig(how=how, steps=3, lr=2e-3, batch_size=4, grad_accum=2, group_size=4, kl=0.04, save_every=1, **lora)
+    with pytest.raises(UserError, match="different healing run"):
+        grpo(pruned, prompts, other, fmt=fmt, state_dir=tmp_path)
+
+
+def _grpo_args(out: Path, *extra: str, task: bool = True, lora: bool = True) -> list[str]:
+    args = ["heal", "--model", "toy", "--drop", "10,11", "--how", "grpo"]
+    args += ["--task", "toy-short", "--limit", "8"] if task else []
+    args += ["--steps", "2", "--batch-size", "8", "--group-size", "4", "--kl", "0.04"]
+    args += ["--rank", "4", "--alpha", "8"] if lora else []
+    return [*args, "--device", "cpu", "--out", str(out), *extra]
+
+
+def test_grpo_cli_writes_a_servable_checkpoint_that_records_its_reward(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "g"
+    res = run_cli(capsys, *_grpo_args(out))
+    assert res.code == 0, res.err
+    assert "healed (grpo, 2 steps on toy-short prompts; reward " in res.out and "tokens generated + " in res.out
+    prov = json.loads((out / "layerprobe.json").read_text())
+    h = prov["healing"]
+    assert prov["dropped"] == [10, 11]
+    assert (h["how"], h["params"], h["loss"], h["steps"], h["groups"], h["completions"]) == ("grpo", "lora", "reward", 2, 4, 16)
+    assert h["grpo"] == {"group_size": 4, "kl": 0.04, "temperature": None, "max_completion": None, "format_reward": 0.0}
+    assert h["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "max_completion": 160}
+    assert "gold answer" in h["reward"]["definition"] and h["reward"]["format_weight"] == 0.0
+    assert 0 <= h["first_reward"] <= 1 and 0 <= h["final_reward"] <= 1
+    assert h["tokens_generated"] > 0 and h["tokens_trained"] > h["tokens_generated"] and h["seconds"] > 0
+    assert h["data"]["kind"] == "prompts" and h["data"]["task"] == "toy-short" and len(h["data"]["sha1"]) == 40
+    assert h["trl"] and h["peft"]
+    meta = json.loads((out / ".heal" / "heal.json").read_text())
+    assert meta["schema_version"] == 3 and len(meta["rewards"]) == 2 and meta["status"] == "complete"
+    assert not (out / ".heal" / "grpo").exists()  # the trainer's checkpoints go once the run is complete
+    # plain transformers loads it, and it is the model healing returned
+    from layerprobe.models.loading import load_model
+
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert model.config.num_hidden_layers == 10
+    healed = load_model(str(out), device="cpu")
+    assert torch.equal(_logits(model, IDS % 40), _logits(healed.model, IDS % 40))
+    again = run_cli(capsys, *_grpo_args(out))
+    assert again.code == 0 and "already healed" in again.out
+    assert_one_line_error(run_cli(capsys, *_grpo_args(out, "--kl", "0.1")), "different settings", "grpo")
+
+    from layerprobe.report.render import _healed_label
+
+    class Spec:
+        provenance = prov
+
+    assert _healed_label(Spec()) == "GRPO (LoRA), 2 steps on toy-short prompts, reward: correct answer"
+
+
+def test_grpo_cli_resumes_after_an_interruption_to_the_same_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import layerprobe.prune.grpo as grpo_mod
+
+    straight, out = tmp_path / "straight", tmp_path / "stopped"
+    assert run_cli(capsys, *_grpo_args(straight, "--how", "grpo-full", "--steps", "3", lora=False)).code == 0
+    args = _grpo_args(out, "--how", "grpo-full", "--steps", "3", "--save-every", "1", lora=False)
+    real = grpo_mod.grpo
+
+    def stop_after_one(*a, **k):  # as if Ctrl-C arrived during step 1
+        calls = iter(range(100))
+        return real(*a, **{**k, "should_stop": lambda: next(calls) >= 0})
+
+    grpo_mod.grpo = stop_after_one
+    try:
+        res = run_cli(capsys, *args)
+    finally:
+        grpo_mod.grpo = real
+    assert res.code == 130 and "to resume: " in res.err
+    assert not (out / "layerprobe.json").exists() and any((out / ".heal" / "grpo").glob("checkpoint-*"))
+    assert json.loads((out / ".heal" / "heal.json").read_text())["status"] == "interrupted"
+    res = run_cli(capsys, *args)
+    assert res.code == 0, res.err
+    prov = json.loads((out / "layerprobe.json").read_text())
+    assert prov["healing"]["resumed_from_step"] == 1 and prov["healing"]["how"] == "grpo-full"
+    from safetensors.torch import load_file
+
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_grpo_input_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    for extra, fragments in [
+        (["--group-size", "1"], ["--group-size 1", "2 to"]),
+        (["--group-size", "3"], ["--group-size 3 does not divide the 8 completions"]),
+        (["--kl", "-1"], ["--kl -1"]),
+        (["--kl", "nan"], ["--kl nan"]),
+        (["--temperature", "0"], ["--temperature 0"]),
+        (["--temperature", "inf"], ["--temperature inf"]),
+        (["--max-completion", "0"], ["--max-completion 0"]),
+        (["--format-reward", "-0.5"], ["--format-reward -0.5"]),
+        (["--max-len", "512"], ["--max-len", "--how grpo samples its own"]),
+        (["--budget", "64"], ["--budget"]),
+        (["--distill-base", "toy"], ["--distill-base"]),
+        (["--how", "lora"], ["--group-size, --kl", "GRPO settings"]),
+        (["--how", "full"], ["GRPO settings"]),
+    ]:
+        assert_one_line_error(run_cli(capsys, *_grpo_args(out, *extra)), *fragments)
+    data = tmp_path / "p.jsonl"
+    for content, fragment in [
+        (b'{"prompt": "x"}\n', 'no "answer"'),
+        (b'{"prompt": "x", "answer": true}\n', 'no "answer"'),
+        (b'{"prompt": "x", "answer": "3", "answer_type": "mc"}\n', "answer_type 'mc'"),
+        (b'{"answer": "3"}\n', 'no "prompt"'),
+        (b"", "empty"),
+    ]:
+        data.write_bytes(content)
+        args = _grpo_args(out, "--data", str(data), task=False)
+        assert_one_line_error(run_cli(capsys, *args), "--data", fragment)
+    import layerprobe.prune.grpo as grpo_mod
+
+    monkeypatch.setattr(grpo_mod, "trl_available", lambda: False)
+    assert_one_line_error(run_cli(capsys, *_grpo_args(out)), "pip install 'layerprobe[heal]'", "trl")
+    assert not out.exists()
+
+
+def test_grpo_reads_prompts_and_answers_from_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--data FILE: one {"prompt", "answer", "answer_type"} per line, wrapped as analyze wraps a question."""
+    from layerprobe.toy.tasks import sample_problems
+
+    data = tmp_path / "p.jsonl"
+    rows = [
+        {"prompt": p.prompt, "answer": p.answer, "answer_type": "digit"}
+        for p in sample_problems("short", 4, seed=3, split="train")
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "g"
+    args = _grpo_args(out, "--data", str(data), "--steps", "1", task=False)
+    res = run_cli(capsys, *args)
+    assert res.code == 0, res.err
+    h = json.loads((out / "layerprobe.json").read_text())["healing"]
+    assert h["data"]["kind"] == "prompts" and h["data"]["source"] == "file" and h["data"]["n"] == 4
+    assert h["prompts"] == 4 and "p.jsonl" in res.out
+
+
+def test_trl_is_imported_only_inside_the_grpo_functions() -> None:
+    """The base install works without the heal extra: TRL is imported by prune/grpo.py only, inside its
+    functions (never at module level, never elsewhere)."""
+    import ast
+
+    import layerprobe
+
+    root = Path(layerprobe.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "trl" or n.startswith("trl.") for n in names):
+                found.append((path.relative_to(root).as_posix(), id(node) in top))
+    assert found and {p for p, _ in found} == {"prune/grpo.py"}
+    assert not any(at_top for _, at_top in found)
+
+
+@pytest.mark.slow
+def test_grpo_runs_on_smollm2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / "p.jsonl"
+    rows = [("What is 2 + 3?", "5"), ("What is 7 - 4?", "3")]
+    data.write_text("".join(json.dumps({"prompt": p, "answer": a, "answer_type": "integer"}) + "\n" for p, a in rows))
+    out = tmp_path / "grpo"
+    args = ["heal", "--model", "smollm2-135m", "--drop", "20,21", "--how", "grpo", "--data", str(data), "--format", "s1"]
+    args += ["--steps", "2", "--batch-size", "4", "--group-size", "4", "--max-completion", "16", "--device", "cpu"]
+    res = run_cli(capsys, *args, "--out", str(out))
+    assert res.code == 0, res.err
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 28
+    h = json.loads((out / "layerprobe.json").read_text())["healing"]
+    assert h["how"] == "grpo" and h["sampling"]["temperature"] == 1.0 and h["tokens_generated"] > 0

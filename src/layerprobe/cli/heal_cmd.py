@@ -30,11 +30,17 @@ def heal(
         str,
         typer.Option(
             "--how",
-            help="lora | full | distill (LoRA, KL to the base model) | distill-full (every weight, KL to the base model)",
+            help="lora | full | distill (LoRA, KL to the base model) | distill-full (every weight, KL to the base model) | "
+            "grpo (LoRA, reinforcement learning on a verifiable reward) | grpo-full (every weight, GRPO)",
         ),
     ] = "lora",
     data: Annotated[
-        str, typer.Option("--data", help="traces (the base model's own reasoning traces) or a JSONL file of prompt/completion")
+        str,
+        typer.Option(
+            "--data",
+            help="traces (the base model's own reasoning traces; for grpo: the task's prompts) or a JSONL file of "
+            "prompt/completion (for grpo: prompt/answer)",
+        ),
     ] = "traces",
     raw_prompts: Annotated[
         bool,
@@ -52,7 +58,28 @@ def heal(
         str | None,
         typer.Option("--target-modules", help="LoRA: comma-separated module names (default: every projection of a layer)"),
     ] = None,
-    max_len: Annotated[int, typer.Option("--max-len", help="cut sequences (prompt + completion) to this many tokens")] = 2048,
+    max_len: Annotated[
+        int | None, typer.Option("--max-len", help="cut sequences (prompt + completion) to this many tokens (default 2048)")
+    ] = None,
+    group_size: Annotated[
+        int | None, typer.Option("--group-size", help="grpo: completions sampled per prompt (default 8)")
+    ] = None,
+    kl: Annotated[float | None, typer.Option("--kl", help="grpo: KL coefficient to the pruned model (default 0)")] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="grpo: sampling temperature (default: the reasoning format's)")
+    ] = None,
+    max_completion: Annotated[
+        int | None,
+        typer.Option(
+            "--max-completion", help="grpo: most tokens per sampled completion (default 160 for the toy, 4160 otherwise)"
+        ),
+    ] = None,
+    format_reward: Annotated[
+        float | None,
+        typer.Option(
+            "--format-reward", help="grpo: weight of a format reward (thinking ended, answer in the task's format); default 0"
+        ),
+    ] = None,
     distill_base: Annotated[
         str | None,
         typer.Option(
@@ -86,10 +113,34 @@ def heal(
 ) -> None:
     """Heal a pruned model by LoRA, full fine-tuning or distillation from the base model."""
     from layerprobe.jobs.heal import check_trace_flags, pruned_checkpoint
-    from layerprobe.prune.heal import DEFAULT_TARGETS, HealConfig, peft_available, read_jsonl_examples
+    from layerprobe.prune.heal import DEFAULT_TARGETS, RL_HOWS, HealConfig, peft_available, read_jsonl_examples
 
     if out is None:
         raise UserError("--out DIR is required (the healed checkpoint is written there)")
+    rl = how in RL_HOWS
+    rl_flags = [
+        f
+        for f, v in (
+            ("--group-size", group_size),
+            ("--kl", kl),
+            ("--temperature", temperature),
+            ("--max-completion", max_completion),
+            ("--format-reward", format_reward),
+        )
+        if v is not None
+    ]
+    if rl_flags and not rl:
+        raise UserError(f"{', '.join(rl_flags)}: GRPO settings; --how {how} learns from given sequences (use --how grpo)")
+    sft_flags = [
+        f
+        for f, v in (("--max-len", max_len), ("--budget", budget), ("--from-run", from_run), ("--distill-base", distill_base))
+        if v is not None
+    ]
+    if rl and sft_flags:
+        raise UserError(
+            f"{', '.join(sft_flags)}: settings of the methods that learn from given sequences; --how {how} samples its own "
+            "(--max-completion bounds them)"
+        )
     targets: tuple[str, ...] = DEFAULT_TARGETS
     if target_modules is not None:
         targets = tuple(t.strip() for t in target_modules.split(","))
@@ -104,14 +155,24 @@ def heal(
         rank=rank,
         alpha=alpha,
         target_modules=targets,
-        max_len=max_len,
+        max_len=2048 if max_len is None else max_len,
         save_every=save_every,
+        group_size=8 if group_size is None else group_size,
+        kl=0.0 if kl is None else kl,
+        temperature=temperature,
+        max_completion=max_completion,
+        format_reward=0.0 if format_reward is None else format_reward,
     )
     cfg.check()
     if cfg.params != "lora" and (target_modules is not None or rank != 16 or alpha != 32):
         raise UserError(f"--rank, --alpha and --target-modules are LoRA settings; --how {how} trains every weight")
     if cfg.params == "lora" and not peft_available():
         raise UserError(f"--how {how} trains LoRA adapters, which needs peft: pip install 'layerprobe[heal]'")
+    if rl:
+        from layerprobe.prune.grpo import trl_available
+
+        if not trl_available():
+            raise UserError(f"--how {how} trains with TRL's GRPOTrainer, which needs trl: pip install 'layerprobe[heal]'")
     if drop is not None and method is not None:
         raise UserError(
             "--drop and --method are exclusive: give the layers (--drop 10,11) or a method (--method shortgpt --n-drop 2)"
@@ -137,6 +198,7 @@ def heal(
         if raw_prompts:
             raise UserError("--format applies to prompts layerprobe builds; --raw-prompts uses the file's prompts as they are")
     file_pairs: list[tuple[str, str]] | None = None
+    file_prompts: list[tuple[str, str, str]] | None = None
     file_sha1 = None
     traces_flags = [
         f for f, v in (("--task", task), ("--task-file", task_file), ("--limit", limit), ("--budget", budget)) if v is not None
@@ -144,11 +206,16 @@ def heal(
     if data != "traces":
         if traces_flags or from_run is not None:
             raise UserError(f"{', '.join(traces_flags + (['--from-run'] if from_run else []))}: only with --data traces")
-        file_pairs = read_jsonl_examples(data)
+        if rl:
+            from layerprobe.prune.grpo import read_jsonl_prompts
+
+            file_prompts = read_jsonl_prompts(data)
+        else:
+            file_pairs = read_jsonl_examples(data)
         file_sha1 = hashlib.sha1(Path(data).read_bytes()).hexdigest()
     else:
         if raw_prompts:
-            raise UserError("--raw-prompts applies to --data FILE (traces use the prompts analyze uses)")
+            raise UserError("--raw-prompts applies to --data FILE (a task's prompts are wrapped as analyze wraps them)")
         if from_run is not None and traces_flags:
             raise UserError(f"{', '.join(traces_flags)}: the traces of --from-run are already chosen by that run")
         check_trace_flags(task, task_file, limit, budget)
@@ -198,6 +265,7 @@ def heal(
             n_drop=n_drop,
             pruned_prov=pruned_prov,
             file_pairs=file_pairs,
+            file_prompts=file_prompts,
             data=data,
             raw_prompts=raw_prompts,
             from_run=from_run,

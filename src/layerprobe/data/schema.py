@@ -1172,7 +1172,7 @@ class ExplainFile(_Model):
 # ---------------------------------------------------------------------------------------------
 # OUT/.heal/heal.json
 
-HEAL_SCHEMA_VERSION = 2
+HEAL_SCHEMA_VERSION = 3
 
 
 class HealFile(_Model):
@@ -1199,6 +1199,8 @@ class HealFile(_Model):
     """The checkpoint files written into the output directory."""
     losses: list[float] = Field(default_factory=list)
     """Training loss per step."""
+    rewards: list[float] = Field(default_factory=list)
+    """GRPO: mean reward of each step's completions (version 3)."""
     resume_command: list[str] | None = None
     """The command that continues this healing."""
 
@@ -1210,6 +1212,8 @@ class HealFile(_Model):
             if data.get("schema_version", HEAL_SCHEMA_VERSION) == 1:  # the same keys, untyped
                 data = {k: x for k, x in data.items() if k in cls.model_fields}
                 data.update(schema_version=HEAL_SCHEMA_VERSION, kind="layerprobe-heal")
+            elif data.get("schema_version") == 2:  # version 3 adds `rewards`
+                data = {**data, "schema_version": HEAL_SCHEMA_VERSION}
         return data
 
 

@@ -50,6 +50,8 @@ class HealSettings:
     """The provenance of a pruned checkpoint given as --model (None otherwise)."""
     file_pairs: list[tuple[str, str]] | None = field(default=None, repr=False)
     """--data FILE: its (prompt, completion) pairs; None for --data traces."""
+    file_prompts: list[tuple[str, str, str]] | None = field(default=None, repr=False)
+    """--how grpo --data FILE: its (prompt, answer, answer type) lines; None for a task's prompts."""
     data: str = "traces"
     raw_prompts: bool = False
     from_run: Path | None = None
@@ -134,13 +136,18 @@ class Heal(Job):
                 self.pruned_from = {"checkpoint": str(Path(s.model)), "name": s.pruned_prov.name, "source": s.pruned_prov.source}
         if s.distill_base is not None:
             base = load_model(s.distill_base, device=s.device, dtype=s.dtype)
-        elif base is None and (cfg.loss == "kl" or s.file_pairs is None):  # a teacher, or the author of the traces
+        elif (
+            base is None and not cfg.is_rl and (cfg.loss == "kl" or s.file_pairs is None)
+        ):  # a teacher, or the author of the traces
             # an unpruned model healed with --force is its own base
             base = loaded if s.pruned_prov is None else load_model(_base_for(s.pruned_prov), device=s.device, dtype=s.dtype)
         if base is not None and base.tokenizer.get_vocab() != pruned.tokenizer.get_vocab():
             raise UserError("the base model's tokenizer differs from the pruned model's: give the model it was pruned from")
         check_lora_targets(pruned.model, cfg)
         self.base, self.pruned = base, pruned
+        if cfg.is_rl:
+            self.plan = plan_prompts(pruned, s)
+            return
         self.plan = plan_data(pruned if base is None else base, s, self.log)
         if self.plan.examples is not None:
             from layerprobe.prune.heal import check_examples
@@ -174,6 +181,8 @@ class Heal(Job):
             prov = json.loads((self.out / "layerprobe.json").read_text(encoding="utf-8"))
             return HealResult(record=prov.get("healing") or {}, already=True)
         s, cfg, out = self.s, self.s.cfg, self.out
+        if cfg.is_rl:
+            return self._work_rl()
         cached = out / STATE_DIR / DATA_FILE
         if cached.is_file() and self.meta.data:
             examples = [Example(**json.loads(line)) for line in cached.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -227,15 +236,77 @@ class Heal(Job):
         healed = result.loaded
         return HealResult(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
 
+    def _work_rl(self) -> HealResult:
+        """GRPO: the prompts (with their gold answers) are written once, then TRL's trainer runs."""
+        from layerprobe.prune.grpo import PromptExample, prompts_sha1
+        from layerprobe.prune.grpo import grpo as run_grpo
+        from layerprobe.prune.heal import HealStopped, StepInfo
+
+        s, cfg, out = self.s, self.s.cfg, self.out
+        cached = out / STATE_DIR / DATA_FILE
+        if cached.is_file() and self.meta.data:
+            prompts = [
+                PromptExample(**json.loads(line)) for line in cached.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+        else:
+            prompts = self.plan.examples or []
+            lines = "".join(json.dumps(dataclasses.asdict(e), ensure_ascii=False) + "\n" for e in prompts)
+            write_text_atomic(cached, lines)
+            self.meta.data = dict(self.plan.record, sha1=prompts_sha1(prompts))
+            self._write("running")
+        every = max(1, cfg.steps // 20)
+
+        def on_step(info: StepInfo) -> None:
+            self.progress(f"healing ({cfg.how})", info.step, info.steps, f"reward {info.reward:.3f}")
+            if info.step % every == 0 or info.step == info.steps:
+                eta = info.seconds / info.step * (info.steps - info.step)
+                self.log(
+                    f"step {info.step}/{info.steps}  reward {info.reward:.3f}  lr {info.lr:.2e}  "
+                    f"{info.tokens / max(info.seconds, 1e-9):,.0f} tokens/s  eta {eta:.0f} s",
+                    True,
+                )
+
+        try:
+            with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves a checkpoint
+                result = run_grpo(
+                    self.pruned,
+                    prompts,
+                    cfg,
+                    fmt=self.plan.fmt,
+                    state_dir=out / STATE_DIR,
+                    on_step=on_step,
+                    should_stop=lambda: self.stop_requested,
+                )
+        except HealStopped as exc:
+            self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
+            raise KeyboardInterrupt from None
+        record = {
+            **result.record,
+            "data": self.meta.data,
+            "model": s.model,
+            "resumed_from_step": result.resumed_from or None,
+            "command": self.argv,
+        }
+        if self.pruned_from is not None:
+            record["pruned_from"] = self.pruned_from
+        self.meta.files = _save(result.loaded, out, self.selection, record)
+        self.meta.rewards = [round(x, 6) for x in result.losses]
+        healed = result.loaded
+        return HealResult(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
+
     def close(self, status: str) -> None:
         if self.state == "done":
             return
-        if self.refused and self.state == "new" and not (self.out / STATE_DIR / "state.pt").is_file():
+        from layerprobe.prune.grpo import WORK_DIR
+
+        trained = (self.out / STATE_DIR / "state.pt").is_file() or any((self.out / STATE_DIR / WORK_DIR).glob("checkpoint-*"))
+        if self.refused and self.state == "new" and not trained:
             clear(self.out)  # bad input found late: leave nothing that would hold the corrected command back
             return
         self._write(status)
         if status == "complete":
             (self.out / STATE_DIR / "state.pt").unlink(missing_ok=True)
+            shutil.rmtree(self.out / STATE_DIR / WORK_DIR, ignore_errors=True)  # GRPO's trainer checkpoints
 
     def cleanup(self) -> None:
         import torch
@@ -355,8 +426,20 @@ def _save(loaded: Any, out: Path, selection: Any, record: dict[str, Any]) -> lis
 def summary(h: dict[str, Any]) -> str:
     """One line: how, steps, data, losses and speed of a healing record."""
     data = h.get("data") or {}
-    on = "base traces" if data.get("kind") == "traces" else Path(str(data.get("path", "a file"))).name
+    if data.get("kind") == "prompts":
+        on = f"{data.get('task')} prompts" if data.get("task") else Path(str(data.get("path", "a file"))).name
+    else:
+        on = "base traces" if data.get("kind") == "traces" else Path(str(data.get("path", "a file"))).name
     parts = [f"{h.get('how')}, {h.get('steps')} steps on {on}"]
+    if h.get("loss") == "reward":
+        if h.get("first_reward") is not None and h.get("final_reward") is not None:
+            parts.append(f"reward {h['first_reward']:.3f} -> {h['final_reward']:.3f}")
+        if h.get("tokens_per_s"):
+            parts.append(
+                f"{h.get('tokens_generated', 0):,} tokens generated + {h.get('tokens_trained', 0):,} trained in "
+                f"{h.get('seconds')} s ({h['tokens_per_s']:,.0f} tokens/s)"
+            )
+        return "; ".join(parts)
     if h.get("first_loss") is not None and h.get("final_loss") is not None:
         parts.append(f"{'KL' if h.get('loss') == 'kl' else 'loss'} {h['first_loss']:.4f} -> {h['final_loss']:.4f}")
     if h.get("tokens_per_s"):
@@ -444,6 +527,68 @@ def plan_data(base: Any, s: HealSettings, log: Any) -> DataPlan:
         "task_source": source,
     }
     return DataPlan(record, None, problems, fmt, budget, answer_max)
+
+
+def plan_prompts(model: Any, s: HealSettings) -> DataPlan:
+    """GRPO's prompts with their gold answers: a task's problems (the toy's from its training split) or
+    a file's lines, wrapped as `analyze` wraps a question unless --raw-prompts."""
+    from layerprobe.prune.grpo import PromptExample
+    from layerprobe.scaling.engine import build_prompt
+    from layerprobe.scaling.formats import detect_format
+
+    tok = model.tokenizer
+    fmt = detect_format(tok, s.fmt or model.reasoning_format)
+    wrap = (lambda q: q) if s.raw_prompts else (lambda q: build_prompt(tok, fmt, q))
+    if s.file_prompts is not None:
+        record: dict[str, Any] = {
+            "kind": "prompts",
+            "source": "file",
+            "path": str(Path(s.data)),
+            "file_sha1": hashlib.sha1(Path(s.data).read_bytes()).hexdigest(),
+            "prompts": "raw" if s.raw_prompts else "chat template + thinking opener",
+            "n": len(s.file_prompts),
+            "format": fmt.name,
+        }
+        examples = [PromptExample(wrap(p), a, kind, "", str(i)) for i, (p, a, kind) in enumerate(s.file_prompts)]
+        return DataPlan(record, examples, fmt=fmt)
+    task, limit, seed = s.task, s.limit, s.cfg.seed
+    if task is None:
+        if not model.is_toy:
+            raise UserError(
+                f"--how {s.cfg.how} needs --task (the problems to reward) or --data FILE.jsonl of prompts and answers"
+            )
+        task = "toy-mix"
+    if task.startswith("toy-"):
+        from layerprobe.toy.tasks import sample_problems
+
+        types = ["long", "short", "facts"] if task == "toy-mix" else [task.removeprefix("toy-")]
+        n = limit or 200
+        examples = [
+            PromptExample(wrap(p.prompt), p.answer, "digit", t, p.id)
+            for t in types
+            for p in sample_problems(t, min(n, 200) if t == "facts" else n, seed=seed, split="train")
+        ]
+        source: dict[str, Any] = {"split": "train (the toy's held-out test prompts are never used; facts have no split)"}
+    else:
+        from layerprobe.tasks.registry import load_problems
+
+        info, probs, source = load_problems(task, limit, seed, s.task_file)
+        if info.answer_type == "mc":
+            raise UserError(f"--task {task}: multiple-choice tasks are not supported by --how {s.cfg.how} yet")
+        examples = [PromptExample(wrap(p.question), p.gold, p.answer_type, p.group, p.id) for p in probs]
+    if not examples:
+        raise UserError(f"--task {task}: no problems")
+    record = {
+        "kind": "prompts",
+        "source": "task",
+        "task": task,
+        "problems": len(examples),
+        "limit": limit,
+        "format": fmt.name,
+        "seed": seed,
+        "task_source": source,
+    }
+    return DataPlan(record, examples, fmt=fmt)
 
 
 def make_examples(base: Any, plan: DataPlan, seed: int, progress: ProgressFn, log: Any) -> list[Any]:

@@ -39,7 +39,11 @@ HOWS: dict[str, tuple[str, str]] = {
     "full": ("full", "nll"),
     "distill": ("lora", "kl"),
     "distill-full": ("full", "kl"),
+    "grpo": ("lora", "reward"),
+    "grpo-full": ("full", "reward"),
 }
+#: Methods trained by reinforcement learning on a verifiable reward (prune/grpo.py, TRL's GRPOTrainer).
+RL_HOWS = frozenset(h for h, (_, loss) in HOWS.items() if loss == "reward")
 #: The linear projections of a decoder layer in the supported families (Qwen2/3, Llama, Mistral).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 STATE_FILE = "state.pt"
@@ -95,6 +99,17 @@ class HealConfig:
     max_grad_norm: float = 1.0
     save_every: int | None = None
     """Save the training state every N steps (default: every SAVE_SECONDS seconds)."""
+    group_size: int = 8
+    """GRPO: completions sampled per prompt (a group; advantages are relative to the group's mean reward)."""
+    kl: float = 0.0
+    """GRPO: coefficient of the KL penalty to the model healing starts from (TRL's beta)."""
+    temperature: float | None = None
+    """GRPO: sampling temperature (default: the reasoning format's, 1.0 for a greedy format)."""
+    max_completion: int | None = None
+    """GRPO: most tokens sampled per completion (default 160 for the toy, 4,160 otherwise)."""
+    format_reward: float = 0.0
+    """GRPO: weight of the format reward (thinking ended and an answer in the task's format), added to
+    the correctness reward (weight 1)."""
 
     @property
     def params(self) -> str:
@@ -105,6 +120,11 @@ class HealConfig:
     def loss(self) -> str:
         """'nll' (next-token loss on the data) or 'kl' (KL(base || student) along the data)."""
         return HOWS[self.how][1]
+
+    @property
+    def is_rl(self) -> bool:
+        """Reinforcement learning on a verifiable reward (GRPO) rather than a loss on given sequences."""
+        return self.loss == "reward"
 
     @property
     def peak_lr(self) -> float:
@@ -154,6 +174,26 @@ class HealConfig:
             raise UserError(f"--max-len {self.max_len}: give 2 to {2**20:,} tokens")
         if self.save_every is not None and self.save_every < 1:
             raise UserError(f"--save-every {self.save_every}: must be at least 1")
+        if self.is_rl:
+            if not 2 <= self.group_size <= MAX_BATCH:
+                raise UserError(
+                    f"--group-size {self.group_size}: give 2 to {MAX_BATCH:,} completions per prompt "
+                    "(GRPO compares the completions of a prompt with each other)"
+                )
+            per_step = self.batch_size * self.grad_accum
+            if per_step % self.group_size:
+                raise UserError(
+                    f"--group-size {self.group_size} does not divide the {per_step} completions of a step "
+                    f"(--batch-size {self.batch_size} x --grad-accum {self.grad_accum}); a step holds whole groups"
+                )
+            if not (0 <= self.kl <= 1e3 and math.isfinite(self.kl)):
+                raise UserError(f"--kl {self.kl}: must be a coefficient from 0 to 1,000")
+            if self.temperature is not None and not (0 < self.temperature <= 100 and math.isfinite(self.temperature)):
+                raise UserError(f"--temperature {self.temperature}: must be above 0 (GRPO samples) and at most 100")
+            if self.max_completion is not None and not 1 <= self.max_completion <= 2**20:
+                raise UserError(f"--max-completion {self.max_completion}: give 1 to {2**20:,} tokens")
+            if not (0 <= self.format_reward <= 1e3 and math.isfinite(self.format_reward)):
+                raise UserError(f"--format-reward {self.format_reward}: must be a weight from 0 to 1,000")
 
     def to_json(self) -> dict[str, Any]:
         """The settings that determine the training, as stored (a resumed run must match them)."""
@@ -171,8 +211,18 @@ class HealConfig:
             "batch_size": self.batch_size,
             "grad_accum": self.grad_accum,
             "seed": self.seed,
-            "max_len": self.max_len,
         }
+        if self.is_rl:
+            out["schedule"] = "linear warm-up from 0, cosine decay to 0 (transformers' cosine schedule)"
+            out["grpo"] = {
+                "group_size": self.group_size,
+                "kl": self.kl,
+                "temperature": self.temperature,
+                "max_completion": self.max_completion,
+                "format_reward": self.format_reward,
+            }
+        else:
+            out["max_len"] = self.max_len
         if self.params == "lora":
             out["lora"] = {"rank": self.rank, "alpha": self.alpha, "dropout": 0.0, "target_modules": list(self.target_modules)}
         return out
@@ -192,6 +242,8 @@ class StepInfo:
     """Tokens fed to the student so far (prompt and completion, no padding)."""
     seconds: float
     """Training time so far, all sessions."""
+    reward: float | None = None
+    """GRPO: mean reward of this step's completions (`loss` is then TRL's policy loss)."""
 
 
 @dataclass
@@ -485,6 +537,8 @@ def heal(
     `should_stop()` turns true between steps, the state is saved and HealStopped is raised.
     """
     cfg.check()
+    if cfg.is_rl:
+        raise ValueError(f"--how {cfg.how} is reinforcement learning: prune.grpo.grpo trains it")
     if cfg.loss == "kl":
         if teacher is None:
             raise ValueError("distillation needs the teacher (the base model)")

@@ -389,8 +389,16 @@ def _healed_label(spec: Any) -> str:
     data: dict[str, Any] = h["data"] if isinstance(h.get("data"), dict) else {}
     if data.get("kind") == "traces":
         on = "base traces" + (f" of {data['run']}" if data.get("source") == "run" and data.get("run") else "")
+    elif data.get("kind") == "prompts" and data.get("task"):
+        on = f"{data['task']} prompts"
     else:
         on = Path(str(data.get("path") or "a data file")).name
+    if h.get("loss") == "reward":  # reinforcement learning: say so, and what was rewarded
+        reward = h.get("reward")
+        weight = reward.get("format_weight") if isinstance(reward, dict) else None
+        rewarded = "correct answer" + (f" + {weight:g} x format" if isinstance(weight, (int, float)) and weight > 0 else "")
+        params = "every weight" if h.get("params") == "full" else "LoRA"
+        return f"GRPO ({params}), {h.get('steps', '?')} steps on {on}, reward: {rewarded}"
     return f"{h.get('how', '?')}, {h.get('steps', '?')} steps on {on}"
 
 
