@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,13 +175,13 @@ class Heal(Job):
 
     # -- work ------------------------------------------------------------------------------------
     def work(self) -> HealResult:
-        from layerprobe.prune.heal import Example, HealStopped, StepInfo, examples_sha1
+        from layerprobe.prune.heal import Example, HealStopped, examples_sha1
         from layerprobe.prune.heal import heal as run_heal
 
         if self.state == "done":
             prov = json.loads((self.out / "layerprobe.json").read_text(encoding="utf-8"))
             return HealResult(record=prov.get("healing") or {}, already=True)
-        s, cfg, out = self.s, self.s.cfg, self.out
+        cfg, out = self.s.cfg, self.out
         if cfg.is_rl:
             return self._work_rl()
         cached = out / STATE_DIR / DATA_FILE
@@ -194,18 +195,7 @@ class Heal(Job):
             write_text_atomic(cached, lines)
             self.meta.data = data_record
             self._write("running")
-        every = max(1, cfg.steps // 20)
-
-        def on_step(info: StepInfo) -> None:
-            self.progress(f"healing ({cfg.how})", info.step, info.steps, f"loss {info.loss:.4f}")
-            if info.step % every == 0 or info.step == info.steps:
-                eta = info.seconds / info.step * (info.steps - info.step)  # mean training time per step so far
-                self.log(
-                    f"step {info.step}/{info.steps}  loss {info.loss:.4f}  lr {info.lr:.2e}  "
-                    f"{info.tokens / max(info.seconds, 1e-9):,.0f} tokens/s  eta {eta:.0f} s",
-                    True,
-                )
-
+        on_step = self._step_reporter("loss", lambda info: info.loss)
         try:
             with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves
                 result = run_heal(
@@ -220,19 +210,42 @@ class Heal(Job):
         except HealStopped as exc:
             self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
             raise KeyboardInterrupt from None
+        teacher = {"name": self.base.name, "source": self.base.source} if cfg.loss == "kl" and self.base else None
+        self.meta.losses = [round(x, 6) for x in result.losses]
+        return self._finish(result, teacher)
+
+    def _step_reporter(self, name: str, value: Callable[[Any], float]) -> Callable[[Any], None]:
+        """A progress callback: the bar with `name` (loss or reward) every step, a log line 20 times a run."""
+        cfg = self.s.cfg
+        every = max(1, cfg.steps // 20)
+
+        def on_step(info: Any) -> None:
+            shown = f"{name} {value(info):.4f}"
+            self.progress(f"healing ({cfg.how})", info.step, info.steps, shown)
+            if info.step % every == 0 or info.step == info.steps:
+                eta = info.seconds / info.step * (info.steps - info.step)  # mean training time per step so far
+                self.log(
+                    f"step {info.step}/{info.steps}  {shown}  lr {info.lr:.2e}  "
+                    f"{info.tokens / max(info.seconds, 1e-9):,.0f} tokens/s  eta {eta:.0f} s",
+                    True,
+                )
+
+        return on_step
+
+    def _finish(self, result: Any, teacher: dict[str, Any] | None) -> HealResult:
+        """The healing record (what ran, on what data, from which command), saved with the checkpoint."""
         record = {
             **result.record,
             "data": self.meta.data,
-            "model": s.model,
+            "model": self.s.model,
             "resumed_from_step": result.resumed_from or None,
             "command": self.argv,
         }
-        if cfg.loss == "kl" and self.base is not None:
-            record["teacher"] = {"name": self.base.name, "source": self.base.source}
+        if teacher is not None:
+            record["teacher"] = teacher
         if self.pruned_from is not None:
             record["pruned_from"] = self.pruned_from
-        self.meta.files = _save(result.loaded, out, self.selection, record)
-        self.meta.losses = [round(x, 6) for x in result.losses]
+        self.meta.files = _save(result.loaded, self.out, self.selection, record)
         healed = result.loaded
         return HealResult(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
 
@@ -240,9 +253,9 @@ class Heal(Job):
         """GRPO: the prompts (with their gold answers) are written once, then TRL's trainer runs."""
         from layerprobe.prune.grpo import PromptExample, prompts_sha1
         from layerprobe.prune.grpo import grpo as run_grpo
-        from layerprobe.prune.heal import HealStopped, StepInfo
+        from layerprobe.prune.heal import HealStopped
 
-        s, cfg, out = self.s, self.s.cfg, self.out
+        cfg, out = self.s.cfg, self.out
         cached = out / STATE_DIR / DATA_FILE
         if cached.is_file() and self.meta.data:
             prompts = [
@@ -254,18 +267,7 @@ class Heal(Job):
             write_text_atomic(cached, lines)
             self.meta.data = dict(self.plan.record, sha1=prompts_sha1(prompts))
             self._write("running")
-        every = max(1, cfg.steps // 20)
-
-        def on_step(info: StepInfo) -> None:
-            self.progress(f"healing ({cfg.how})", info.step, info.steps, f"reward {info.reward:.3f}")
-            if info.step % every == 0 or info.step == info.steps:
-                eta = info.seconds / info.step * (info.steps - info.step)
-                self.log(
-                    f"step {info.step}/{info.steps}  reward {info.reward:.3f}  lr {info.lr:.2e}  "
-                    f"{info.tokens / max(info.seconds, 1e-9):,.0f} tokens/s  eta {eta:.0f} s",
-                    True,
-                )
-
+        on_step = self._step_reporter("reward", lambda info: info.reward)
         try:
             with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves a checkpoint
                 result = run_grpo(
@@ -280,19 +282,8 @@ class Heal(Job):
         except HealStopped as exc:
             self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
             raise KeyboardInterrupt from None
-        record = {
-            **result.record,
-            "data": self.meta.data,
-            "model": s.model,
-            "resumed_from_step": result.resumed_from or None,
-            "command": self.argv,
-        }
-        if self.pruned_from is not None:
-            record["pruned_from"] = self.pruned_from
-        self.meta.files = _save(result.loaded, out, self.selection, record)
         self.meta.rewards = [round(x, 6) for x in result.losses]
-        healed = result.loaded
-        return HealResult(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
+        return self._finish(result, None)
 
     def close(self, status: str) -> None:
         if self.state == "done":
