@@ -63,3 +63,33 @@ def test_toy_eval_prints_tables_and_names_the_dropped_layer(capsys):
     assert "without layer 5" in res.out
     assert "Wait audit" in res.out and "steps with a wrong result" in res.out
     assert "{" not in res.out
+
+
+def test_the_twin_is_inspected_pruned_and_healed_like_the_toy(capsys, tmp_path):
+    """`--model toy-direct` through inspect, prune and heal (analyze, report and compare: test_analyze.py,
+    test_compare.py): the alias resolves to the shipped twin and its provenance names it."""
+    res = run_cli(capsys, "inspect", "--model", "toy-direct")
+    assert res.code == 0 and "think-tags" in res.out and "3,161,984" in res.out
+    res = run_cli(capsys, "prune", "--model", "toy-direct", "--drop", "5", "--out", str(tmp_path / "p"))
+    assert res.code == 0, res.err
+    prov = json.loads((tmp_path / "p" / "layerprobe.json").read_text())
+    assert prov["name"] == "toy-direct" and prov["source"].endswith("weights-direct") and prov["dropped"] == [5]
+    res = run_cli(
+        capsys,
+        "heal",
+        "--model",
+        "toy-direct",
+        "--drop",
+        "5",
+        "--how",
+        "full",
+        "--steps",
+        "2",
+        "--limit",
+        "4",
+        "--out",
+        str(tmp_path / "h"),
+    )
+    assert res.code == 0, res.err
+    healed = load_model(str(tmp_path / "h"), device="cpu", dtype="float32")
+    assert healed.n_layers == 11 and healed.is_toy
