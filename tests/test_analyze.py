@@ -238,7 +238,8 @@ def test_runs_keeps_a_long_run_name_on_one_line(tiny_run: Path, tmp_path: Path, 
     shutil.copytree(tiny_run, tmp_path / "many" / name)
     res = run_cli(capsys, "runs", str(tmp_path / "many"))
     assert res.code == 0, res.err
-    assert any(name in line for line in res.out.splitlines()), res.out
+    row = next(line for line in res.out.splitlines() if name in line)
+    assert "toy-mix" in row and "complete" in row, res.out  # the other columns are not squeezed away
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_finished_traces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -393,3 +394,12 @@ def test_the_twin_runs_where_the_toy_does(tmp_path: Path, capsys: pytest.Capture
     res = run_cli(capsys, "report", str(out))
     assert res.code == 0, res.err
     assert (out / "report.html").is_file()
+
+
+def test_a_run_without_probes_does_not_point_to_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """explain needs the probes' token ids: the summary's next step must not be a command that refuses."""
+    out = tmp_path / "np"
+    args = ["--limit", "1", "--budgets", "8", "--samples", "1", "--drop", "5", "--no-probes", "--no-report"]
+    res = run_cli(capsys, "analyze", "--out", str(out), *args)
+    assert res.code == 0, res.err
+    assert "layerprobe explain" not in res.out

@@ -110,4 +110,29 @@ def test_compare_bad_input(twin_runs: tuple[Path, Path], tmp_path: Path, capsys:
     assert_one_line_error(run_cli(capsys, "compare", str(toy), str(twin), "--out", ""), "--out ''")
     (tmp_path / "file").write_text("x")
     assert_one_line_error(run_cli(capsys, "compare", str(toy), str(twin), "--out", str(tmp_path / "file")), "not a folder")
+    assert_one_line_error(run_cli(capsys, "compare", str(toy), str(twin), "--out", str(tmp_path / "file" / "x")), "--out")
     assert not any(p.name == "compare.json" for p in tmp_path.rglob("*"))
+
+
+def test_runs_without_groups_are_compared_as_all(
+    twin_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A task without problem groups (aime24, a plain task file): everything is compared as "all"."""
+    import shutil
+
+    plain = []
+    for run in twin_runs:
+        dst = tmp_path / run.name
+        shutil.copytree(run, dst)
+        lines = [json.loads(x) for x in (dst / "samples.jsonl").read_text().splitlines()]
+        (dst / "samples.jsonl").write_text("".join(json.dumps({**r, "group": ""}) + "\n" for r in lines))
+        (dst / "metrics.json").unlink()  # recomputed from the samples by the reader
+        plain.append(dst)
+    out = tmp_path / "cmp"
+    res = run_cli(capsys, "compare", *map(str, plain), "--out", str(out))
+    assert res.code == 0, res.err
+    cmp = CompareFile.model_validate_json((out / "compare.json").read_text())
+    toy = correct_by_problem(plain[0], "base")
+    assert cmp.runs[0].base_accuracy["all"] == pytest.approx(statistics.fmean(c for _, c in toy.values()))
+    assert all("all" in s.delta for r in cmp.runs for s in r.sensitivity)
+    assert {c.group for c in cmp.cross} == {"all"} and any(c.what == "damage" for c in cmp.cross)

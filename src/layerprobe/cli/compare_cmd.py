@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from layerprobe.cli.common import console
@@ -49,6 +48,9 @@ def compare(
         raise UserError(f"--out {target}: exists and is not a folder")
     if target.is_dir() and is_run_dir(target):
         raise UserError(f"--out {target} is a run directory: give a folder of its own for the comparison")
+    from layerprobe._io import check_writable
+
+    check_writable(target, "--out")  # before the runs are read
     result = compute(run_dirs)
     write_compare(result, target)
     report = render_compare(target)
@@ -69,12 +71,12 @@ def compare(
                 else "–"
                 for g in groups
             ]
-            t.add_row(escape(r.label), escape(", ".join(map(str, s.dropped))), fmt(s.relative_depth, "f3"), *cells)
+            t.add_row(r.label, ", ".join(map(str, s.dropped)), fmt(s.relative_depth, "f3"), *cells)
     for r in result.runs:
-        say.print(f"{escape(r.label)}: {escape(r.model)}, {r.n_layers} layers, {escape(r.task)}", soft_wrap=True)
+        say.print(f"{r.label}: {r.model}, {r.n_layers} layers, {r.task}", soft_wrap=True)
     say.print(t)
     for line in cross_sentences(result):
-        say.print(escape(line), soft_wrap=True)
+        say.print(line, soft_wrap=True)
     for note in result.notes:
-        say.print(f"note: {escape(note)}", soft_wrap=True)
-    say.print(f"wrote {escape(str(target / 'compare.json'))}; open {escape(str(report))} in a browser", soft_wrap=True)
+        say.print(f"note: {note}", soft_wrap=True)
+    say.print(f"wrote {target / 'compare.json'}; open {report} in a browser", soft_wrap=True)

@@ -48,4 +48,7 @@ def runs(
         t.add_row(
             d.name, info.model.id, variants, info.task.name, effective_status(info), done, info.updated[:16].replace("T", " ")
         )
-    console().print(t)
+    # the name stays whole so it can be copied: the table is as wide as it needs, never folded at 80 columns
+    longest = max(len(d.name) for d in dirs)
+    say = console()
+    console(width=max(say.width, longest + 100)).print(t)

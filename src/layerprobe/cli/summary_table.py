@@ -111,7 +111,7 @@ def print_summary(run: Run | str | Path, console: Console, explain_hint: bool = 
         for f in ex.findings:
             console.print(f"  - {f.text}", soft_wrap=True, markup=False)
     next_steps = []
-    if explain_hint and run.pruned and ex is None:
+    if explain_hint and run.pruned and ex is None and run.info.config.probes:  # explain needs the probes
         next_steps.append(f"{explain_command(run.dir)}   (why the pruned variants fail)")
     if report is not None:
         next_steps.append(f"open {report} in a browser   (every figure, the traces, the layer table)")

@@ -11,7 +11,7 @@ POSITIONS: dict[str, str] = {
     "none": "no position",
     "thinking": "every thinking token",
     "answer": "the answer tokens",
-    "answer-start": "the first four answer tokens",
+    "answer-start": "the end of thinking and the first three answer tokens",
     "first-25%": "the first quarter of the thinking",
     "rest-75%": "the last three quarters of the thinking",
     "first-50%": "the first half of the thinking",

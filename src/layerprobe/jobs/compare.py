@@ -10,7 +10,7 @@ from pathlib import Path
 
 from layerprobe._version import __version__
 from layerprobe.data.reader import ALL, Run, load_run
-from layerprobe.data.schema import ComparedRun, CompareFile, CrossModel, LayerSensitivity
+from layerprobe.data.schema import ComparedRun, CompareFile, CrossModel, LayerSensitivity, VariantSpec
 from layerprobe.data.store import COMPARE_FILE, now, write_model
 from layerprobe.errors import UserError
 from layerprobe.metrics import paired_comparison, proportion_interval
@@ -20,13 +20,15 @@ Scores = dict[str, tuple[str, float]]
 
 
 def _labels(runs: Sequence[Run]) -> list[str]:
-    """The directory names, made unique with a counter."""
-    seen: dict[str, int] = {}
-    out = []
+    """The directory names, made unique with a counter (never equal to another run's label)."""
+    out: list[str] = []
     for r in runs:
         name = r.dir.name or str(r.dir)
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+        label, k = name, 1
+        while label in out:
+            k += 1
+            label = f"{name} ({k})"
+        out.append(label)
     return out
 
 
@@ -48,8 +50,8 @@ def _depth(dropped: Sequence[int], n_layers: int) -> float | None:
 def _compared(run: Run, label: str) -> ComparedRun:
     budgets = run.budgets()
     budget = budgets[-1] if budgets else None
-    n_layers = run.info.model.n_layers or 0
-    groups = run.groups()
+    n_layers = run.n_layers
+    groups = run.groups() or [ALL]  # a task without groups (aime24, a plain task file): all problems
     base_bi: list[float | None] = []
     base_layers = run.layers.get(run.base)
     if base_layers is not None and base_layers.per_layer.block_influence:
@@ -82,8 +84,8 @@ def _compared(run: Run, label: str) -> ComparedRun:
         if c.mode == "sequential" and c.budget == budget and c.metric == "accuracy"
     }
     for spec in run.variants[1:]:
-        if not spec.dropped:
-            continue
+        if not spec.dropped or _healed(spec):
+            continue  # a healed checkpoint is not the sensitivity of its layers
         sens = LayerSensitivity(variant=spec.name, dropped=list(spec.dropped), relative_depth=_depth(spec.dropped, n_layers))
         for g in groups:
             c = comps.get((spec.name, g))
@@ -100,6 +102,11 @@ def _compared(run: Run, label: str) -> ComparedRun:
     out.sensitivity.sort(key=lambda s: (s.relative_depth is None, s.relative_depth or 0.0, s.variant))
     out.block_influence = base_bi
     return out
+
+
+def _healed(spec: VariantSpec) -> bool:
+    """A --variant checkpoint that `layerprobe heal` (or anything else) trained after pruning."""
+    return bool((spec.provenance or {}).get("healing"))
 
 
 def _paired(a: Scores, b: Scores, group: str) -> tuple[list[float], list[float]]:
@@ -128,6 +135,11 @@ def _cross(ra: Run, ca: ComparedRun, rb: Run, cb: ComparedRun, notes: list[str])
         return []
     base_a, base_b = scores(ra, ra.base, ca.budget), scores(rb, rb.base, cb.budget)
     groups = [g for g in ca.regimes if g in cb.regimes]
+    if ca.budget != cb.budget:
+        notes.append(
+            f"{ca.label} is measured at {ca.budget} thinking tokens and {cb.label} at {cb.budget}: "
+            "each run at its own largest budget"
+        )
     if not any(p in base_b for p in base_a):
         notes.append(f"{ca.label} and {cb.label} share no problem: no paired comparison across them")
         return []
@@ -187,7 +199,12 @@ def compare(run_dirs: Sequence[Path]) -> CompareFile:
     labels = _labels(runs)
     compared = [_compared(r, lab) for r, lab in zip(runs, labels)]
     notes: list[str] = []
+    seen: dict[Path, str] = {}
     for r, c in zip(runs, compared):
+        where = r.dir.resolve()
+        if where in seen:
+            notes.append(f"{c.label} is the same run directory as {seen[where]}: it is compared with itself")
+        seen.setdefault(where, c.label)
         if r.status != "complete":
             notes.append(f"{c.label} is {r.status}: its numbers cover the traces written so far")
         if not c.sensitivity:
@@ -200,8 +217,11 @@ def compare(run_dirs: Sequence[Path]) -> CompareFile:
 
 
 def write_compare(result: CompareFile, out: Path) -> Path:
-    """compare.json in `out` (created)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """compare.json in `out` (created); UserError when it cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     path = out / COMPARE_FILE
     write_model(path, result)
     return path
