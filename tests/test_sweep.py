@@ -83,6 +83,7 @@ def test_sweep_proxy_generates_nothing_with_pruned_models(capsys: pytest.Capture
     sweep = run.extras["sweep.json"]
     assert sweep.proxy_only and [lay.variant for lay in sweep.layers] == ["drop-9-10", "drop-10-11"]
     assert all(lay.teacher_forced_kl is not None and lay.teacher_forced_kl > 0 and not lay.delta for lay in sweep.layers)
+    assert "layerprobe explain" not in res.out  # analyze refuses --explain with a sweep: no hint towards it
 
 
 def test_sweep_helpers() -> None:

@@ -198,7 +198,7 @@ def analyze(
 
         report = render_report([run])
     say.print(f"run directory: {analysis.out}")
-    print_summary(run, console(width=max(say.width, 110)), explain_hint=not explain, report=report)
+    print_summary(run, console(width=max(say.width, 110)), explain_hint=not explain and sweep is None, report=report)
 
 
 def _parse_variant(text: str) -> tuple[str, str]:
