@@ -73,10 +73,10 @@ def _compared(run: Run, label: str) -> ComparedRun:
         return out
     base = scores(run, run.base, budget)
     for g in groups:
-        vals = [round(x) == 1 for grp, x in base.values() if grp == g]
+        vals = [x for grp, x in base.values() if grp == g]  # per problem: the mean over its sequential traces
         if vals:
-            out.base_accuracy[g] = sum(vals) / len(vals)
-            out.base_accuracy_ci[g] = proportion_interval(sum(vals), len(vals))
+            out.base_accuracy[g] = statistics.fmean(vals)
+            out.base_accuracy_ci[g] = proportion_interval(round(sum(vals)), len(vals))  # exact with one trace each
             out.n_problems[g] = len(vals)
     comps = {
         (c.variant, c.group): c
