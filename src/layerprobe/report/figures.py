@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
 
 PALETTE = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-DROPPED_COLOR = "#f4d6d6"
+DROPPED_ALPHA = 0.16
+"""Opacity of a dropped layer's shading, drawn in its variant's colour."""
 _counter = itertools.count()
 
 
@@ -206,15 +207,16 @@ def parallel_curves(run: Run, colors: dict[str, str]) -> Markup | None:
 
 
 def _dropped_spans(ax: Any, run: Run, colors: dict[str, str], horizontal: bool = False) -> None:
+    """Shade each layer a pruned variant dropped in that variant's own colour (light), labelled with its name."""
     for v in run.pruned:
         spec = run.spec(v)
         if spec is None:
             continue
         for l in spec.dropped:
             if horizontal:
-                ax.axhspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
+                ax.axhspan(l - 0.5, l + 0.5, color=colors[v], alpha=DROPPED_ALPHA, lw=0, zorder=0)
             else:
-                ax.axvspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
+                ax.axvspan(l - 0.5, l + 0.5, color=colors[v], alpha=DROPPED_ALPHA, lw=0, zorder=0)
                 ax.annotate(
                     f"dropped\nin {v}",
                     (l, 1.0),
@@ -521,22 +523,23 @@ def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, lab
     fig, axes = _subplots(1, width=7, height=1.8)
     ax = axes[0][0]
     ax.plot(range(len(kl)), kl, color=color, lw=1.2)
-    if onset is not None and onset >= 0:
+    box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}
+    if onset is not None and onset >= 0:  # labels written across the top of the plot, never down into the axis
         ax.axvline(onset, color="#000", ls="--", lw=1)
         ax.annotate(
-            "divergence onset", (onset, 0.95), xycoords=("data", "axes fraction"), fontsize=7, va="top", ha="right", rotation=90
+            "divergence onset ", (onset, 0.97), xycoords=("data", "axes fraction"), fontsize=7, va="top", ha="right", bbox=box
         )
     if loop_onset is not None and loop_onset >= 0:
         ax.axvline(loop_onset, color=color, ls=":", lw=1.2)
         ax.annotate(
-            "pruned trace starts looping",
-            (loop_onset, 0.95),
+            " pruned trace loops from here",
+            (loop_onset, 0.97 if onset is None or onset != loop_onset else 0.72),
             xycoords=("data", "axes fraction"),
             fontsize=7,
             va="top",
             ha="left",
-            rotation=90,
             color=color,
+            bbox=box,
         )
     ax.set_xlabel("token position in the base trace")
     ax.set_ylabel("KL (nats)")

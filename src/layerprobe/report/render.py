@@ -201,7 +201,13 @@ def _layer_table(run: Run) -> dict[str, Any]:
             else:
                 cells.append("—")
         rows.append({"layer": layer, "cells": cells, "dropped_in": [s.name for s in run.variants if layer in s.dropped]})
-    return {"columns": cols, "rows": rows}
+    spans: list[list[Any]] = []  # the header's first row: each variant over its columns
+    for c in cols:
+        if spans and spans[-1][0] == c["variant"]:
+            spans[-1][1] += 1
+        else:
+            spans.append([c["variant"], 1])
+    return {"columns": cols, "rows": rows, "spans": spans}
 
 
 def _lookup_col(run: Run, col: dict[str, Any], layer: int) -> Any:
