@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from layerprobe.data import load_run
-from layerprobe.errors import UserError
 from layerprobe.data.verdicts import reason_of
+from layerprobe.errors import UserError
 from layerprobe.metrics import NO_CLEAR_DIFFERENCE
 from layerprobe.metrics.paired import INTERVAL_ONLY, TEST_ONLY, TOO_FEW
 from layerprobe.report import render_report

@@ -396,6 +396,11 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
     missing = sum(r.answer is None and r.finish != "truncated" for r in records)
     rate = missing / (n - truncated) if n > truncated else None
     own_ok = rate is None or rate <= MISSING_ANSWER_LIMIT
+    variant = records[0].variant if records else ""
+    # the share is of the graded traces that reached an answer part: said so where it differs from all traces
+    of_what = f"{variant} traces"
+    if truncated or ungraded:
+        of_what = f"the {n - truncated} graded {variant} traces" + (" not cut before answering" if truncated else "")
     ok = own_ok or (base is not None and base.n > 0 and base.meaningful)
     msg = ""
     if rate is not None and not ok:
@@ -410,10 +415,10 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
                 "see docs/grading.md for the extraction rules, or give --answer-type / a task file whose answers "
                 "match what the model writes"
             )
-        msg = f"accuracy is not meaningful: {100 * rate:.0f} % of {records[0].variant} traces had no answer the grader could find ({why})"
+        msg = f"accuracy is not meaningful: {100 * rate:.0f} % of {of_what} had no answer the grader could find ({why})"
     elif rate is not None and not own_ok:
         msg = (
-            f"{100 * rate:.0f} % of {records[0].variant} traces have no answer while the base model's answers are "
+            f"{100 * rate:.0f} % of {of_what} have no answer while the base model's answers are "
             "found: the variant stops answering (counted as wrong)"
         )
     return GradingHealth(

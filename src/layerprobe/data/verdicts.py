@@ -73,16 +73,11 @@ def verdict_words(c: Any, what: str = "problems paired") -> str:
     reason = reason_of(c)
     if reason == BOTH and c.verdict in (LOWER, HIGHER):
         return f"{c.verdict}, outside the noise"
+    why = "a difference needs both, and they can part because the interval is not the test's inversion"
     if reason == INTERVAL_ONLY:
-        return (
-            f"not established: the interval excludes 0 but {_test(c)} does not reject ({_p(c)}); a difference needs "
-            "both, and they can part near the boundary because the interval is not the inversion of the test"
-        )
+        return f"not established: the interval excludes 0 but {_test(c)} does not reject ({_p(c)}); {why}"
     if reason == TEST_ONLY:
-        return (
-            f"not established: {_test(c)} rejects ({_p(c)}) but the interval includes 0; a difference needs both, and "
-            "they can part near the boundary because the interval is not the inversion of the test"
-        )
+        return f"not established: {_test(c)} rejects ({_p(c)}) but the interval includes 0; {why}"
     if reason == TOO_FEW:
         return f"too few problems for a verdict ({_few(c, what)})"
     return "inside the noise (no clear difference)"

@@ -788,6 +788,8 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
 
     out: list[Finding] = []
     specs = {v.name: v for v in run.variants}
+    budget = max(run.budgets()) if run.budgets() else run.info.config.parallel_budget
+    at = f" at {budget} thinking tokens" if budget else ""
 
     def who(v: str) -> str:
         spec = specs.get(v)
@@ -807,7 +809,6 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
             best_kl = max(by_kl, key=lambda r: r.kl_recovery or 0)
             if not chosen or best_kl.positions != chosen[0].positions:
                 chosen.append(best_kl)
-        budget = max(run.budgets()) if run.budgets() else run.info.config.parallel_budget
         for r in chosen:
             out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-tokens", budget))
         spans = [r for r in recs if r.positions not in TOKEN_CLASSES and r.positions != "thinking"]
@@ -841,7 +842,8 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
                 text=f"Without {who(comp.variant)}, accuracy falls with chain length as (1 \u2212 \u03b5)^k with "
                 f"\u03b5 = {comp.epsilon:.2f} [{comp.epsilon_ci[0]:.2f}, {comp.epsilon_ci[1]:.2f}] per step (base model "
                 f"{base_comp.epsilon:.2f}): {_pct((1 - comp.epsilon) ** short)} % at {short} step{'s' if short != 1 else ''}, "
-                f"{_pct((1 - comp.epsilon) ** long)} % at {long} (fit p = {comp.fit_p:.2f}, {n} chains{fit}){how}.",
+                f"{_pct((1 - comp.epsilon) ** long)} % at {long} (fit p = {comp.fit_p:.2f}, over {n} chains: the sequential traces"
+                f"{at}{fit}){how}.",
                 effect=comp.epsilon - base_comp.epsilon,
                 ci=(lo, hi),
                 section="why-compounding",
@@ -862,9 +864,9 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
         )
         out.append(
             Finding(
-                text=f"Failing chains leave the base model's path early: half of the {len(fr)} failing traces without "
-                f"{who(b.variant)} have parted from the base trace by {_pct(b.median_fraction)} % "
-                f"{_pct_ci(b.median_ci)} of the way{step}.",
+                text=f"Failing chains leave the base model's path early: of the {len(b.first_departure_fraction)} sequential "
+                f"traces{at} that fail without {who(b.variant)}, {len(fr)} part from the base trace, half of them by "
+                f"{_pct(b.median_fraction)} % {_pct_ci(b.median_ci)} of the way{step}.",
                 effect=b.median_fraction,
                 ci=b.median_ci,
                 section="why-breaks",
@@ -914,7 +916,10 @@ def _restoration_finding(r: Restoration, who: str, where: str, kind: str, budget
     run's sampled traces, and the sentence says so where the counts are."""
     parts = []
     if r.kl_recovery is not None and _outside(r.kl_ci):
-        parts.append(f"{_pct(r.kl_recovery)} % {_pct_ci(r.kl_ci)} of the divergence from the base model")
+        parts.append(
+            f"{_pct(r.kl_recovery)} % {_pct_ci(r.kl_ci)} of the divergence from the base model along its traces"
+            + (f" at {budget} thinking tokens" if budget else "")
+        )
     if r.accuracy_recovery is not None and r.n_lost and _outside(r.ci, r.n_lost):
         broken = f", losing {r.n_broken} it had solved" if r.n_broken else ""
         at = f" at {budget} thinking tokens" if budget else ""

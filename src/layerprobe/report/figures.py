@@ -445,7 +445,7 @@ def reflections(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | 
         ax.barh([j + i * h for j in range(len(words))], [_f(d.get(w, 0)) for w in words], height=h, color=colors[v], label=v)
     ax.set_yticks([j + 0.4 - h / 2 for j in range(len(words))], words)
     ax.invert_yaxis()
-    ax.set_xlabel("per 1,000 thinking tokens (all traces)")
+    ax.set_xlabel("per 1,000 thinking tokens (all traces; mean over problems)")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(names), 5))
     return to_svg(fig, "reflection words per 1k thinking tokens"), zero
 
