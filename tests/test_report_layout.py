@@ -145,6 +145,8 @@ def test_dropped_layers_are_shaded_in_their_variants_colour(tmp_path: Path) -> N
     svg = str(figures.block_influence(run, colors))
     shaded = re.findall(r"fill: (#[0-9a-f]{6}); opacity: 0\.\d+", svg)
     assert "#d62728" in shaded and "#1f77b4" in shaded, shaded
+    heat = str(figures.heatmap(run, "jsd", "logit-lens JSD", colors))  # the hatched rows of each panel
+    assert "#1f77b4" in heat.lower() and "#d62728" in heat.lower()
 
 
 def test_one_variant_is_not_variants(tmp_path: Path) -> None:

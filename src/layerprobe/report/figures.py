@@ -281,7 +281,7 @@ def block_influence(run: Run, colors: dict[str, str]) -> Markup | None:
 
 
 @_styled
-def heatmap(run: Run, key: str, label: str) -> Markup | None:
+def heatmap(run: Run, key: str, label: str, colors: dict[str, str] | None = None) -> Markup | None:
     import numpy as np
 
     las: dict[str, LayerAggregates] = {
@@ -323,7 +323,7 @@ def heatmap(run: Run, key: str, label: str) -> Markup | None:
         spec = run.spec(v)
         dropped = spec.dropped if spec is not None else []
         for l in dropped:  # hatched rows, named once in the title (labels per row overlap on adjacent layers)
-            ax.axhspan(l - 0.5, l + 0.5, facecolor="none", edgecolor="#a00", hatch="///", lw=0)
+            ax.axhspan(l - 0.5, l + 0.5, facecolor="none", edgecolor=(colors or {}).get(v, "#a00"), hatch="///", lw=0)
         ax.set_title(v + (f" (dropped: {', '.join(map(str, dropped))})" if dropped else ""), fontsize=9)
         ax.set_xlabel("relative position in trace")
     axes[0][0].set_ylabel("original layer")
