@@ -1055,6 +1055,9 @@ class Restoration(_Model):
     """Of those, the problems the gated model answers right."""
     n_broken: int | None = None
     """Problems the pruned model answered right that the gated model gets wrong."""
+    n_traces: int | None = None
+    """Base traces the KL recovery was measured along (teacher-forced); a finding needs at least 6 (None in
+    explain.json files written before it was recorded)."""
 
 
 class PredictorFeature(_Model):

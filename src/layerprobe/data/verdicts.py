@@ -91,9 +91,11 @@ def verdict_note(c: Any) -> str:
     if reason == BOTH and c.verdict in (LOWER, HIGHER):
         return ""
     if reason == INTERVAL_ONLY:
-        return f"not established: the interval excludes 0 but {_test(c)} does not reject, {_p(c)}"
+        return (
+            f"not established: the interval excludes 0 but {_test(c)} does not reject, {_p(c)}; the interval is not its inversion"
+        )
     if reason == TEST_ONLY:
-        return f"not established: {_test(c)} rejects, {_p(c)}, but the interval includes 0"
+        return f"not established: {_test(c)} rejects, {_p(c)}, but the interval includes 0; the interval is not its inversion"
     if reason == TOO_FEW:
         n = _units(c)
         return f"too few problems for a verdict: {n if n is not None else '?'} < {MIN_UNITS}"

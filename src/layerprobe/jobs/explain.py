@@ -246,7 +246,10 @@ def restoration_kl(
     out = []
     for j, name in enumerate(names):
         rec = Restoration(
-            variant=variant, positions=name, share_of_tokens=float(counts[:, j].sum() / total_tokens) if total_tokens else None
+            variant=variant,
+            positions=name,
+            share_of_tokens=float(counts[:, j].sum() / total_tokens) if total_tokens else None,
+            n_traces=len(traces),
         )
         if pruned.sum() > 1e-9:  # recovery of nothing is undefined, not 0 or 1
             rec.kl_recovery = 1.0 - float(kl_sum[:, j].sum() / pruned.sum())
@@ -801,7 +804,7 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
         ]
         tokens = [r for r in recs if r.positions in TOKEN_CLASSES and (r.share_of_tokens or 1) <= 0.5]
         by_acc = [r for r in tokens if r.accuracy_recovery is not None and _outside(r.ci, r.n_lost)]
-        by_kl = [r for r in tokens if r.kl_recovery is not None and _outside(r.kl_ci)]
+        by_kl = [r for r in tokens if r.kl_recovery is not None and _outside(r.kl_ci, r.n_traces)]
         chosen: list[Restoration] = []
         if by_acc:
             chosen.append(max(by_acc, key=lambda r: (r.accuracy_recovery or 0, r.kl_recovery or 0)))
@@ -812,7 +815,9 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
         for r in chosen:
             out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-tokens", budget))
         spans = [r for r in recs if r.positions not in TOKEN_CLASSES and r.positions != "thinking"]
-        spans = [r for r in spans if (r.share_of_tokens or 1) <= 0.5 and r.kl_recovery is not None and _outside(r.kl_ci)]
+        spans = [
+            r for r in spans if (r.share_of_tokens or 1) <= 0.5 and r.kl_recovery is not None and _outside(r.kl_ci, r.n_traces)
+        ]
         if spans:
             r = max(spans, key=lambda r: r.kl_recovery or 0)
             out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-positions", budget))
@@ -915,7 +920,7 @@ def _restoration_finding(r: Restoration, who: str, where: str, kind: str, budget
     back. The accuracy counts come from greedy generation (jobs.explain.restoration_accuracy), not from the
     run's sampled traces, and the sentence says so where the counts are."""
     parts = []
-    if r.kl_recovery is not None and _outside(r.kl_ci):
+    if r.kl_recovery is not None and _outside(r.kl_ci, r.n_traces):
         parts.append(
             f"{_pct(r.kl_recovery)} % {_pct_ci(r.kl_ci)} of the divergence from the base model along its traces"
             + (f" at {budget} thinking tokens" if budget else "")
@@ -937,7 +942,7 @@ def _restoration_finding(r: Restoration, who: str, where: str, kind: str, budget
         section="why-restoration",
         kind=kind,
         variant=r.variant,
-        n=r.n_lost if by_accuracy else None,
+        n=r.n_lost if by_accuracy else r.n_traces,
     )
 
 
@@ -964,8 +969,18 @@ def run_fingerprint(run: Run) -> str:
 def explain_settings(
     generation: bool = True, limit: int | None = None, device: str = "auto", dtype: str | None = None
 ) -> dict[str, Any]:
-    """What an explanation was asked for (stored in .explain/state.json; MAY_DIFFER may change on a resume)."""
-    return {"generation": generation, "limit": limit, "device": device, "dtype": dtype, "classes": list(TOKEN_CLASSES)}
+    """What an explanation was asked for, and by which layerprobe (stored in .explain/state.json; MAY_DIFFER may
+    change on a resume; another version computes afresh, so its findings are worded by the code that shows them)."""
+    from layerprobe._version import __version__
+
+    return {
+        "generation": generation,
+        "limit": limit,
+        "device": device,
+        "dtype": dtype,
+        "classes": list(TOKEN_CLASSES),
+        "layerprobe": __version__,
+    }
 
 
 def explain_is_current(run_dir: str | Path, **settings: Any) -> bool:
