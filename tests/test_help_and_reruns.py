@@ -14,11 +14,11 @@ import pytest
 from layerprobe.jobs.plan import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS
 from tests.cli_utils import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _help(*args: str) -> str:
-    env = dict(os.environ, COLUMNS="250", PYTHONPATH=str(ROOT / "src"))
+    import layerprobe
+
+    env = dict(os.environ, COLUMNS="250", PYTHONPATH=str(Path(layerprobe.__file__).resolve().parents[1]))  # this layerprobe
     res = subprocess.run([sys.executable, "-m", "layerprobe.cli.app", *args, "--help"], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     return " ".join(res.stdout.replace("│", " ").split())

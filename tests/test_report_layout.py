@@ -118,10 +118,14 @@ def test_onset_labels_stay_inside_their_plot(monkeypatch: pytest.MonkeyPatch) ->
         return real(fig, alt)
 
     monkeypatch.setattr(figures, "to_svg", keep)
-    figures.trace_kl(
-        [0.1, 0.2, 0.5, 1.0, 0.8, 0.4] * 4, onset=6, loop_onset=9, label="KL(base ‖ pruned) along base's trace", color="#d62728"
-    )
-    (fig,) = made
+    kl = [0.1, 0.2, 0.5, 1.0, 0.8, 0.4] * 4
+    for onset, loop_onset in ((6, 9), (3, 22), (20, 2)):  # labels near either edge
+        figures.trace_kl(kl, onset=onset, loop_onset=loop_onset, label="KL(base ‖ pruned) along base's trace", color="#d62728")
+    for fig in made:
+        _inside(fig)
+
+
+def _inside(fig) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)
@@ -134,6 +138,7 @@ def test_onset_labels_stay_inside_their_plot(monkeypatch: pytest.MonkeyPatch) ->
     for t in texts:
         bb = t.get_window_extent(r)
         assert bb.y0 >= box.y0 - 1 and bb.y1 <= box.y1 + 1, (t.get_text(), bb, box)
+        assert bb.x0 >= box.x0 - 1 and bb.x1 <= box.x1 + 1, (t.get_text(), bb, box)
 
 
 def test_dropped_layers_are_shaded_in_their_variants_colour(tmp_path: Path) -> None:

@@ -524,23 +524,30 @@ def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, lab
     ax = axes[0][0]
     ax.plot(range(len(kl)), kl, color=color, lw=1.2)
     box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}
-    if onset is not None and onset >= 0:  # labels written across the top of the plot, never down into the axis
-        ax.axvline(onset, color="#000", ls="--", lw=1)
+    ax.set_xlim(0, max(len(kl) - 1, loop_onset or 0, onset or 0, 1))
+    right = ax.get_xlim()[1]
+
+    def mark(x: int, text: str, y: float, **kw: Any) -> None:
+        """A label across the top of the plot beside its line, on the side with room: never down into the axis
+        or out of the plot."""
+        side = "right" if x > 0.5 * right else "left"
         ax.annotate(
-            "divergence onset ", (onset, 0.97), xycoords=("data", "axes fraction"), fontsize=7, va="top", ha="right", bbox=box
-        )
-    if loop_onset is not None and loop_onset >= 0:
-        ax.axvline(loop_onset, color=color, ls=":", lw=1.2)
-        ax.annotate(
-            " pruned trace loops from here",
-            (loop_onset, 0.97 if onset is None or onset != loop_onset else 0.72),
+            f"{text} " if side == "right" else f" {text}",
+            (x, y),
             xycoords=("data", "axes fraction"),
             fontsize=7,
             va="top",
-            ha="left",
-            color=color,
+            ha=side,
             bbox=box,
+            **kw,
         )
+
+    if onset is not None and onset >= 0:
+        ax.axvline(onset, color="#000", ls="--", lw=1)
+        mark(onset, "divergence onset", 0.97)
+    if loop_onset is not None and loop_onset >= 0:
+        ax.axvline(loop_onset, color=color, ls=":", lw=1.2)
+        mark(loop_onset, "pruned trace loops from here", 0.97 if onset is None else 0.72, color=color)
     ax.set_xlabel("token position in the base trace")
     ax.set_ylabel("KL (nats)")
     top = max((x for x in kl if math.isfinite(x)), default=0.0)
