@@ -869,7 +869,7 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
         )
         out.append(
             Finding(
-                text=f"Failing chains leave the base model's path early: of the {len(b.first_departure_fraction)} sequential "
+                text=f"Failing chains leave the base model's path early: of the {b.n_failing or len(fr)} sequential "
                 f"traces{at} that fail without {who(b.variant)}, {len(fr)} part from the base trace, half of them by "
                 f"{_pct(b.median_fraction)} % {_pct_ci(b.median_ci)} of the way{step}.",
                 effect=b.median_fraction,
@@ -887,7 +887,8 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
             Finding(
                 text=f"A wrong answer is announced by what the trace looks like: its measured signals predict it with AUC "
                 f"{p.auc:.2f} [{p.auc_ci[0]:.2f}, {p.auc_ci[1]:.2f}], against {p.baseline_auc:.2f} for thinking length alone "
-                f"({p.model}, cross-validated by problem; most useful: {names}).",
+                f"({p.model}, cross-validated by problem over the {p.n_traces} graded traces of every variant, "
+                f"{p.n_incorrect} of them wrong; most useful: {names}).",
                 effect=p.gain,
                 ci=p.gain_ci,
                 section="why-predictors",
