@@ -4,9 +4,6 @@ re-run of a complete `analyze` says so and reuses explain.json when its inputs a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +12,21 @@ from layerprobe.jobs.plan import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS
 from tests.cli_utils import run_cli
 
 
-def _help(*args: str) -> str:
-    import layerprobe
+@pytest.fixture
+def helptext(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """`layerprobe ... --help` as printed (wide, so that no phrase is folded), whitespace and borders collapsed."""
+    monkeypatch.setenv("COLUMNS", "250")
 
-    env = dict(os.environ, COLUMNS="250", PYTHONPATH=str(Path(layerprobe.__file__).resolve().parents[1]))  # this layerprobe
-    res = subprocess.run([sys.executable, "-m", "layerprobe.cli.app", *args, "--help"], capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr
-    return " ".join(res.stdout.replace("│", " ").split())
+    def show(*args: str) -> str:
+        res = run_cli(capsys, *args, "--help")
+        assert res.code == 0, res.err
+        return " ".join(res.out.replace("│", " ").split())
+
+    return show
 
 
-def test_analyze_help_states_the_defaults() -> None:
-    text = _help("analyze")
+def test_analyze_help_states_the_defaults(helptext) -> None:
+    text = helptext("analyze")
     assert "runs/<model>-<hash of the settings>" in text and "<timestamp>" not in text
     budgets = [",".join(map(str, d.budgets)) for d in (TOY_DEFAULTS, REAL_DEFAULTS, QUICK_DEFAULTS)]
     assert (
@@ -39,12 +40,13 @@ def test_analyze_help_states_the_defaults() -> None:
 
 
 @pytest.mark.parametrize("cmd", [(), ("analyze",), ("ingest",), ("heal",), ("toy", "eval"), ("report",)])
-def test_flags_show_no_type_placeholder(cmd: tuple[str, ...]) -> None:
-    assert "<bool>" not in _help(*cmd)
+def test_flags_show_no_type_placeholder(helptext, cmd: tuple[str, ...]) -> None:
+    text = helptext(*cmd)
+    assert "--help" in text and "<bool>" not in text
 
 
-def test_heal_help_names_grpo() -> None:
-    text = _help("heal")
+def test_heal_help_names_grpo(helptext) -> None:
+    text = helptext("heal")
     assert "GRPO" in text.split("Options")[0]  # in the command's description, not only in one flag's
 
 
