@@ -198,7 +198,7 @@ def test_gold_answers_of_every_shape(tmp_path, capsys, answer_type) -> None:
     assert all(recs[f"p{i}"].answer == "7" for i in range(len(golds)))  # the answer is still read
     m = load_run(out).metrics
     assert m.variants["base"].groups["all"].sequential["0"].n == 2 and m.grading["base"].ungraded == 5
-    assert "not graded (no gold answer)" in res.out
+    assert "not graded (no gold answer in any of the fields gold, answer, target, solution or expected)" in res.out
 
 
 def test_foreign_values_that_are_not_what_they_should_be(tmp_path, capsys) -> None:

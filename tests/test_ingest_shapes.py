@@ -150,16 +150,18 @@ def test_no_delimiters_at_all(ckpt, tmp_path, capsys) -> None:
             {"id": pid, "prompt": rt.chatml(q), "completion": f"{t.text}\n\n**Final Answer**\n\\boxed{{{gold}}}", "gold": gold}
         )
     res, run = _ingest(capsys, [rt.write_jsonl(tmp_path / "limo.jsonl", rows)], ckpt, tmp_path / "limo", "--no-probes")
-    assert "plain (no thinking delimiters)" in res.out
+    assert "plain (no thinking delimiters" in res.out and "3 answer from a final-answer marker" in res.out
     for r in run.samples:
         t = rt.thinking(r.problem_id)
         assert r.thinking_text == t.text and r.correct and r.reflections.counts["wait"] == t.waits
-    # a non-reasoning model through lm-eval (GSM8K style): no thinking, graded by its own answer line
+    # a model without thinking delimiters through lm-eval (GSM8K style): the text before its answer line is its
+    # reasoning (measured like any thinking), the answer line is graded
     plain = tmp_path / "samples_gsm8k_2026-11-03T00-00-00.000001.jsonl"
     rt.lm_eval_samples(plain, {pid: f"We compute step by step.\nSo it is {g}.\n#### {g}" for pid, (_, g) in rt.PROBLEMS.items()})
     res, run = _ingest(capsys, [plain], ckpt, tmp_path / "plain", "--no-probes", source="lm-eval")
-    assert "plain (no thinking delimiters)" in res.out
-    assert all(r.correct and r.extraction == "gsm8k" and r.thinking_tokens == 0 for r in run.samples)
+    assert "plain (no thinking delimiters" in res.out and "answer from the last line stating an answer" in res.out
+    for r in run.samples:
+        assert r.correct and r.extraction == "gsm8k" and r.thinking_text == f"We compute step by step.\nSo it is {r.gold}."
 
 
 def test_truncated_traces_are_never_graded(ckpt, tmp_path, capsys) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from layerprobe.data import load_run
+from layerprobe.data.verdicts import reason_of
 from layerprobe.errors import UserError
 from layerprobe.metrics import NO_CLEAR_DIFFERENCE
+from layerprobe.metrics.paired import INTERVAL_ONLY, TEST_ONLY, TOO_FEW
 from layerprobe.report import render_report
 from layerprobe.report.narrative import resolve
 from layerprobe.report.numbers import fmt
@@ -115,9 +117,10 @@ def check_structure(run_dir: Path, html: str) -> None:
         if len(diff) != 1 or "problems paired" not in li:
             continue
         c = comps[diff[0][2]]
-        assert ("inside the noise" in li) == (c.verdict == NO_CLEAR_DIFFERENCE), li
-        # interval and test disagreeing is said in words, never left for the reader to spot
-        assert (f"{c.test} test" in li) == (not c.agree), li
+        assert ("outside the noise" in li) == (c.verdict != NO_CLEAR_DIFFERENCE), li
+        # interval and test disagreeing is said in words (which test, and why), never left for the reader to spot
+        assert (f"{c.test} test" in li) == (reason_of(c) in (INTERVAL_ONLY, TEST_ONLY)), li
+        assert ("too few problems for a verdict" in li) == (reason_of(c) == TOO_FEW), li
         checked += 1
     assert checked >= 1
     # the overview sentence counts exactly the comparisons whose verdict names a direction

@@ -38,8 +38,13 @@ def test_plain_streams():
     assert (t.thinking, t.answer) == ("Let me think.\nWait, no.", "**Final Answer**\n\\boxed{116}")
     t = parse_trace("plain", "Step one.\nSo we get \\boxed{7}.")
     assert (t.thinking, t.answer) == ("Step one.", "So we get \\boxed{7}.")
+    # no delimiters is still reasoning: the answer is the line that states it, else the last line
     t = parse_trace("plain", "48 + 24 = 72.\n#### 72")
-    assert (t.thinking, t.answer) == ("", "48 + 24 = 72.\n#### 72")
+    assert (t.thinking, t.answer, t.split) == ("48 + 24 = 72.", "#### 72", "the last line stating an answer")
+    t = parse_trace("plain", "Okay, 3 + 4 = 7.\nWait, let me check: 3 + 4 = 7.\n\nSo it is 7.\n")
+    assert (t.thinking, t.answer, t.split) == ("Okay, 3 + 4 = 7.\nWait, let me check: 3 + 4 = 7.", "So it is 7.", "the last line")
+    t = parse_trace("plain", "72")
+    assert (t.thinking, t.answer) == ("", "72")
 
 
 @pytest.mark.parametrize(

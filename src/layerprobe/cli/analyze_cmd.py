@@ -9,8 +9,23 @@ import typer
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, progress_bars
 from layerprobe.errors import UserError
+from layerprobe.jobs.plan import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS, Defaults
 from layerprobe.jobs.sweep import parse_sweep_layers
 from layerprobe.prune.surgery import parse_layer_list
+
+
+def _defaults(what: str) -> str:
+    """ "(default: 8,16,32,64,128 for the toy, 512,...,8192 for other models, 256,1024 with --quick)" from jobs.plan."""
+
+    def one(d: Defaults) -> str:
+        x = getattr(d, what)
+        if what == "budgets":
+            return ",".join(map(str, x))
+        return "all" if x is None else str(x)
+
+    return (
+        f"(default: {one(TOY_DEFAULTS)} for the toy, {one(REAL_DEFAULTS)} for other models, {one(QUICK_DEFAULTS)} with --quick)"
+    )
 
 
 def analyze(
@@ -43,9 +58,11 @@ def analyze(
     task_file: Annotated[
         Path | None, typer.Option("--task-file", help="local JSONL with id/question/answer for hub tasks offline")
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="problems per task group")] = None,
-    budgets: Annotated[str | None, typer.Option("--budgets", help="thinking budgets in tokens, e.g. 512,1024,2048")] = None,
-    samples: Annotated[int | None, typer.Option("--samples", "-n", help="parallel samples per problem")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help=f"problems per task group {_defaults('limit')}")] = None,
+    budgets: Annotated[str | None, typer.Option("--budgets", help=f"thinking budgets in tokens {_defaults('budgets')}")] = None,
+    samples: Annotated[
+        int | None, typer.Option("--samples", "-n", help=f"parallel samples per problem {_defaults('samples')}")
+    ] = None,
     parallel_budget: Annotated[
         int | None,
         typer.Option("--parallel-budget", help="thinking budget of the parallel samples (default: the largest budget)"),
@@ -54,9 +71,21 @@ def analyze(
     temperature: Annotated[
         float | None, typer.Option("--temperature", help="sampling temperature (default: the reasoning format's)")
     ] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k")] = None,
-    answer_max: Annotated[int | None, typer.Option("--answer-max", help="token cap of the answer after thinking")] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            "--top-p",
+            help="nucleus sampling: keep the most likely tokens up to this probability (default: the reasoning format's)",
+        ),
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--top-k", help="sample among the k most likely tokens, 0 = all (default: the reasoning format's)"),
+    ] = None,
+    answer_max: Annotated[
+        int | None,
+        typer.Option("--answer-max", help=f"token cap of the answer after thinking {_defaults('answer_max')}"),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="run seed; every sample's seed derives from it")] = 0,
     fmt: Annotated[str | None, typer.Option("--format", help="reasoning format: think-tags | s1 (default: detected)")] = None,
     no_probes: Annotated[
@@ -83,7 +112,12 @@ def analyze(
         int | None, typer.Option("--batch-size", help="sequences per batch (default: auto; halves on out-of-memory)")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="run directory (default runs/<timestamp>-<model>); an existing run resumes")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="run directory (default runs/<model>-<hash of the settings>, so the same command finds its run again); an existing run resumes",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="start afresh in an --out that holds a run with other settings")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="do not render report.html")] = False,
@@ -126,6 +160,7 @@ def analyze(
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary
     from layerprobe.jobs.plan import AnalyzeSettings
+    from layerprobe.report.render import explain_command
 
     drops = [parse_layer_list(d) for d in (drop or [])]
     methods: list[str] = []
@@ -184,13 +219,23 @@ def analyze(
     from layerprobe.data.reader import load_run
 
     say = console()
+    if analysis.complete_before:
+        n = analysis.info.expected_traces
+        say.print(f"the run in {analysis.out} is complete: all {n} traces were there already, nothing was generated")
     if explain is None:  # the default: the toy explains itself (it takes about a minute), other models are asked
         explain = analysis.base.source_kind == "toy" and not no_probes and sweep is None and bool(analysis.info.variants[1:])
     if explain:
         from layerprobe.jobs.explain import explain as run_explain
+        from layerprobe.jobs.explain import explain_is_current
 
-        with progress_bars() as progress:
-            run_explain(analysis.out, device=device, progress=progress, argv=["layerprobe", "explain", str(analysis.out)])
+        if explain_is_current(analysis.out, device=device):
+            say.print(
+                "explain.json is up to date (same traces, same settings): reused, not computed again "
+                f"({explain_command(analysis.out)} computes it again)"
+            )
+        else:
+            with progress_bars() as progress:
+                run_explain(analysis.out, device=device, progress=progress, argv=["layerprobe", "explain", str(analysis.out)])
     run = load_run(analysis.out)  # read once for the report and the summary
     report = None
     if settings.report:

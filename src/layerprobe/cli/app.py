@@ -121,6 +121,27 @@ def _offline_when_unreachable() -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def _tidy_help(command: Any) -> Any:
+    """On/off flags take no value, so their help shows no type placeholder ("<bool>"): every command's
+    flags at once, including --help."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    make_help = getattr(command, "get_help_option", None)
+    if make_help is not None:
+
+        def get_help_option(ctx: Any, make_help: Callable[..., Any] = make_help) -> Any:
+            opt = make_help(ctx)
+            if opt is not None:
+                opt.metavar = ""
+            return opt
+
+        command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+    return command
+
+
 def _fail(code: int, message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.exit(code)
@@ -140,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    command = typer.main.get_command(app)
+    command = _tidy_help(typer.main.get_command(app))
     try:
         result = command.main(args=argv, prog_name="layerprobe", standalone_mode=False)
     except UserError as exc:

@@ -111,7 +111,8 @@ def heal(
         bool, typer.Option("--force", help="heal an unpruned model; start afresh in an --out that holds other settings")
     ] = False,
 ) -> None:
-    """Heal a pruned model by LoRA, full fine-tuning or distillation from the base model."""
+    """Heal a pruned model by LoRA, full fine-tuning, distillation from the base model, or GRPO (reinforcement
+    learning on a verifiable reward: the right answer)."""
     from layerprobe.jobs.heal import check_trace_flags, pruned_checkpoint
     from layerprobe.prune.heal import DEFAULT_TARGETS, RL_HOWS, HealConfig, peft_available, read_jsonl_examples
 

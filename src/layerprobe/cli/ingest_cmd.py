@@ -9,6 +9,7 @@ import typer
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, progress_bars
 from layerprobe.errors import UserError
+from layerprobe.jobs.ingest_fields import gold_fields_words
 
 
 def ingest(
@@ -16,7 +17,13 @@ def ingest(
         list[Path], typer.Argument(help="lm-eval samples_<task>_<date>.jsonl files, or JSONL traces", show_default=False)
     ],
     source: Annotated[
-        str, typer.Option("--from", help="lm-eval (lm-evaluation-harness --log_samples) | jsonl (id, prompt, completion, ...)")
+        str,
+        typer.Option(
+            "--from",
+            help="lm-eval (lm-evaluation-harness --log_samples) | jsonl: one object per line with id, prompt (optional "
+            "with --no-probes), completion, and the gold answer under one of the fields "
+            f"{gold_fields_words()} (docs/ingest.md)",
+        ),
     ] = "jsonl",
     model: Annotated[
         str, typer.Option("--model", "-m", help="the model that produced the traces (alias, hub id, directory, .gguf)")
@@ -39,7 +46,9 @@ def ingest(
     fmt: Annotated[
         str,
         typer.Option(
-            "--format", help="auto (decided per file from its traces) | s1 | think-tags | plain (no thinking delimiters)"
+            "--format",
+            help="auto (decided per file from its traces) | s1 | think-tags | plain (no thinking delimiters: the thinking "
+            "is the text before the answer, found by one rule for every trace, docs/ingest.md)",
         ),
     ] = "auto",
     budget: Annotated[
@@ -47,7 +56,11 @@ def ingest(
         typer.Option("--budget", help="the thinking budget the traces were generated with, when the file does not say"),
     ] = None,
     no_probes: Annotated[
-        bool, typer.Option("--no-probes", help="text only: grade and measure the traces, load the tokenizer but not the weights")
+        bool,
+        typer.Option(
+            "--no-probes",
+            help="text only: grade and measure the traces, load the tokenizer but not the weights (traces without a prompt are read)",
+        ),
     ] = False,
     tokenizer: Annotated[
         str | None,

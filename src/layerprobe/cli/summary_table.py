@@ -56,8 +56,10 @@ def print_summary(run: Run | str | Path, console: Console, explain_hint: bool = 
     )
     beh = Table(
         title=(
-            f"parallel: pass@{k} / maj@{k} % over {k} samples at B={info.config.parallel_budget}; "
-            "SelfBLEU across samples (0-100); reflection words per 1k thinking tokens"
+            f"parallel: pass@{k} / maj@{k} % over {k} samples at B={info.config.parallel_budget}; the rest over all traces "
+            "(every budget and sample), each the mean over problems: loops % (traces that end in a loop), SelfBLEU across "
+            "samples (0-100), reflect/1k (reflection words per 1k thinking tokens), think tokens (mean thinking tokens), "
+            "no answer % (no answer extracted)"
         ),
         title_justify="left",
         pad_edge=False,

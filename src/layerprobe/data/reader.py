@@ -208,6 +208,10 @@ def _stale_reason(metrics: MetricsFile | None, n_samples: int, partial: bool, ra
         return f"metrics.json covers {metrics.n_samples} traces, samples.jsonl has {n_samples}"
     if metrics.partial != partial:
         return "metrics.json was written before the run's status changed"
+    from layerprobe.data.summarize import DEFINITIONS
+
+    if metrics.definitions != DEFINITIONS:
+        return "metrics.json follows older definitions of its numbers"
     return None
 
 

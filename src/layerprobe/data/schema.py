@@ -668,9 +668,13 @@ class Comparison(_Model):
     n_b_only: int | None = None
     """Binary outcomes: right for the variant only."""
     verdict: str
-    """lower / higher (the interval excludes zero and the test rejects at 5 %) or no clear difference."""
+    """lower / higher (the difference rule, metrics.decide: at least 6 problems paired, the interval
+    excludes zero and the test rejects at 5 %) or no clear difference."""
     agree: bool = True
     """The interval and the test agree on whether there is a difference."""
+    reason: str | None = None
+    """Why the verdict is what it is (metrics.decide): both, neither, interval only, test only, too few
+    (None in files written before it was recorded)."""
 
 
 class OutcomeContrast(_Model):
@@ -696,7 +700,14 @@ class OutcomeContrast(_Model):
     ci_high: Float = None
     """Upper end."""
     verdict: str = ""
-    """higher / lower (wrong traces against right ones; the interval excludes 0) or no clear difference."""
+    """higher / lower (wrong traces against right ones; the difference rule, metrics.decide: at least 6
+    problems on each side and the interval excludes 0) or no clear difference."""
+    problems_wrong: int | None = None
+    """Problems with at least one wrong trace (the units the interval resamples)."""
+    problems_right: int | None = None
+    """Problems with at least one right trace."""
+    reason: str | None = None
+    """Why the verdict is what it is (metrics.decide; "too few" below 6 problems on a side)."""
 
 
 class GradingHealth(_Model):
@@ -746,6 +757,9 @@ class MetricsFile(_Model):
     """Per variant: whether the grader found answers."""
     outcome_contrasts: list[OutcomeContrast] = Field(default_factory=list)
     """Per variant: its wrong traces against its right ones (length, loops, truncation, reflection, Self-BLEU)."""
+    definitions: int = 1
+    """Version of the definitions the numbers follow (data.summarize.DEFINITIONS); a file of older
+    definitions is recomputed by the reader."""
 
     @model_validator(mode="before")
     @classmethod
@@ -1041,6 +1055,9 @@ class Restoration(_Model):
     """Of those, the problems the gated model answers right."""
     n_broken: int | None = None
     """Problems the pruned model answered right that the gated model gets wrong."""
+    n_traces: int | None = None
+    """Base traces the KL recovery was measured along (teacher-forced); a finding needs at least 6 (None in
+    explain.json files written before it was recorded)."""
 
 
 class PredictorFeature(_Model):
@@ -1339,7 +1356,11 @@ class CrossModel(_Model):
     p_value: Float = None
     """The paired test's p-value."""
     verdict: str = ""
-    """higher / lower (b relative to a) or no clear difference."""
+    """higher / lower (b relative to a) or no clear difference (the difference rule, metrics.decide)."""
+    test: str = ""
+    """The paired test."""
+    reason: str | None = None
+    """Why the verdict is what it is (metrics.decide)."""
 
 
 class CompareFile(_Model):

@@ -34,11 +34,11 @@ from layerprobe.data.store import (
     write_model,
 )
 from layerprobe.metrics import (
-    NO_CLEAR_DIFFERENCE,
     bootstrap_mean_interval,
     budget_exhausted,
     clustered_difference,
     cov_at_k,
+    decide,
     maj_at_k,
     paired_comparison,
     pass_at_k,
@@ -49,6 +49,11 @@ from layerprobe.metrics.selfbleu import self_bleu_across_samples
 ALL = "all"
 #: Above this share of traces without an extracted answer, a variant's accuracy is not meaningful.
 MISSING_ANSWER_LIMIT = 0.20
+DEFINITIONS = 2
+"""Version of the definitions below (MetricsFile.definitions). 2: every behaviour number of a variant is
+the mean over its problems of the problem's value (reflection words pooled within the problem), the same
+per-problem values its paired comparisons and its wrong-against-right contrasts use; the difference rule
+(metrics.decide) with its minimum of problems."""
 
 
 def _mean(values: Sequence[float | None]) -> float:
@@ -129,38 +134,37 @@ def parallel_curves(records: Sequence[SampleRecord], self_bleu: dict[tuple[str, 
 
 
 def trace_behaviour(records: Sequence[SampleRecord]) -> Behaviour:
-    """Loops, repetition, reflection words, lengths and answer extraction over a set of traces."""
+    """Loops, repetition, reflection words, lengths and answer extraction over a set of traces. Every
+    rate and mean is the mean over problems of the problem's value (`problem_values`): one definition,
+    shared with the paired comparisons, so a problem with more traces does not weigh more."""
     n = len(records)
     if n == 0:
         return Behaviour()
     tokens = sum(r.thinking_tokens for r in records)
-    by_word: dict[str, int] = defaultdict(int)
-    for r in records:
-        for w, c in r.reflections.counts.items():
-            by_word[w] += c
     loops = [r for r in records if r.repetition.loop]
     lengths = sorted(r.thinking_tokens for r in records)
     extraction: dict[str, int] = defaultdict(int)
     for r in records:
         extraction[r.extraction or ("none" if r.answer is None else "unknown")] += 1
+    mean = lambda key: _mean(list(problem_values(records, key).values()))
     return Behaviour(
         n=n,
         n_problems=len({r.problem_id for r in records}),
         thinking_tokens_total=tokens,
-        mean_thinking_tokens=statistics.fmean(lengths),
+        mean_thinking_tokens=mean("thinking_tokens"),
         median_thinking_tokens=float(statistics.median(lengths)),
-        loop_rate=len(loops) / n,
+        loop_rate=mean("loop"),
         loop_ci=problem_interval(records, lambda r: float(r.repetition.loop)),
         mean_loop_onset_fraction=_mean([(r.repetition.loop_onset or 0) / max(1, r.repetition.length or 1) for r in loops]),
-        seq_rep=_mean([r.repetition.seq_rep_4 for r in records]),
-        self_bleu_within=_mean([r.self_bleu_within for r in records]),
-        self_bleu_within_study=_mean([r.self_bleu_within_study for r in records if r.sample == 0]),
-        truncated_rate=_mean([float(r.finish == "truncated") for r in records]),
-        reflections_per_1k=1000.0 * sum(by_word.values()) / tokens if tokens else None,
-        reflections_by_word_per_1k={w: 1000.0 * c / tokens for w, c in sorted(by_word.items())} if tokens else {},
+        seq_rep=mean("seq_rep"),
+        self_bleu_within=mean("self_bleu_within"),
+        self_bleu_within_study=mean("self_bleu_within_study"),
+        truncated_rate=mean("truncated"),
+        reflections_per_1k=mean("reflections_per_1k") if tokens else None,
+        reflections_by_word_per_1k=reflections_by_word(records) if tokens else {},
         waits_inserted=sum(r.waits for r in records),
-        budget_exhausted_rate=_mean([float(budget_exhausted(r)) for r in records]),
-        answer_missing_rate=_mean([float(r.answer is None) for r in records]),
+        budget_exhausted_rate=mean("budget_exhausted"),
+        answer_missing_rate=mean("answer_missing"),
         extraction=dict(sorted(extraction.items())),
     )
 
@@ -205,6 +209,7 @@ def to_comparison(a: Sequence[float], b: Sequence[float], **keys: Any) -> Compar
         n_b_only=c.n01,
         verdict=c.verdict,
         agree=c.agree,
+        reason=c.reason,
     )
 
 
@@ -261,18 +266,66 @@ TRACE_METRICS: dict[str, tuple[str, Callable[[SampleRecord], float | None]]] = {
 }
 
 
+def _finite(x: float | None) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def problem_values(records: Sequence[SampleRecord], key: str) -> dict[str, float]:
+    """Each problem's value of a behaviour quantity (a key of TRACE_METRICS) over its traces in
+    `records`: reflection words per 1k pooled over the problem's traces (1000 × words / thinking tokens,
+    traces with thinking only), the study's within-response Self-BLEU over its sample-0 traces (the
+    study's choice), every other quantity the mean of the per-trace values. Problems without a value are
+    left out. A variant's number is the mean of these over its problems; a paired comparison compares
+    them problem by problem."""
+    by: dict[str, list[SampleRecord]] = defaultdict(list)
+    for r in records:
+        by[r.problem_id].append(r)
+    out: dict[str, float] = {}
+    value = TRACE_METRICS[key][1]
+    for pid, recs in by.items():
+        if key == "reflections_per_1k":
+            toks = sum(r.thinking_tokens for r in recs if r.thinking_tokens > 0)
+            if toks:
+                out[pid] = 1000.0 * sum(r.reflections.total for r in recs if r.thinking_tokens > 0) / toks
+            continue
+        if key == "self_bleu_within_study":
+            recs = [r for r in recs if r.sample == 0]
+        vals = [float(x) for x in (value(r) for r in recs) if x is not None and _finite(x)]
+        if vals:
+            out[pid] = statistics.fmean(vals)
+    return out
+
+
+def reflections_by_word(records: Sequence[SampleRecord]) -> dict[str, float | None]:
+    """Per lexicon entry, occurrences per 1,000 thinking tokens: pooled within each problem, then the mean
+    over problems (so the entries add up to `reflections_per_1k`)."""
+    by: dict[str, list[SampleRecord]] = defaultdict(list)
+    for r in records:
+        if r.thinking_tokens > 0:
+            by[r.problem_id].append(r)
+    words = sorted({w for recs in by.values() for r in recs for w in r.reflections.counts})
+    out: dict[str, float | None] = {}
+    for w in words:
+        rates = [
+            1000.0 * sum(r.reflections.counts.get(w, 0) for r in recs) / sum(r.thinking_tokens for r in recs)
+            for recs in by.values()
+        ]
+        out[w] = statistics.fmean(rates)
+    return out
+
+
 def behaviour_comparisons(records: Sequence[SampleRecord], base: str, others: Sequence[str]) -> list[Comparison]:
-    """Paired comparisons of trace behaviour: per problem, the mean over the traces (same keys) that
-    both the base and the variant have."""
+    """Paired comparisons of trace behaviour: per problem, its value (`problem_values`) over the traces
+    (same keys) that both the base and the variant have."""
     by: dict[str, dict[tuple, SampleRecord]] = defaultdict(dict)
     for r in records:
         by[r.variant][r.key()[1:]] = r
     out = []
     for v in others:
         shared = sorted(set(by[base]) & set(by[v]))
-        for key, (_, value) in TRACE_METRICS.items():
-            a = _per_problem([by[base][k] for k in shared], value)
-            b = _per_problem([by[v][k] for k in shared], value)
+        for key in TRACE_METRICS:
+            a = problem_values([by[base][k] for k in shared], key)
+            b = problem_values([by[v][k] for k in shared], key)
             common = sorted(set(a) & set(b))
             if not common:
                 continue
@@ -286,40 +339,45 @@ def behaviour_comparisons(records: Sequence[SampleRecord], base: str, others: Se
 
 def outcome_contrasts(records: Sequence[SampleRecord], variants: Sequence[str]) -> list[OutcomeContrast]:
     """Every variant's wrong traces against its right ones, per behaviour quantity (TRACE_METRICS but
-    the answer rate, which is what separates them by definition)."""
+    the answer rate, which is what separates them by definition). Each side's number is defined as a
+    variant's is: per problem, its value over the problem's wrong (right) traces (`problem_values`), then
+    the mean over the problems that have such traces; the interval resamples problems. A verdict follows
+    the difference rule (metrics.decide): at least MIN_UNITS problems on each side."""
     out = []
     for v in variants:
         recs = [r for r in records if r.variant == v]
         if not any(r.correct for r in recs) or all(r.correct for r in recs):
             continue
+        wrong_recs = [r for r in recs if not r.correct]
+        right_recs = [r for r in recs if r.correct]
         for key, (_, value) in TRACE_METRICS.items():
             if key == "answer_missing":
                 continue
-            vals = [value(r) for r in recs]
-            pairs = [(float(x), r) for x, r in zip(vals, recs) if x is not None and not (isinstance(x, float) and math.isnan(x))]
-            if not pairs:
-                continue
-            wrong = [x for x, r in pairs if not r.correct]
-            right = [x for x, r in pairs if r.correct]
+            wrong = problem_values(wrong_recs, key)
+            right = problem_values(right_recs, key)
             if not wrong or not right:
                 continue
             diff, lo, hi = clustered_difference(
-                [x for x, _ in pairs], [not r.correct for _, r in pairs], [r.problem_id for _, r in pairs]
+                list(wrong.values()) + list(right.values()), [True] * len(wrong) + [False] * len(right), list(wrong) + list(right)
             )
-            eps = 1e-9 * max(1.0, abs(statistics.fmean(wrong)), abs(statistics.fmean(right)))  # rounding is not a difference
-            verdict = "higher" if lo > eps else "lower" if hi < -eps else NO_CLEAR_DIFFERENCE
+            mw, mr = statistics.fmean(wrong.values()), statistics.fmean(right.values())
+            eps = 1e-9 * max(1.0, abs(mw), abs(mr))  # rounding is not a difference
+            verdict, reason = decide(lo, hi, min(len(wrong), len(right)), None, tol=eps)
             out.append(
                 OutcomeContrast(
                     variant=v,
                     metric=key,
-                    n_wrong=len(wrong),
-                    n_right=len(right),
-                    mean_wrong=statistics.fmean(wrong),
-                    mean_right=statistics.fmean(right),
+                    n_wrong=sum(_finite(value(r)) for r in wrong_recs if r.problem_id in wrong),
+                    n_right=sum(_finite(value(r)) for r in right_recs if r.problem_id in right),
+                    mean_wrong=mw,
+                    mean_right=mr,
                     diff=diff,
                     ci_low=lo,
                     ci_high=hi,
                     verdict=verdict,
+                    problems_wrong=len(wrong),
+                    problems_right=len(right),
+                    reason=reason,
                 )
             )
     return out
@@ -338,6 +396,11 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
     missing = sum(r.answer is None and r.finish != "truncated" for r in records)
     rate = missing / (n - truncated) if n > truncated else None
     own_ok = rate is None or rate <= MISSING_ANSWER_LIMIT
+    variant = records[0].variant if records else ""
+    # the share is of the graded traces that reached an answer part: said so where it differs from all traces
+    of_what = f"{variant} traces"
+    if truncated or ungraded:
+        of_what = f"the {n - truncated} graded {variant} traces" + (" not cut before answering" if truncated else "")
     ok = own_ok or (base is not None and base.n > 0 and base.meaningful)
     msg = ""
     if rate is not None and not ok:
@@ -352,10 +415,10 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
                 "see docs/grading.md for the extraction rules, or give --answer-type / a task file whose answers "
                 "match what the model writes"
             )
-        msg = f"accuracy is not meaningful: {100 * rate:.0f} % of {records[0].variant} traces had no answer the grader could find ({why})"
+        msg = f"accuracy is not meaningful: {100 * rate:.0f} % of {of_what} had no answer the grader could find ({why})"
     elif rate is not None and not own_ok:
         msg = (
-            f"{100 * rate:.0f} % of {records[0].variant} traces have no answer while the base model's answers are "
+            f"{100 * rate:.0f} % of {of_what} have no answer while the base model's answers are "
             "found: the variant stops answering (counted as wrong)"
         )
     return GradingHealth(
@@ -402,6 +465,7 @@ def compute_metrics(
         behaviour_comparisons=behaviour_comparisons(records, names[0], names[1:]) if names else [],
         grading=grading,
         outcome_contrasts=outcome_contrasts(graded, names),
+        definitions=DEFINITIONS,
     )
 
 

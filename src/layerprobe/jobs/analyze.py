@@ -303,6 +303,8 @@ class Analysis(Job):
         self.store = RunStore.open(self.out, self.info, force=self.s.force)
         self.store.info.resume_command = self.resume_command()
         self.store.set_status("running")
+        self.complete_before = 0 < (self.info.expected_traces or 0) <= self.store.n_done
+        """Every planned trace was in the run already when this command opened it (nothing to generate)."""
 
     # -- running -----------------------------------------------------------------------------
     def work(self) -> Path:

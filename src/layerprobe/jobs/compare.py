@@ -126,6 +126,8 @@ def _cross_record(xa: list[float], xb: list[float], **keys: object) -> CrossMode
         ci_method=c.ci_method,
         p_value=c.p_value,
         verdict=c.verdict,
+        test=c.test,
+        reason=c.reason,
     )
 
 

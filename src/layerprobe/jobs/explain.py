@@ -42,6 +42,7 @@ from layerprobe.data.schema import (
 from layerprobe.data.store import EXPLAIN_LOCK_FILE, now, write_model
 from layerprobe.errors import UserError
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
+from layerprobe.metrics.paired import MIN_UNITS
 from layerprobe.probe.store import DamagedFile, load_trace_layers, load_trace_tokens
 from layerprobe.rules import inside
 
@@ -245,7 +246,10 @@ def restoration_kl(
     out = []
     for j, name in enumerate(names):
         rec = Restoration(
-            variant=variant, positions=name, share_of_tokens=float(counts[:, j].sum() / total_tokens) if total_tokens else None
+            variant=variant,
+            positions=name,
+            share_of_tokens=float(counts[:, j].sum() / total_tokens) if total_tokens else None,
+            n_traces=len(traces),
         )
         if pruned.sum() > 1e-9:  # recovery of nothing is undefined, not 0 or 1
             rec.kl_recovery = 1.0 - float(kl_sum[:, j].sum() / pruned.sum())
@@ -752,9 +756,15 @@ def _strength(effect: float | None, ci: tuple[float | None, float | None]) -> fl
     return abs(effect) / half if half > 0 else math.inf
 
 
-def _outside(ci: tuple[float | None, float | None]) -> bool:
+def _outside(ci: tuple[float | None, float | None], n: int | None = None) -> bool:
+    """Whether an effect is clear by the difference rule (metrics.decide): its interval excludes 0 and,
+    where the number of problems it rests on is known (`n`), there are at least MIN_UNITS of them."""
+    from layerprobe.metrics.paired import HIGHER, LOWER, MIN_UNITS, decide
+
     lo, hi = ci
-    return lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+    if lo is None or hi is None:
+        return False
+    return decide(lo, hi, MIN_UNITS if n is None else n)[0] in (HIGHER, LOWER)
 
 
 def _pct(x: float | None) -> str:
@@ -781,6 +791,8 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
 
     out: list[Finding] = []
     specs = {v.name: v for v in run.variants}
+    budget = max(run.budgets()) if run.budgets() else run.info.config.parallel_budget
+    at = f" at {budget} thinking tokens" if budget else ""
 
     def who(v: str) -> str:
         spec = specs.get(v)
@@ -791,8 +803,8 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
             r for r in ex.restoration if r.variant == v and r.positions not in ("all", "none") and (r.share_of_tokens or 0) > 0
         ]
         tokens = [r for r in recs if r.positions in TOKEN_CLASSES and (r.share_of_tokens or 1) <= 0.5]
-        by_acc = [r for r in tokens if r.accuracy_recovery is not None and _outside(r.ci)]
-        by_kl = [r for r in tokens if r.kl_recovery is not None and _outside(r.kl_ci)]
+        by_acc = [r for r in tokens if r.accuracy_recovery is not None and _outside(r.ci, r.n_lost)]
+        by_kl = [r for r in tokens if r.kl_recovery is not None and _outside(r.kl_ci, r.n_traces)]
         chosen: list[Restoration] = []
         if by_acc:
             chosen.append(max(by_acc, key=lambda r: (r.accuracy_recovery or 0, r.kl_recovery or 0)))
@@ -801,12 +813,14 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
             if not chosen or best_kl.positions != chosen[0].positions:
                 chosen.append(best_kl)
         for r in chosen:
-            out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-tokens"))
+            out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-tokens", budget))
         spans = [r for r in recs if r.positions not in TOKEN_CLASSES and r.positions != "thinking"]
-        spans = [r for r in spans if (r.share_of_tokens or 1) <= 0.5 and r.kl_recovery is not None and _outside(r.kl_ci)]
+        spans = [
+            r for r in spans if (r.share_of_tokens or 1) <= 0.5 and r.kl_recovery is not None and _outside(r.kl_ci, r.n_traces)
+        ]
         if spans:
             r = max(spans, key=lambda r: r.kl_recovery or 0)
-            out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-positions"))
+            out.append(_restoration_finding(r, who(v), position_words(r.positions), "restoration-positions", budget))
     base_comp = next((c for c in ex.compounding if c.variant == run.base), None)
     for comp in ex.compounding:
         if comp.variant == run.base or comp.epsilon is None or base_comp is None or base_comp.epsilon is None:
@@ -833,7 +847,8 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
                 text=f"Without {who(comp.variant)}, accuracy falls with chain length as (1 \u2212 \u03b5)^k with "
                 f"\u03b5 = {comp.epsilon:.2f} [{comp.epsilon_ci[0]:.2f}, {comp.epsilon_ci[1]:.2f}] per step (base model "
                 f"{base_comp.epsilon:.2f}): {_pct((1 - comp.epsilon) ** short)} % at {short} step{'s' if short != 1 else ''}, "
-                f"{_pct((1 - comp.epsilon) ** long)} % at {long} (fit p = {comp.fit_p:.2f}, {n} chains{fit}){how}.",
+                f"{_pct((1 - comp.epsilon) ** long)} % at {long} (fit p = {comp.fit_p:.2f}, over {n} chains: the sequential traces"
+                f"{at}{fit}){how}.",
                 effect=comp.epsilon - base_comp.epsilon,
                 ci=(lo, hi),
                 section="why-compounding",
@@ -844,19 +859,19 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
         )
     for b in ex.breaks:
         fr = [x for x in b.first_departure_fraction if x is not None]
-        if b.median_fraction is None or b.median_ci[0] is None or len(fr) < 5:
+        if b.median_fraction is None or b.median_ci[0] is None or len(fr) < MIN_UNITS:
             continue
         steps = [s for s in b.first_wrong_step if s > 0]
         step = (
             f"; the first wrong step it writes is step {statistics.median(steps):.0f} (median of {len(steps)} traces with one)"
-            if len(steps) >= 5
+            if len(steps) >= MIN_UNITS
             else ""
         )
         out.append(
             Finding(
-                text=f"Failing chains leave the base model's path early: half of the {len(fr)} failing traces without "
-                f"{who(b.variant)} have parted from the base trace by {_pct(b.median_fraction)} % "
-                f"{_pct_ci(b.median_ci)} of the way{step}.",
+                text=f"Failing chains leave the base model's path early: of the {b.n_failing or len(fr)} sequential "
+                f"traces{at} that fail without {who(b.variant)}, {len(fr)} part from the base trace, half of them by "
+                f"{_pct(b.median_fraction)} % {_pct_ci(b.median_ci)} of the way{step}.",
                 effect=b.median_fraction,
                 ci=b.median_ci,
                 section="why-breaks",
@@ -872,7 +887,8 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
             Finding(
                 text=f"A wrong answer is announced by what the trace looks like: its measured signals predict it with AUC "
                 f"{p.auc:.2f} [{p.auc_ci[0]:.2f}, {p.auc_ci[1]:.2f}], against {p.baseline_auc:.2f} for thinking length alone "
-                f"({p.model}, cross-validated by problem; most useful: {names}).",
+                f"({p.model}, cross-validated by problem over the {p.n_traces} graded traces of every variant, "
+                f"{p.n_incorrect} of them wrong; most useful: {names}).",
                 effect=p.gain,
                 ci=p.gain_ci,
                 section="why-predictors",
@@ -895,23 +911,30 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
                 )
     for f in out:
         f.strength = _strength(f.effect, f.ci)
-    kept = [f for f in out if f.effect is not None and (f.kind == "breaks" or _outside(f.ci))]
+    kept = [f for f in out if f.effect is not None and (f.kind == "breaks" or _outside(f.ci, f.n))]
     order = {v: i for i, v in enumerate(run.pruned)}
     return sorted(kept, key=lambda f: (KINDS.index(f.kind), order.get(f.variant or "", -1)))[:top]
 
 
-def _restoration_finding(r: Restoration, who: str, where: str, kind: str) -> Finding:
-    """A restoration result in words: where, how much of the trace, the divergence and the accuracy it brings back."""
+def _restoration_finding(r: Restoration, who: str, where: str, kind: str, budget: int | None = None) -> Finding:
+    """A restoration result in words: where, how much of the trace, the divergence and the accuracy it brings
+    back. The accuracy counts come from greedy generation (jobs.explain.restoration_accuracy), not from the
+    run's sampled traces, and the sentence says so where the counts are."""
     parts = []
-    if r.kl_recovery is not None and _outside(r.kl_ci):
-        parts.append(f"{_pct(r.kl_recovery)} % {_pct_ci(r.kl_ci)} of the divergence from the base model")
-    if r.accuracy_recovery is not None and r.n_lost and _outside(r.ci):
-        broken = f", losing {r.n_broken} it had solved" if r.n_broken else ""
+    if r.kl_recovery is not None and _outside(r.kl_ci, r.n_traces):
         parts.append(
-            f"{r.n_regained} of the {r.n_lost} long-chain problems the pruning lost ({_pct(r.accuracy_recovery)} % "
-            f"{_pct_ci(r.ci)}{', few problems' if r.n_lost < 10 else ''}{broken})"
+            f"{_pct(r.kl_recovery)} % {_pct_ci(r.kl_ci)} of the divergence from the base model along its traces"
+            + (f" at {budget} thinking tokens" if budget else "")
         )
-    by_accuracy = r.accuracy_recovery is not None and _outside(r.ci) and r.n_lost
+    if r.accuracy_recovery is not None and r.n_lost and _outside(r.ci, r.n_lost):
+        broken = f", losing {r.n_broken} it had solved" if r.n_broken else ""
+        at = f" at {budget} thinking tokens" if budget else ""
+        parts.append(
+            f"{r.n_regained} of the {r.n_lost} long-chain problems the pruning loses in greedy generation{at} "
+            f"({_pct(r.accuracy_recovery)} % {_pct_ci(r.ci)}{', few problems' if r.n_lost < 10 else ''}{broken}; greedy "
+            "decoding, not the sampled traces behind the accuracy tables)"
+        )
+    by_accuracy = r.accuracy_recovery is not None and _outside(r.ci, r.n_lost) and r.n_lost
     return Finding(
         text=f"Restoring {who} only at {where} \u2014 {_pct(r.share_of_tokens)} % of the trace \u2014 brings back "
         f"{' and '.join(parts)}.",
@@ -920,7 +943,7 @@ def _restoration_finding(r: Restoration, who: str, where: str, kind: str) -> Fin
         section="why-restoration",
         kind=kind,
         variant=r.variant,
-        n=r.n_lost if by_accuracy else None,
+        n=r.n_lost if by_accuracy else r.n_traces,
     )
 
 
@@ -942,6 +965,41 @@ def run_fingerprint(run: Run) -> str:
     for key in sorted(r.key() for r in run.samples):
         h.update(repr(key).encode())
     return h.hexdigest()
+
+
+def explain_settings(
+    generation: bool = True, limit: int | None = None, device: str = "auto", dtype: str | None = None
+) -> dict[str, Any]:
+    """What an explanation was asked for, and by which layerprobe (stored in .explain/state.json; MAY_DIFFER may
+    change on a resume; another version computes afresh, so its findings are worded by the code that shows them)."""
+    from layerprobe._version import __version__
+
+    return {
+        "generation": generation,
+        "limit": limit,
+        "device": device,
+        "dtype": dtype,
+        "classes": list(TOKEN_CLASSES),
+        "layerprobe": __version__,
+    }
+
+
+def explain_is_current(run_dir: str | Path, **settings: Any) -> bool:
+    """Whether RUN/explain.json is the finished explanation of the run as it is now, with these settings
+    (explain_settings): the last explain completed, over the same variants and traces, its settings
+    differing at most in MAY_DIFFER, and explain.json readable. Then computing it again gives the same file."""
+    run_dir = Path(run_dir)
+    try:
+        state = ExplainState.model_validate_json((run_dir / STATE_DIR / STATE_FILE).read_bytes())
+    except (OSError, ValueError):
+        return False
+    if state.status != "complete" or settings_differences(state.settings, explain_settings(**settings), MAY_DIFFER):
+        return False
+    try:
+        run = load_run(run_dir)
+    except UserError:
+        return False
+    return EXPLAIN_FILE in run.extras and state.run == run_fingerprint(run)
 
 
 class Explain(Job):
@@ -967,13 +1025,7 @@ class Explain(Job):
         super().__init__(progress, argv)
         self.out = Path(run_dir)
         self.generation, self.limit, self.device, self.dtype = generation, limit, device, dtype
-        self.settings = {
-            "generation": generation,
-            "limit": limit,
-            "device": device,
-            "dtype": dtype,
-            "classes": list(TOKEN_CLASSES),
-        }
+        self.settings = explain_settings(generation, limit, device, dtype)
 
     def resume_command(self) -> list[str]:
         return list(self.argv)  # the run directory is its argument, not an --out

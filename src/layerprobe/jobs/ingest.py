@@ -31,6 +31,7 @@ from layerprobe.data.schema import (
 )
 from layerprobe.data.store import RunStore, is_run_dir, now, read_run_info
 from layerprobe.errors import UserError
+from layerprobe.jobs.ingest_fields import GOLD_FIELDS, gold_field, gold_fields_words, gold_like_fields
 from layerprobe.jobs.job import Job, ProgressFn
 from layerprobe.rules import MAX_LINE_BYTES, as_float, as_int, check_name, inside
 from layerprobe.scaling.formats import ReasoningFormat
@@ -63,6 +64,8 @@ class Item:
     external: dict[str, Any] = field(default_factory=dict)
     prompt_ids: list[int] | None = None
     """The prompt's token ids, when the file gives them (then the text is not re-tokenized)."""
+    no_prompt: bool = False
+    """The file gives no prompt for this trace (text-only ingest reads it; probes need the prompt)."""
     completion_ids: list[int] | None = None
     """The completion's token ids as generated, when the file gives them."""
     reasoning: str | None = None
@@ -315,13 +318,15 @@ def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None
 
 
 def read_jsonl(path: Path) -> Read:
-    """One object per line (docs/ingest.md#--from-jsonl): id, prompt (or chat messages), the completion
-    in one of its shapes (`completion`; `content` beside `reasoning_content` / `reasoning`; `choices`),
-    and optionally gold, group, budget, sample, model, finish_reason / truncated, prompt_ids and
-    completion_ids (the token ids as generated). A line holding an error instead of a trace is
-    skipped and counted."""
+    """One object per line (docs/ingest.md#--from-jsonl): id, prompt (or chat messages; a line without
+    one is read, marked `no_prompt`), the completion in one of its shapes (`completion`; `content` beside
+    `reasoning_content` / `reasoning`; `choices`), and optionally the gold answer (under a name of
+    ingest_fields.GOLD_FIELDS), group, budget, sample, model, finish_reason / truncated, prompt_ids and
+    completion_ids (the token ids as generated). A line holding an error instead of a trace is skipped
+    and counted; a file whose gold answer is under another name that looks like one is refused."""
     read = Read(path=path, items=[], skipped=Counter())
-    any_object = False
+    any_object = has_gold = False
+    gold_like: list[str] = []
     for n, row in _lines(path):
         if _skip_bad_line(read, row, "not a JSON object"):
             continue
@@ -333,7 +338,7 @@ def read_jsonl(path: Path) -> Read:
             _skip_error(read, "an error instead of a trace (an error field)", str(row["error"]))
             continue
         samples = _completions(row)
-        missing = [k for k, v in (("id", pid), ("prompt", prompt if messages is None else messages)) if v in (None, "")]
+        missing = [k for k, v in (("id", pid),) if v in (None, "")]  # no prompt: read, said, left out by probes
         if isinstance(samples, str):
             if not samples.startswith("missing "):
                 read.skipped[samples] += 1
@@ -350,7 +355,8 @@ def read_jsonl(path: Path) -> Read:
         ):
             read.skipped["messages not a list of {role, content} objects"] += 1
             continue
-        if messages is None and not isinstance(prompt, str):
+        no_prompt = messages is None and prompt in (None, "")
+        if messages is None and not no_prompt and not isinstance(prompt, str):
             read.skipped["prompt not a string"] += 1
             continue
         budget, sample = row.get("budget"), row.get("sample", 0)
@@ -382,7 +388,7 @@ def read_jsonl(path: Path) -> Read:
                     problem_id=str(pid),
                     prompt=prompt if isinstance(prompt, str) else "",
                     completion=completion,
-                    gold=_gold(row.get("gold")),
+                    gold=_gold(row.get(gold_field(row) or GOLD_FIELDS[0])),
                     group=str(row.get("group", "")),
                     sample=sample + k,
                     budget=budget,
@@ -393,11 +399,20 @@ def read_jsonl(path: Path) -> Read:
                     reasoning=reasoning,
                     cut=cut,
                     messages=messages,
+                    no_prompt=no_prompt,
                 )
             )
+        if gold_field(row) is None and not gold_like:
+            gold_like = gold_like_fields(row)
+        has_gold = has_gold or gold_field(row) is not None
     if not any_object:
         raise UserError(
             f"{path} holds no JSON object lines (expected one object per line: id, prompt, completion[, gold, group, budget, sample])"
+        )
+    if not has_gold and gold_like:
+        raise UserError(
+            f"{path}: no gold-answer field ({gold_fields_words()}), but '{gold_like[0]}' looks like one: rename it to "
+            "gold (or another of those names) to grade the traces, or drop it to ingest them ungraded"
         )
     return read
 
@@ -733,6 +748,10 @@ class Ingest(Job):
                 skipped["the same id, budget and sample again (the first kept)"] += 1
                 continue
             seen.add((it.problem_id, b or 0, it.sample))
+            if it.no_prompt and s.probes:
+                skipped["no prompt (probes run the prompt through the model; --no-probes reads such traces)"] += 1
+                continue
+            counts["without a prompt (text metrics only)"] += it.no_prompt
             if it.reasoning is not None:
                 parsed, text = from_fields(it.reasoning, it.completion), _rebuild(shape, it.reasoning, it.completion)
                 counts["reasoning in a separate field"] += 1
@@ -753,12 +772,14 @@ class Ingest(Job):
             counts["budget-forced"] += finish == "budget"
             counts["truncated"] += finish == "truncated"
             counts["re-opened their thinking"] += parsed.reopened > 0
+            if parsed.split:  # a stream without delimiters: which rule set its thinking part
+                counts[f"answer from {parsed.split}"] += 1
             if store.has((name, it.problem_id, mode, b or 0, it.sample)):
                 continue
             if max(prompt_ids + list(all_ids), default=0) >= vocab:
                 skipped["token ids outside the tokenizer's vocabulary (another tokenizer?)"] += 1
                 continue
-            if not prompt_ids or not all_ids:
+            if (not prompt_ids and not it.no_prompt) or not all_ids:
                 skipped["empty prompt or completion"] += 1
                 continue
             parts = None
@@ -773,7 +794,12 @@ class Ingest(Job):
             g = grade_trace(answer_type, it.gold, parsed.answer, thinking, grader, truncated=finish == "truncated")
             unusable = gold_problem(answer_type, it.gold)  # the answer is still read; the trace is not graded
             if unusable is not None:
-                counts[f"not graded ({unusable})"] += 1
+                where = (
+                    f" in any of the fields {gold_fields_words()}"
+                    if unusable == "no gold answer" and s.source_format == "jsonl"
+                    else ""
+                )
+                counts[f"not graded ({unusable}{where})"] += 1
             m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=text)
             too_long = side.context is not None and len(prompt_ids) + len(all_ids) > side.context
             if s.probes and too_long:

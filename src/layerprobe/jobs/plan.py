@@ -23,9 +23,13 @@ class Defaults:
     limit: int | None
     n_drop: int
     methods: tuple[str, ...]
+    answer_max: int = 64
+    """Token cap of the answer after thinking."""
 
 
-TOY_DEFAULTS = Defaults(budgets=(8, 16, 32, 64, 128), samples=8, limit=10, n_drop=2, methods=("shortgpt", "reverse"))
+TOY_DEFAULTS = Defaults(
+    budgets=(8, 16, 32, 64, 128), samples=8, limit=10, n_drop=2, methods=("shortgpt", "reverse"), answer_max=8
+)
 REAL_DEFAULTS = Defaults(budgets=(512, 1024, 2048, 4096, 8192), samples=16, limit=None, n_drop=2, methods=("shortgpt",))
 #: Upper bounds checked before anything is loaded (a typo like --samples 1000000000000 fails at once).
 PROBE_MODES = ("auto", "live", "prefill")
@@ -205,7 +209,7 @@ class AnalyzeSettings:
         if self.task is None:
             self.task = "toy-mix" if is_toy else "aime24"
         if self.answer_max is None:
-            self.answer_max = 8 if is_toy else 64
+            self.answer_max = d.answer_max
         if is_toy and self.calib is None and self.calib_traces is None:
             self.calib_traces = 32  # the toy's vocabulary has no English: calibrate on its own traces
 

@@ -4,7 +4,6 @@ influence (or the cheap teacher-forced proxy) predicts that cost."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from layerprobe.data.schema import (
 from layerprobe.data.store import write_model
 from layerprobe.errors import UserError
 from layerprobe.metrics.correlation import spearman_interval, spearman_permutation_p
+from layerprobe.metrics.paired import BOTH, decide
 
 SWEEP_FILE = "sweep.json"
 SWEEP_KINDS = ("single", "pairs")
@@ -77,7 +77,7 @@ def _correlations(layers: Sequence[SweepLayer], groups: Sequence[str], predictor
                 y.append(-d)  # damage: how much accuracy the variant lost
         rho, lo, hi = spearman_interval(x, y)
         p = spearman_permutation_p(x, y)
-        ok = not math.isnan(lo) and (lo > 0 or hi < 0) and p < 0.05
+        ok = decide(lo, hi, len(x), p)[1] == BOTH  # the difference rule: enough layers, interval and test agree
         out.append(Correlation(group=g, predictor=predictor, spearman=rho, ci=(lo, hi), n=len(x), p_value=p, established=ok))
     return out
 

@@ -1,7 +1,8 @@
 """Uncertainty: paired comparisons of two variants, and intervals for one accuracy.
 
 Benchmarks of 30 problems are small. A difference between base and pruned is only called a
-difference when it is outside the noise; everything else is "no clear difference".
+difference when it is outside the noise; everything else is "no clear difference". One rule decides
+that for every comparison layerprobe shows (`decide`, docs/report.md#the-difference-rule).
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ import numpy as np
 HIGHER = "higher"
 LOWER = "lower"
 NO_CLEAR_DIFFERENCE = "no clear difference"
+
+#: Why a comparison names a direction or not (`decide`): both the interval and the test say so; neither
+#: does; only the interval excludes 0; only the test rejects; too few problems for any verdict.
+BOTH, NEITHER, INTERVAL_ONLY, TEST_ONLY, TOO_FEW = "both", "neither", "interval only", "test only", "too few"
+MIN_UNITS = 6
+"""Fewest independent units (problems) a verdict may rest on, on each side of a comparison (the pairs
+of a paired one). Below it no exact test at the 5 % level can reject at all (the sign-flip and McNemar
+tests' smallest two-sided p-value with 5 pairs is 2/2^5 = 0.0625), and a bootstrap interval over so
+few values is narrower than the truth: the means are shown, no verdict."""
 
 _CHUNK_ELEMENTS = 4_000_000  # bound on the size of one block of resampled indices
 _EXACT_MCNEMAR_MAX = 2000  # discordant pairs up to which McNemar is summed in integers
@@ -179,7 +189,8 @@ class PairedComparison:
     verdict uses; agree: whether the interval excluding zero and the test rejecting coincide
     (they can differ near the boundary: the interval is not the inversion of the test); verdict:
     "higher" / "lower" (b relative to a) only when the interval excludes zero and the test
-    rejects (p < 1 - confidence), else "no clear difference".
+    rejects (p < 1 - confidence) and there are at least MIN_UNITS pairs, else "no clear difference";
+    reason: why (`decide`).
     """
 
     n_pairs: int
@@ -202,10 +213,43 @@ class PairedComparison:
     test: str = "sign-flip permutation"
     p_value: float = 1.0
     agree: bool = True
+    reason: str = NEITHER
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the fields (NaN stays NaN)."""
         return asdict(self)
+
+
+def decide(
+    ci_low: float,
+    ci_high: float,
+    n: int,
+    p_value: float | None = None,
+    *,
+    alpha: float = 0.05,
+    tol: float = 0.0,
+) -> tuple[str, str]:
+    """The difference rule: (verdict, reason) of a comparison with interval [ci_low, ci_high] of the
+    difference, `n` independent units on its smaller side (pairs, or problems per side), and the test's
+    p-value (None where the data have no test: then the interval alone decides).
+
+    A direction ("higher" / "lower") is named only when n >= MIN_UNITS, the interval lies entirely on
+    one side of 0 (by more than `tol`: rounding is not a difference) and the test, where there is one,
+    rejects at `alpha`. Otherwise the verdict is "no clear difference" and the reason says why:
+    TOO_FEW, NEITHER, INTERVAL_ONLY or TEST_ONLY (the interval is not the inversion of the test, so near
+    the boundary the two can part)."""
+    if n < MIN_UNITS:
+        return NO_CLEAR_DIFFERENCE, TOO_FEW
+    finite = not (math.isnan(ci_low) or math.isnan(ci_high))
+    excludes = finite and (ci_low > tol or ci_high < -tol)
+    rejects = p_value is None or p_value < alpha
+    if excludes and rejects:
+        return (HIGHER if ci_low > tol else LOWER), BOTH
+    if excludes:
+        return NO_CLEAR_DIFFERENCE, INTERVAL_ONLY
+    if p_value is not None and rejects:
+        return NO_CLEAR_DIFFERENCE, TEST_ONLY
+    return NO_CLEAR_DIFFERENCE, NEITHER
 
 
 def paired_comparison(
@@ -225,7 +269,7 @@ def paired_comparison(
     together, n_boot resamples, numpy Generator seeded with `seed`). For 0/1 data the exact
     McNemar test is added. The verdict only names a direction when the interval excludes
     zero and the paired test (McNemar for 0/1 data, sign-flip otherwise) has
-    p < 1 - confidence; with fewer than 2 pairs it is always "no clear difference".
+    p < 1 - confidence, with at least MIN_UNITS pairs (the difference rule, `decide`).
     """
     confidence = _check_confidence(confidence)
     n_boot = _check_count(n_boot, "n_boot")
@@ -258,6 +302,7 @@ def paired_comparison(
             n_boot,
             seed,
             p_value=1.0,
+            reason=TOO_FEW,
         )
     rng = np.random.default_rng(seed)
     d = xb - xa
@@ -279,9 +324,7 @@ def paired_comparison(
     alpha = 1.0 - confidence
     excludes_zero = low > 0.0 or high < 0.0
     rejects = n >= 2 and test_p < alpha
-    verdict = NO_CLEAR_DIFFERENCE
-    if rejects and excludes_zero:
-        verdict = HIGHER if low > 0.0 else LOWER
+    verdict, reason = decide(low, high, n, float(test_p), alpha=alpha)
     return PairedComparison(
         n_pairs=n,
         n_dropped=dropped,
@@ -303,6 +346,7 @@ def paired_comparison(
         test=test,
         p_value=float(test_p),
         agree=(excludes_zero == rejects) or n < 2,
+        reason=reason,
     )
 
 

@@ -173,7 +173,9 @@ def calibration_from_dataset(spec: str, max_docs: int | None = DEFAULT_MAX_DOCS,
     try:
         import datasets
     except ImportError:
-        raise UserError(f"--calib-dataset {spec}: the 'datasets' package is not installed; {hint}") from None
+        raise UserError(
+            f"--calib-dataset {spec}: the 'datasets' package is not installed (pip install 'layerprobe[hub]'); {hint}"
+        ) from None
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, bad config: all user-fixable

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from layerprobe.data.schema import CompareFile
 from layerprobe.data.store import read_compare
+from layerprobe.data.verdicts import RULE, verdict_note, verdict_short
 from layerprobe.errors import UserError
 from layerprobe.report import figures
 from layerprobe.report.numbers import fmt
@@ -24,15 +25,17 @@ def cross_sentences(cmp: CompareFile) -> list[str]:
             dmg = [c for c in recs if c.group == g and c.what == "damage"]
             parts = []
             if base is not None:
+                note = verdict_note(base)
                 parts.append(
                     f"{g}: base accuracy {fmt(base.mean_a)} ({a}) vs {fmt(base.mean_b)} ({b}), "
                     f"difference {fmt(base.diff, 'd')} points [{fmt(base.ci[0], 'd')}, {fmt(base.ci[1], 'd')}], n={base.n_pairs}"
+                    f" ({note or verdict_short(base)})"
                 )
             mean = next((c for c in recs if c.group == g and c.what == "mean damage"), None)
             if mean is not None:
                 parts.append(
                     f"averaged over the removed depths, {b}'s change minus {a}'s is {fmt(mean.diff, 'd')} points "
-                    f"[{fmt(mean.ci[0], 'd')}, {fmt(mean.ci[1], 'd')}] ({mean.verdict})"
+                    f"[{fmt(mean.ci[0], 'd')}, {fmt(mean.ci[1], 'd')}] ({verdict_note(mean) or verdict_short(mean)})"
                 )
             if dmg:
                 more = sum(c.verdict == "lower" for c in dmg)
@@ -70,6 +73,8 @@ def render_compare(out_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
             css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
             groups=groups,
             sentences=cross_sentences(cmp),
+            difference_rule=RULE,
+            verdict_short=verdict_short,
             figs={"sensitivity": figures.compare_sensitivity(cmp), "bi": figures.compare_block_influence(cmp)},
         )
     )

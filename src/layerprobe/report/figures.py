@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
 
 PALETTE = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-DROPPED_COLOR = "#f4d6d6"
+DROPPED_ALPHA = 0.16
+"""Opacity of a dropped layer's shading, drawn in its variant's colour."""
 _counter = itertools.count()
 
 
@@ -206,15 +207,16 @@ def parallel_curves(run: Run, colors: dict[str, str]) -> Markup | None:
 
 
 def _dropped_spans(ax: Any, run: Run, colors: dict[str, str], horizontal: bool = False) -> None:
+    """Shade each layer a pruned variant dropped in that variant's own colour (light), labelled with its name."""
     for v in run.pruned:
         spec = run.spec(v)
         if spec is None:
             continue
         for l in spec.dropped:
             if horizontal:
-                ax.axhspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
+                ax.axhspan(l - 0.5, l + 0.5, color=colors[v], alpha=DROPPED_ALPHA, lw=0, zorder=0)
             else:
-                ax.axvspan(l - 0.5, l + 0.5, color=DROPPED_COLOR, zorder=0)
+                ax.axvspan(l - 0.5, l + 0.5, color=colors[v], alpha=DROPPED_ALPHA, lw=0, zorder=0)
                 ax.annotate(
                     f"dropped\nin {v}",
                     (l, 1.0),
@@ -279,7 +281,7 @@ def block_influence(run: Run, colors: dict[str, str]) -> Markup | None:
 
 
 @_styled
-def heatmap(run: Run, key: str, label: str) -> Markup | None:
+def heatmap(run: Run, key: str, label: str, colors: dict[str, str] | None = None) -> Markup | None:
     import numpy as np
 
     las: dict[str, LayerAggregates] = {
@@ -321,7 +323,7 @@ def heatmap(run: Run, key: str, label: str) -> Markup | None:
         spec = run.spec(v)
         dropped = spec.dropped if spec is not None else []
         for l in dropped:  # hatched rows, named once in the title (labels per row overlap on adjacent layers)
-            ax.axhspan(l - 0.5, l + 0.5, facecolor="none", edgecolor="#a00", hatch="///", lw=0)
+            ax.axhspan(l - 0.5, l + 0.5, facecolor="none", edgecolor=(colors or {}).get(v, "#a00"), hatch="///", lw=0)
         ax.set_title(v + (f" (dropped: {', '.join(map(str, dropped))})" if dropped else ""), fontsize=9)
         ax.set_xlabel("relative position in trace")
     axes[0][0].set_ylabel("original layer")
@@ -443,7 +445,7 @@ def reflections(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | 
         ax.barh([j + i * h for j in range(len(words))], [_f(d.get(w, 0)) for w in words], height=h, color=colors[v], label=v)
     ax.set_yticks([j + 0.4 - h / 2 for j in range(len(words))], words)
     ax.invert_yaxis()
-    ax.set_xlabel("per 1,000 thinking tokens (all traces)")
+    ax.set_xlabel("per 1,000 thinking tokens (all traces; mean over problems)")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(names), 5))
     return to_svg(fig, "reflection words per 1k thinking tokens"), zero
 
@@ -521,23 +523,31 @@ def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, lab
     fig, axes = _subplots(1, width=7, height=1.8)
     ax = axes[0][0]
     ax.plot(range(len(kl)), kl, color=color, lw=1.2)
-    if onset is not None and onset >= 0:
-        ax.axvline(onset, color="#000", ls="--", lw=1)
+    box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}
+    ax.set_xlim(0, max(len(kl) - 1, loop_onset or 0, onset or 0, 1))
+    right = ax.get_xlim()[1]
+
+    def mark(x: int, text: str, y: float, **kw: Any) -> None:
+        """A label across the top of the plot beside its line, on the side with room: never down into the axis
+        or out of the plot."""
+        side = "right" if x > 0.5 * right else "left"
         ax.annotate(
-            "divergence onset", (onset, 0.95), xycoords=("data", "axes fraction"), fontsize=7, va="top", ha="right", rotation=90
-        )
-    if loop_onset is not None and loop_onset >= 0:
-        ax.axvline(loop_onset, color=color, ls=":", lw=1.2)
-        ax.annotate(
-            "pruned trace starts looping",
-            (loop_onset, 0.95),
+            f"{text} " if side == "right" else f" {text}",
+            (x, y),
             xycoords=("data", "axes fraction"),
             fontsize=7,
             va="top",
-            ha="left",
-            rotation=90,
-            color=color,
+            ha=side,
+            bbox=box,
+            **kw,
         )
+
+    if onset is not None and onset >= 0:
+        ax.axvline(onset, color="#000", ls="--", lw=1)
+        mark(onset, "divergence onset", 0.97)
+    if loop_onset is not None and loop_onset >= 0:
+        ax.axvline(loop_onset, color=color, ls=":", lw=1.2)
+        mark(loop_onset, "pruned trace loops from here", 0.97 if onset is None else 0.72, color=color)
     ax.set_xlabel("token position in the base trace")
     ax.set_ylabel("KL (nats)")
     top = max((x for x in kl if math.isfinite(x)), default=0.0)

@@ -11,6 +11,7 @@ from layerprobe.data.labels import layers_words
 from layerprobe.data.reader import ALL, Run
 from layerprobe.data.schema import Comparison
 from layerprobe.data.summarize import TRACE_METRICS
+from layerprobe.data.verdicts import verdict_note, verdict_short, verdict_words
 from layerprobe.report.numbers import Num, Sentence, is_num
 
 HIGHER, LOWER = "higher", "lower"
@@ -32,25 +33,6 @@ def comparison_index(run: Run) -> dict[tuple[str, str, str, int], int]:
     return {(c.variant, c.group, c.mode, -1 if c.budget is None else c.budget): i for i, c in enumerate(run.metrics.comparisons)}
 
 
-def verdict_words(verdict: str) -> str:
-    """How a stored verdict reads in a sentence."""
-    if verdict == LOWER:
-        return "lower, outside the noise"
-    if verdict == HIGHER:
-        return "higher, outside the noise"
-    return "inside the noise (no clear difference)"
-
-
-def disagreement(c: Any) -> str:
-    """Why a stored comparison names no direction although one of its two conditions holds ("" when
-    the interval and the test agree)."""
-    if c.agree:
-        return ""
-    if c.ci_low > 0 or c.ci_high < 0:
-        return f"the interval excludes 0 but the {c.test} test does not reject (p = {c.p_value:.2g})"
-    return f"the {c.test} test rejects (p = {c.p_value:.2g}) but the interval includes 0"
-
-
 def tone(verdict: str) -> str:
     """List-marker style: outside the noise (either direction) or inside it; no good/bad colouring."""
     return "clear" if verdict in (LOWER, HIGHER) else "noise"
@@ -69,11 +51,9 @@ def _cmp_parts(c: Comparison, src: tuple[Any, ...], kind: str = "p") -> list[Any
         f"{unit}, ",
         Num(c.n_pairs, "i", src + ("n_pairs",)),
         " problems paired): ",
-        verdict_words(c.verdict),
+        verdict_words(c),
+        ".",
     ]
-    if not c.agree:
-        parts.append(f"; {disagreement(c)}, so no direction is claimed")
-    parts.append(".")
     return parts
 
 
@@ -105,8 +85,8 @@ def what_broke(run: Run) -> list[Sentence]:
             src = ("metrics", "comparisons", i)
             if len(parts) > 1:
                 parts.append(", ")
-            said = c.verdict in (LOWER, HIGHER)
-            clear |= said
+            clear |= c.verdict in (LOWER, HIGHER)
+            note = verdict_note(c)
             parts += [
                 f"{run.group_title(g) if g != ALL else 'all problems'} ",
                 Num(c.diff, "d", src + ("diff",)),
@@ -114,7 +94,7 @@ def what_broke(run: Run) -> list[Sentence]:
                 Num(c.ci_low, "d", src + ("ci_low",)),
                 ", ",
                 Num(c.ci_high, "d", src + ("ci_high",)),
-                "]" + ("" if said else (" (no clear difference)" if c.agree else " (the test does not confirm it)")),
+                "]" + (f" ({note})" if note else ""),
             ]
         if len(parts) > 1:
             parts.append(".")
@@ -259,7 +239,7 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
                 Num(c.ci_low, "d", src + ("ci_low",)),
                 ", ",
                 Num(c.ci_high, "d", src + ("ci_high",)),
-                f"] ({'inside the noise' if c.verdict not in (LOWER, HIGHER) else c.verdict})",
+                f"] ({verdict_short(c)})",
             ]
         if not first:
             parts.append(".")

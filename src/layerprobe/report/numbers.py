@@ -22,7 +22,8 @@ def is_num(x: Any) -> TypeGuard[float]:
 
 def fmt(x: Any, kind: str = "p") -> str:
     """p and pct: a share as a percent ("53 %"); pn: a share as a percent number (interval bounds after
-    a "p": "[36, 70]"); d: a difference of shares in signed percentage points ("−47"); r: a signed
+    a "p": "[36, 70]"); d: a difference of shares in signed percentage points ("−47"; one decimal for a
+    value that is not 0 but rounds to it, "+0.2"); r: a signed
     coefficient with 2 decimals (correlations); d1/d3: signed difference with 1/3 decimals; i: integer;
     f1/f3: 1/3 decimals; s: small quantity (3 decimals, or scientific below 0.01). Shares are always
     shown as percents, as the terminal shows them."""
@@ -32,6 +33,10 @@ def fmt(x: Any, kind: str = "p") -> str:
         return f"{int(round(x)):,}"
     if kind == "d":
         s = f"{100 * x:+.0f}"
+        if (
+            s in ("+0", "-0") and abs(x) > 1e-12
+        ):  # not 0: a bound that is not 0 never reads as 0 (an interval "0 to +2" that excludes 0)
+            s = f"{100 * x:+.1f}" if abs(100 * x) >= 0.05 else f"{100 * x:+.2g}"
         return s.replace("-", MINUS) if s not in ("+0", "-0") else "0"
     if kind == "pn":
         return f"{100 * x:.0f}"

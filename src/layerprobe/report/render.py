@@ -13,16 +13,15 @@ from typing import Any
 
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.summarize import TRACE_METRICS
+from layerprobe.data.verdicts import MIN_UNITS, RULE, verdict_short, verdict_words
 from layerprobe.errors import UserError
 from layerprobe.report import cases as cases_mod
 from layerprobe.report import figures
 from layerprobe.report.narrative import (
     TRACE_KIND,
     comparison_index,
-    disagreement,
     sweep_sentences,
     variant_sentences,
-    verdict_words,
     what_broke,
 )
 from layerprobe.report.numbers import Num, fmt, is_num
@@ -97,7 +96,7 @@ def _headline(run: Run) -> list[dict[str, Any]]:
                         "lo": Num(c.ci_low, "d", src + ("ci_low",)),
                         "hi": Num(c.ci_high, "d", src + ("ci_high",)),
                         "verdict": c.verdict,
-                        "words": "; ".join(x for x in (verdict_words(c.verdict), disagreement(c)) if x),
+                        "words": verdict_words(c),
                     }
             par = run.vmetrics(v, g).parallel
             if par.k:
@@ -202,7 +201,13 @@ def _layer_table(run: Run) -> dict[str, Any]:
             else:
                 cells.append("—")
         rows.append({"layer": layer, "cells": cells, "dropped_in": [s.name for s in run.variants if layer in s.dropped]})
-    return {"columns": cols, "rows": rows}
+    spans: list[list[Any]] = []  # the header's first row: each variant over its columns
+    for c in cols:
+        if spans and spans[-1][0] == c["variant"]:
+            spans[-1][1] += 1
+        else:
+            spans.append([c["variant"], 1])
+    return {"columns": cols, "rows": rows, "spans": spans}
 
 
 def _lookup_col(run: Run, col: dict[str, Any], layer: int) -> Any:
@@ -247,6 +252,9 @@ def _contrasts(run: Run) -> list[dict[str, Any]]:
                 "right": Num(c.mean_right, kind, src + ("mean_right",)),
                 "n_wrong": c.n_wrong,
                 "n_right": c.n_right,
+                "p_wrong": c.problems_wrong,
+                "p_right": c.problems_right,
+                "short": verdict_short(c),
                 "diff": Num(c.diff, dkind, src + ("diff",)),
                 "lo": Num(c.ci_low, dkind, src + ("ci_low",)),
                 "hi": Num(c.ci_high, dkind, src + ("ci_high",)),
@@ -263,8 +271,8 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         "accuracy": figures.accuracy_vs_budget(run, colors),
         "parallel": figures.parallel_curves(run, colors),
         "bi": figures.block_influence(run, colors),
-        "jsd": figures.heatmap(run, "jsd", "logit-lens JSD to the output (nats)"),
-        "entropy": figures.heatmap(run, "entropy", "logit-lens entropy (nats)"),
+        "jsd": figures.heatmap(run, "jsd", "logit-lens JSD to the output (nats)", colors),
+        "entropy": figures.heatmap(run, "entropy", "logit-lens entropy (nats)", colors),
         "settling": figures.settling(run, colors),
         "tf": figures.teacher_forced_kl(run, colors),
         "reflections": figures.reflections(run, colors),
@@ -486,6 +494,8 @@ def render_report(
         css=css,
         trace_metrics={k: (v[0], TRACE_KIND[k]) for k, v in TRACE_METRICS.items()},
         rule=cases_mod.RULE,
+        difference_rule=RULE,
+        min_units=MIN_UNITS,
         single_rule=cases_mod.SINGLE_RULE,
         limits=limits,
         generated=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -12,10 +12,12 @@ Three formats, each in the shapes real producers write them:
 - `think-tags` (Qwen3, DeepSeek-R1 and its distillations, DeepScaleR): thinking inside
   `<think> … </think>`; the opener may be in the prompt, in the response, or missing (a reasoning
   field glued to the answer with a literal `</think>`).
-- `plain`: no thinking delimiters (a non-reasoning model, or a LIMO-style single stream). The answer
-  is the part from the last final-answer marker (`**Final Answer**`, `Final Answer:`) or, lacking
-  one, from the last line holding `\\boxed{`; everything before it is the reasoning. Without either,
-  the whole output is the answer.
+- `plain`: no thinking delimiters (a non-reasoning model, or a LIMO-style single stream). Such text is
+  still reasoning: the answer is what a careful reader would take as the answer, and everything before
+  it is the thinking, by one cascade for every trace (`PLAIN_RULES`): from the last final-answer marker
+  (`**Final Answer**`, `Final Answer:`); else from the last line holding `\\boxed{`; else from the last
+  line that states an answer ("the answer is", "Answer:", "####"); else the last non-empty line. The
+  rule that split each trace is recorded (`ParsedTrace.split`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ _END = re.compile(r"<\|im_end\|>|<\|endoftext\|>|<｜end▁of▁sentence｜>|<\|
 _FORCED = re.compile(r"\s*Final Answer:")
 _MARKER = re.compile(r"(?im)^[ \t>#]*\**[ \t]*Final[ \t]+Answer[ \t]*\**[ \t]*:?")
 _BOXED_LINE = re.compile(r"(?m)^.*\\boxed\s*\{")
+_ANSWER_LINE = re.compile(r"(?im)^[^\n]*?(?:\b(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:|=)|####)")
+_LAST_LINE = re.compile(r"(?m)^[ \t]*\S")
+PLAIN_RULES = (
+    ("a final-answer marker", _MARKER),
+    ("the last \\boxed line", _BOXED_LINE),
+    ("the last line stating an answer", _ANSWER_LINE),
+    ("the last line", _LAST_LINE),
+)
+"""How a stream without delimiters is split, in order: (what the answer starts at, its pattern); the
+answer starts at the last match of the first rule that matches."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,8 @@ class ParsedTrace:
     """The producer forced the answer when the thinking budget ran out (s1: `Final Answer:`)."""
     reopened: int = 0
     """Thinking segments opened again after an answer had started."""
+    split: str = ""
+    """For a stream without delimiters: what its answer starts at (a rule of PLAIN_RULES); "" otherwise."""
 
 
 def _segments(text: str, pattern: re.Pattern[str], kind_of: dict[str, str], default: str) -> list[tuple[str, str]]:
@@ -116,11 +130,15 @@ def parse_trace(fmt: str, completion: str, *, bare: bool = False) -> ParsedTrace
 
 
 def split_plain(text: str) -> ParsedTrace:
-    """A stream without thinking delimiters: the answer starts at the last final-answer marker, else
-    at the last line holding `\\boxed{`; without either the whole text is the answer."""
-    marks = list(_MARKER.finditer(text)) or list(_BOXED_LINE.finditer(text))
-    at = marks[-1].start() if marks else 0
-    return ParsedTrace(thinking=text[:at].strip(), answer=text[at:].strip(), ended=True)
+    """A stream without thinking delimiters, split by PLAIN_RULES: the answer from the last match of the
+    first rule that matches (a final-answer marker, a `\\boxed{` line, a line stating an answer, the last
+    non-empty line); everything before it is the thinking."""
+    for name, pattern in PLAIN_RULES:
+        marks = list(pattern.finditer(text))
+        if marks:
+            at = marks[-1].start()
+            return ParsedTrace(thinking=text[:at].strip(), answer=text[at:].strip(), ended=True, split=name)
+    return ParsedTrace(thinking="", answer=text.strip(), ended=True, split="empty")
 
 
 def from_fields(reasoning: str, content: str) -> ParsedTrace:
@@ -161,7 +179,7 @@ class Shape:
     def describe(self) -> str:
         """e.g. "s1 (opener in the response)"."""
         name = {"s1": "s1 (<|im_start|>think … <|im_start|>answer)", "think-tags": "think-tags (<think> … </think>)"}.get(
-            self.format, "plain (no thinking delimiters)"
+            self.format, "plain (no thinking delimiters: the thinking is everything before the answer)"
         )
         if self.bare:
             name = "s1 with special tokens stripped (think / answer lines)"

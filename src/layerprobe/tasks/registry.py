@@ -200,7 +200,12 @@ def load_problems(
     else:
         try:
             import datasets
-
+        except ImportError:
+            raise UserError(
+                f"task '{name}' is loaded from the hub with the 'datasets' package, which is not installed: "
+                "pip install 'layerprobe[hub]', or give --task-file FILE.jsonl (one JSON object per line: id, question, answer[, choices])"
+            ) from None
+        try:
             ds = datasets.load_dataset(task.hub_id, task.hub_config, split=task.hub_split)
         except Exception as exc:  # noqa: BLE001 - offline, gated, missing: all the same to the user
             raise UserError(
