@@ -279,10 +279,56 @@ def _api_error(text: str) -> bool:
     return len(text) <= _ERROR_MAX_CHARS and bool(_API_ERROR.match(text))
 
 
+class Refusal(str):
+    """Why a record gives no trace (counted as a skip with this reason)."""
+
+
+def _either(obj: dict[str, Any], names: tuple[str, str]) -> str | None | Refusal:
+    """The text of whichever of two fields that mean the same thing holds one (a null field counts as
+    absent; an empty one as empty); a Refusal when one is not text or both hold different texts."""
+    given = [(k, obj[k]) for k in names if obj.get(k) is not None]
+    if any(not isinstance(v, str) for _, v in given):
+        return Refusal(f"{' / '.join(names)} not a string")
+    texts = list(dict.fromkeys(v.strip() for _, v in given if v.strip()))
+    if len(texts) > 1:
+        return Refusal(f"{names[0]} and {names[1]} disagree (which one the model wrote is unknown: neither is kept)")
+    return next((v for _, v in given if v.strip()), given[0][1] if given else None)
+
+
+def _sample(obj: dict[str, Any], whole: str, cut: bool | None) -> tuple[str, str | None, bool | None] | Refusal:
+    """(completion or answer, reasoning or None, cut) of one sample: the whole completion in `whole`
+    (`completion`, or `text` inside `choices`) or the answer in `content` beside the reasoning
+    (`reasoning_content` or `reasoning`). A reasoning field with a null or empty `content` is a trace cut
+    during its thinking (vLLM's reasoning parser at `finish_reason: length`). A completion beside the
+    separate fields is accepted when it is their text (the same answer, or the reasoning followed by
+    the answer); the fields are read."""
+    reasoning = _either(obj, ("reasoning_content", "reasoning"))
+    if isinstance(reasoning, Refusal):
+        return reasoning
+    completion, content = obj.get(whole), obj.get("content")
+    for name, value in ((whole, completion), ("content", content)):
+        if value is not None and not isinstance(value, str):
+            return Refusal(f"{name} not a string")
+    full = completion.strip() if isinstance(completion, str) else ""
+    answer = content.strip() if isinstance(content, str) else ""
+    if reasoning is None:
+        if full and answer and full != answer:
+            return Refusal(f"{whole} and content disagree (which one the model wrote is unknown: neither is kept)")
+        text = completion if full else content if answer else None
+        return (text, None, cut) if text is not None else Refusal(f"missing {_COMPLETION_FIELDS}")
+    if full and full != answer and not (reasoning.strip() in full and full.endswith(answer)):
+        if content is None:
+            return Refusal(f"{whole} beside reasoning_content / reasoning without content (give the answer as content)")
+        return Refusal(f"{whole} disagrees with reasoning_content / reasoning + content (neither is kept)")
+    if not answer and not reasoning.strip():
+        return Refusal(f"missing {_COMPLETION_FIELDS}")
+    return (content or "", reasoning, cut)
+
+
 def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None]] | str:
     """(completion or answer, reasoning or None, cut) per sample of a JSONL line, or why there is none.
-    One sample from `completion`, or from `content` beside `reasoning_content` / `reasoning`; one per
-    choice from `choices` (an OpenAI-compatible response, also under `response`)."""
+    One sample from the line itself (`_sample`), or one per choice of `choices` (an OpenAI-compatible
+    response, also under `response`; a choice's `message` or the choice itself)."""
     choices = row.get("choices")
     if choices is None and isinstance(row.get("response"), dict):
         choices = row["response"].get("choices")
@@ -293,25 +339,16 @@ def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None
             if not isinstance(ch, dict):
                 return "choices that are not objects"
             msg: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else ch
-            content = msg.get("content", msg.get("text"))
-            reasoning = msg.get("reasoning_content", msg.get("reasoning"))
-            if not isinstance(content, str) or (reasoning is not None and not isinstance(reasoning, str)):
-                return f"missing {_COMPLETION_FIELDS}"
-            out.append((content, reasoning, cut_of(ch.get("finish_reason"))))
+            one = _sample(msg, "text", cut_of(ch.get("finish_reason")))
+            if isinstance(one, Refusal):
+                return str(one)
+            out.append(one)
         return out
     cut = cut_of(row.get("finish_reason"))
     if isinstance(row.get("truncated"), bool):
         cut = row["truncated"]
-    reasoning = row.get("reasoning_content", row.get("reasoning"))
-    if reasoning is not None and not isinstance(reasoning, str):
-        return "reasoning_content / reasoning not a string"
-    if isinstance(row.get("completion"), str) and row["completion"] != "" and reasoning is None:
-        return [(row["completion"], None, cut)]
-    if isinstance(row.get("content"), str) and (row["content"] != "" or reasoning):
-        return [(row["content"], reasoning, cut)]
-    if reasoning is not None and row.get("completion"):
-        return "completion beside reasoning_content / reasoning (give the answer as content)"
-    return f"missing {_COMPLETION_FIELDS}"
+    one = _sample(row, "completion", cut)
+    return str(one) if isinstance(one, Refusal) else [one]
 
 
 def read_jsonl(path: Path) -> Read:
