@@ -122,7 +122,9 @@ def _offline_when_unreachable() -> None:
 
 
 def _fail(code: int, message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    from layerprobe.rules import printable
+
+    sys.stderr.write(f"error: {printable(message, lines=False)}\n")  # one line, whatever names it holds
     sys.exit(code)
 
 

@@ -32,6 +32,9 @@ def read_extras(run_dir: Path, notes: list[str], variants: dict[str, list[int]] 
     out: dict[str, Any] = {}
     for name, model in EXTRA_FILES.items():
         path = run_dir / name
+        if path.exists() and not path.is_file():
+            notes.append(f"{name} is not a file; it is not shown")
+            continue
         if not path.is_file():
             continue
         try:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe._io import check_can_write
+from layerprobe.data.lock import check_free
 from layerprobe.data.reader import Run, load_run
 from layerprobe.data.schema import (
     Breaks,
@@ -39,7 +40,7 @@ from layerprobe.data.schema import (
     SampleRecord,
     teacher_forced_file,
 )
-from layerprobe.data.store import EXPLAIN_LOCK_FILE, now, write_model
+from layerprobe.data.store import now, write_model
 from layerprobe.errors import UserError
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
 from layerprobe.probe.store import DamagedFile, load_trace_layers, load_trace_tokens
@@ -945,13 +946,12 @@ def run_fingerprint(run: Run) -> str:
 
 
 class Explain(Job):
-    """Why the pruned variants fail (the job skeleton: prepare, then open / work / close with its own lock
-    on the run, which analyze may still be writing). Its expensive parts (restoration of each variant,
+    """Why the pruned variants fail (the job skeleton: prepare, then open / work / close with the run's
+    lock held: no other job writes the run while explain works on it). Its expensive parts (restoration of each variant,
     teacher-forced and in generation, class by class) are kept in RUN/.explain/state.json as they
     finish, so a stopped explain resumes where it was; explain.json is written at the end."""
 
     kind = "explain"
-    lock_name = EXPLAIN_LOCK_FILE
 
     def __init__(
         self,
@@ -982,6 +982,7 @@ class Explain(Job):
         from layerprobe.jobs.execute import set_threads_for
         from layerprobe.models.loading import load_model
 
+        check_free(self.out, self.kind)  # before the model is loaded: a run another job writes is refused at once
         run = self.run_read = load_run(self.out)
         check_can_write(self.out, "the run directory")
         if not run.pruned:
@@ -1000,6 +1001,8 @@ class Explain(Job):
         """Resume the parts an earlier explain of this run with these settings computed, else start afresh."""
         path = self.out / STATE_DIR / STATE_FILE
         fingerprint = run_fingerprint(self.run_read)
+        if run_fingerprint(load_run(self.out, extras=False)) != fingerprint:  # written between prepare and the lock
+            raise UserError(f"{self.out} changed while explain was loading the model (another job wrote it); run explain again")
         old = None
         if path.is_file():
             try:

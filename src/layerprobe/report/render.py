@@ -6,12 +6,15 @@ import datetime as _dt
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerprobe.data.lock import hold_dir_lock
 from layerprobe.data.reader import ALL, Run, load_run
+from layerprobe.data.store import COMPARE_FILE, is_run_dir
 from layerprobe.data.summarize import TRACE_METRICS
 from layerprobe.errors import UserError
 from layerprobe.report import cases as cases_mod
@@ -457,6 +460,31 @@ def render_report(
         raise UserError("give at least one run directory")
     limits = limits or Limits()
     out_path = _output_path([r.dir if isinstance(r, Run) else r for r in run_dirs], out)
+    with writing_into(out_path):
+        return _render(run_dirs, out_path, limits, t0)
+
+
+@contextmanager
+def writing_into(out_path: Path) -> Iterator[None]:
+    """While a report is read and written: the lock of the run (or compare) folder it is written into,
+    so that it never replaces the report of a job that writes that folder (refused in one line naming
+    the job); no lock for a file elsewhere."""
+    folder = out_path.parent
+    if not (is_run_dir(folder) or (folder / COMPARE_FILE).is_file()):
+        yield
+        return
+
+    def busy(who: str) -> str:
+        return (
+            f"{folder} is being written by {who}: its report.html is rendered when that ends; "
+            "to look at it now, give --out FILE.html"
+        )
+
+    with hold_dir_lock(folder, "report", busy=busy):
+        yield
+
+
+def _render(run_dirs: Sequence[str | os.PathLike[str] | Run], out_path: Path, limits: Limits, t0: float) -> Path:
     runs = [r if isinstance(r, Run) else load_run(r) for r in run_dirs]
     labels: dict[str, int] = {}
     for r in runs:
