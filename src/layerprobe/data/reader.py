@@ -102,6 +102,8 @@ class Run:
     label: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     """Optional files of the run (sweep.json, explain.json), typed, by name."""
+    unshown: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Optional files present but not shown: name -> (damaged | newer | stale, why) (data.extras)."""
 
     @property
     def variants(self) -> list[VariantSpec]:
@@ -276,5 +278,5 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
     if extras:
         from layerprobe.data.extras import read_extras
 
-        run.extras = read_extras(path, notes, {v.name: v.dropped for v in info.variants})
+        run.extras = read_extras(path, notes, {v.name: v.dropped for v in info.variants}, run.unshown)
     return run

@@ -1007,6 +1007,11 @@ class SweepFile(_Model):
     """The layers pruning methods would remove (ShortGPT: lowest BI; reverse: the last), as many as
     the sweep drops per variant."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "sweep.json")
+
 
 # ---------------------------------------------------------------------------------------------
 # explain.json
@@ -1168,6 +1173,11 @@ class ExplainFile(_Model):
     """Parts that were not computed, each with the reason (e.g. too few wrong answers for the
     predictors, no long-chain problems for the accuracy part of restoration)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "explain.json")
+
 
 # ---------------------------------------------------------------------------------------------
 # DIR/.lock.json
@@ -1275,6 +1285,11 @@ class ExplainState(_Model):
     """Probe or teacher-forced files that could not be read."""
     timings: dict[str, float] = Field(default_factory=dict)
     """Seconds per part, summed over sessions."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, ".explain/state.json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1409,6 +1424,11 @@ class CompareFile(_Model):
     """Paired comparisons between runs that share problems."""
     notes: list[Sentence] = Field(default_factory=list)
     """What a reader should know (runs without shared problems, unmatched depths, partial runs)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "compare.json")
 
     @model_validator(mode="after")
     def _labels_agree(self) -> CompareFile:

@@ -62,6 +62,9 @@ class RunView:
     """What broke: one sentence per pruned variant (narrative.what_broke)."""
     explain_command: str = ""
     """The explain command for this run, with its path as seen from where the report was rendered."""
+    explain_problem: str = ""
+    """Why the run's explain.json is there but not shown (damaged, newer, stale), in words; "" when it is
+    shown or absent."""
     contrasts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -304,7 +307,17 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         explain=run.extras.get("explain.json"),
         broke=what_broke(run),
         explain_command=explain_command(run.dir),
+        explain_problem=unshown_text("explain.json", *run.unshown["explain.json"]) if "explain.json" in run.unshown else "",
     )
+
+
+def unshown_text(name: str, kind: str, detail: str) -> str:
+    """Why an optional file of the run is not shown, as the report says it where its section would be."""
+    if kind == "newer":
+        return f"{name} is from a newer layerprobe ({detail}): its fields may mean something else, so it is not shown; open the run with that version, or compute it again with this one"
+    if kind == "stale":
+        return f"{name} explains other variants than the run holds now (the run was started afresh since): it is not shown; compute it again"
+    return f"{name} is damaged ({detail}): it is not shown; compute it again to rewrite it"
 
 
 def explain_command(run_dir: Path) -> str:
