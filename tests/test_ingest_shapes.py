@@ -230,6 +230,36 @@ def test_truncation_shapes_of_reasoning_servers(ckpt, tmp_path, capsys) -> None:
     assert "skipped 1: completion and content disagree" in res.out
 
 
+def test_a_tokenizer_folder_and_its_chat_template_are_untrusted_input(ckpt, tmp_path, capsys) -> None:
+    """--tokenizer DIR holding only what a tokenizer's save_pretrained writes (no config.json) is read; a
+    chat template that loops for ever (10^10 iterations; it hung ingest) is stopped after 2 s and not run
+    again: the conversations it would render are counted skips; a prompt given as text never runs it."""
+    import time
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    tok.chat_template = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+    tdir = tmp_path / "tokenizer"
+    tok.save_pretrained(tdir)
+    assert not (tdir / "config.json").exists()
+    rows = []
+    for pid, (q, gold) in rt.PROBLEMS.items():
+        completion = f"{rt.thinking(pid).text}</think>{rt.answer(pid)}"
+        rows.append({"id": pid, "messages": [{"role": "user", "content": q}], "completion": completion, "gold": gold})
+    pid, (q, gold) = next(iter(rt.PROBLEMS.items()))
+    rows.append({**rows[0], "prompt": rt.chatml(q), "sample": 1})  # messages and the prompt as text: the text is used
+    t0 = time.perf_counter()
+    res, run = _ingest(
+        capsys, [rt.write_jsonl(tmp_path / "chat.jsonl", rows)], ckpt, tmp_path / "run", "--no-probes", "--tokenizer", str(tdir)
+    )
+    assert time.perf_counter() - t0 < 60
+    assert "skipped 3: messages not rendered: the chat template did not render a conversation within 2 s" in res.out
+    (r,) = run.samples
+    assert (r.problem_id, r.sample, r.correct) == (pid, 1, True) and r.prompt_tokens > 5
+    assert f"tokens counted with the tokenizer of {tdir}" in res.out
+
+
 def test_records_holding_an_error_are_counted_skips(ckpt, tmp_path, capsys) -> None:
     (pa, (qa, ga)), (pb, (qb, gb)), (pc, (qc, gc)) = rt.PROBLEMS.items()
     rows = [

@@ -714,6 +714,7 @@ class Ingest(Job):
 
     def work(self) -> tuple[Path, IngestSource]:
         from layerprobe.jobs.records import trace_fields
+        from layerprobe.models.chat import TemplateTimeout, render_chat
         from layerprobe.scaling.formats import FORMATS
         from layerprobe.tasks.grading import MathGrader, gold_problem, grade_trace
 
@@ -762,6 +763,7 @@ class Ingest(Job):
             todo.clear()
 
         numbered = [(r.shape, it) for r in self.reads for it in r.items]
+        template_hangs = ""
         for i, (shape, it) in enumerate(numbered):
             progress(f"ingest {name}", i, len(items))
             assert shape is not None
@@ -777,9 +779,16 @@ class Ingest(Job):
                 parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
             mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
             prompt = it.prompt
-            if it.messages is not None:
+            if it.messages is not None and not prompt:  # a prompt given as text is used as it is
+                if template_hangs:
+                    skipped[template_hangs] += 1
+                    continue
                 try:
-                    prompt = tok.apply_chat_template(it.messages, tokenize=False, add_generation_prompt=True)
+                    prompt = render_chat(tok, it.messages)
+                except TemplateTimeout as exc:  # a template that loops: not tried again on the other traces
+                    template_hangs = f"messages not rendered: {exc} (the template is not run again)"
+                    skipped[template_hangs] += 1
+                    continue
                 except Exception:  # noqa: BLE001 - a tokenizer without a chat template cannot render messages
                     skipped["messages that the tokenizer's chat template cannot render"] += 1
                     continue
