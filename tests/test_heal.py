@@ -304,7 +304,7 @@ def test_a_second_healing_process_on_the_same_out_is_refused(
     out = tmp_path / "h"
     out.mkdir()
     with FileLock(str(out / LOCK_FILE)):  # as another process would hold it
-        assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out)), "being written by another layerprobe heal")
+        assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out)), "being written by another layerprobe job")
     assert not (out / "layerprobe.json").exists()
     assert run_cli(capsys, *_heal_args(tiny_ckpt, data, out)).code == 0  # released: the same command runs
 
