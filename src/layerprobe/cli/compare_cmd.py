@@ -34,6 +34,7 @@ def compare(
     relative-depth axis, block influence per layer, and paired comparisons across models on the problems
     the runs share. Writes compare.json and report.html."""
     from layerprobe.cli.common import current_argv
+    from layerprobe.data.schema import MAX_COMPARED
     from layerprobe.data.store import is_run_dir
     from layerprobe.jobs.compare import compare as compute
     from layerprobe.jobs.compare import compare_out, write_compare
@@ -42,6 +43,8 @@ def compare(
 
     if len(run_dirs) < 2:
         raise UserError("give at least two run directories to compare (`layerprobe report RUN` renders one)")
+    if len(run_dirs) > MAX_COMPARED:
+        raise UserError(f"{len(run_dirs)} run directories: compare at most {MAX_COMPARED} at once (one colour each on one page)")
     for d in run_dirs:
         if not d.is_dir() or not is_run_dir(d):
             raise UserError(f"{d} is not a layerprobe run directory (no run.json)")

@@ -16,6 +16,8 @@ from layerprobe.data.schema import LockHolder
 from layerprobe.data.store import LOCK_FILE, LOCK_HOLDER_FILE, now
 from layerprobe.rules import printable
 
+PATIENCE_S = 120.0
+"""How long a writer waits for a report or a comparison that holds the folder (a job is refused at once)."""
 _HELD: set[Path] = set()
 """Directories whose lock this process holds."""
 
@@ -66,7 +68,11 @@ def hold_dir_lock(
         who = describe(holder(path))
         return busy(who) if busy is not None else f"{path} is being written by {who}; wait for it to end or use another --out"
 
-    with hold_lock(path / LOCK_FILE, refusal):
+    wait = 0.0
+    if (path / LOCK_FILE).is_file():  # a report or a comparison being written takes seconds: worth waiting for
+        h = holder(path)
+        wait = PATIENCE_S if h is not None and h.job in ("report", "compare") else 0.0
+    with hold_lock(path / LOCK_FILE, refusal, wait):
         record = LockHolder(job=job, pid=os.getpid(), host=socket.gethostname(), command=list(command), since=now())
         try:
             write_text_atomic(path / LOCK_HOLDER_FILE, record.model_dump_json() + "\n")

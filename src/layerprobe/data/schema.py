@@ -1296,6 +1296,8 @@ class ExplainState(_Model):
 # compare.json (`layerprobe compare`)
 
 
+MAX_COMPARED = 100
+"""Most runs one comparison holds (one colour each on one page; a hostile file with thousands took minutes)."""
 Label = Annotated[str, Field(max_length=300)]
 """A short name in a comparison (a run's label, a variant, a group's regime, a verdict)."""
 Group = Annotated[str, Field(max_length=300)]
@@ -1309,7 +1311,7 @@ class LayerSensitivity(_Model):
 
     variant: Label
     """Its name in the run."""
-    dropped: list[int]
+    dropped: list[int] = Field(max_length=MAX_LAYERS)
     """Original layers it lacks."""
     relative_depth: Float = None
     """(mean dropped layer + 0.5) / number of layers: 0 is the input end, 1 the output end."""
@@ -1319,7 +1321,7 @@ class LayerSensitivity(_Model):
     """95 % interval of each delta (the paired comparison's)."""
     verdict: dict[Group, Label] = Field(default_factory=dict)
     """lower / higher / no clear difference, per group."""
-    n: dict[Group, int] = Field(default_factory=dict)
+    n: dict[Group, Count] = Field(default_factory=dict)
     """Problems paired per group."""
     block_influence: Float = None
     """Block influence of the dropped layer(s) on the base model's own traces (mean over a pair)."""
@@ -1355,11 +1357,11 @@ class ComparedRun(_Model):
     """The base model's accuracy per group at `budget`."""
     base_accuracy_ci: dict[Group, tuple[Float, Float]] = Field(default_factory=dict)
     """95 % Wilson interval of each base accuracy."""
-    n_problems: dict[Group, int] = Field(default_factory=dict)
+    n_problems: dict[Group, Count] = Field(default_factory=dict)
     """Problems per group with a graded base trace at `budget`."""
-    sensitivity: list[LayerSensitivity] = Field(default_factory=list)
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list, max_length=MAX_LAYERS)
     """One entry per pruned variant, in depth order."""
-    block_influence: list[Float] = Field(default_factory=list)
+    block_influence: list[Float] = Field(default_factory=list, max_length=MAX_LAYERS)
     """Block influence per layer of the base model on its own traces (empty without probes)."""
     damage: list[Sentence] = Field(default_factory=list)
     """What was wrong with the run directory when it was read (damaged or cut lines of samples.jsonl,
@@ -1387,11 +1389,11 @@ class CrossModel(_Model):
     variants that drop the same relative depth (difference in differences, per problem). mean damage:
     the damage averaged over every matched depth per problem, then compared (problems resampled with
     all their depths together)."""
-    dropped_a: list[int] = Field(default_factory=list)
+    dropped_a: list[int] = Field(default_factory=list, max_length=MAX_LAYERS)
     """For damage: the layers a's variant drops."""
-    dropped_b: list[int] = Field(default_factory=list)
+    dropped_b: list[int] = Field(default_factory=list, max_length=MAX_LAYERS)
     """For damage: the layers b's variant drops."""
-    n_pairs: int = 0
+    n_pairs: Count = 0
     """Problems both runs graded."""
     mean_a: Float = None
     """a's mean (accuracy, or accuracy change)."""
@@ -1418,7 +1420,7 @@ class CompareFile(_Model):
     """When, ISO 8601 UTC."""
     layerprobe_version: str = ""
     """The layerprobe that computed it."""
-    runs: list[ComparedRun] = Field(default_factory=list)
+    runs: list[ComparedRun] = Field(default_factory=list, max_length=MAX_COMPARED)
     """The compared runs, in the order given."""
     cross: list[CrossModel] = Field(default_factory=list)
     """Paired comparisons between runs that share problems."""

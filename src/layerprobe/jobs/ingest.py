@@ -325,26 +325,39 @@ def _sample(obj: dict[str, Any], whole: str, cut: bool | None) -> tuple[str, str
     return (content or "", reasoning, cut)
 
 
-def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None]] | str:
+#: finish_reason values (any case) that say a length cap cut the trace (OpenAI / vLLM, Anthropic, Gemini)
+#: and that say the model stopped on its own; any other value says neither.
+_CUT_REASONS = frozenset({"length", "max_tokens", "max_output_tokens"})
+_STOP_REASONS = frozenset({"stop", "end_turn", "stop_sequence", "eos", "tool_calls", "function_call"})
+
+
+def _cut_of(reason: Any) -> bool | None:
+    """What a finish_reason says: True cut by a length cap, False stopped on its own, None neither (absent,
+    not text, or another reason such as a content filter or an abort)."""
+    if not isinstance(reason, str):
+        return None
+    r = reason.strip().lower()
+    return True if r in _CUT_REASONS else False if r in _STOP_REASONS else None
+
+
+def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None] | Refusal] | str:
     """(completion or answer, reasoning or None, cut) per sample of a JSONL line, or why there is none.
     One sample from the line itself (`_sample`), or one per choice of `choices` (an OpenAI-compatible
-    response, also under `response`; a choice's `message` or the choice itself)."""
+    response, also under `response`; a choice's `message` or the choice itself): a choice that gives no
+    trace is a Refusal in its place (counted; the others are kept), all of them the line's refusal."""
     choices = row.get("choices")
     if choices is None and isinstance(row.get("response"), dict):
         choices = row["response"].get("choices")
-    cut_of = lambda reason: None if reason is None else reason == "length"
     if isinstance(choices, list) and choices:
-        out = []
+        out: list[tuple[str, str | None, bool | None] | Refusal] = []
         for ch in choices:
             if not isinstance(ch, dict):
-                return "choices that are not objects"
+                out.append(Refusal("choices that are not objects"))
+                continue
             msg: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else ch
-            one = _sample(msg, "text", cut_of(ch.get("finish_reason")))
-            if isinstance(one, Refusal):
-                return str(one)
-            out.append(one)
-        return out
-    cut = cut_of(row.get("finish_reason"))
+            out.append(_sample(msg, "text", _cut_of(ch.get("finish_reason"))))
+        return str(out[0]) if all(isinstance(o, Refusal) for o in out) else out
+    cut = _cut_of(row.get("finish_reason"))
     if isinstance(row.get("truncated"), bool):
         cut = row["truncated"]
     one = _sample(row, "completion", cut)
@@ -407,13 +420,16 @@ def read_jsonl(path: Path) -> Read:
         ) or (ids["completion_ids"] is not None and len(samples) > 1):
             read.skipped["prompt_ids / completion_ids not lists of token ids"] += 1
             continue
-        errors = [s for s in samples if s[1] is None and _api_error(s[0])]
+        for why in (x for x in samples if isinstance(x, Refusal)):
+            read.skipped[f"a choice of a response: {why}"] += 1
+        kept = [(k, x) for k, x in enumerate(samples) if not isinstance(x, Refusal)]
+        errors = [x for _, x in kept if x[1] is None and _api_error(x[0])]
         if errors:
             _skip_error(read, "an API error message instead of a trace", errors[0][0])
             continue
         if row.get("model"):
             read.producer = str(row["model"])
-        for k, (completion, reasoning, cut) in enumerate(samples):
+        for k, (completion, reasoning, cut) in kept:
             read.items.append(
                 Item(
                     problem_id=str(pid),

@@ -929,7 +929,8 @@ def compare_sensitivity(cmp: Any) -> Markup | None:
         if k == 0:
             ax.set_ylabel("accuracy change vs base")
         ax.grid(alpha=0.25, axis="y")
-        ax.legend(loc="lower left", fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower left", fontsize=7)
     return to_svg(fig, "layer sensitivity of each run on a relative-depth axis, per regime")
 
 
