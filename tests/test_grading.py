@@ -243,7 +243,7 @@ def test_math_verify_never_reads_more_than_a_bounded_tail(grader):
         t0 = time.perf_counter()
         grader.extract(text)
         grade("math", "1", text, grader)
-        assert time.perf_counter() - t0 < 2 * LIMIT_S, name
+        assert time.perf_counter() - t0 < 10, name  # math-verify on the whole megabyte: 20 s to minutes
     long = "Some reasoning. " * 10_000 + "\nso the result is $\\frac{1}{2}$ in the end"
     g = grade("math", "\\frac{1}{2}", long, grader)
     assert (g.rule, g.correct) == ("math-verify", True)

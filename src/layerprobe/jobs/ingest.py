@@ -744,6 +744,12 @@ class Ingest(Job):
             skipped.update(r.skipped)
             counts["merged filter lines"] += r.merged
             warnings += [w for w in tokenizer_warnings(tok, r) + r.examples if w not in warnings]
+            if r.shape is not None and len(r.shape.evidence) > 1 and self.hint is None:  # one format is read per file
+                seen_as = ", ".join(f"{n} look like {k}" for k, n in r.shape.evidence.items())
+                warnings.append(
+                    f"{r.path.name} mixes formats ({seen_as}): every trace is read as {r.shape.format}, so the others "
+                    "may be split wrongly (give each format its own file, or --format)"
+                )
         samples_of: dict[str, set[int]] = {}
         for it in items:
             samples_of.setdefault(it.problem_id, set()).add(it.sample)

@@ -322,9 +322,16 @@ def _tokenizer_source(name: str) -> tuple[str, dict[str, Any]]:
     """Where `--tokenizer NAME` is read from: a folder of tokenizer files alone (what `save_pretrained`
     of a tokenizer writes, no config.json), or the model a name resolves to."""
     path = Path(name).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file() and any((path / f).is_file() for f in TOKENIZER_FILES):
-        return str(path), {}
-    source, _, _, kw = _config_and_tokenizer_source(name)
+    if not name.strip():
+        raise UserError("--tokenizer '': give an alias, a hub id, a folder of tokenizer files or a .gguf file")
+    if path.is_dir() and not (path / "config.json").is_file():
+        if any((path / f).is_file() for f in TOKENIZER_FILES):
+            return str(path), {}
+        raise UserError(f"--tokenizer {path}: the folder holds no tokenizer ({', '.join(TOKENIZER_FILES)}) and no config.json")
+    try:
+        source, _, _, kw = _config_and_tokenizer_source(name)
+    except UserError as exc:
+        raise UserError(f"--tokenizer {name}: {exc}") from None
     return source, kw
 
 
