@@ -66,7 +66,7 @@ def test_a_second_writer_is_refused_naming_the_first(runs, tmp_path: Path, capsy
     assert not (run / "report.html").exists()
     with held_by(run, "analyze", "layerprobe", "analyze", "--out", str(run)) as pid:
         res = run_cli(capsys, "explain", str(run), "--device", "cpu")  # refused before a model is loaded
-        assert_one_line_error(res, f"is being written by layerprobe analyze (pid {pid}", "--out")
+        assert_one_line_error(res, f"is being written by layerprobe analyze (pid {pid}", "explain it when that ends")
     fresh = tmp_path / "fresh"  # an analyze that has just started: its folder holds nothing else yet
     fresh.mkdir()
     with held_by(fresh, "analyze", "layerprobe", "analyze", "--out", str(fresh)) as pid:

@@ -91,9 +91,9 @@ def hold_dir_lock(
                 (path / LOCK_HOLDER_FILE).unlink(missing_ok=True)
 
 
-def check_free(directory: str | os.PathLike[str], job: str) -> None:
+def check_free(directory: str | os.PathLike[str], job: str, busy: Callable[[str], str] | None = None) -> None:
     """Refuse now (UserError naming the holder) when another process holds `directory`'s lock: a job
     checks before it spends minutes loading a model, then takes the lock for real."""
     if (Path(directory) / LOCK_FILE).is_file():
-        with hold_dir_lock(directory, job):
+        with hold_dir_lock(directory, job, busy=busy):
             pass

@@ -978,11 +978,14 @@ class Explain(Job):
     def resume_command(self) -> list[str]:
         return list(self.argv)  # the run directory is its argument, not an --out
 
+    def busy_message(self, who: str) -> str:
+        return f"{self.out} is being written by {who}; explain it when that ends"
+
     def prepare(self) -> None:
         from layerprobe.jobs.execute import set_threads_for
         from layerprobe.models.loading import load_model
 
-        check_free(self.out, self.kind)  # before the model is loaded: a run another job writes is refused at once
+        check_free(self.out, self.kind, self.busy_message)  # before the model is loaded: refused at once
         run = self.run_read = load_run(self.out)
         check_can_write(self.out, "the run directory")
         if not run.pruned:

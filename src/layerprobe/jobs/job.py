@@ -146,6 +146,10 @@ class Job:
         """Release what `prepare()` started (worker processes), whatever happened."""
 
     # -- the skeleton ----------------------------------------------------------------------------
+    def busy_message(self, who: str) -> str:
+        """The refusal when `who` (another job, named) writes the output."""
+        return f"{self.out} is being written by {who}; wait for it to end or use another --out"
+
     def resume_command(self) -> list[str]:
         """The exact command that continues this job."""
         return with_out(self.argv, self.out)
@@ -173,7 +177,7 @@ class Job:
                 raise RuntimeError(f"{type(self).__name__}.prepare() did not set the output directory")
             self.created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
-            with hold_dir_lock(self.out, self.kind, self.argv):
+            with hold_dir_lock(self.out, self.kind, self.argv, busy=self.busy_message):
                 with terminate_as_interrupt(self._graceful):
                     self.open()
                     status = "interrupted"
