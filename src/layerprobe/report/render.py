@@ -443,6 +443,8 @@ def _output_path(run_dirs: Sequence[Any], out: Any) -> Path:
         out_path = Path(out)
         if out_path.is_dir():
             out_path = out_path / "report.html"
+    if out_path.is_dir():
+        raise UserError(f"cannot write the report to {out_path}: it is a folder")
     parent = out_path.parent
     probe = parent
     while not probe.exists() and probe != probe.parent:
