@@ -316,9 +316,10 @@ def _sample(obj: dict[str, Any], whole: str, cut: bool | None) -> tuple[str, str
             return Refusal(f"{whole} and content disagree (which one the model wrote is unknown: neither is kept)")
         text = completion if full else content if answer else None
         return (text, None, cut) if text is not None else Refusal(f"missing {_COMPLETION_FIELDS}")
-    if full and full != answer and not (reasoning.strip() in full and full.endswith(answer)):
-        if content is None:
-            return Refusal(f"{whole} beside reasoning_content / reasoning without content (give the answer as content)")
+    thinking = reasoning.strip()
+    if full and not answer and full != thinking:  # an answer may be in the completion only
+        return Refusal(f"{whole} beside reasoning_content / reasoning without content (give the answer as content)")
+    if full and answer and full != answer and not (thinking in full and full.endswith(answer)):
         return Refusal(f"{whole} disagrees with reasoning_content / reasoning + content (neither is kept)")
     if not answer and not reasoning.strip():
         return Refusal(f"missing {_COMPLETION_FIELDS}")
