@@ -55,9 +55,10 @@ def describe(h: LockHolder | None) -> str:
 def hold_dir_lock(
     directory: str | os.PathLike[str], job: str, command: Sequence[str] = (), busy: Callable[[str], str] | None = None
 ) -> Iterator[None]:
-    """Hold `directory`'s lock for the block as `job`, recording who holds it; a UserError at once when
-    another process holds it: "DIR is being written by <who>; wait for it to end or use another --out"
-    (`busy(who)` gives another message)."""
+    """Hold `directory`'s lock for the block as `job`, recording who holds it; a UserError when another
+    process holds it: "DIR is being written by <who>; wait for it to end or use another --out" (`busy(who)`
+    gives another message), at once, or after up to PATIENCE_S when the holder is a report or a
+    comparison (seconds of work). Nested holds of one directory in one process are one hold."""
     path = Path(directory)
     key = path.resolve()
     if key in _HELD:  # this process holds it already (compare renders its report inside its own lock)
