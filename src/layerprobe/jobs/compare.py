@@ -77,7 +77,7 @@ def _compared(run: Run, label: str) -> ComparedRun:
         budget=budget,
         source="sweep" if run.info.config.sweep else "variants",
         regimes={g: run.regime(g) for g in groups},
-        damage=[_cut(n, 4000) for n in run.notes],
+        damage=[_cut(n, 4000) for n in run.notes if not n.startswith("explain.json ")],  # explain.json: no number here
     )
     if budget is None:
         return out
