@@ -170,6 +170,48 @@ def lm_eval_samples(path: Path, completions: dict[str, str], prompt_suffix: str 
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def vllm_chat_response(
+    pid: str, reasoning: str | None, content: str | None, finish: str, field: str = "reasoning_content"
+) -> dict:
+    """One chat completion as vLLM's OpenAI-compatible server returns it with a reasoning parser
+    (`--reasoning-parser deepseek_r1`), saved one response per line: the thinking in
+    `message.reasoning_content` (newer servers: `reasoning`), the answer in `message.content`, which is
+    null when the length cap stopped the model inside its thinking (`finish_reason: "length"`)."""
+    question, _ = PROBLEMS[pid]
+    message = {"role": "assistant", "content": content, "tool_calls": [], field: reasoning}
+    if field == "reasoning":
+        message["reasoning_content"] = None  # servers that renamed the field keep the old one, null
+    return {
+        "id": pid,
+        "messages": [{"role": "user", "content": question}],
+        "gold": PROBLEMS[pid][1],
+        "response": {
+            "id": f"chatcmpl-{pid}",
+            "object": "chat.completion",
+            "created": 1767225600,
+            "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}],
+            "usage": {"prompt_tokens": 41, "total_tokens": 8233, "completion_tokens": 8192},
+            "prompt_logprobs": None,
+        },
+    }
+
+
+def reasoning_record(pid: str, thinking_text: str, content: str | None, finish: str, **extra: object) -> dict:
+    """A flat line as a batch script over vLLM's offline reasoning parser writes it: the prompt, then
+    `reasoning_content`, `content` (null when the model was cut while thinking) and `finish_reason`."""
+    question, gold = PROBLEMS[pid]
+    return {
+        "id": pid,
+        "prompt": chatml(question) + "<think>\n",
+        "reasoning_content": thinking_text,
+        "content": content,
+        "finish_reason": finish,
+        "gold": gold,
+        **extra,
+    }
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -354,7 +354,7 @@ def test_a_second_writer_is_refused_and_changed_variants_are_detected(tiny_run: 
     info = read_run_info(tiny_run)
     with hold_lock(tiny_run / LOCK_FILE, "held by this test"):  # another process writing the run
         res = run_cli(capsys, "analyze", "--out", str(tiny_run), *TINY)
-        assert_one_line_error(res, "being written by another layerprobe analyze")
+        assert_one_line_error(res, "being written by another layerprobe job")  # no .lock.json says which
     assert run_cli(capsys, "analyze", "--out", str(tiny_run), *TINY).code == 0  # released: the run resumes
     changed = info.model_copy(deep=True)
     changed.variants[2].dropped = [3]

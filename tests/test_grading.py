@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
 from layerprobe.tasks.grading import MathGrader, extract_boxed, extract_choice, grade
@@ -182,3 +189,80 @@ def test_truncated_trace_is_never_graded():
     assert grade_trace("integer", "42", "", thinking, truncated=True) == grade_trace("mc", "C", "", thinking, truncated=True)
     assert grade_trace("integer", "42", "", thinking, truncated=True).extracted is None
     assert grade_trace("integer", "42", "", thinking).correct  # not cut: the explicit rules read the thinking
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT_S = 2.0
+"""The most one rule may take on one hostile megabyte (the slowest takes about 0.4 s on a loaded 2-core machine)."""
+
+
+def test_every_rule_reads_a_megabyte_of_hostile_text_in_under_2_s():
+    """Every rule that reads a model's text (tests/hostile_text.py) on every hostile text of about 1 MB,
+    in a child process that is stopped when one rule runs past the limit: the failure names the rule
+    and the text. (Before: "answer:" and 4,000 spaces took minutes; a megabyte, years.)"""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.hostile_text"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()] + [lines.put("")], daemon=True).start()
+    running, slow, ran = "starting", [], 0
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=120 if running == "starting" else LIMIT_S + 1)
+            except queue.Empty:
+                pytest.fail(f"{running}: still reading after {LIMIT_S + 1:.0f} s (stopped)")
+            if not line:
+                break
+            kind, _, rest = line.strip().partition(" ")
+            if kind == "start":
+                running = rest
+            elif kind == "done":
+                rule, text, seconds = rest.split(" | ")
+                ran += 1
+                if float(seconds) > LIMIT_S:
+                    slow.append(f"{rule} on {text}: {float(seconds):.1f} s")
+            else:
+                pytest.fail(f"unexpected output of tests.hostile_text while running {running}: {line.strip()}")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 or ran, "tests.hostile_text did not run"
+    assert ran >= 500
+    assert not slow, "rules slower than 2 s on a hostile megabyte: " + "; ".join(slow)
+
+
+def test_math_verify_never_reads_more_than_a_bounded_tail(grader):
+    """math-verify (its own extraction, its comparison) gets at most MATH_VERIFY_CHARS characters of a
+    hostile text, so each call is quick; the answer at the end of a long text is still found."""
+    from layerprobe.tasks.grading import MATH_VERIFY_CHARS
+    from tests.hostile_text import TEXTS
+
+    assert grader.extract("so we get $\\frac{1}{2}$") == "\\frac{1}{2}"  # the worker is started before timing
+    for name, text in TEXTS.items():
+        t0 = time.perf_counter()
+        grader.extract(text)
+        grade("math", "1", text, grader)
+        assert time.perf_counter() - t0 < 10, name  # math-verify on the whole megabyte: 20 s to minutes
+    long = "Some reasoning. " * 10_000 + "\nso the result is $\\frac{1}{2}$ in the end"
+    g = grade("math", "\\frac{1}{2}", long, grader)
+    assert (g.rule, g.correct) == ("math-verify", True)
+    huge = "\\boxed{" + "1+" * MATH_VERIFY_CHARS + "1}"  # an extracted answer too long to compare: wrong, at once
+    t0 = time.perf_counter()
+    assert grade("math", "4001", huge, grader).correct is False
+    assert time.perf_counter() - t0 < LIMIT_S
+
+
+def test_numbers_compared_exactly_however_long():
+    """Integers past float precision and past Python's 4,300-digit int() limit are compared exactly
+    (before: two different 30-digit numbers were equal; a 5,000-digit box crashed the digit grader)."""
+    from layerprobe.tasks.grading import MathGrader, gold_problem, numbers_equal
+
+    assert not numbers_equal("123456789012345678901234567890", "123456789012345678901234567891")
+    assert not numbers_equal("1" * 400, "2" * 400)  # both overflow a float
+    assert numbers_equal("1,200", "1200.00")
+    assert grade("digit", "7" * 5000, "\\boxed{" + "7" * 5000 + "}").correct
+    assert not grade("digit", "7" * 5000, "\\boxed{" + "7" * 4999 + "8}").correct
+    assert MathGrader().equivalent("9" * 5000, "9" * 5000)  # integers: no worker, no int() limit
+    assert gold_problem("integer", "nan") == "gold answer not a number"
+    assert gold_problem("math", "1" * 5000) == "gold answer over 4,000 characters"

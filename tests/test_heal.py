@@ -304,7 +304,7 @@ def test_a_second_healing_process_on_the_same_out_is_refused(
     out = tmp_path / "h"
     out.mkdir()
     with FileLock(str(out / LOCK_FILE)):  # as another process would hold it
-        assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out)), "being written by another layerprobe heal")
+        assert_one_line_error(run_cli(capsys, *_heal_args(tiny_ckpt, data, out)), "being written by another layerprobe job")
     assert not (out / "layerprobe.json").exists()
     assert run_cli(capsys, *_heal_args(tiny_ckpt, data, out)).code == 0  # released: the same command runs
 
@@ -591,6 +591,8 @@ def test_bad_grpo_input_exits_2_and_writes_nothing(
         (["--kl", "nan"], ["--kl nan"]),
         (["--temperature", "0"], ["--temperature 0"]),
         (["--temperature", "inf"], ["--temperature inf"]),
+        (["--temperature", "1e-300"], ["--temperature 1e-300", "0.01 to 100"]),  # before: an internal error (inf/nan)
+        (["--temperature", "1e-45"], ["--temperature 1e-45", "0.01 to 100"]),
         (["--max-completion", "0"], ["--max-completion 0"]),
         (["--format-reward", "-0.5"], ["--format-reward -0.5"]),
         (["--max-len", "512"], ["--max-len", "--how grpo samples its own"]),
@@ -627,14 +629,21 @@ def test_grpo_reads_prompts_and_answers_from_a_file(tmp_path: Path, capsys: pyte
         {"prompt": p.prompt, "answer": p.answer, "answer_type": "digit"}
         for p in sample_problems("short", 4, seed=3, split="train")
     ]
+    # a prompt far longer than the toy's 512 positions (before: out of memory after minutes): a counted skip
+    rows.append({"prompt": " ".join(["7 + 1"] * 5000), "answer": "8", "answer_type": "digit"})
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "g"
     args = _grpo_args(out, "--data", str(data), "--steps", "1", task=False)
     res = run_cli(capsys, *args)
     assert res.code == 0, res.err
     h = json.loads((out / "layerprobe.json").read_text())["healing"]
-    assert h["data"]["kind"] == "prompts" and h["data"]["source"] == "file" and h["data"]["n"] == 4
-    assert h["prompts"] == 4 and "p.jsonl" in res.out
+    assert h["data"]["kind"] == "prompts" and h["data"]["source"] == "file" and h["data"]["n"] == 5
+    assert h["data"]["skipped"] == {"prompts too long for the model's 512 positions with a 160-token completion": 1}
+    assert h["prompts"] == 4 and "p.jsonl" in res.out and "skipped 1 of 5 prompts too long" in res.err
+    data.write_text(json.dumps(rows[-1]) + "\n")
+    res = run_cli(capsys, *_grpo_args(tmp_path / "g2", "--data", str(data), "--steps", "1", task=False))
+    assert_one_line_error(res, "every one of the 1 prompts too long for the model's 512 positions")
+    assert not (tmp_path / "g2").exists()
 
 
 def test_trl_is_imported_only_inside_the_grpo_functions() -> None:

@@ -200,6 +200,68 @@ def test_truncated_traces_are_never_graded(ckpt, tmp_path, capsys) -> None:
     assert run.samples[0].finish == "truncated" and not run.samples[0].correct
 
 
+def test_truncation_shapes_of_reasoning_servers(ckpt, tmp_path, capsys) -> None:
+    """vLLM's reasoning parser cut during the thinking (content null, finish_reason length), in a flat line
+    and inside an OpenAI-style response's choices[].message; the renamed `reasoning` beside a null
+    `reasoning_content`; a line that also keeps the whole completion: one trace each, the cut ones
+    truncated and never graded from their thinking. Fields that contradict each other: counted skips."""
+    (pa, (qa, ga)), (pb, (qb, gb)), (pc, (qc, gc)) = rt.PROBLEMS.items()
+    lure = "\n\nSo far the answer is {g}, so $\\boxed{{{g}}}$ looks right. Then the next"
+    ta, tb = rt.thinking(pa).text + lure.format(g=ga), rt.thinking(pb).text + lure.format(g=gb)
+    whole_a = f"{rt.thinking(pa).text}\n</think>\n\n{rt.answer(pa)}"
+    rows = [
+        rt.reasoning_record(pa, ta, None, "length"),
+        rt.vllm_chat_response(pb, tb, None, "length"),
+        rt.vllm_chat_response(pc, rt.thinking(pc).text, rt.answer(pc), "stop", field="reasoning"),
+        rt.reasoning_record(pa, rt.thinking(pa).text, rt.answer(pa), "stop", completion=whole_a, sample=1),
+        # contradictory fields: which one the model wrote is unknown
+        rt.reasoning_record(pb, "One chain.", "The answer is 1.", "stop", reasoning="Another chain.", sample=1),
+        {"id": pc, "prompt": rt.chatml(qc), "completion": "The answer is 20.", "content": "The answer is 21.", "sample": 1},
+    ]
+    res, run = _ingest(capsys, [rt.write_jsonl(tmp_path / "vllm.jsonl", rows)], ckpt, tmp_path / "run", "--no-probes")
+    recs = _by(run)
+    assert set(recs) == {(pa, 0), (pa, 1), (pb, 0), (pc, 0)}
+    for key, text in (((pa, 0), ta), ((pb, 0), tb)):
+        r = recs[key]
+        assert (r.finish, r.answer, r.correct, r.extraction) == ("truncated", None, False, None)
+        assert r.thinking_text == text and r.thinking_tokens > 1000 and r.answer_tokens == 0
+    assert recs[(pc, 0)].thinking_text == rt.thinking(pc).text and recs[(pc, 0)].correct  # `reasoning` read
+    assert recs[(pa, 1)].thinking_text == rt.thinking(pa).text and recs[(pa, 1)].correct  # one trace, not two
+    assert "2 truncated" in res.out
+    assert "skipped 1: reasoning_content and reasoning disagree" in res.out
+    assert "skipped 1: completion and content disagree" in res.out
+
+
+def test_a_tokenizer_folder_and_its_chat_template_are_untrusted_input(ckpt, tmp_path, capsys) -> None:
+    """--tokenizer DIR holding only what a tokenizer's save_pretrained writes (no config.json) is read; a
+    chat template that loops for ever (10^10 iterations; it hung ingest) is stopped after 2 s and not run
+    again: the conversations it would render are counted skips; a prompt given as text never runs it."""
+    import time
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    tok.chat_template = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+    tdir = tmp_path / "tokenizer"
+    tok.save_pretrained(tdir)
+    assert not (tdir / "config.json").exists()
+    rows = []
+    for pid, (q, gold) in rt.PROBLEMS.items():
+        completion = f"{rt.thinking(pid).text}</think>{rt.answer(pid)}"
+        rows.append({"id": pid, "messages": [{"role": "user", "content": q}], "completion": completion, "gold": gold})
+    pid, (q, gold) = next(iter(rt.PROBLEMS.items()))
+    rows.append({**rows[0], "prompt": rt.chatml(q), "sample": 1})  # messages and the prompt as text: the text is used
+    t0 = time.perf_counter()
+    res, run = _ingest(
+        capsys, [rt.write_jsonl(tmp_path / "chat.jsonl", rows)], ckpt, tmp_path / "run", "--no-probes", "--tokenizer", str(tdir)
+    )
+    assert time.perf_counter() - t0 < 60
+    assert "skipped 3: messages not rendered: the chat template did not render a conversation within 2 s" in res.out
+    (r,) = run.samples
+    assert (r.problem_id, r.sample, r.correct) == (pid, 1, True) and r.prompt_tokens > 5
+    assert f"tokens counted with the tokenizer of {tdir}" in res.out
+
+
 def test_records_holding_an_error_are_counted_skips(ckpt, tmp_path, capsys) -> None:
     (pa, (qa, ga)), (pb, (qb, gb)), (pc, (qc, gc)) = rt.PROBLEMS.items()
     rows = [

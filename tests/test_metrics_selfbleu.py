@@ -163,3 +163,18 @@ def test_study_self_bleu_on_a_reasoning_text():
     assert math.isnan(self_bleu_within_study("Only one sentence here"))  # the study's script fails there
     repeated = "I try again. " * 6
     assert self_bleu_within_study(repeated) == pytest.approx(100.0)
+
+
+def test_study_self_bleu_is_nan_when_nltk_gives_up_on_a_text(monkeypatch):
+    """nltk's Punkt stops a pattern that reads a text too slowly with TimeoutError (". " repeated 200,000
+    times, measured: after minutes); that crashed ingest. The number is then NaN ("n/a"), like a text of
+    one sentence."""
+    import math
+
+    from layerprobe.metrics import selfbleu
+
+    def gives_up(text: str) -> list[list[str]]:
+        raise TimeoutError("regular-expression match exceeded its 5.0s time limit")
+
+    monkeypatch.setattr(selfbleu, "study_sentences", gives_up)
+    assert math.isnan(selfbleu.self_bleu_within_study("Wait. Wait. Wait."))

@@ -121,18 +121,19 @@ def iter_json_lines(path: str | os.PathLike[str], max_bytes: int | None = None) 
 
 
 @contextmanager
-def hold_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
-    """One writer at a time: hold the file lock `path` for the block; UserError(`busy` + what to do)
-    at once when another process holds it (a process that dies, even by kill -9, lets go of it)."""
+def hold_lock(path: str | os.PathLike[str], busy: str | Callable[[], str], wait: float = 0) -> Iterator[None]:
+    """One writer at a time: hold the file lock `path` for the block; a UserError when another process
+    holds it (at once, or after `wait` seconds): `busy` + what to do, or `busy()` (the whole message). A
+    process that dies, even by kill -9, lets go of it."""
     from filelock import FileLock, Timeout
 
     from layerprobe.errors import UserError
 
-    lock = FileLock(str(path), timeout=0)
+    lock = FileLock(str(path), timeout=wait)
     try:
         lock.acquire()
     except Timeout:
-        raise UserError(f"{busy}; wait for it or use another --out") from None
+        raise UserError(busy() if callable(busy) else f"{busy}; wait for it or use another --out") from None
     except OSError as exc:
         raise UserError(f"{path} cannot be created ({exc.strerror or exc}): the directory must be writable") from None
     try:

@@ -5,6 +5,7 @@
   check) and `inside` (the check on disk, symlinks resolved);
 - **values read from foreign files** (lm-eval's gen_kwargs and results files, JSONL traces): `as_int`,
   `as_float`, `clean_text`, `clean_strings`;
+- **names and text printed to a terminal**: `printable` (control characters shown as escapes);
 - **sizes bounded before work starts**: `MAX_LINE_BYTES` (one line of a JSONL file), `check_workers`.
 
 Every failure here is either a UserError (one line, exit 2) before any work, or a value the caller
@@ -117,6 +118,22 @@ def clean_strings(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {clean_text(k) if isinstance(k, str) else k: clean_strings(v) for k, v in obj.items()}
     return obj
+
+
+#: Characters a terminal acts on instead of showing (C0 controls but line break and tab, DEL, C1 controls,
+#: and the bidirectional overrides that reorder what is shown).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, lines: bool = True) -> str:
+    """`text` (a name or text from a file) safe to print: every control character written as its escape
+    (ESC as `\\x1b`), so a file name or a model's text cannot move the cursor, recolour or retitle the
+    terminal, or forge a line. `lines=False`: line breaks and tabs escaped too (a one-line message)."""
+    pattern = _CONTROL if lines else _ONE_LINE
+    return pattern.sub(lambda m: repr(m.group())[1:-1], text) if pattern.search(text) else text
+
+
+_ONE_LINE = re.compile(_CONTROL.pattern[:-1] + r"\n\t]")
 
 
 # ------------------------------------------------------------------------------------------ sizes

@@ -143,7 +143,9 @@ def _tidy_help(command: Any) -> Any:
 
 
 def _fail(code: int, message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    from layerprobe.rules import printable
+
+    sys.stderr.write(f"error: {printable(message, lines=False)}\n")  # one line, whatever names it holds
     sys.exit(code)
 
 

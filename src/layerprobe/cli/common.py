@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -54,11 +54,18 @@ def check_output_file(path: Path | None, flag: str) -> None:
 
 def console(stderr: bool = False, width: int | None = None) -> Console:
     """The one way commands print: no rich markup and no highlighting (a variant name, a problem id or a
-    model's text is printed as it is, never read as "[bold]" markup), lines never wrapped (a path or a
-    command stays one piece that can be copied)."""
+    model's text is printed as it is, never read as "[bold]" markup), control characters shown as
+    escapes (a file or folder name holding ESC cannot act on the terminal: rules.printable), lines never
+    wrapped (a path or a command stays one piece that can be copied). Table cells are printed the same way."""
     from rich.console import Console
 
-    return Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True, width=width)
+    from layerprobe.rules import printable
+
+    class _Console(Console):
+        def render_str(self, text: str, **kw: Any) -> Any:
+            return super().render_str(printable(text), **kw)
+
+    return _Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True, width=width)
 
 
 @contextmanager

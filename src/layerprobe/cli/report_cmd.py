@@ -34,5 +34,7 @@ def report(
         path = render_compare(run_dirs[0], out)  # a `layerprobe compare` folder
     else:
         path = render_report(run_dirs, out)
-    typer.echo(str(path))
-    typer.echo(f"rendered in {time.perf_counter() - t0:.1f} s", err=True)
+    from layerprobe.cli.common import console
+
+    console().print(str(path))
+    console(stderr=True).print(f"rendered in {time.perf_counter() - t0:.1f} s")

@@ -30,6 +30,7 @@ from layerprobe.data.schema import (
 from layerprobe.data.store import (
     LAYERS_DIR,
     METRICS_FILE,
+    SAMPLES_FILE,
     check_links,
     read_run_info,
     read_samples_counted,
@@ -101,6 +102,8 @@ class Run:
     label: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     """Optional files of the run (sweep.json, explain.json), typed, by name."""
+    unshown: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Optional files present but not shown: name -> (damaged | newer | stale, why) (data.extras)."""
 
     @property
     def variants(self) -> list[VariantSpec]:
@@ -215,6 +218,18 @@ def _stale_reason(metrics: MetricsFile | None, n_samples: int, partial: bool, ra
     return None
 
 
+def _cut_short(path: Path) -> bool:
+    """The file's last line lacks its line break (a crash, or a copy that stopped part-way)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
     """Read one run directory; UserError when it is not a readable layerprobe run.
 
@@ -238,6 +253,10 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
         raise UserError(f"{path / 'samples.jsonl'} cannot be read: {exc.strerror or exc}") from None
     samples = read.records
     notes = samples_notes(read.skipped, read.repeated)
+    if info.status == "complete" and _cut_short(path / SAMPLES_FILE):
+        notes.append(
+            "the last line of samples.jsonl is cut short (the file was damaged after the run completed); its trace is left out"
+        )
     expected_partial = info.status != "complete" or (info.expected_traces is not None and len(samples) < info.expected_traces)
     metrics = read_metrics(path)
     reason = _stale_reason(metrics, len(samples), expected_partial, (path / METRICS_FILE).is_file())
@@ -263,5 +282,5 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
     if extras:
         from layerprobe.data.extras import read_extras
 
-        run.extras = read_extras(path, notes, {v.name: v.dropped for v in info.variants})
+        run.extras = read_extras(path, notes, {v.name: v.dropped for v in info.variants}, run.unshown)
     return run

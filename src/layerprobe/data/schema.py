@@ -1021,6 +1021,11 @@ class SweepFile(_Model):
     """The layers pruning methods would remove (ShortGPT: lowest BI; reverse: the last), as many as
     the sweep drops per variant."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "sweep.json")
+
 
 # ---------------------------------------------------------------------------------------------
 # explain.json
@@ -1185,6 +1190,38 @@ class ExplainFile(_Model):
     """Parts that were not computed, each with the reason (e.g. too few wrong answers for the
     predictors, no long-chain problems for the accuracy part of restoration)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "explain.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# DIR/.lock.json
+
+
+class LockHolder(_Model):
+    """DIR/.lock.json: the job that holds a directory's lock (DIR/.lock), written when it takes the lock
+    and removed when it lets go, so that a second writer is refused with a line naming the first."""
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of this file's layout."""
+    job: str
+    """What holds it: analyze, ingest, explain, heal, compare or report."""
+    pid: Annotated[int, Field(ge=1, lt=2**31)]
+    """Its process id."""
+    host: str = ""
+    """The machine it runs on (its pid means nothing elsewhere)."""
+    command: list[str] = Field(default_factory=list)
+    """The command line that started it (empty when unknown)."""
+    since: str = ""
+    """When it took the lock, ISO 8601 UTC."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, ".lock.json")
+
 
 # ---------------------------------------------------------------------------------------------
 # OUT/.heal/heal.json
@@ -1266,82 +1303,114 @@ class ExplainState(_Model):
     timings: dict[str, float] = Field(default_factory=dict)
     """Seconds per part, summed over sessions."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, ".explain/state.json")
+
 
 # ---------------------------------------------------------------------------------------------
 # compare.json (`layerprobe compare`)
 
 
+MAX_COMPARED = 100
+"""Most runs one comparison holds (one colour each on one page; a hostile file with thousands took minutes)."""
+Label = Annotated[str, Field(max_length=300)]
+"""A short name in a comparison (a run's label, a variant, a group's regime, a verdict)."""
+Group = Annotated[str, Field(max_length=300)]
+"""A problem group's name."""
+Sentence = Annotated[str, Field(max_length=4000)]
+"""A model id, a task name or a sentence of a comparison."""
+
+
 class LayerSensitivity(_Model):
     """One pruned variant of a compared run, placed on the relative-depth axis."""
 
-    variant: str
+    variant: Label
     """Its name in the run."""
-    dropped: list[int]
+    dropped: list[int] = Field(max_length=MAX_LAYERS)
     """Original layers it lacks."""
     relative_depth: Float = None
     """(mean dropped layer + 0.5) / number of layers: 0 is the input end, 1 the output end."""
-    delta: dict[str, Float] = Field(default_factory=dict)
+    delta: dict[Group, Float] = Field(default_factory=dict)
     """Accuracy minus the base model's per problem group, paired by problem, at the run's largest budget."""
-    delta_ci: dict[str, tuple[Float, Float]] = Field(default_factory=dict)
+    delta_ci: dict[Group, tuple[Float, Float]] = Field(default_factory=dict)
     """95 % interval of each delta (the paired comparison's)."""
-    verdict: dict[str, str] = Field(default_factory=dict)
+    verdict: dict[Group, Label] = Field(default_factory=dict)
     """lower / higher / no clear difference, per group."""
-    n: dict[str, int] = Field(default_factory=dict)
+    n: dict[Group, Count] = Field(default_factory=dict)
     """Problems paired per group."""
     block_influence: Float = None
     """Block influence of the dropped layer(s) on the base model's own traces (mean over a pair)."""
+
+    @model_validator(mode="after")
+    def _groups_agree(self) -> LayerSensitivity:
+        extra = (set(self.delta_ci) | set(self.verdict) | set(self.n)) - set(self.delta)
+        if extra:
+            raise ValueError(f"variant {self.variant!r} names groups without a delta: {sorted(extra)[:3]}")
+        return self
 
 
 class ComparedRun(_Model):
     """One run directory as the comparison sees it."""
 
-    label: str
+    label: Label
     """Its name in the comparison (the directory name, made unique)."""
-    path: str
+    path: Annotated[str, Field(max_length=4096)]
     """The run directory, as given."""
-    model: str
+    model: Sentence
     """Model id of the base variant."""
     n_layers: int = Field(ge=0, le=MAX_LAYERS)
     """Decoder layers of the base model."""
-    task: str
+    task: Sentence
     """Task name."""
     budget: Count | None = None
     """The thinking budget the accuracies are taken at (the run's largest)."""
     source: Literal["sweep", "variants"]
     """Where the layer sensitivity comes from: the run's sweep.json or its pruned variants."""
-    regimes: dict[str, str] = Field(default_factory=dict)
+    regimes: dict[Group, Label] = Field(default_factory=dict)
     """Problem group -> regime (long-chain, short, knowledge, other)."""
-    base_accuracy: dict[str, Float] = Field(default_factory=dict)
+    base_accuracy: dict[Group, Float] = Field(default_factory=dict)
     """The base model's accuracy per group at `budget`."""
-    base_accuracy_ci: dict[str, tuple[Float, Float]] = Field(default_factory=dict)
+    base_accuracy_ci: dict[Group, tuple[Float, Float]] = Field(default_factory=dict)
     """95 % Wilson interval of each base accuracy."""
-    n_problems: dict[str, int] = Field(default_factory=dict)
+    n_problems: dict[Group, Count] = Field(default_factory=dict)
     """Problems per group with a graded base trace at `budget`."""
-    sensitivity: list[LayerSensitivity] = Field(default_factory=list)
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list, max_length=MAX_LAYERS)
     """One entry per pruned variant, in depth order."""
-    block_influence: list[Float] = Field(default_factory=list)
+    block_influence: list[Float] = Field(default_factory=list, max_length=MAX_LAYERS)
     """Block influence per layer of the base model on its own traces (empty without probes)."""
+    damage: list[Sentence] = Field(default_factory=list)
+    """What was wrong with the run directory when it was read (damaged or cut lines of samples.jsonl,
+    files that could not be read, traces missing): its numbers rest on what could be read. Empty: intact."""
+
+    @model_validator(mode="after")
+    def _groups_agree(self) -> ComparedRun:
+        keys = [set(self.base_accuracy), set(self.base_accuracy_ci), set(self.n_problems)]
+        if keys[0] != keys[1] or keys[0] != keys[2] or not keys[0] <= set(self.regimes):
+            raise ValueError(f"run {self.label!r}: base accuracy, its interval and its problem counts name different groups")
+        return self
 
 
 class CrossModel(_Model):
     """Two runs on the same problems, paired by problem id within one group."""
 
-    a: str
+    a: Label
     """Label of the first run."""
-    b: str
+    b: Label
     """Label of the second run (differences are b − a)."""
-    group: str
+    group: Group
     """Problem group."""
     what: Literal["base accuracy", "damage", "mean damage"]
     """base accuracy: the two base models' accuracy. damage: (variant − base) of b minus that of a, for
     variants that drop the same relative depth (difference in differences, per problem). mean damage:
     the damage averaged over every matched depth per problem, then compared (problems resampled with
     all their depths together)."""
-    dropped_a: list[int] = Field(default_factory=list)
+    dropped_a: list[int] = Field(default_factory=list, max_length=MAX_LAYERS)
     """For damage: the layers a's variant drops."""
-    dropped_b: list[int] = Field(default_factory=list)
+    dropped_b: list[int] = Field(default_factory=list, max_length=MAX_LAYERS)
     """For damage: the layers b's variant drops."""
-    n_pairs: int = 0
+    n_pairs: Count = 0
     """Problems both runs graded."""
     mean_a: Float = None
     """a's mean (accuracy, or accuracy change)."""
@@ -1351,7 +1420,7 @@ class CrossModel(_Model):
     """mean_b − mean_a."""
     ci: tuple[Float, Float] = (None, None)
     """95 % interval of diff."""
-    ci_method: str = ""
+    ci_method: Label = ""
     """How the interval was computed."""
     p_value: Float = None
     """The paired test's p-value."""
@@ -1372,9 +1441,24 @@ class CompareFile(_Model):
     """When, ISO 8601 UTC."""
     layerprobe_version: str = ""
     """The layerprobe that computed it."""
-    runs: list[ComparedRun] = Field(default_factory=list)
+    runs: list[ComparedRun] = Field(default_factory=list, max_length=MAX_COMPARED)
     """The compared runs, in the order given."""
     cross: list[CrossModel] = Field(default_factory=list)
     """Paired comparisons between runs that share problems."""
-    notes: list[str] = Field(default_factory=list)
+    notes: list[Sentence] = Field(default_factory=list)
     """What a reader should know (runs without shared problems, unmatched depths, partial runs)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "compare.json")
+
+    @model_validator(mode="after")
+    def _labels_agree(self) -> CompareFile:
+        labels = [r.label for r in self.runs]
+        if len(set(labels)) != len(labels):
+            raise ValueError("two runs have the same label")
+        unknown = {x for c in self.cross for x in (c.a, c.b)} - set(labels)
+        if unknown:
+            raise ValueError(f"paired comparisons name runs that are not compared: {sorted(unknown)[:3]}")
+        return self

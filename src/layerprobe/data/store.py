@@ -35,9 +35,11 @@ METRICS_FILE = "metrics.json"
 LAYERS_DIR = "layers"
 LOCK_FILE = ".lock"
 """Held by the job that writes a run directory (one writer at a time)."""
+LOCK_HOLDER_FILE = ".lock.json"
+"""Who holds the lock (LockHolder), while it is held (data.lock)."""
 EXPLAIN_LOCK_FILE = ".explain.lock"
-"""Held by `explain`, which adds explain.json to a run another job may still be writing."""
-LOCK_FILES = frozenset({LOCK_FILE, EXPLAIN_LOCK_FILE})
+"""The lock explain held before it took the run's own lock (left in older runs)."""
+LOCK_FILES = frozenset({LOCK_FILE, LOCK_HOLDER_FILE, EXPLAIN_LOCK_FILE})
 
 
 def now() -> str:
@@ -117,6 +119,8 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
 
 
 COMPARE_FILE = "compare.json"
+MAX_COMPARE_BYTES = 64 * 2**20
+"""Largest compare.json read (one of a hundred runs with thousand-layer sweeps is a few megabytes)."""
 
 
 def read_compare(out_dir: str | os.PathLike[str]) -> CompareFile:
@@ -125,6 +129,8 @@ def read_compare(out_dir: str | os.PathLike[str]) -> CompareFile:
     path = Path(out_dir) / COMPARE_FILE
     if not path.is_file() or path.is_symlink():
         raise UserError(f"{out_dir} holds no {COMPARE_FILE} (written by `layerprobe compare RUN RUN ...`)")
+    if path.stat().st_size > MAX_COMPARE_BYTES:
+        raise UserError(f"{path} is over {MAX_COMPARE_BYTES // 2**20} MiB: not a comparison layerprobe wrote")
     try:
         return CompareFile.model_validate_json(path.read_bytes())
     except ValidationError as exc:

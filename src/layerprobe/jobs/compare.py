@@ -3,15 +3,19 @@ comparisons across models where the runs share problems (reasoning model vs its 
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+from layerprobe._io import check_writable
 from layerprobe._version import __version__
+from layerprobe.data.lock import hold_dir_lock
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.schema import ComparedRun, CompareFile, CrossModel, LayerSensitivity, VariantSpec
-from layerprobe.data.store import COMPARE_FILE, now, write_model
+from layerprobe.data.store import COMPARE_FILE, LOCK_FILES, is_run_dir, now, write_model
 from layerprobe.errors import UserError
 from layerprobe.metrics import paired_comparison, proportion_interval
 
@@ -43,6 +47,11 @@ def scores(run: Run, variant: str, budget: int) -> Scores:
     return {p: (group[p], statistics.fmean(v)) for p, v in acc.items()}
 
 
+def _cut(text: str, n: int) -> str:
+    """`text` within the n characters compare.json allows (a hostile run.json may hold more)."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _depth(dropped: Sequence[int], n_layers: int) -> float | None:
     return (statistics.fmean(dropped) + 0.5) / n_layers if dropped and n_layers else None
 
@@ -61,13 +70,14 @@ def _compared(run: Run, label: str) -> ComparedRun:
     sweep_bi = {tuple(lay.dropped): lay.block_influence_traces for lay in sweep.layers} if sweep is not None else {}
     out = ComparedRun(
         label=label,
-        path=str(run.dir),
-        model=run.info.model.id,
+        path=_cut(str(run.dir), 4096),
+        model=_cut(run.info.model.id, 4000),
         n_layers=n_layers,
-        task=run.info.task.name,
+        task=_cut(run.info.task.name, 4000),
         budget=budget,
         source="sweep" if run.info.config.sweep else "variants",
         regimes={g: run.regime(g) for g in groups},
+        damage=[_cut(n, 4000) for n in run.notes if not n.startswith("explain.json ")],  # explain.json: no number here
     )
     if budget is None:
         return out
@@ -216,6 +226,61 @@ def compare(run_dirs: Sequence[Path]) -> CompareFile:
         for j in range(i + 1, len(runs)):
             cross += _cross(runs[i], compared[i], runs[j], compared[j], notes)
     return CompareFile(computed=now(), layerprobe_version=__version__, runs=compared, cross=cross, notes=notes)
+
+
+def _same_runs(cmp: CompareFile, run_dirs: Sequence[Path]) -> bool:
+    return [Path(r.path).resolve() for r in cmp.runs] == [Path(d).resolve() for d in run_dirs]
+
+
+def check_compare_out(out: Path, run_dirs: Sequence[Path], force: bool) -> None:
+    """Refuse, before the runs are read, an --out that is not a comparison's folder of its own: a file, a
+    run directory, or (unless `force`) a folder holding anything but an earlier comparison of the same
+    runs (the user's files, a comparison of other runs). `force` replaces compare.json and report.html
+    only; nothing else in the folder is touched."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and is_run_dir(out):
+        raise UserError(f"--out {out} is a run directory: give a folder of its own for the comparison")
+    check_writable(out, "--out")
+    entries = sorted(p.name for p in out.iterdir() if p.name not in LOCK_FILES) if out.is_dir() else []
+    if not entries or force:
+        return
+    try:
+        old: CompareFile | None = CompareFile.model_validate_json((out / COMPARE_FILE).read_bytes())
+    except (OSError, ValueError):
+        old = None
+    others = [e for e in entries if e not in (COMPARE_FILE, "report.html")]
+    if old is None or others:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise UserError(
+            f"--out {out} holds files that are not a layerprobe comparison ({shown}); choose another --out, "
+            "or add --force to write compare.json and report.html there (replacing those two only)"
+        )
+    if not _same_runs(old, run_dirs):
+        raise UserError(
+            f"--out {out} holds a comparison of other runs ({', '.join(r.path for r in old.runs)}); choose another "
+            "--out, or add --force to replace it"
+        )
+
+
+@contextmanager
+def compare_out(out: Path, run_dirs: Sequence[Path], force: bool, command: Sequence[str]) -> Iterator[None]:
+    """The --out folder of a comparison, checked (`check_compare_out`), created and locked for the block
+    (a second compare or a report writing it is refused); a folder this call created is removed again
+    when the block fails before writing anything."""
+    check_compare_out(out, run_dirs, force)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    try:
+        with hold_dir_lock(out, "compare", command):
+            yield
+    except BaseException:
+        if created and not any(p.name not in LOCK_FILES for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def write_compare(result: CompareFile, out: Path) -> Path:

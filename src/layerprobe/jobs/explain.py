@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe._io import check_can_write
+from layerprobe.data.lock import check_free
 from layerprobe.data.reader import Run, load_run
 from layerprobe.data.schema import (
     Breaks,
@@ -39,7 +40,7 @@ from layerprobe.data.schema import (
     SampleRecord,
     teacher_forced_file,
 )
-from layerprobe.data.store import EXPLAIN_LOCK_FILE, now, write_model
+from layerprobe.data.store import now, write_model
 from layerprobe.errors import UserError
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
 from layerprobe.metrics.paired import MIN_UNITS
@@ -1003,13 +1004,12 @@ def explain_is_current(run_dir: str | Path, **settings: Any) -> bool:
 
 
 class Explain(Job):
-    """Why the pruned variants fail (the job skeleton: prepare, then open / work / close with its own lock
-    on the run, which analyze may still be writing). Its expensive parts (restoration of each variant,
+    """Why the pruned variants fail (the job skeleton: prepare, then open / work / close with the run's
+    lock held: no other job writes the run while explain works on it). Its expensive parts (restoration of each variant,
     teacher-forced and in generation, class by class) are kept in RUN/.explain/state.json as they
     finish, so a stopped explain resumes where it was; explain.json is written at the end."""
 
     kind = "explain"
-    lock_name = EXPLAIN_LOCK_FILE
 
     def __init__(
         self,
@@ -1030,10 +1030,14 @@ class Explain(Job):
     def resume_command(self) -> list[str]:
         return list(self.argv)  # the run directory is its argument, not an --out
 
+    def busy_message(self, who: str) -> str:
+        return f"{self.out} is being written by {who}; explain it when that ends"
+
     def prepare(self) -> None:
         from layerprobe.jobs.execute import set_threads_for
         from layerprobe.models.loading import load_model
 
+        check_free(self.out, self.kind, self.busy_message)  # before the model is loaded: refused at once
         run = self.run_read = load_run(self.out)
         check_can_write(self.out, "the run directory")
         if not run.pruned:
@@ -1052,6 +1056,8 @@ class Explain(Job):
         """Resume the parts an earlier explain of this run with these settings computed, else start afresh."""
         path = self.out / STATE_DIR / STATE_FILE
         fingerprint = run_fingerprint(self.run_read)
+        if run_fingerprint(load_run(self.out, extras=False)) != fingerprint:  # written between prepare and the lock
+            raise UserError(f"{self.out} changed while explain was loading the model (another job wrote it); run explain again")
         old = None
         if path.is_file():
             try:

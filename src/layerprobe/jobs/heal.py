@@ -148,6 +148,7 @@ class Heal(Job):
         self.base, self.pruned = base, pruned
         if cfg.is_rl:
             self.plan = plan_prompts(pruned, s)
+            fit_prompts(self.plan, pruned, cfg, self.log)
             return
         self.plan = plan_data(pruned if base is None else base, s, self.log)
         if self.plan.examples is not None:
@@ -580,6 +581,25 @@ def plan_prompts(model: Any, s: HealSettings) -> DataPlan:
         "task_source": source,
     }
     return DataPlan(record, examples, fmt=fmt)
+
+
+def fit_prompts(plan: DataPlan, model: Any, cfg: Any, log: Any) -> None:
+    """Leave out of GRPO's prompts those too long for the model's context with a whole completion, counted
+    in the plan's record and said; none left is a UserError (before anything is written)."""
+    from layerprobe.prune.grpo import fit_context, sampling_for
+
+    examples = plan.examples or []
+    room = sampling_for(cfg, plan.fmt, model.is_toy).max_completion
+    context = getattr(model.model.config, "max_position_embeddings", None)
+    kept = fit_context(model.tokenizer, examples, room, context)
+    if len(kept) == len(examples):
+        return
+    why = f"prompts too long for the model's {context:,} positions with a {room:,}-token completion"
+    if not kept:
+        raise UserError(f"every one of the {len(examples)} {why} (shorten them, or lower --max-completion)")
+    plan.examples = kept
+    plan.record["skipped"] = {why: len(examples) - len(kept)}
+    log(f"skipped {len(examples) - len(kept)} of {len(examples)} {why}")
 
 
 def make_examples(base: Any, plan: DataPlan, seed: int, progress: ProgressFn, log: Any) -> list[Any]:

@@ -282,39 +282,90 @@ def _api_error(text: str) -> bool:
     return len(text) <= _ERROR_MAX_CHARS and bool(_API_ERROR.match(text))
 
 
-def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None]] | str:
+class Refusal(str):
+    """Why a record gives no trace (counted as a skip with this reason)."""
+
+
+def _either(obj: dict[str, Any], names: tuple[str, str]) -> str | None | Refusal:
+    """The text of whichever of two fields that mean the same thing holds one (a null field counts as
+    absent; an empty one as empty); a Refusal when one is not text or both hold different texts."""
+    given = [(k, obj[k]) for k in names if obj.get(k) is not None]
+    if any(not isinstance(v, str) for _, v in given):
+        return Refusal(f"{' / '.join(names)} not a string")
+    texts = list(dict.fromkeys(v.strip() for _, v in given if v.strip()))
+    if len(texts) > 1:
+        return Refusal(f"{names[0]} and {names[1]} disagree (which one the model wrote is unknown: neither is kept)")
+    return next((v for _, v in given if v.strip()), given[0][1] if given else None)
+
+
+def _sample(obj: dict[str, Any], whole: str, cut: bool | None) -> tuple[str, str | None, bool | None] | Refusal:
+    """(completion or answer, reasoning or None, cut) of one sample: the whole completion in `whole`
+    (`completion`, or `text` inside `choices`) or the answer in `content` beside the reasoning
+    (`reasoning_content` or `reasoning`). A reasoning field with a null or empty `content` is a trace cut
+    during its thinking (vLLM's reasoning parser at `finish_reason: length`). A completion beside the
+    separate fields is accepted when it is their text (the same answer, or the reasoning followed by
+    the answer); the fields are read."""
+    reasoning = _either(obj, ("reasoning_content", "reasoning"))
+    if isinstance(reasoning, Refusal):
+        return reasoning
+    completion, content = obj.get(whole), obj.get("content")
+    for name, value in ((whole, completion), ("content", content)):
+        if value is not None and not isinstance(value, str):
+            return Refusal(f"{name} not a string")
+    full = completion.strip() if isinstance(completion, str) else ""
+    answer = content.strip() if isinstance(content, str) else ""
+    if reasoning is None:
+        if full and answer and full != answer:
+            return Refusal(f"{whole} and content disagree (which one the model wrote is unknown: neither is kept)")
+        text = completion if full else content if answer else None
+        return (text, None, cut) if text is not None else Refusal(f"missing {_COMPLETION_FIELDS}")
+    thinking = reasoning.strip()
+    if full and not answer and full != thinking:  # an answer may be in the completion only
+        return Refusal(f"{whole} beside reasoning_content / reasoning without content (give the answer as content)")
+    if full and answer and full != answer and not (thinking in full and full.endswith(answer)):
+        return Refusal(f"{whole} disagrees with reasoning_content / reasoning + content (neither is kept)")
+    if not answer and not reasoning.strip():
+        return Refusal(f"missing {_COMPLETION_FIELDS}")
+    return (content or "", reasoning, cut)
+
+
+#: finish_reason values (any case) that say a length cap cut the trace (OpenAI / vLLM, Anthropic, Gemini)
+#: and that say the model stopped on its own; any other value says neither.
+_CUT_REASONS = frozenset({"length", "max_tokens", "max_output_tokens"})
+_STOP_REASONS = frozenset({"stop", "end_turn", "stop_sequence", "eos", "tool_calls", "function_call"})
+
+
+def _cut_of(reason: Any) -> bool | None:
+    """What a finish_reason says: True cut by a length cap, False stopped on its own, None neither (absent,
+    not text, or another reason such as a content filter or an abort)."""
+    if not isinstance(reason, str):
+        return None
+    r = reason.strip().lower()
+    return True if r in _CUT_REASONS else False if r in _STOP_REASONS else None
+
+
+def _completions(row: dict[str, Any]) -> list[tuple[str, str | None, bool | None] | Refusal] | str:
     """(completion or answer, reasoning or None, cut) per sample of a JSONL line, or why there is none.
-    One sample from `completion`, or from `content` beside `reasoning_content` / `reasoning`; one per
-    choice from `choices` (an OpenAI-compatible response, also under `response`)."""
+    One sample from the line itself (`_sample`), or one per choice of `choices` (an OpenAI-compatible
+    response, also under `response`; a choice's `message` or the choice itself): a choice that gives no
+    trace is a Refusal in its place (counted; the others are kept), all of them the line's refusal."""
     choices = row.get("choices")
     if choices is None and isinstance(row.get("response"), dict):
         choices = row["response"].get("choices")
-    cut_of = lambda reason: None if reason is None else reason == "length"
     if isinstance(choices, list) and choices:
-        out = []
+        out: list[tuple[str, str | None, bool | None] | Refusal] = []
         for ch in choices:
             if not isinstance(ch, dict):
-                return "choices that are not objects"
+                out.append(Refusal("choices that are not objects"))
+                continue
             msg: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else ch
-            content = msg.get("content", msg.get("text"))
-            reasoning = msg.get("reasoning_content", msg.get("reasoning"))
-            if not isinstance(content, str) or (reasoning is not None and not isinstance(reasoning, str)):
-                return f"missing {_COMPLETION_FIELDS}"
-            out.append((content, reasoning, cut_of(ch.get("finish_reason"))))
-        return out
-    cut = cut_of(row.get("finish_reason"))
+            out.append(_sample(msg, "text", _cut_of(ch.get("finish_reason"))))
+        return str(out[0]) if all(isinstance(o, Refusal) for o in out) else out
+    cut = _cut_of(row.get("finish_reason"))
     if isinstance(row.get("truncated"), bool):
         cut = row["truncated"]
-    reasoning = row.get("reasoning_content", row.get("reasoning"))
-    if reasoning is not None and not isinstance(reasoning, str):
-        return "reasoning_content / reasoning not a string"
-    if isinstance(row.get("completion"), str) and row["completion"] != "" and reasoning is None:
-        return [(row["completion"], None, cut)]
-    if isinstance(row.get("content"), str) and (row["content"] != "" or reasoning):
-        return [(row["content"], reasoning, cut)]
-    if reasoning is not None and row.get("completion"):
-        return "completion beside reasoning_content / reasoning (give the answer as content)"
-    return f"missing {_COMPLETION_FIELDS}"
+    one = _sample(row, "completion", cut)
+    return str(one) if isinstance(one, Refusal) else [one]
 
 
 def read_jsonl(path: Path) -> Read:
@@ -376,13 +427,16 @@ def read_jsonl(path: Path) -> Read:
         ) or (ids["completion_ids"] is not None and len(samples) > 1):
             read.skipped["prompt_ids / completion_ids not lists of token ids"] += 1
             continue
-        errors = [s for s in samples if s[1] is None and _api_error(s[0])]
+        for why in (x for x in samples if isinstance(x, Refusal)):
+            read.skipped[f"a choice of a response: {why}"] += 1
+        kept = [(k, x) for k, x in enumerate(samples) if not isinstance(x, Refusal)]
+        errors = [x for _, x in kept if x[1] is None and _api_error(x[0])]
         if errors:
             _skip_error(read, "an API error message instead of a trace", errors[0][0])
             continue
         if row.get("model"):
             read.producer = str(row["model"])
-        for k, (completion, reasoning, cut) in enumerate(samples):
+        for k, (completion, reasoning, cut) in kept:
             read.items.append(
                 Item(
                     problem_id=str(pid),
@@ -692,6 +746,7 @@ class Ingest(Job):
 
     def work(self) -> tuple[Path, IngestSource]:
         from layerprobe.jobs.records import trace_fields
+        from layerprobe.models.chat import TemplateTimeout, render_chat
         from layerprobe.scaling.formats import FORMATS
         from layerprobe.tasks.grading import MathGrader, gold_problem, grade_trace
 
@@ -705,6 +760,12 @@ class Ingest(Job):
             skipped.update(r.skipped)
             counts["merged filter lines"] += r.merged
             warnings += [w for w in tokenizer_warnings(tok, r) + r.examples if w not in warnings]
+            if r.shape is not None and len(r.shape.evidence) > 1 and self.hint is None:  # one format is read per file
+                seen_as = ", ".join(f"{n} look like {k}" for k, n in r.shape.evidence.items())
+                warnings.append(
+                    f"{r.path.name} mixes formats ({seen_as}): every trace is read as {r.shape.format}, so the others "
+                    "may be split wrongly (give each format its own file, or --format)"
+                )
         samples_of: dict[str, set[int]] = {}
         for it in items:
             samples_of.setdefault(it.problem_id, set()).add(it.sample)
@@ -740,6 +801,7 @@ class Ingest(Job):
             todo.clear()
 
         numbered = [(r.shape, it) for r in self.reads for it in r.items]
+        template_hangs = ""
         for i, (shape, it) in enumerate(numbered):
             progress(f"ingest {name}", i, len(items))
             assert shape is not None
@@ -759,9 +821,16 @@ class Ingest(Job):
                 parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
             mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
             prompt = it.prompt
-            if it.messages is not None:
+            if it.messages is not None and not prompt:  # a prompt given as text is used as it is
+                if template_hangs:
+                    skipped[template_hangs] += 1
+                    continue
                 try:
-                    prompt = tok.apply_chat_template(it.messages, tokenize=False, add_generation_prompt=True)
+                    prompt = render_chat(tok, it.messages)
+                except TemplateTimeout as exc:  # a template that loops: not tried again on the other traces
+                    template_hangs = f"messages not rendered: {exc} (the template is not run again)"
+                    skipped[template_hangs] += 1
+                    continue
                 except Exception:  # noqa: BLE001 - a tokenizer without a chat template cannot render messages
                     skipped["messages that the tokenizer's chat template cannot render"] += 1
                     continue

@@ -8,8 +8,8 @@ compared on resume, durable status, signals, and the command that resumes it (do
 
 1. `prepare()` — check the input and load what the job needs; nothing is written (bad input is a
    UserError here);
-2. with `out/<lock_name>` held (a second process on the same output is refused) and SIGTERM turned
-   into KeyboardInterrupt (a `kill` stops a job the way Ctrl-C does):
+2. with `out/.lock` held (data.lock: any second job that would write the same output, explain
+   included, is refused in one line naming this one) and SIGTERM turned into KeyboardInterrupt (a `kill` stops a job the way Ctrl-C does):
    `open()` — create the output or resume it: the job compares its settings with the stored ones
    (`settings_differences`) and refuses a difference unless --force, which starts afresh;
 3. `work()` — the job itself; it writes its results durably as it goes, so a job stopped at any point
@@ -29,8 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from layerprobe._io import hold_lock
-from layerprobe.data.store import LOCK_FILE
+from layerprobe.data.lock import hold_dir_lock
 from layerprobe.errors import UserError
 
 _RESUME_ATTR = "layerprobe_resume_command"
@@ -119,9 +118,6 @@ class Job:
     kind: ClassVar[str] = "job"
     out: Path
     """The output directory (set by `prepare()`)."""
-    lock_name: ClassVar[str] = LOCK_FILE
-    """The lock file inside `out` (explain, which writes into a run another job may still be writing,
-    has its own)."""
 
     def __init__(self, progress: ProgressFn | None = None, argv: Sequence[str] = ()) -> None:
         self.progress: ProgressFn = progress or _no_progress
@@ -150,6 +146,10 @@ class Job:
         """Release what `prepare()` started (worker processes), whatever happened."""
 
     # -- the skeleton ----------------------------------------------------------------------------
+    def busy_message(self, who: str) -> str:
+        """The refusal when `who` (another job, named) writes the output."""
+        return f"{self.out} is being written by {who}; wait for it to end or use another --out"
+
     def resume_command(self) -> list[str]:
         """The exact command that continues this job."""
         return with_out(self.argv, self.out)
@@ -177,7 +177,7 @@ class Job:
                 raise RuntimeError(f"{type(self).__name__}.prepare() did not set the output directory")
             self.created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
-            with hold_lock(self.out / self.lock_name, f"{self.out} is being written by another layerprobe {self.kind}"):
+            with hold_dir_lock(self.out, self.kind, self.argv, busy=self.busy_message):
                 with terminate_as_interrupt(self._graceful):
                     self.open()
                     status = "interrupted"

@@ -270,8 +270,12 @@ def self_bleu_within_study(text: str) -> float:
     nltk's `sentence_bleu` (4-gram, uniform weights, smoothing method 4, nltk word tokens) against
     all the other sentences of the response, averaged over sentences. The study applies it to the
     whole response (thinking and answer) of a problem's first sample. NaN for fewer than 2
-    sentences (the study's script fails there)."""
-    sentences = study_sentences(text)
+    sentences (the study's script fails there), and when nltk's sentence splitter gives up on a
+    pathological text (it stops a regular expression after 5 s: ". " repeated 200,000 times)."""
+    try:
+        sentences = study_sentences(text)
+    except TimeoutError:  # nltk.redos: its own guard against a text its patterns read too slowly
+        return math.nan
     if len(sentences) < 2:
         return math.nan
     return 100.0 * math.fsum(nltk_pairwise_bleu(sentences)) / len(sentences)

@@ -314,6 +314,27 @@ def _config_and_tokenizer_source(name: str) -> tuple[str, str, str | None, dict[
     return source, kind, hint, {}
 
 
+#: Files a tokenizer's `save_pretrained` writes, any one of which makes a folder a tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _tokenizer_source(name: str) -> tuple[str, dict[str, Any]]:
+    """Where `--tokenizer NAME` is read from: a folder of tokenizer files alone (what `save_pretrained`
+    of a tokenizer writes, no config.json), or the model a name resolves to."""
+    path = Path(name).expanduser()
+    if not name.strip():
+        raise UserError("--tokenizer '': give an alias, a hub id, a folder of tokenizer files or a .gguf file")
+    if path.is_dir() and not (path / "config.json").is_file():
+        if any((path / f).is_file() for f in TOKENIZER_FILES):
+            return str(path), {}
+        raise UserError(f"--tokenizer {path}: the folder holds no tokenizer ({', '.join(TOKENIZER_FILES)}) and no config.json")
+    try:
+        source, _, _, kw = _config_and_tokenizer_source(name)
+    except UserError as exc:
+        raise UserError(f"--tokenizer {name}: {exc}") from None
+    return source, kw
+
+
 def load_text_model(name: str, tokenizer: str | None = None) -> TextModel:
     """The tokenizer and config of `name` without its weights (text-only jobs such as `ingest
     --no-probes`). `tokenizer` (alias, hub id, directory or .gguf) counts tokens instead of the
@@ -341,7 +362,7 @@ def load_text_model(name: str, tokenizer: str | None = None) -> TextModel:
     if tokenizer is None:
         tok = _load_tokenizer(source, **kw)
     else:
-        t_source, _, _, t_kw = _config_and_tokenizer_source(tokenizer)
+        t_source, t_kw = _tokenizer_source(tokenizer)
         tok = _load_tokenizer(t_source, **t_kw)
     n_layers = int(config.num_hidden_layers) if config is not None and hasattr(config, "num_hidden_layers") else None
     from layerprobe.models.provenance import read_provenance

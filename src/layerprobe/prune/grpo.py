@@ -139,6 +139,18 @@ def sampling_for(cfg: HealConfig, fmt: Any, is_toy: bool) -> Sampling:
     )
 
 
+def fit_context(
+    tokenizer: Any, prompts: Sequence[PromptExample], max_completion: int, context: int | None
+) -> list[PromptExample]:
+    """The prompts that leave room in the model's `context` positions for a whole completion (prompt tokens
+    + `max_completion` <= context); a longer one could only be cut or run the model past its positions
+    (None: the context is unknown, every prompt is kept)."""
+    if not context:
+        return list(prompts)
+    room = context - max_completion
+    return [p for p in prompts if room > 0 and len(tokenizer.encode(p.prompt, add_special_tokens=False)) <= room]
+
+
 class _Rewards:
     """The reward functions TRL calls once per generated batch: correctness (weight 1) and, with a weight,
     format. Completions are decoded with their special tokens (the toy's </think> is one) and split by

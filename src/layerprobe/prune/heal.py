@@ -75,6 +75,9 @@ class Example:
 MAX_STEPS = 10_000_000
 MAX_BATCH = 4096
 """Most sequences per micro-batch (and micro-batches per step): a bound checked before any work."""
+MIN_TEMPERATURE = 0.01
+"""Lowest GRPO sampling temperature: the logits are divided by it (1e-45 makes them infinite, and the
+sampler fails), and far below it every completion of a group is the greedy one (no advantage to learn)."""
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,13 @@ class HealConfig:
                 )
             if not (0 <= self.kl <= 1e3 and math.isfinite(self.kl)):
                 raise UserError(f"--kl {self.kl}: must be a coefficient from 0 to 1,000")
-            if self.temperature is not None and not (0 < self.temperature <= 100 and math.isfinite(self.temperature)):
-                raise UserError(f"--temperature {self.temperature}: must be above 0 (GRPO samples) and at most 100")
+            if self.temperature is not None and not (
+                MIN_TEMPERATURE <= self.temperature <= 100 and math.isfinite(self.temperature)
+            ):
+                raise UserError(
+                    f"--temperature {self.temperature}: give {MIN_TEMPERATURE} to 100 (GRPO samples; below {MIN_TEMPERATURE} the "
+                    "logits divided by it overflow, and a group's completions would all be the same)"
+                )
             if self.max_completion is not None and not 1 <= self.max_completion <= 2**20:
                 raise UserError(f"--max-completion {self.max_completion}: give 1 to {2**20:,} tokens")
             if not (0 <= self.format_reward <= 1e3 and math.isfinite(self.format_reward)):

@@ -58,29 +58,32 @@ def cross_sentences(cmp: CompareFile) -> list[str]:
 def render_compare(out_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Render compare.json of `out_dir` to `out` (default out_dir/report.html); returns the path."""
     from layerprobe._io import write_atomic
-    from layerprobe.report.render import TEMPLATES, _environment
+    from layerprobe.report.render import _CONTROL, TEMPLATES, _environment, writing_into
 
-    cmp = read_compare(out_dir)
     path = Path(out) if out is not None else Path(out_dir) / "report.html"
     if path.is_dir():
         path = path / "report.html"
-    groups = list(dict.fromkeys(g for r in cmp.runs for g in r.regimes))
-    html = (
-        _environment()
-        .get_template("compare.html.jinja")
-        .render(
-            cmp=cmp,
-            css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
-            groups=groups,
-            sentences=cross_sentences(cmp),
-            difference_rule=RULE,
-            verdict_short=verdict_short,
-            figs={"sensitivity": figures.compare_sensitivity(cmp), "bi": figures.compare_block_influence(cmp)},
+    with writing_into(path):
+        cmp = read_compare(out_dir)
+        groups = list(dict.fromkeys(g for r in cmp.runs for g in r.regimes))
+        html = (
+            _environment()
+            .get_template("compare.html.jinja")
+            .render(
+                cmp=cmp,
+                css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
+                groups=groups,
+                damaged={r.label for r in cmp.runs if r.damage},
+                sentences=cross_sentences(cmp),
+                difference_rule=RULE,
+                verdict_short=verdict_short,
+                figs={"sensitivity": figures.compare_sensitivity(cmp), "bi": figures.compare_block_influence(cmp)},
+            )
         )
-    )
-    data = html.encode("utf-8", "replace")
-    try:
-        write_atomic(path, lambda fh: fh.write(data))
-    except OSError as exc:
-        raise UserError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+        html = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", html)  # names from files: no raw control characters
+        data = html.encode("utf-8", "replace")
+        try:
+            write_atomic(path, lambda fh: fh.write(data))
+        except OSError as exc:
+            raise UserError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
     return path

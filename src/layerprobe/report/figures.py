@@ -79,7 +79,14 @@ def _subplots_fig(rows: int, cols: int, figsize: tuple[float, float], **kw: Any)
 def to_svg(fig: Any, alt: str) -> Markup:
     """The figure as an inline <svg> (ids made unique per figure, no XML prolog or metadata)."""
     from matplotlib import rc_context
+    from matplotlib.text import Text
 
+    from layerprobe.rules import printable
+
+    for t in fig.findobj(Text):  # names from files (a run folder's) with control characters: shown as escapes
+        text = t.get_text()
+        if text and printable(text) != text:
+            t.set_text(printable(text, lines=False))
     buf = io.StringIO()
     with rc_context(_RC):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
@@ -932,7 +939,8 @@ def compare_sensitivity(cmp: Any) -> Markup | None:
         if k == 0:
             ax.set_ylabel("accuracy change vs base")
         ax.grid(alpha=0.25, axis="y")
-        ax.legend(loc="lower left", fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower left", fontsize=7)
     return to_svg(fig, "layer sensitivity of each run on a relative-depth axis, per regime")
 
 

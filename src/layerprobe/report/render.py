@@ -6,12 +6,15 @@ import datetime as _dt
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerprobe.data.lock import hold_dir_lock
 from layerprobe.data.reader import ALL, Run, load_run
+from layerprobe.data.store import COMPARE_FILE, is_run_dir
 from layerprobe.data.summarize import TRACE_METRICS
 from layerprobe.data.verdicts import MIN_UNITS, RULE, verdict_short, verdict_words
 from layerprobe.errors import UserError
@@ -58,6 +61,9 @@ class RunView:
     """What broke: one sentence per pruned variant (narrative.what_broke)."""
     explain_command: str = ""
     """The explain command for this run, with its path as seen from where the report was rendered."""
+    explain_problem: str = ""
+    """Why the run's explain.json is there but not shown (damaged, newer, stale), in words; "" when it is
+    shown or absent."""
     contrasts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -309,7 +315,17 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         explain=run.extras.get("explain.json"),
         broke=what_broke(run),
         explain_command=explain_command(run.dir),
+        explain_problem=unshown_text("explain.json", *run.unshown["explain.json"]) if "explain.json" in run.unshown else "",
     )
+
+
+def unshown_text(name: str, kind: str, detail: str) -> str:
+    """Why an optional file of the run is not shown, as the report says it where its section would be."""
+    if kind == "newer":
+        return f"{name} is from a newer layerprobe ({detail}): its fields may mean something else, so it is not shown; open the run with that version, or compute it again with this one"
+    if kind == "stale":
+        return f"{name} explains other variants than the run holds now (the run was started afresh since): it is not shown; compute it again"
+    return f"{name} is damaged ({detail}): it is not shown; compute it again to rewrite it"
 
 
 def explain_command(run_dir: Path) -> str:
@@ -435,6 +451,8 @@ def _output_path(run_dirs: Sequence[Any], out: Any) -> Path:
         out_path = Path(out)
         if out_path.is_dir():
             out_path = out_path / "report.html"
+    if out_path.is_dir():
+        raise UserError(f"cannot write the report to {out_path}: it is a folder")
     parent = out_path.parent
     probe = parent
     while not probe.exists() and probe != probe.parent:
@@ -465,6 +483,31 @@ def render_report(
         raise UserError("give at least one run directory")
     limits = limits or Limits()
     out_path = _output_path([r.dir if isinstance(r, Run) else r for r in run_dirs], out)
+    with writing_into(out_path):
+        return _render(run_dirs, out_path, limits, t0)
+
+
+@contextmanager
+def writing_into(out_path: Path) -> Iterator[None]:
+    """While a report is read and written: the lock of the run (or compare) folder it is written into,
+    so that it never replaces the report of a job that writes that folder (refused in one line naming
+    the job); no lock for a file elsewhere."""
+    folder = out_path.parent
+    if not (is_run_dir(folder) or (folder / COMPARE_FILE).is_file()):
+        yield
+        return
+
+    def busy(who: str) -> str:
+        return (
+            f"{folder} is being written by {who}: its report.html is rendered when that ends; "
+            "to look at it now, give --out FILE.html"
+        )
+
+    with hold_dir_lock(folder, "report", busy=busy):
+        yield
+
+
+def _render(run_dirs: Sequence[str | os.PathLike[str] | Run], out_path: Path, limits: Limits, t0: float) -> Path:
     runs = [r if isinstance(r, Run) else load_run(r) for r in run_dirs]
     labels: dict[str, int] = {}
     for r in runs:

@@ -92,7 +92,12 @@ class GenerationObserver(Protocol):
 def build_prompt(tokenizer: Any, fmt: ReasoningFormat, user_text: str) -> str:
     """Chat-templated user turn with the generation prompt, then the format's thinking opener."""
     if getattr(tokenizer, "chat_template", None):
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True)
+        from layerprobe.models.chat import TemplateTimeout, render_chat
+
+        try:
+            chat = render_chat(tokenizer, [{"role": "user", "content": user_text}])
+        except TemplateTimeout as exc:
+            raise UserError(f"{exc}: the model's tokenizer holds a chat template that does not end") from None
     else:
         chat = user_text + "\n"
     if chat.endswith(fmt.prompt_suffix):  # the template opens thinking itself (DeepSeek-R1's does): once only

@@ -38,7 +38,9 @@ _THINK_TAGS = re.compile(r"<(/?)think>[ \t]*\n?")
 #: Strings after which a producer's text is not the model's any more (end-of-sequence tokens kept in the text).
 _END = re.compile(r"<\|im_end\|>|<\|endoftext\|>|<｜end▁of▁sentence｜>|<\|end_of_text\|>|<\|eot_id\|>")
 _FORCED = re.compile(r"\s*Final Answer:")
-_MARKER = re.compile(r"(?im)^[ \t>#]*\**[ \t]*Final[ \t]+Answer[ \t]*\**[ \t]*:?")
+# linear in the text: the spaces before "Final" are read by one quantifier only (a line of spaces is not split
+# every way), as every pattern here
+_MARKER = re.compile(r"(?im)^[ \t>#]*(?:\*+[ \t]*)?Final[ \t]+Answer[ \t]*\**[ \t]*:?")
 _BOXED_LINE = re.compile(r"(?m)^.*\\boxed\s*\{")
 _ANSWER_LINE = re.compile(r"(?im)^[^\n]*?(?:\b(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:|=)|####)")
 _LAST_LINE = re.compile(r"(?m)^[ \t]*\S")
@@ -95,7 +97,8 @@ def _from_segments(segs: list[tuple[str, str]]) -> ParsedTrace:
     kinds = [k for k, _ in segs]
     ended = "answer" in kinds
     first_answer = next((t for k, t in segs if k == "answer"), "")
-    reopened = sum(1 for i, k in enumerate(kinds) if k == "think" and "answer" in kinds[:i])
+    first = kinds.index("answer") if ended else len(kinds)
+    reopened = kinds[first:].count("think")
     return ParsedTrace(
         thinking=_join(segs, "think"),
         answer=_join(segs, "answer").strip(),

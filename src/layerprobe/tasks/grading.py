@@ -30,13 +30,24 @@ import json
 import multiprocessing as mp
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
-_BOXED = re.compile(r"\\boxed\s*\{")
+T = TypeVar("T")
+
+# Every rule below reads a text in time linear in its length, whatever the text (docs/grading.md#bad-text):
+# no two adjacent quantifiers can match the same characters (each character is consumed in one way
+# only), so a failed match never tries the ways of splitting a run of spaces; a rule that needs a
+# closing brace finds it in one pass. tests/test_grading.py feeds each rule megabytes of hostile text.
+_BRACES = re.compile(r"\\boxed\s*\{|[{}]")
+# after "answer": white space, then "is", ":" or "=", then white space and colons, then "**" and spaces
+_SEP = r"\s*(?:is|:|=)[:\s]*(?:\*+\s*)?"
 _MC_PATTERNS = [
     re.compile(r"\\boxed\s*\{\s*\(?([A-J])\)?\s*\}"),
-    re.compile(r"(?:final answer|answer)\s*(?:is|:)?\s*[:\s]*\(?\*{0,2}([A-J])\b\)?", re.IGNORECASE),
-    re.compile(r"^\s*\(?([A-J])\)?\s*[.):]?\s*$", re.MULTILINE),
+    re.compile(r"(?:final answer|answer)(?:\s*is)?[:\s]*\(?\*{0,2}([A-J])\b\)?", re.IGNORECASE),
+    re.compile(r"^[^\S\n]*\(?([A-J])\)?\s*(?:[.):]\s*)?$", re.MULTILINE),
 ]
 INT_RE = re.compile(r"^\s*[-+]?\d+\s*$")
 _INT = INT_RE
@@ -44,21 +55,26 @@ _INT = INT_RE
 
 def extract_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (balanced braces), or None."""
-    last = None
-    for m in _BOXED.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            last = text[m.end() : i - 1].strip()
-    return last
+    opened: list[int] = []  # per open brace: where a box's content starts, or -1 for any other brace
+    last: tuple[int, int] | None = None
+    for m in _BRACES.finditer(text):
+        if m.group() == "}":
+            if opened:
+                start = opened.pop()
+                if start >= 0 and (last is None or start > last[0]):
+                    last = (start, m.start())
+        else:
+            opened.append(-1 if m.group() == "{" else m.end())
+    return text[last[0] : last[1]].strip() if last else None
 
 
 _NUMBER = r"[-+]?\$?\d[\d,]*(?:\.\d+)?"
-_PHRASE = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*\**\s*(" + _NUMBER + r")", re.IGNORECASE)
+_PHRASE = re.compile(r"(?:final answer|the answer|answer)" + _SEP + r"(" + _NUMBER + r")", re.IGNORECASE)
+# the answer runs to the end of its sentence or line: the first "." before white space or the end, a
+# line break, or the end of the text (its pieces never end where it may stop, so it stops at the first)
 _PHRASE_TEXT = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*\**\s*([^\n]+?)\s*(?:\.\s*$|\.\s|\n|$)", re.IGNORECASE
+    r"(?:final answer|the answer|answer)" + _SEP + r"([^\n](?:[^\s.]|\.(?=\S)|[^\S\n]+(?=[^\s.]|\.\S))*)\s*(?:\.\s*$|\.\s|\n|$)",
+    re.IGNORECASE,
 )
 _GSM8K = re.compile(r"####\s*(" + _NUMBER + r")")
 _LAST_NUMBER = re.compile(_NUMBER)
@@ -146,30 +162,42 @@ def extract_number(text: str, explicit_only: bool = False) -> tuple[str | None, 
     return (_clean_number(found[-1]), "last-number") if found else (None, None)
 
 
+MATH_VERIFY_CHARS = 4_000
+"""The most math-verify reads of one text: its own extraction reads the last this many characters of an
+answer (from a line start), and a gold or extracted answer longer than this is never compared (wrong)."""
+
+
 def gold_problem(answer_type: str, gold: str, n_choices: int = 4) -> str | None:
     """Why `gold` cannot grade answers of `answer_type` (e.g. "four" for integer answers, "" for any),
     or None when it can. A trace with an unusable gold answer is not graded."""
     g = gold.strip()
     if not g:
         return "no gold answer"
+    if len(g) > MATH_VERIFY_CHARS:
+        return f"gold answer over {MATH_VERIFY_CHARS:,} characters"
     if answer_type == "digit" and not _INT.match(g):
         return "gold answer not an integer"
-    if answer_type == "integer":
-        try:
-            float(_clean_number(g))
-        except ValueError:
-            return "gold answer not a number"
+    if answer_type == "integer" and _number(g) is None:
+        return "gold answer not a number"
     if answer_type == "mc" and g.upper().strip("() ") not in set("ABCDEFGHIJ"[:n_choices]):
         return f"gold answer not a choice letter A-{'ABCDEFGHIJ'[n_choices - 1]}"
     return None
 
 
+def _number(text: str) -> Decimal | None:
+    """A number written in text ("1,200", "$70", "70.00", "-3"), exactly (no float rounding or overflow:
+    two different 30-digit integers are different); None when it is not one (NaN included)."""
+    try:
+        value = Decimal(_clean_number(text))
+    except (InvalidOperation, ValueError):
+        return None
+    return None if value.is_nan() else value
+
+
 def numbers_equal(gold: str, pred: str) -> bool:
     """Integer-task comparison: both parse as numbers and are equal (70 == 70.0 == 70.00)."""
-    try:
-        return float(_clean_number(pred)) == float(_clean_number(gold))
-    except ValueError:
-        return False
+    a, b = _number(pred), _number(gold)
+    return a is not None and b is not None and a == b
 
 
 def _verify_worker(gold: str, pred: str) -> bool:
@@ -181,8 +209,29 @@ def _verify_worker(gold: str, pred: str) -> bool:
     return bool(verify(g, p))
 
 
+def _extract_worker(text: str) -> str | None:
+    """math-verify's own extraction of the last LaTeX or plain expression, as a string."""
+    try:
+        from math_verify import parse
+
+        found = parse(text)
+    except Exception:  # noqa: BLE001 - nothing extractable
+        return None
+    return str(found[-1]) if found else None
+
+
+def _tail(text: str) -> str:
+    """The last MATH_VERIFY_CHARS characters of `text`, from the first line start inside them when there is one."""
+    if len(text) <= MATH_VERIFY_CHARS:
+        return text
+    tail = text[-MATH_VERIFY_CHARS:]
+    rest = tail.partition("\n")[2]
+    return rest if rest.strip() else tail
+
+
 class MathGrader:
-    """math-verify in a separate process with a per-answer timeout; the pool is rebuilt after a hang."""
+    """math-verify in a separate process with a per-answer timeout; the pool is rebuilt after a hang.
+    It never reads more than MATH_VERIFY_CHARS characters of a text."""
 
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
@@ -197,19 +246,27 @@ class MathGrader:
             )
         return self._pool
 
+    def _call(self, fn: Callable[..., T], *args: str) -> T | None:
+        """`fn(*args)` in the worker; None when it fails or takes longer than the timeout (the worker is then
+        killed and a fresh one started for the next call)."""
+        try:
+            return self._executor().submit(fn, *args).result(timeout=self.timeout)
+        except Exception:  # noqa: BLE001 - math-verify failing on an answer (a hang, its worker dying) makes it wrong, not the run
+            self.close(kill=True)
+            return None
+
     def equivalent(self, gold: str, pred: str) -> bool:
         """True when `pred` (model text or an extracted answer) states the gold answer."""
         if _INT.match(gold) and _INT.match(pred):
-            return int(gold) == int(pred)
-        try:
-            future = self._executor().submit(_verify_worker, gold, pred)
-            return future.result(timeout=self.timeout)
-        except cf.TimeoutError:
-            self.close(kill=True)
+            return numbers_equal(gold, pred)
+        if len(gold) > MATH_VERIFY_CHARS or len(pred) > MATH_VERIFY_CHARS + len("\\boxed{}"):
             return False
-        except Exception:  # noqa: BLE001 - math-verify failing on an answer (or its worker dying) makes it wrong, not the run
-            self.close(kill=True)
-            return False
+        return bool(self._call(_verify_worker, gold, pred))
+
+    def extract(self, text: str) -> str | None:
+        """math-verify's own extraction of the last expression of `text` (its last MATH_VERIFY_CHARS
+        characters), or None."""
+        return self._call(_extract_worker, _tail(text)) if text.strip() else None
 
     def close(self, kill: bool = False) -> None:
         if self._pool is not None:
@@ -235,17 +292,6 @@ class Grade:
     rule: str | None = None
 
 
-def _math_extract(text: str) -> str | None:
-    """math-verify's own extraction of the last LaTeX or plain expression, as a string."""
-    try:
-        from math_verify import parse
-
-        found = parse(text)
-    except Exception:  # noqa: BLE001 - nothing extractable
-        return None
-    return str(found[-1]) if found else None
-
-
 def grade(
     answer_type: str,
     gold: str,
@@ -264,30 +310,34 @@ def grade(
         boxed = extract_boxed(answer_text)
         if boxed is None or not _INT.match(boxed):
             return Grade(boxed, False, "boxed" if boxed is not None else None)
-        return Grade(boxed.strip(), bool(_INT.match(gold)) and int(boxed) == int(gold), "boxed")
+        return Grade(boxed.strip(), bool(_INT.match(gold)) and numbers_equal(gold, boxed), "boxed")
     if answer_type == "integer":
         pred, rule = extract_number(answer_text, explicit_only)
         return Grade(pred, pred is not None and numbers_equal(gold, pred), rule)
     if answer_type == "math":
-        pred, rule = extract_boxed(answer_text), "boxed"
-        if pred is None:
-            pred, rule = extract_json_answer(answer_text), "json"
-        if pred is None:
-            for name, pattern in (("phrase", _PHRASE_TEXT), ("gsm8k", _GSM8K)):
-                found = pattern.findall(answer_text)
-                if found:
-                    pred, rule = found[-1].strip(), name
-                    break
-        if pred is None and not explicit_only:
-            pred, rule = _math_extract(answer_text), "math-verify"
-        if not pred:
-            return Grade(None, False, None)
-        wrapped = f"\\boxed{{{pred}}}"
         if grader is None:
             with MathGrader() as g:
-                return Grade(pred, g.equivalent(gold, wrapped), rule)
-        return Grade(pred, grader.equivalent(gold, wrapped), rule)
+                return _grade_math(gold, answer_text, g, explicit_only)
+        return _grade_math(gold, answer_text, grader, explicit_only)
     raise ValueError(f"unknown answer type {answer_type!r}")
+
+
+def _grade_math(gold: str, answer_text: str, grader: MathGrader, explicit_only: bool) -> Grade:
+    """`grade` for math answers (boxed -> json -> phrase -> gsm8k -> math-verify)."""
+    pred, rule = extract_boxed(answer_text), "boxed"
+    if pred is None:
+        pred, rule = extract_json_answer(answer_text), "json"
+    if pred is None:
+        for name, pattern in (("phrase", _PHRASE_TEXT), ("gsm8k", _GSM8K)):
+            found = pattern.findall(answer_text)
+            if found:
+                pred, rule = found[-1].strip(), name
+                break
+    if pred is None and not explicit_only:
+        pred, rule = grader.extract(answer_text), "math-verify"
+    if not pred:
+        return Grade(None, False, None)
+    return Grade(pred, grader.equivalent(gold, f"\\boxed{{{pred}}}"), rule)
 
 
 def grade_trace(
