@@ -16,6 +16,7 @@ from layerprobe.data.summarize import TRACE_METRICS
 from layerprobe.errors import UserError
 from layerprobe.report import cases as cases_mod
 from layerprobe.report import figures
+from layerprobe.report.judge import judge_view
 from layerprobe.report.narrative import (
     TRACE_KIND,
     comparison_index,
@@ -60,6 +61,8 @@ class RunView:
     explain_command: str = ""
     """The explain command for this run, with its path as seen from where the report was rendered."""
     contrasts: list[dict[str, Any]] = field(default_factory=list)
+    judge: dict[str, Any] | None = None
+    """The behaviours a judge model counted (report.judge.judge_view), when the run was judged."""
 
 
 def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
@@ -301,6 +304,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         explain=run.extras.get("explain.json"),
         broke=what_broke(run),
         explain_command=explain_command(run.dir),
+        judge=judge_view(run),
     )
 
 
