@@ -421,3 +421,103 @@ def test_the_call_log_survives_a_cut_line_and_damage(tmp_path: Path) -> None:
     assert [r.count for r in read.records.values()] == [3]
     CallLog(run_dir).close()  # opening again removes the cut line
     assert path.read_bytes().endswith(b"not json\n")
+
+
+# ------------------------------------------------------------------------------------ the job against a scripted server
+
+TINY = 'name = "tiny"\n[[behaviour]]\nname = "b"\nprompt = "count in {trace}"\n'
+
+
+def _judge(run_dir: Path, url: str, tax: Path, **kw: Any) -> Any:
+    from layerprobe.jobs.judge import Judge, JudgeSettings
+
+    settings = JudgeSettings(run_dir, url, "judge-1", taxonomy=str(tax), retries=0, timeout=10, **kw)
+    return Judge(settings)
+
+
+def test_a_judge_that_stops_answering_stops_the_job_and_a_rerun_asks_only_what_is_missing(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", groups=("long",), problems_per_group=3, budgets=(16,), samples=1, probes=False)
+    n = len(load_run(run_dir).samples)
+    assert n == 12
+    tax = tmp_path / "tiny.toml"
+    tax.write_text(TINY)
+    down = Scripted([(200, {}, _reply("ok"))] + [_error(503, "overloaded", {"retry-after-ms": "10"})] * 50)
+    with pytest.raises(UserError, match=r"stopped answering \(4 calls in a row failed, the last: 503: overloaded\)"):
+        _judge(run_dir, down.url, tax, concurrency=1).run()
+    down.close()
+    read = read_calls(run_dir)
+    assert read.lines == 4 and all(r.outcome == "error" and r.retryable and r.count is None for r in read.records.values())
+    j = load_run(run_dir).extras["judge.json"]
+    assert j.status == "failed" and sum(o.get("error", 0) for o in j.outcomes.values()) == 4
+    assert sum(o.get("not asked", 0) for o in j.outcomes.values()) == n - 4
+    up = Scripted([])  # every call answered <count>1</count>
+    _judge(run_dir, up.url, tax, concurrency=3).run()
+    posts = [r for r in up.requests if r[0] == "POST"]
+    assert len(posts) == 1 + n  # the check before any work, then each (trace, behaviour) once
+    up.close()
+    read = read_calls(run_dir)
+    assert read.lines == 4 + n and all(r.outcome == "count" and r.count == 1 for r in read.records.values())
+    assert load_run(run_dir).extras["judge.json"].status == "complete"
+
+
+def test_a_refused_key_mid_run_stops_at_once(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", groups=("long",), problems_per_group=3, budgets=(16,), samples=0, probes=False)
+    tax = tmp_path / "tiny.toml"
+    tax.write_text(TINY)
+    srv = Scripted([(200, {}, _reply("ok")), _error(401, "key revoked")] + [(200, {}, _reply("<count>2</count>"))] * 10)
+    with pytest.raises(UserError, match="refused the key"):
+        _judge(run_dir, srv.url, tax, concurrency=1).run()
+    srv.close()
+    assert read_calls(run_dir).lines == 1
+
+
+def test_identical_requests_share_one_call(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", groups=("long",), problems_per_group=2, budgets=(16,), samples=0, probes=False)
+    tax = tmp_path / "fixed.toml"
+    tax.write_text('name = "fixed"\n[[behaviour]]\nname = "b"\nprompt = "the same question for every {trace}"\n')
+    run = load_run(run_dir)
+    # every trace gets the same text: one request, asked once, its reply shared
+    lines = (run_dir / "samples.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    for row in rows:
+        row["text"] = "the same trace"
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    srv = Scripted([])
+    job = _judge(run_dir, srv.url, tax, concurrency=2)
+    job.run()
+    srv.close()
+    assert len([r for r in srv.requests if r[0] == "POST"]) == 2  # the check, and one call
+    read = read_calls(run_dir)
+    assert read.lines == len(run.samples) and read.calls == 1
+    shared = [r for r in read.records.values() if r.reused_from is not None]
+    assert len(shared) == len(run.samples) - 1 and all(r.count == 1 and r.attempts == 0 for r in shared)
+    assert job.session.calls == 1 and job.session.reused == len(run.samples) - 1
+
+
+# ------------------------------------------------------------------------------------ the command line
+
+
+def test_bad_flags_are_one_line_before_any_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    run_dir = make_run(tmp_path / "run", groups=("long",), problems_per_group=1, budgets=(16,), samples=0, probes=False)
+    base = ["judge", str(run_dir), "--endpoint", "http://127.0.0.1:9/v1", "--judge-model", "m"]
+    assert_one_line_error(run_cli(capsys, *base, "--concurrency", "0"), "--concurrency 0")
+    assert_one_line_error(run_cli(capsys, *base, "--text", "answer"), "--text answer", "response, thinking")
+    assert_one_line_error(run_cli(capsys, *base, "--budget", "big"), "--budget big", "max")
+    assert_one_line_error(run_cli(capsys, *base, "--budget", "99"), "no trace at budget 99", "16")
+    assert_one_line_error(run_cli(capsys, *base, "--taxonomy", "five"), "--taxonomy five", "study, four")
+    assert_one_line_error(run_cli(capsys, "judge", str(tmp_path), "--endpoint", "http://x/v1", "--judge-model", "m"), "run.json")
+    assert_one_line_error(run_cli(capsys, "judge", str(run_dir), "--judge-model", "m"), "--endpoint")
+    assert not (run_dir / JUDGE_DIR).exists()
+
+
+def test_analyze_checks_the_judge_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    out = tmp_path / "run"
+    res = run_cli(capsys, "analyze", "--out", str(out), "--judge-endpoint", "http://127.0.0.1:9/v1")
+    assert_one_line_error(res, "--judge-endpoint and --judge-model go together")
+    res = run_cli(capsys, "analyze", "--out", str(out), "--judge-endpoint", "http://127.0.0.1:9/v1", "--judge-model", "m")
+    assert_one_line_error(res, "no answer")
+    assert not out.exists()

@@ -334,3 +334,32 @@ def test_kill_9_then_resume_asks_no_stored_call_again(server: Server, tiny_run: 
     # calls the server answered: 2 checks before work, the 4 records, and at most the one call in flight at the kill
     assert 6 <= server.posts() - before <= 7
     assert json.loads((run / JUDGE_DIR / STATE_FILE).read_text())["status"] == "complete"
+
+
+def test_ingest_judges_its_traces_when_asked(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The opt-in step of ingest: the endpoint is checked first, the traces are judged after the ingest,
+    the problem shown to the judge is the prompt the trace was given."""
+    traces = tmp_path / "traces.jsonl"
+    rows = [
+        {"id": "p1", "prompt": "x = 3 s1 +4", "completion": "s1 3 +4 = 7 </think> \\boxed{7}", "gold": "7"},
+        {"id": "p2", "prompt": "x = 2 s1 *3", "completion": "s1 2 *3 = 6 = 6 </think> \\boxed{6}", "gold": "6"},
+    ]
+    traces.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tax = _taxonomy(tmp_path, COUNT_EQUALS.replace("Text: {trace}", "Problem: {problem}\nText: {trace}"))
+    out = tmp_path / "run"
+    common = ["ingest", str(traces), "--from", "jsonl", "--model", "toy", "--format", "think-tags", "--answer-type", "digit"]
+    common += ["--no-probes", "--no-report", "--out", str(out), "--judge-model", server.model, "--judge-taxonomy", str(tax)]
+    dead = run_cli(capsys, *common, "--judge-endpoint", f"http://127.0.0.1:{_free_port()}/v1")
+    assert_one_line_error(dead, "no answer")
+    assert not out.exists()  # checked before the ingest wrote anything
+    before = server.posts()
+    res = run_cli(capsys, *common, "--judge-endpoint", server.url)
+    assert res.code == 0, res.err
+    assert "judged by" in res.out
+    read = read_calls(out)
+    assert read.lines == 2 and all(r.outcome == "count" for r in read.records.values())
+    assert server.posts() - before == 2 + 2  # two checks (before the ingest, and the job's own), two calls
+    state = read_state(out)
+    assert (
+        state is not None and state.resume_command is not None and state.resume_command[:3] == ["layerprobe", "judge", str(out)]
+    )

@@ -29,6 +29,13 @@ KeyEnvOpt = Annotated[
     str, typer.Option("--api-key-env", help="environment variable holding the endpoint's key (the key is never written)")
 ]
 TaxonomyOpt = Annotated[str, typer.Option("--taxonomy", help="study | four | FILE.toml (your own prompts, docs/judge.md)")]
+# the opt-in step of analyze and ingest
+JudgeEndpointOpt = Annotated[
+    str | None,
+    typer.Option("--judge-endpoint", help="then count behaviours in the traces with a judge model at this OpenAI-compatible URL"),
+]
+JudgeAfterModelOpt = Annotated[str | None, typer.Option("--judge-model", help="the judge model's name at --judge-endpoint")]
+JudgeTaxonomyOpt = Annotated[str, typer.Option("--judge-taxonomy", help="the judge's behaviours: study | four | FILE.toml")]
 
 
 def judge(
@@ -88,11 +95,10 @@ def judge(
         console().print(f"report: {render_report([run_dir])}")
 
 
-def judge_settings(
-    run_dir: Path, endpoint: str | None, judge_model: str | None, key_env: str, taxonomy: str
-) -> JudgeSettings | None:
-    """For analyze and ingest: the judge settings of --judge-endpoint / --judge-model (None when neither
-    is given), checked against the endpoint before any other work (UserError in one line)."""
+def judge_settings(endpoint: str | None, judge_model: str | None, taxonomy: str) -> JudgeSettings | None:
+    """For analyze and ingest: the settings of --judge-endpoint / --judge-model / --judge-taxonomy (None
+    when neither is given), checked against the endpoint before any other work (UserError in one line).
+    The run directory is filled in once the run is written."""
     if endpoint is None and judge_model is None:
         return None
     if endpoint is None or judge_model is None:
@@ -101,10 +107,10 @@ def judge_settings(
     from layerprobe.judge.client import JudgeClient
     from layerprobe.judge.taxonomy import load_taxonomy
 
-    settings = JudgeSettings(run_dir=run_dir, endpoint=endpoint, judge_model=judge_model, key_env=key_env, taxonomy=taxonomy)
+    settings = JudgeSettings(run_dir=Path("."), endpoint=endpoint, judge_model=judge_model, taxonomy=taxonomy)
     settings.check()
     load_taxonomy(taxonomy)
-    client = JudgeClient(endpoint, judge_model, key_env=key_env, timeout=settings.timeout, retries=settings.retries)
+    client = JudgeClient(endpoint, judge_model, key_env=settings.key_env, timeout=settings.timeout, retries=settings.retries)
     try:
         client.check()
     finally:
@@ -112,8 +118,9 @@ def judge_settings(
     return settings
 
 
-def run_judge(settings: JudgeSettings) -> Judge:
-    """Run the judge job with progress bars and print its summary (also after analyze / ingest)."""
+def run_judge(settings: JudgeSettings, summary: bool = True) -> Judge:
+    """Run the judge job with progress bars and print its summary (also after analyze / ingest, which
+    may print it themselves: `summary=False`)."""
     from layerprobe.jobs.judge import Judge
 
     argv = current_argv()
@@ -122,7 +129,7 @@ def run_judge(settings: JudgeSettings) -> Judge:
     with progress_bars() as progress:
         job = Judge(settings, progress, argv)
         job.run()
-    if job.summary is not None:
+    if job.summary is not None and summary:
         print_judge_summary(job.summary, console(), session=job.session)
     if job.stopped:
         console().print(f"stopped: {job.stopped}; run the same command again to go on")

@@ -51,6 +51,9 @@ MAX_CONCURRENCY = 64
 """The most calls kept in flight at once."""
 MAX_RETRIES = 20
 """The most retries of one call."""
+MAY_DIFFER = frozenset({"endpoint", "api_key_env", "taxonomy_source"})
+"""Settings a later session may change without setting the earlier calls aside: where the judge is reached
+(a local server on another port), the variable the key is read from, where the same taxonomy was read."""
 
 
 @dataclass
@@ -198,7 +201,7 @@ class Judge(Job):
         --force, which sets the earlier judging aside (judge.<time>.bak) and starts afresh."""
         settings = self.stored_settings()
         old = read_state(self.out)
-        diff = settings_differences(old.settings, settings, frozenset({"taxonomy_source", "api_key_env"})) if old else []
+        diff = settings_differences(old.settings, settings, MAY_DIFFER) if old else []
         if diff and not self.settings.force:
             raise UserError(
                 f"{self.out} was judged with other settings ({', '.join(diff)}); run the same command as before to go on, "
