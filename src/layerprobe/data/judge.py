@@ -39,7 +39,7 @@ from layerprobe.data.store import now, write_model
 from layerprobe.data.summarize import to_comparison
 from layerprobe.errors import UserError
 from layerprobe.metrics import bootstrap_mean_interval
-from layerprobe.metrics.agreement import spearman_clustered
+from layerprobe.metrics.correlation import spearman_clustered
 
 JUDGE_DIR = "judge"
 CALLS_FILE = "calls.jsonl"

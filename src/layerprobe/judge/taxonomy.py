@@ -27,9 +27,9 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from layerprobe.errors import UserError
 from layerprobe.rules import NAME_RULE, is_name
@@ -43,6 +43,16 @@ DEFAULT_PATTERN = r"<count>\s*(\d+)\s*</count>"
 MAX_COUNT = 10**9
 """A count above this is not read as a count (the reply is unparsable)."""
 _STUDY_NAMES = ("response", "question", "solution", "completion", "reasoning", "text")
+
+
+def _check_name(x: str) -> str:
+    if not is_name(x):
+        raise ValueError(f"{x!r} is not a valid name ({NAME_RULE})")
+    return x
+
+
+#: The name of a taxonomy or a behaviour (a key of the stored records, printed and shown).
+_Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class _Strict(BaseModel):
@@ -73,7 +83,7 @@ class ReadRule(_Strict):
 class Behaviour(_Strict):
     """One behaviour: the prompt that asks for its count."""
 
-    name: str
+    name: _Name
     """Its name (a key of the stored records)."""
     title: str = ""
     """How the report names it (default: the name)."""
@@ -83,13 +93,6 @@ class Behaviour(_Strict):
     """A system message for this behaviour (default: the taxonomy's)."""
     read: ReadRule | None = None
     """How its count is read (default: the taxonomy's)."""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, x: str) -> str:
-        if not is_name(x):
-            raise ValueError(f"{x!r} is not a valid name ({NAME_RULE})")
-        return x
 
     @field_validator("prompt")
     @classmethod
@@ -106,7 +109,7 @@ class Behaviour(_Strict):
 class Taxonomy(_Strict):
     """A named set of behaviours."""
 
-    name: str
+    name: _Name
     """Its name."""
     title: str = ""
     """A description."""
@@ -116,13 +119,6 @@ class Taxonomy(_Strict):
     """How counts are read, unless a behaviour says otherwise."""
     behaviour: list[Behaviour] = Field(min_length=1)
     """The behaviours, in the order they are shown."""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, x: str) -> str:
-        if not is_name(x):
-            raise ValueError(f"{x!r} is not a valid name ({NAME_RULE})")
-        return x
 
     @model_validator(mode="after")
     def _unique(self) -> Taxonomy:
