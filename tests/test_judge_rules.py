@@ -521,3 +521,47 @@ def test_analyze_checks_the_judge_before_any_work(tmp_path: Path, capsys: pytest
     res = run_cli(capsys, "analyze", "--out", str(out), "--judge-endpoint", "http://127.0.0.1:9/v1", "--judge-model", "m")
     assert_one_line_error(res, "no answer")
     assert not out.exists()
+
+
+def test_the_report_names_the_judge_and_counts_the_failed_calls(tmp_path: Path) -> None:
+    import html as htmllib
+    import re
+
+    from layerprobe.report import render_report
+    from layerprobe.report.narrative import resolve
+    from layerprobe.report.numbers import fmt
+
+    run_dir = make_run(tmp_path / "run", groups=("long", "short"), problems_per_group=3, budgets=(16,), samples=1, probes=False)
+    run = load_run(run_dir)
+    (run_dir / JUDGE_DIR).mkdir()
+    write_model(run_dir / JUDGE_DIR / STATE_FILE, _state())
+    log = CallLog(run_dir)
+    outcomes = ["count", "count", "unparsable", "count", "error", "count", "too_long"]
+    for i, r in enumerate(run.samples):
+        o = outcomes[i % len(outcomes)]
+        log.append(_call(r, "a", o, i % 3 if o == "count" else None))
+        log.append(_call(r, "b", "count", 1 + i % 2))
+    log.close()
+    page = render_report(run_dir).read_text(encoding="utf-8")
+    start = page.index("Behaviours counted by a judge model")
+    part = page[start : page.index("<h3>Loops</h3>", start)]
+    text = htmllib.unescape(re.sub(r"<[^>]+>", "", part))
+    n_missing = {
+        o: sum(1 for i in range(len(run.samples)) if outcomes[i % len(outcomes)] == o)
+        for o in ("unparsable", "error", "too_long")
+    }
+    assert "the judge j at" in text and "http://x/v1" in text
+    assert f"{n_missing['unparsable']} unparsable replies" in text and f"{n_missing['error']} errors" in text
+    assert f"{n_missing['too_long']} too long for the judge's context" in text
+    assert (
+        f"{2 * len(run.samples) - sum(n_missing.values())} of {2 * len(run.samples)} (trace, behaviour) pairs have a count"
+        in text
+    )
+    # every number shown is the value in judge.json it names
+    shown = re.findall(r'<span class="num" data-kind="([^"]+)" data-src="([^"]+)">([^<]*)</span>', part)
+    assert len(shown) > 30
+    judged = load_run(run_dir)
+    for kind, src, value in shown:
+        path = json.loads(htmllib.unescape(src))
+        assert path[0] == "judge.json"
+        assert fmt(resolve(judged, path), kind) == htmllib.unescape(value), path

@@ -164,7 +164,9 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
     which = []
     if j.selection.get("first_sample"):
         which.append("sample 0 of each problem")
-    if j.selection.get("budget") is not None:
+    if j.selection.get("budget") == "max":
+        which.append("the largest budget")
+    elif j.selection.get("budget") is not None:
         which.append(f"budget {j.selection['budget']}")
     say.print(
         f"judged by {j.judge_model} at {j.endpoint} (taxonomy {j.taxonomy}, {text}, temperature {_num(j.temperature, '{:g}')}"
@@ -192,9 +194,7 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
     for title in j.behaviours.values():
         table.add_column(title, justify="right", no_wrap=True)
     stats = {(s.variant, s.group, s.behaviour): s for s in j.stats}
-    rows = sorted(
-        {(s.variant, s.group) for s in j.stats}, key=lambda vg: ([s.variant for s in j.stats].index(vg[0]), vg[1] != "all", vg[1])
-    )
+    rows = list(dict.fromkeys((s.variant, s.group) for s in j.stats))  # variants in the run's order, "all" first
     for i, (v, g) in enumerate(rows):
         cells = []
         for b in j.behaviours:
@@ -220,7 +220,7 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
         say.print(
             "  "
             + "; ".join(
-                f"{j.behaviours.get(a.behaviour, a.behaviour)} {_num(a.spearman, '{:+.2f}')}{_ci(a.ci, '{:+.2f}')} (n={a.n})"
+                f"{j.behaviours.get(a.behaviour, 'every behaviour together')} {_num(a.spearman, '{:+.2f}')}{_ci(a.ci, '{:+.2f}')} (n={a.n})"
                 for a in agree
             )
         )

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from layerprobe.data.reader import KNOWLEDGE, LONG, OTHER, SHORT, regime_of
 from layerprobe.data.schema import (
     Comparison,
     JudgeAgreement,
@@ -236,7 +237,8 @@ def compute_judge(
             if rec is not None and rec.outcome == "count" and rec.count is not None:
                 counts.setdefault(r.key(), {})[b] = rec.count
     variants = [v.name for v in info.variants]
-    groups = [ALL] + sorted({r.group for r in selected if r.group})
+    rank = {LONG: 0, SHORT: 1, KNOWLEDGE: 2, OTHER: 3}  # long-chain first, as everywhere
+    groups = [ALL] + sorted({r.group for r in selected if r.group}, key=lambda g: (rank[regime_of(g, info.task.regime)], g))
     out = JudgeFile(
         computed=now(),
         n_lines=calls.lines,

@@ -67,7 +67,15 @@ def judge_view(run: Run) -> dict[str, Any] | None:
                 "words": verdict_words(c.verdict),
             }
         )
-    paired.sort(key=lambda r: (order.get(r["variant"], 0), r["group"] != ALL, r["group"]))
+    group_order = {g: i for i, g in enumerate([ALL, *run.groups()])}
+    behaviour_order = {t: i for i, t in enumerate(j.behaviours.values())}
+    paired.sort(
+        key=lambda r: (
+            order.get(r["variant"], 0),
+            group_order.get(r["group"], len(group_order)),
+            behaviour_order.get(r["behaviour"], 0),
+        )
+    )
     agreement = []
     for i, a in enumerate(j.agreement):
         src = (root, "agreement", i)
