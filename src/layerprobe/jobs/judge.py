@@ -276,12 +276,12 @@ class Judge(Job):
         items, reuse = self.plan()
         total = len(items) + sum(len(i.followers) for i in items) + len(reuse)
         done = 0
-        label = f"judging ({len(self.taxonomy.behaviour)} behaviours, {s.judge_model})"
-        self.progress(label, 0, total)
         for item, rec in reuse:
             self._write(item, None, reused=rec)
             done += 1
-        self.progress(label, done, total)
+        # the bar counts calls (where the time goes), so its ETA is the calls' pace
+        label = f"judge calls ({s.judge_model})"
+        self.progress(label, 0, len(items), f"{done} records from identical requests")
         jobs: queue.Queue[_Item | None] = queue.Queue()
         results: queue.Queue[tuple[_Item, Answer]] = queue.Queue()
 
@@ -320,8 +320,8 @@ class Judge(Job):
                 done += 1 + len(item.followers)
                 failing = failing + 1 if answer.retryable else 0
                 tokens = self.session.prompt_tokens + self.session.completion_tokens
-                missing = sum(self.failed.values())
-                self.progress(label, done, total, f"{tokens:,} tokens, {missing} without a count")
+                detail = f"{done}/{total} records, {tokens:,} tokens, {sum(self.failed.values())} without a count"
+                self.progress(label, self.session.calls, len(items), detail)
                 if answer.fatal:
                     self.stopped = answer.fatal
                     pending.clear()
