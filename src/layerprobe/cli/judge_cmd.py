@@ -158,7 +158,6 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
     """The judge's counts on one screen: who judged what, what failed, mean counts per variant and
     group with 95 % intervals, the paired differences against the base, the agreement with the
     reflection words, and the tokens spent."""
-    from rich.table import Table
 
     text = "the whole response" if j.text == "response" else "the thinking only"
     which = []
@@ -184,6 +183,24 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
         say.print(
             "without a count (missing, not zero): " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(failed.items()))
         )
+    if not any(s.n_counted for s in j.stats):
+        say.print("no trace has a count, so there is no mean to show: read a few replies in judge/calls.jsonl")
+    else:
+        _print_means(j, say)
+    _print_comparisons(j, say)
+    spent = f"calls in all: {j.calls:,}, tokens {j.prompt_tokens:,} prompt + {j.completion_tokens:,} reply"
+    if session is not None:
+        spent = (
+            f"this session: {session.calls:,} calls ({session.requests:,} requests with retries, {session.reused:,} records "
+            f"filled from identical requests), {session.prompt_tokens:,} prompt + {session.completion_tokens:,} reply tokens; "
+            + spent
+        )
+    say.print(spent, soft_wrap=True)
+
+
+def _print_means(j: JudgeFile, say: Console) -> None:
+    from rich.table import Table
+
     table = Table(
         title="mean count per trace, per problem then over problems (95 % CI, problems resampled); n = traces counted",
         title_justify="left",
@@ -203,6 +220,9 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
         last = i == len(rows) - 1 or rows[i + 1][0] != v
         table.add_row(v if i == 0 or rows[i - 1][0] != v else "", g, *cells, end_section=last)
     say.print(table)
+
+
+def _print_comparisons(j: JudgeFile, say: Console) -> None:
     paired = [c for c in j.comparisons if c.group == "all"]
     if paired:
         say.print("paired against the base (per problem, traces both counted; 95 % CI):", style="bold")
@@ -224,11 +244,3 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
                 for a in agree
             )
         )
-    spent = f"calls in all: {j.calls:,}, tokens {j.prompt_tokens:,} prompt + {j.completion_tokens:,} reply"
-    if session is not None:
-        spent = (
-            f"this session: {session.calls:,} calls ({session.requests:,} requests with retries, {session.reused:,} records "
-            f"filled from identical requests), {session.prompt_tokens:,} prompt + {session.completion_tokens:,} reply tokens; "
-            + spent
-        )
-    say.print(spent, soft_wrap=True)
