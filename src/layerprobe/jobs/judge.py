@@ -280,7 +280,7 @@ class Judge(Job):
             self._write(item, None, reused=rec)
             done += 1
         # the bar counts calls (where the time goes), so its ETA is the calls' pace
-        label = f"judge calls ({s.judge_model})"
+        label = f"judge calls ({s.judge_model.rstrip('/').rsplit('/', 1)[-1][:24]})"
         self.progress(label, 0, len(items), f"{done} records from identical requests")
         jobs: queue.Queue[_Item | None] = queue.Queue()
         results: queue.Queue[tuple[_Item, Answer]] = queue.Queue()
@@ -320,7 +320,7 @@ class Judge(Job):
                 done += 1 + len(item.followers)
                 failing = failing + 1 if answer.retryable else 0
                 tokens = self.session.prompt_tokens + self.session.completion_tokens
-                detail = f"{done}/{total} records, {tokens:,} tokens, {sum(self.failed.values())} without a count"
+                detail = f"{tokens:,} tokens, {sum(self.failed.values())} without a count"
                 self.progress(label, self.session.calls, len(items), detail)
                 if answer.fatal:
                     self.stopped = answer.fatal
