@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from scipy.stats import spearmanr
 
-from layerprobe.data.judge import CALLS_FILE, JUDGE_DIR, STATE_FILE, CallLog, compute_judge, read_calls, select_traces
+from layerprobe.data.judge import CALLS_FILE, JUDGE_DIR, STATE_FILE, CallLog, compute_judge, read_calls, read_state, select_traces
 from layerprobe.data.reader import load_run
 from layerprobe.data.schema import JudgeCall, JudgeState
 from layerprobe.data.store import write_model
@@ -565,3 +565,22 @@ def test_the_report_names_the_judge_and_counts_the_failed_calls(tmp_path: Path) 
         path = json.loads(htmllib.unescape(src))
         assert path[0] == "judge.json"
         assert fmt(resolve(judged, path), kind) == htmllib.unescape(value), path
+
+
+def test_force_sets_an_earlier_judging_aside(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", groups=("long",), problems_per_group=2, budgets=(16,), samples=0, probes=False)
+    tax = tmp_path / "tiny.toml"
+    tax.write_text(TINY)
+    srv = Scripted([])
+    _judge(run_dir, srv.url, tax).run()
+    first = (run_dir / JUDGE_DIR / CALLS_FILE).read_bytes()
+    with pytest.raises(UserError, match=r"judged with other settings \(max_tokens\)"):
+        _judge(run_dir, srv.url, tax, max_tokens=7).run()
+    assert (run_dir / JUDGE_DIR / CALLS_FILE).read_bytes() == first  # refused before anything was written
+    _judge(run_dir, srv.url, tax, max_tokens=7, force=True).run()
+    srv.close()
+    aside = [p for p in run_dir.glob("judge.*.bak") if p.is_dir()]
+    assert len(aside) == 1 and (aside[0] / CALLS_FILE).read_bytes() == first
+    assert len(list(run_dir.glob("judge.json.*.bak"))) == 1
+    assert read_state(run_dir) is not None and read_state(run_dir).settings["max_tokens"] == 7  # type: ignore[union-attr]
+    assert read_calls(run_dir).lines == 4
