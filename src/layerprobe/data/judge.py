@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import socket
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -36,7 +35,7 @@ from layerprobe.data.schema import (
     RunInfo,
     SampleRecord,
 )
-from layerprobe.data.store import now, write_model
+from layerprobe.data.store import effective_status, now, write_model
 from layerprobe.data.summarize import to_comparison
 from layerprobe.errors import UserError
 from layerprobe.metrics import bootstrap_mean_interval
@@ -107,19 +106,6 @@ def read_state(run_dir: str | os.PathLike[str]) -> JudgeState | None:
         return JudgeState.model_validate_json(path.read_bytes())
     except (OSError, ValidationError, ValueError):
         return None
-
-
-def judge_status(state: JudgeState) -> str:
-    """The judging's status, a "running" one whose process is gone on this host shown as "interrupted"."""
-    if state.status != "running" or state.pid is None or state.host != socket.gethostname():
-        return state.status
-    try:
-        os.kill(state.pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return "interrupted"
-    except PermissionError:
-        pass
-    return state.status
 
 
 @dataclass
@@ -243,7 +229,7 @@ def compute_judge(
         computed=now(),
         n_lines=calls.lines,
         n_samples=len(samples),
-        status=judge_status(state),  # type: ignore[arg-type]
+        status=effective_status(state),  # type: ignore[arg-type]
         judge_model=str(s.get("judge_model", "")),
         served_models=sorted({r.served_model for r in calls.records.values() if r.served_model}),
         endpoint=str(s.get("endpoint", "")),
@@ -412,7 +398,7 @@ def current_judge(
         stored is not None
         and stored.n_lines == calls.lines
         and stored.n_samples == len(samples)
-        and (state is None or stored.status == judge_status(state))
+        and (state is None or stored.status == effective_status(state))
     ):
         return stored
     return compute_judge(run_dir, info, samples, calls)
