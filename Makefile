@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 
 # Extras the tests use besides the quickstart's packages: the TransformerLens cross-check, the Ray executor
 # and healing (LoRA, GRPO) are tested in CI too. `make setup` leaves them out (README: how to add one).
-TEST_EXTRAS ?= test,tl,ray,heal,hub
+TEST_EXTRAS ?= test,tl,ray,heal,hub,judge
 
 .PHONY: setup setup-test demo test test-fast lint clean
 

@@ -18,7 +18,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "probe": frozenset({"models", "scaling"}),
     "prune": frozenset({"models", "scaling", "metrics", "tasks"}),
     "data": frozenset({"metrics"}),
-    "jobs": frozenset({"data", "probe", "prune", "scaling", "tasks", "toy", "models", "metrics"}),
+    "judge": frozenset(),
+    "jobs": frozenset({"data", "probe", "prune", "scaling", "tasks", "toy", "models", "metrics", "judge"}),
     "report": frozenset({"data"}),
-    "cli": frozenset({"jobs", "data", "report", "probe", "prune", "scaling", "tasks", "toy", "models", "metrics"}),
+    "cli": frozenset({"jobs", "data", "report", "probe", "prune", "scaling", "tasks", "toy", "models", "metrics", "judge"}),
 }

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, progress_bars
+from layerprobe.cli.judge_cmd import JudgeAfterModelOpt, JudgeEndpointOpt, JudgeTaxonomyOpt
 from layerprobe.errors import UserError
 from layerprobe.jobs.plan import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS, Defaults
 from layerprobe.jobs.sweep import parse_sweep_layers
@@ -156,6 +157,9 @@ def analyze(
             show_default=False,
         ),
     ] = None,
+    judge_endpoint: JudgeEndpointOpt = None,
+    judge_model: JudgeAfterModelOpt = None,
+    judge_taxonomy: JudgeTaxonomyOpt = "study",
 ) -> None:
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary
@@ -215,6 +219,9 @@ def analyze(
     if task_file is not None and not task_file.is_file():
         raise UserError(f"--task-file {task_file}: no such file")
 
+    from layerprobe.cli.judge_cmd import judge_settings, print_judge_summary, run_judge
+
+    judging = judge_settings(judge_endpoint, judge_model, judge_taxonomy)  # checked before any work
     analysis = _run(settings)
     from layerprobe.data.reader import load_run
 
@@ -236,6 +243,9 @@ def analyze(
         else:
             with progress_bars() as progress:
                 run_explain(analysis.out, device=device, progress=progress, argv=["layerprobe", "explain", str(analysis.out)])
+    if judging is not None:
+        judging.run_dir = analysis.out
+        run_judge(judging, summary=False)
     run = load_run(analysis.out)  # read once for the report and the summary
     report = None
     if settings.report:
@@ -244,6 +254,8 @@ def analyze(
         report = render_report([run])
     say.print(f"run directory: {analysis.out}")
     print_summary(run, console(width=max(say.width, 110)), explain_hint=not explain and sweep is None, report=report)
+    if "judge.json" in run.extras:
+        print_judge_summary(run.extras["judge.json"], console(width=max(say.width, 110)))
 
 
 def _parse_variant(text: str) -> tuple[str, str]:

@@ -56,6 +56,7 @@ def _register() -> None:
         influence_cmd,
         ingest_cmd,
         inspect_cmd,
+        judge_cmd,
         models_cmd,
         prune_cmd,
         report_cmd,
@@ -69,6 +70,7 @@ def _register() -> None:
     app.command("compare")(compare_cmd.compare)
     app.command("explain")(says_how_to_resume(explain_cmd.explain))
     app.command("ingest")(says_how_to_resume(ingest_cmd.ingest))
+    app.command("judge")(says_how_to_resume(judge_cmd.judge))
     app.command("runs")(runs_cmd.runs)
     app.command("prune")(prune_cmd.prune)
     app.command("heal")(says_how_to_resume(heal_cmd.heal))

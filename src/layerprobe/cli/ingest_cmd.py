@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, progress_bars
+from layerprobe.cli.judge_cmd import JudgeAfterModelOpt, JudgeEndpointOpt, JudgeTaxonomyOpt
 from layerprobe.errors import UserError
 from layerprobe.jobs.ingest_fields import gold_fields_words
 
@@ -77,6 +78,9 @@ def ingest(
     dtype: DtypeOpt = "auto",
     force: Annotated[bool, typer.Option("--force", help="resume an --out that lost its run.json")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="do not render report.html")] = False,
+    judge_endpoint: JudgeEndpointOpt = None,
+    judge_model: JudgeAfterModelOpt = None,
+    judge_taxonomy: JudgeTaxonomyOpt = "study",
 ) -> None:
     """Read traces generated elsewhere into a run directory: graded by layerprobe, trace metrics, probes
     by prefill (the same arrays as `analyze` captures), one variant per ingest."""
@@ -93,6 +97,9 @@ def ingest(
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be 1 or more")
     dropped = parse_layer_list(drop) if drop else None
+    from layerprobe.cli.judge_cmd import judge_settings, run_judge
+
+    judging = judge_settings(judge_endpoint, judge_model, judge_taxonomy)  # checked before any work
     err = console(stderr=True)
     with progress_bars() as progress:
         settings = IngestSettings(
@@ -135,6 +142,9 @@ def ingest(
         say.print(f"tokens counted with the tokenizer of {src.tokenizer}", markup=False)
     for w in src.warnings:
         err.print(f"warning: {w}", soft_wrap=True, markup=False)
+    if judging is not None:
+        judging.run_dir = run_dir
+        run_judge(judging)
     if not no_report:
         from layerprobe.report import render_report
 

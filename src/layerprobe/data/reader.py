@@ -101,7 +101,7 @@ class Run:
     """What a reader should know about the state of the files (partial, skipped lines, unreadable aggregates)."""
     label: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
-    """Optional files of the run (sweep.json, explain.json), typed, by name."""
+    """Optional files of the run (sweep.json, explain.json, judge.json), typed, by name."""
     unshown: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Optional files present but not shown: name -> (damaged | newer | stale, why) (data.extras)."""
 
@@ -283,4 +283,9 @@ def load_run(run_dir: str | os.PathLike[str], *, extras: bool = True) -> Run:
         from layerprobe.data.extras import read_extras
 
         run.extras = read_extras(path, notes, {v.name: v.dropped for v in info.variants}, run.unshown)
+        from layerprobe.data.judge import JUDGE_FILE, current_judge
+
+        judged = current_judge(path, info, samples, notes)
+        if judged is not None:
+            run.extras[JUDGE_FILE] = judged
     return run

@@ -1462,3 +1462,248 @@ class CompareFile(_Model):
         if unknown:
             raise ValueError(f"paired comparisons name runs that are not compared: {sorted(unknown)[:3]}")
         return self
+
+
+# ---------------------------------------------------------------------------------------------
+# RUN/judge/ (`layerprobe judge`: behaviours counted by a judge model over an OpenAI-compatible API)
+
+JUDGE_SCHEMA_VERSION = 1
+
+#: What became of one call to the judge (docs/judge.md#outcomes). Only "count" carries a number; every
+#: other outcome is a missing value, never a zero.
+JudgeOutcome = Literal["count", "unparsable", "refused", "too_long", "error", "timeout"]
+
+
+class JudgeCall(_Model):
+    """One line of RUN/judge/calls.jsonl: one question to the judge about one trace and one behaviour. A
+    later line with the same key supersedes an earlier one (a failed call asked again)."""
+
+    schema_version: int = JUDGE_SCHEMA_VERSION
+    """Version of this line's layout."""
+    variant: Name
+    """Variant that produced the trace."""
+    problem_id: Text
+    """The trace's problem."""
+    mode: Mode
+    """The trace's mode."""
+    budget: Count
+    """The trace's thinking budget."""
+    sample: Count
+    """The trace's sample index."""
+    behaviour: Name
+    """The behaviour asked about (a name of the taxonomy)."""
+    outcome: JudgeOutcome
+    """count (a number was read), unparsable (a reply without a readable count), refused (the judge or its
+    endpoint's filter declined), too_long (the endpoint said the prompt exceeds the judge's context),
+    error (the call failed), timeout (no reply in time)."""
+    count: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
+    """The count read from the reply (outcome "count" only)."""
+    reason: Text = ""
+    """Why there is no count, in one line (the rule that found none, the endpoint's error message)."""
+    reply: Text | None = None
+    """The judge's reply as it came (None when there was none)."""
+    finish_reason: str | None = None
+    """Why the judge stopped (stop, length, content_filter, ...), as the endpoint said."""
+    judge_model: str
+    """The model asked for (--judge-model)."""
+    served_model: str | None = None
+    """The model the endpoint says answered."""
+    reply_id: str | None = None
+    """The endpoint's id of the reply (to find the call in the endpoint's own logs)."""
+    prompt_tokens: Count | None = None
+    """Prompt tokens the endpoint counted (None: not reported, or no call was made)."""
+    completion_tokens: Count | None = None
+    """Reply tokens the endpoint counted."""
+    attempts: Annotated[int, Field(ge=0, le=1000)] = 1
+    """HTTP requests made for this call, retries included (0: the reply of an identical request was reused)."""
+    status_code: int | None = None
+    """HTTP status of a failed call (None: no HTTP answer, or success)."""
+    retryable: bool = False
+    """The failure may pass (a timeout, a lost connection, 429, 5xx): a later run asks again."""
+    started: float = 0.0
+    """When the call started (Unix time, seconds)."""
+    seconds: Float = None
+    """Wall time of the call, retries and their waits included."""
+    request: str
+    """SHA-1 of the request (model, messages, temperature, max_tokens): identical requests share a reply."""
+    trace_sha: str
+    """SHA-1 of the trace text sent (a record whose trace has changed since is stale and not used)."""
+    reused_from: list[Any] | None = None
+    """Key of the record whose reply this one shares (an identical request: no call was made)."""
+    session: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0
+    """The `layerprobe judge` session that wrote the line (0 for the first)."""
+
+    def key(self) -> tuple[str, str, str, int, int, str]:
+        return (*trace_key(self.variant, self.problem_id, self.mode, self.budget, self.sample), self.behaviour)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "a judge/calls.jsonl line", JUDGE_SCHEMA_VERSION)
+
+
+class JudgeSession(_Model):
+    """One `layerprobe judge` session on a run: what it sent and spent."""
+
+    started: str = ""
+    """When it started, ISO 8601 UTC."""
+    calls: int = 0
+    """Calls made (identical requests answered from an earlier reply not included)."""
+    reused: int = 0
+    """Records filled from the reply of an identical request, without a call."""
+    requests: int = 0
+    """HTTP requests, retries included."""
+    prompt_tokens: int = 0
+    """Prompt tokens the endpoint counted."""
+    completion_tokens: int = 0
+    """Reply tokens the endpoint counted."""
+    seconds: float = 0.0
+    """Wall time of the session's work."""
+    stopped: str = ""
+    """Why it stopped before every call was made ("--max-calls 20", "the judge stopped answering", ...)."""
+
+
+class JudgeState(_Model):
+    """RUN/judge/state.json: what `layerprobe judge` was asked, with which prompts, and where it stands."""
+
+    schema_version: int = JUDGE_SCHEMA_VERSION
+    """Version of this file's layout."""
+    kind: Literal["layerprobe-judge-state"] = "layerprobe-judge-state"
+    """Marks a judge state file."""
+    settings: dict[str, Any]
+    """What determines the replies (endpoint, judge model, taxonomy and its hash, text, temperature,
+    max_tokens): compared when the command is run again. Never the key, only the variable it is read from."""
+    selection: dict[str, Any] = Field(default_factory=dict)
+    """Which traces are judged (first_sample, budget): may change between sessions (records are kept)."""
+    taxonomy: dict[str, Any] = Field(default_factory=dict)
+    """The taxonomy as used: name, title, system prompt, reading rule and every behaviour's prompt."""
+    status: RunStatus = "running"
+    """running, interrupted (stopped early: Ctrl-C, --max-calls), failed or complete."""
+    command: list[str] = Field(default_factory=list)
+    """Command line that started (or last resumed) it."""
+    resume_command: list[str] | None = None
+    """The command that continues it."""
+    created: str = ""
+    """Creation time, ISO 8601 UTC."""
+    updated: str = ""
+    """Last change, ISO 8601 UTC."""
+    sessions: list[JudgeSession] = Field(default_factory=list)
+    """One entry per session, oldest first."""
+    pid: Annotated[int, Field(ge=1, lt=2**31)] | None = None
+    """Process judging while status is running."""
+    host: str | None = None
+    """Host of that process."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "judge/state.json", JUDGE_SCHEMA_VERSION)
+
+
+class JudgeStat(_Model):
+    """The judge's counts of one behaviour in one variant's traces of one problem group."""
+
+    variant: str
+    """Variant."""
+    group: str
+    """Problem group ("all" = every problem)."""
+    behaviour: str
+    """Behaviour."""
+    n_traces: int = 0
+    """Selected traces of the variant and group."""
+    n_counted: int = 0
+    """Of those, traces the judge gave a count for."""
+    n_problems: int = 0
+    """Problems with at least one counted trace."""
+    mean: Float = None
+    """Mean count: per problem the mean over its counted traces, then the mean over problems."""
+    ci: tuple[Float, Float] = (None, None)
+    """95 % bootstrap interval of the mean (problems resampled)."""
+    missing: dict[str, int] = Field(default_factory=dict)
+    """Traces without a count, by outcome (unparsable, refused, too_long, error, timeout, not asked)."""
+
+
+class JudgeAgreement(_Model):
+    """Does the judge count what layerprobe's reflection words count? Spearman's rank correlation, over
+    the traces the judge counted, between its count and the trace's reflection words."""
+
+    variant: str
+    """Variant ("all": every variant's traces together)."""
+    behaviour: str
+    """Behaviour ("total": the sum of every behaviour, over traces with a count for each)."""
+    n: int = 0
+    """Traces."""
+    n_problems: int = 0
+    """Problems they come from."""
+    spearman: Float = None
+    """Spearman's rho (None: fewer than 3 traces, or one side constant)."""
+    ci: tuple[Float, Float] = (None, None)
+    """95 % percentile bootstrap interval, problems resampled with all their traces."""
+
+
+class JudgeFile(_Model):
+    """judge.json: the judge's behaviour counts summarised, from RUN/judge/calls.jsonl and the samples."""
+
+    schema_version: int = JUDGE_SCHEMA_VERSION
+    """Version of this file's layout."""
+    kind: Literal["layerprobe-judge"] = "layerprobe-judge"
+    """Marks a judge summary."""
+    computed: str = ""
+    """When, ISO 8601 UTC."""
+    n_lines: int = 0
+    """Valid lines of judge/calls.jsonl it was computed from (the reader recomputes it when this differs)."""
+    n_samples: int = 0
+    """Traces of the run when it was computed."""
+    status: RunStatus = "running"
+    """The judge's status (judge/state.json)."""
+    judge_model: str = ""
+    """The judge model asked for."""
+    served_models: list[str] = Field(default_factory=list)
+    """The models the endpoint said answered."""
+    endpoint: str = ""
+    """The endpoint (scheme, host and path only)."""
+    taxonomy: str = ""
+    """Taxonomy name."""
+    taxonomy_source: str = ""
+    """shipped (layerprobe's own prompts) or the file it was read from."""
+    taxonomy_sha: str = ""
+    """SHA-1 of the taxonomy as used."""
+    behaviours: dict[str, str] = Field(default_factory=dict)
+    """Behaviour name -> its title, in the taxonomy's order."""
+    text: str = "response"
+    """What was sent as the trace: response (everything after the prompt) or thinking."""
+    temperature: Float = None
+    """Sampling temperature of the judge."""
+    max_tokens: int | None = None
+    """Cap on each reply."""
+    selection: dict[str, Any] = Field(default_factory=dict)
+    """Which traces were judged (first_sample, budget)."""
+    n_selected: int = 0
+    """Traces selected."""
+    expected_calls: int = 0
+    """Selected traces x behaviours (records to hold when complete; identical requests share one call)."""
+    outcomes: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Per variant: records by outcome, plus "not asked" (no record yet)."""
+    stats: list[JudgeStat] = Field(default_factory=list)
+    """Per variant, group and behaviour."""
+    comparisons: list[Comparison] = Field(default_factory=list)
+    """Paired base-vs-variant differences of each behaviour's count, per group: per problem the mean over
+    the traces (same mode, budget, sample) both have counted (metric = the behaviour, mode = "judge")."""
+    agreement: list[JudgeAgreement] = Field(default_factory=list)
+    """The judge's counts against layerprobe's reflection words in the same traces."""
+    calls: int = 0
+    """Calls made over every session (identical requests reused not included)."""
+    prompt_tokens: int = 0
+    """Prompt tokens spent over every session."""
+    completion_tokens: int = 0
+    """Reply tokens spent over every session."""
+    largest_prompt: int | None = None
+    """The largest prompt the endpoint counted, in tokens (a server that silently cuts long prompts shows
+    here at its context size)."""
+    notes: list[str] = Field(default_factory=list)
+    """What a reader should know (damaged or stale lines left out, a partial judging)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "judge.json", JUDGE_SCHEMA_VERSION)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from layerprobe._io import check_can_write, check_writable, write_text_atomic
 from layerprobe.data.schema import (
     CompareFile,
+    JudgeState,
     MetricsFile,
     RunConfig,
     RunInfo,
@@ -56,8 +57,9 @@ def write_model(path: Path, model: BaseModel) -> None:
         raise UserError(f"{path} cannot be written ({exc.strerror or exc})") from None
 
 
-def effective_status(info: RunInfo) -> str:
-    """The run's status, with a "running" run whose process is gone on this host shown as "interrupted"."""
+def effective_status(info: RunInfo | JudgeState) -> str:
+    """The run's (or a judging's) status, with a "running" one whose process is gone on this host shown as
+    "interrupted"."""
     if info.status != "running" or info.pid is None or info.host != socket.gethostname():
         return info.status
     try:

@@ -1,9 +1,10 @@
-"""Rank correlation with a bootstrap interval (for "does this score predict that damage?")."""
+"""Rank correlation with a bootstrap interval (for "does this score predict that damage?", and for "does the
+judge count what the reflection words count?", where a problem contributes several traces)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -29,16 +30,39 @@ def spearman_interval(
 ) -> tuple[float, float, float]:
     """(rho, low, high): Spearman's rho and its percentile bootstrap interval, resampling the pairs.
     Resamples where a side is constant are skipped; (rho, nan, nan) when fewer than half survive."""
+    return spearman_clustered(x, y, range(len(x)), n_boot, seed, confidence)
+
+
+def spearman_clustered(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    clusters: Sequence[Hashable],
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """(rho, low, high): Spearman's rho over every (x, y) pair and its percentile bootstrap interval,
+    each resample drawing clusters (e.g. problems, whose several traces are not independent) with
+    replacement and keeping all their pairs; one cluster per pair is `spearman_interval`. Pairs with a
+    NaN are dropped. rho is NaN with fewer than 3 pairs or a constant side; the interval is (nan, nan)
+    then, with fewer than 2 clusters, or when fewer than half of the resamples have a defined rho."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(clusters) != a.shape[0]:
+        raise ValueError("x, y and clusters must be one-dimensional and of the same length")
     keep = ~(np.isnan(a) | np.isnan(b))
     a, b = a[keep], b[keep]
+    labels = [c for c, k in zip(clusters, keep) if k]
     rho = spearman(a, b)
-    if a.size < 3 or math.isnan(rho):
+    ids: dict[Hashable, int] = {}
+    codes = np.array([ids.setdefault(c, len(ids)) for c in labels], dtype=np.int64)
+    if math.isnan(rho) or len(ids) < 2:
         return rho, math.nan, math.nan
+    members = [np.flatnonzero(codes == k) for k in range(len(ids))]
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
-        idx = rng.integers(0, a.size, a.size)
+        pick = rng.integers(0, len(members), len(members))
+        idx = np.concatenate([members[k] for k in pick])
         r = spearman(a[idx], b[idx])
         if not math.isnan(r):
             boots.append(r)
