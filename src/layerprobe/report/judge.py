@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerprobe.data.reader import ALL, Run
-from layerprobe.report.narrative import verdict_words
+from layerprobe.data.verdicts import verdict_words
 from layerprobe.report.numbers import Num
 
 OUTCOME_WORDS = {
@@ -64,7 +64,7 @@ def judge_view(run: Run) -> dict[str, Any] | None:
                 "hi": Num(c.ci_high, "d1", src + ("ci_high",)),
                 "n": c.n_pairs,
                 "verdict": c.verdict,
-                "words": verdict_words(c.verdict),
+                "words": verdict_words(c),
             }
         )
     group_order = {g: i for i, g in enumerate([ALL, *run.groups()])}
