@@ -281,14 +281,17 @@ class Judge(Job):
         label = f"judge calls ({s.judge_model.rstrip('/').rsplit('/', 1)[-1][:24]})"
         self.progress(label, 0, len(items), f"{done} records from identical requests")
         jobs: queue.Queue[_Item | None] = queue.Queue()
-        results: queue.Queue[tuple[_Item, Answer]] = queue.Queue()
+        results: queue.Queue[tuple[_Item, Answer | BaseException]] = queue.Queue()
 
         def worker() -> None:
             while True:
                 it = jobs.get()
                 if it is None:
                     return
-                results.put((it, self.client.ask(it.messages, self.taxonomy.rule(it.behaviour))))
+                try:
+                    results.put((it, self.client.ask(it.messages, self.taxonomy.rule(it.behaviour))))
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the job's thread: a worker that died silently hung it
+                    results.put((it, exc))
 
         threads = [threading.Thread(target=worker, daemon=True, name=f"judge-{k}") for k in range(min(s.concurrency, len(items)))]
         for t in threads:
@@ -314,6 +317,8 @@ class Judge(Job):
                 except queue.Empty:
                     continue
                 in_flight -= 1
+                if isinstance(answer, BaseException):
+                    raise answer
                 self._write(item, answer)
                 done += 1 + len(item.followers)
                 failing = failing + 1 if answer.retryable else 0

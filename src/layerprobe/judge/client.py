@@ -195,9 +195,12 @@ class JudgeClient:
             raw = self._client.chat.completions.with_raw_response.create(
                 model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
             )
-            completion = raw.parse()
-            answer = self.classify(completion, rule)
-            answer.attempts = 1 + int(getattr(raw, "retries_taken", 0) or 0)
+            attempts = 1 + int(getattr(raw, "retries_taken", 0) or 0)
+            try:
+                answer = self.classify(raw.parse(), rule)
+            except Exception as exc:  # noqa: BLE001 - a 200 whose body is no chat completion (a proxy's HTML, cut JSON)
+                answer = Answer("error", reason=f"the reply could not be read ({type(exc).__name__}: {_first_line(exc)})")
+            answer.attempts = attempts
         except oa.APITimeoutError:
             answer = Answer("timeout", reason=f"no reply within {self.timeout:g} s", attempts=1 + self.retries, retryable=True)
         except oa.APIConnectionError as exc:

@@ -1,0 +1,73 @@
+"""`layerprobe judge` tried the way a hostile or careless user (or a misbehaving endpoint) would: replies
+that are not chat completions, usage numbers out of range, endpoints that are not URLs, a run held by
+another job, taxonomy files that are not small text, flags that go with others. Against the small
+scripted HTTP server of tests/test_judge_rules.py (real HTTP through the real openai client)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layerprobe.data.judge import read_calls
+from layerprobe.judge.client import JudgeClient
+from layerprobe.judge.taxonomy import ReadRule
+from tests.report_runs import make_run
+from tests.test_judge_rules import TINY, Scripted, _reply
+
+pytest.importorskip("openai")
+
+
+def _tiny_run(tmp_path: Path, problems: int = 2) -> Path:
+    return make_run(tmp_path / "run", groups=("long",), problems_per_group=problems, budgets=(16,), samples=0, probes=False)
+
+
+def _taxonomy(tmp_path: Path, text: str = TINY) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def _run_bounded(job: Any, seconds: float = 120) -> BaseException | None:
+    """job.run() in a thread; fails the test when it has not ended after `seconds` (a hang)."""
+    outcome: dict[str, BaseException | None] = {"exc": None}
+
+    def target() -> None:
+        try:
+            job.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["exc"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"the judge job did not end within {seconds} s"
+    return outcome["exc"]
+
+
+def _job(run_dir: Path, url: str, tax: Path, **kw: Any) -> Any:
+    from layerprobe.jobs.judge import Judge, JudgeSettings
+
+    return Judge(JudgeSettings(run_dir, url, "judge-1", taxonomy=str(tax), retries=0, timeout=10, **kw))
+
+
+def test_a_reply_that_is_not_a_chat_completion_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """A 200 whose body is not JSON (a proxy's HTML page) raised inside a worker thread, which died, and
+    the job waited for its answer for ever."""
+    page = (200, {}, b"<html>502 Bad Gateway</html>")
+    srv = Scripted([page])
+    client = JudgeClient(srv.url, "judge-1", retries=0, timeout=10)
+    a = client.ask([{"role": "user", "content": "q"}], ReadRule())
+    assert (a.outcome, a.count, a.attempts) == ("error", None, 1) and "could not be read" in a.reason
+    client.close()
+    srv.close()
+    run_dir = _tiny_run(tmp_path)
+    srv = Scripted([(200, {}, _reply("ok"))] + [page] * 2)  # the check before any work passes, then two pages
+    exc = _run_bounded(_job(run_dir, srv.url, _taxonomy(tmp_path), concurrency=2))
+    srv.close()
+    assert exc is None, exc
+    recs = list(read_calls(run_dir).records.values())
+    assert len(recs) == 4 and sorted(r.outcome for r in recs) == ["count", "count", "error", "error"]
+    assert all(r.count is None for r in recs if r.outcome == "error")
