@@ -71,3 +71,22 @@ def test_a_reply_that_is_not_a_chat_completion_is_an_error_not_a_hang(tmp_path: 
     recs = list(read_calls(run_dir).records.values())
     assert len(recs) == 4 and sorted(r.outcome for r in recs) == ["count", "count", "error", "error"]
     assert all(r.count is None for r in recs if r.outcome == "error")
+
+
+def test_usage_and_names_out_of_range_are_not_stored_as_numbers(tmp_path: Path) -> None:
+    """An endpoint that reported 10^30 prompt tokens or -5 reply tokens (or a number for the model's
+    name) ended the job in an internal error: the record could not be written."""
+    odd = _reply("<count>3</count>")
+    odd["usage"] = {"prompt_tokens": 10**30, "completion_tokens": -5, "total_tokens": 1}
+    odd["model"], odd["id"] = 42, ["not", "an", "id"]
+    odd["choices"][0]["finish_reason"] = {"why": "?"}
+    run_dir = _tiny_run(tmp_path, problems=1)
+    srv = Scripted([(200, {}, _reply("ok"))] + [(200, {}, odd)] * 2)
+    exc = _run_bounded(_job(run_dir, srv.url, _taxonomy(tmp_path), concurrency=1))
+    srv.close()
+    assert exc is None, exc
+    recs = list(read_calls(run_dir).records.values())
+    assert len(recs) == 2
+    for r in recs:
+        assert (r.outcome, r.count, r.prompt_tokens, r.completion_tokens) == ("count", 3, None, None)
+        assert (r.served_model, r.reply_id, r.finish_reason) == (None, None, None)

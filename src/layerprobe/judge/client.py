@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from layerprobe.errors import UserError
-from layerprobe.judge.taxonomy import ReadRule, read_count
+from layerprobe.judge.taxonomy import MAX_COUNT, ReadRule, read_count
 
 _CONTEXT = re.compile(
     r"context[ _-]?(length|size|window)|max(imum)?[ _-]?(model[ _-]?)?(len|length)\b|prompt (is )?too long|"
@@ -235,9 +235,9 @@ class JudgeClient:
         choices = getattr(completion, "choices", None) or []
         choice = choices[0] if choices else None
         message = getattr(choice, "message", None)
-        text = getattr(message, "content", None)
-        finish = getattr(choice, "finish_reason", None)
-        refusal = getattr(message, "refusal", None)
+        text = _text(getattr(message, "content", None))
+        finish = _text(getattr(choice, "finish_reason", None), 100)
+        refusal = _text(getattr(message, "refusal", None))
         count, reason = None, ""
         if choice is None:
             outcome, reason = "error", "the reply has no choices"
@@ -256,8 +256,24 @@ class JudgeClient:
             reason=reason,
             reply=text,
             finish_reason=finish,
-            served_model=getattr(completion, "model", None),
-            reply_id=getattr(completion, "id", None),
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
+            served_model=_text(getattr(completion, "model", None), 300),
+            reply_id=_text(getattr(completion, "id", None), 300),
+            prompt_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=_tokens(getattr(usage, "completion_tokens", None)),
         )
+
+
+def _text(value: Any, limit: int | None = None) -> str | None:
+    """A text field of a reply as stored: None when the endpoint sent something else (a number, a list)
+    in its place; names and ids cut at `limit` characters."""
+    if not isinstance(value, str):
+        return None
+    return value if limit is None else value[:limit]
+
+
+def _tokens(value: Any) -> int | None:
+    """A token count of a reply's usage as stored: None when it is not a whole number from 0 to MAX_COUNT
+    (an endpoint that reports -5 or 10^30 tokens has not counted them)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        return None
+    return value
