@@ -90,3 +90,39 @@ def test_usage_and_names_out_of_range_are_not_stored_as_numbers(tmp_path: Path) 
     for r in recs:
         assert (r.outcome, r.count, r.prompt_tokens, r.completion_tokens) == ("count", 3, None, None)
         assert (r.served_model, r.reply_id, r.finish_reason) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("http://[::1/v1", "not a URL"),  # an unclosed IPv6 address: an internal error before
+        ("http://127.0.0.1:99999/v1", "not a URL"),  # a port out of range: an internal error before
+        ("http://127.0.0.1:0/v1", "expected an http(s) URL"),
+        ("http://127.0.0.1:1/\x1b[31mv1", "no spaces or control characters"),  # an internal error before
+        ("http://127.0.0.1:1/ v1", "no spaces or control characters"),
+        # a key in the query was written into judge/state.json with the command (and the client appends
+        # the API's paths after the query, so the calls go nowhere)
+        ("http://127.0.0.1:1/v1?api_key=sk-hidden-42", "without a ?query"),
+        ("http://127.0.0.1:1/v1#sk-hidden-42", "without a ?query"),
+    ],
+)
+def test_an_endpoint_that_is_not_a_usable_url_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, fragment: str
+) -> None:
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    run_dir = _tiny_run(tmp_path, problems=1)
+    res = run_cli(capsys, "judge", str(run_dir), "--endpoint", url, "--judge-model", "m", "--taxonomy", str(_taxonomy(tmp_path)))
+    assert_one_line_error(res, "--endpoint", fragment)
+    assert "sk-hidden-42" not in res.err
+    assert not (run_dir / "judge").exists()
+
+
+def test_an_empty_key_variable_is_said_to_be_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprobe.errors import UserError
+
+    srv = Scripted([(401, {}, {"error": {"message": "missing key"}})])
+    monkeypatch.setenv("JUDGE_EMPTY_KEY", "")
+    with pytest.raises(UserError, match=r"without a key \(\$JUDGE_EMPTY_KEY is empty\)"):
+        JudgeClient(srv.url, "judge-1", key_env="JUDGE_EMPTY_KEY", retries=0).check()
+    srv.close()

@@ -520,7 +520,7 @@ def test_analyze_checks_the_judge_before_any_work(tmp_path: Path, capsys: pytest
     res = run_cli(capsys, "analyze", "--out", str(out), "--judge-endpoint", "http://127.0.0.1:9/v1")
     assert_one_line_error(res, "--judge-endpoint and --judge-model go together")
     res = run_cli(capsys, "analyze", "--out", str(out), "--judge-endpoint", "http://127.0.0.1:9/v1", "--judge-model", "m")
-    assert_one_line_error(res, "no answer")
+    assert_one_line_error(res, "--judge-endpoint http://127.0.0.1:9/v1", "no answer")
     assert not out.exists()
 
 

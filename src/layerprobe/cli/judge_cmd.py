@@ -111,7 +111,14 @@ def judge_settings(endpoint: str | None, judge_model: str | None, taxonomy: str)
     settings = JudgeSettings(run_dir=Path("."), endpoint=endpoint, judge_model=judge_model, taxonomy=taxonomy)
     settings.check()
     load_taxonomy(taxonomy)
-    client = JudgeClient(endpoint, judge_model, key_env=settings.key_env, timeout=settings.timeout, retries=settings.retries)
+    client = JudgeClient(
+        endpoint,
+        judge_model,
+        key_env=settings.key_env,
+        timeout=settings.timeout,
+        retries=settings.retries,
+        endpoint_flag="--judge-endpoint",
+    )
     try:
         client.check()
     finally:

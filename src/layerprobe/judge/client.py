@@ -46,13 +46,26 @@ def display_endpoint(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
-def check_endpoint_url(url: str) -> str:
-    """`url` when it is an http(s) URL with a host, else a UserError saying what is valid."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"--endpoint {url}: expected an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1")
+def check_endpoint_url(url: str, flag: str = "--endpoint") -> str:
+    """`url` when it is an http(s) URL with a host (and a port from 1 to 65535, no spaces or control
+    characters, no user, query or fragment), else a UserError naming `flag` and saying what is valid."""
+    valid = "expected an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise UserError(f"{flag} {url!r}: a URL holds no spaces or control characters; {valid}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # an unclosed [IPv6 address, a port that is not a number from 0 to 65535
+        raise UserError(f"{flag} {url}: not a URL ({exc}); {valid}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise UserError(f"{flag} {url}: {valid}")
     if parts.username or parts.password:
-        raise UserError("--endpoint: give the key in an environment variable (--api-key-env), not inside the URL")
+        raise UserError(f"{flag}: give the key in an environment variable (--api-key-env), not inside the URL")
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise UserError(
+            f"{flag} {display_endpoint(url)}?...: give the URL without a ?query or #fragment (the client appends the "
+            "API's paths to it; a key goes in an environment variable, --api-key-env)"
+        )
     return url
 
 
@@ -127,8 +140,10 @@ class JudgeClient:
         max_tokens: int = 4096,
         timeout: float = 120.0,
         retries: int = 4,
+        endpoint_flag: str = "--endpoint",
     ) -> None:
-        self.endpoint, self.model, self.key_env = check_endpoint_url(endpoint), model, key_env
+        self.endpoint, self.model, self.key_env = check_endpoint_url(endpoint, endpoint_flag), model, key_env
+        self.endpoint_flag = endpoint_flag
         self.temperature, self.max_tokens, self.timeout, self.retries = temperature, max_tokens, timeout, retries
         self._key = os.environ.get(key_env) or ""
         openai = _openai()
@@ -149,7 +164,7 @@ class JudgeClient:
         """Ask the endpoint for its models and make one tiny chat call; a UserError in one line when the
         endpoint cannot be reached, refuses the key, does not know the model or refuses the settings."""
         oa = self._openai
-        where = f"--endpoint {display_endpoint(self.endpoint)}"
+        where = f"{self.endpoint_flag} {display_endpoint(self.endpoint)}"
         quick = self._client.with_options(timeout=max(self.timeout, PREFLIGHT_TIMEOUT), max_retries=1)
         served: list[str] | None = None
         try:
@@ -180,7 +195,8 @@ class JudgeClient:
         status = getattr(exc, "status_code", None)
         message = self.redact(_message(exc))
         if status in (401, 403):
-            key = f"the key in ${self.key_env}" if self._key else f"the request without a key (${self.key_env} is not set)"
+            unset = "is empty" if self.key_env in os.environ else "is not set"
+            key = f"the key in ${self.key_env}" if self._key else f"the request without a key (${self.key_env} {unset})"
             return f"{where} refused {key} ({status}: {message})"
         return f"{where} refused the request ({status}: {message})"
 
