@@ -126,3 +126,39 @@ def test_an_empty_key_variable_is_said_to_be_empty(tmp_path: Path, monkeypatch: 
     with pytest.raises(UserError, match=r"without a key \(\$JUDGE_EMPTY_KEY is empty\)"):
         JudgeClient(srv.url, "judge-1", key_env="JUDGE_EMPTY_KEY", retries=0).check()
     srv.close()
+
+
+def test_a_run_held_by_another_job_is_refused_before_any_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """judge while analyze writes the run: refused at once in one line naming analyze, before the endpoint
+    is asked anything (it said "use another --out", a flag judge does not have); and the other way round."""
+    from tests.cli_utils import assert_one_line_error, run_cli
+    from tests.test_one_writer import held_by
+
+    run_dir = _tiny_run(tmp_path, problems=1)
+    srv = Scripted([])
+    args = ["judge", str(run_dir), "--endpoint", srv.url, "--judge-model", "judge-1", "--taxonomy", str(_taxonomy(tmp_path))]
+    with held_by(run_dir, "analyze", "layerprobe", "analyze", "--out", str(run_dir)) as pid:
+        res = run_cli(capsys, *args)
+    assert_one_line_error(res, f"is being written by layerprobe analyze (pid {pid}", "judge it when that ends")
+    assert res.err.rstrip().endswith("; judge it when that ends")
+    assert srv.requests == [] and not (run_dir / "judge").exists()
+    with held_by(run_dir, "judge", "layerprobe", *args) as pid:
+        res = run_cli(capsys, "explain", str(run_dir), "--device", "cpu")
+        assert_one_line_error(res, f"is being written by layerprobe judge (pid {pid}")
+        res = run_cli(capsys, *args)
+        assert_one_line_error(res, f"is being written by layerprobe judge (pid {pid}")
+    srv.close()
+
+
+def test_a_file_where_the_judge_keeps_its_records_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    run_dir = _tiny_run(tmp_path, problems=1)
+    (run_dir / "judge").write_text("mine\n")
+    srv = Scripted([])
+    res = run_cli(
+        capsys, "judge", str(run_dir), "--endpoint", srv.url, "--judge-model", "judge-1", "--taxonomy", str(_taxonomy(tmp_path))
+    )
+    srv.close()
+    assert_one_line_error(res, "judge is not a folder", "move it away")
+    assert (run_dir / "judge").read_text() == "mine\n" and srv.requests == []

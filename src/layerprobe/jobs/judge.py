@@ -38,6 +38,7 @@ from layerprobe.data.judge import (
     trace_text,
     write_judge,
 )
+from layerprobe.data.lock import check_free
 from layerprobe.data.reader import Run, load_run
 from layerprobe.data.schema import JudgeCall, JudgeFile, JudgeSession, JudgeState, SampleRecord
 from layerprobe.data.store import now, write_model
@@ -145,12 +146,18 @@ class Judge(Job):
     def resume_command(self) -> list[str]:
         return list(self.argv)  # the run directory is its argument, not an --out
 
+    def busy_message(self, who: str) -> str:
+        return f"{self.out} is being written by {who}; judge it when that ends"
+
     # -- prepare ---------------------------------------------------------------------------------
     def prepare(self) -> None:
         s = self.settings
         s.check()
         self.run_read = run = load_run(s.run_dir)
         check_can_write(run.dir, "the run directory")
+        folder = judge_dir(run.dir)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is not a folder: move it away (the judge keeps its records in RUN/{folder.name}/)")
         self.taxonomy, self.taxonomy_source = load_taxonomy(s.taxonomy)
         self.selection: dict[str, Any] = {"first_sample": s.first_sample, "budget": s.budget}
         self.traces = select_traces(run.samples, self.selection)
@@ -171,6 +178,7 @@ class Judge(Job):
             timeout=s.timeout,
             retries=s.retries,
         )
+        check_free(run.dir, self.kind, self.busy_message)  # before a call to the endpoint: refused at once
         self.client.check()
 
     def cleanup(self) -> None:
