@@ -162,3 +162,20 @@ def test_a_file_where_the_judge_keeps_its_records_is_one_line(tmp_path: Path, ca
     srv.close()
     assert_one_line_error(res, "judge is not a folder", "move it away")
     assert (run_dir / "judge").read_text() == "mine\n" and srv.requests == []
+
+
+def test_a_taxonomy_that_is_not_a_small_text_file_is_refused_unread(tmp_path: Path) -> None:
+    """A 200 MB taxonomy was read whole into memory (and judged); bytes that are not UTF-8 are named so."""
+    from layerprobe.errors import UserError
+    from layerprobe.judge.taxonomy import load_taxonomy
+
+    huge = tmp_path / "huge.toml"
+    with open(huge, "wb") as fh:  # sparse: 2 GB on paper, nothing on disk
+        fh.write(TINY.encode())
+        fh.truncate(2 * 10**9)
+    with pytest.raises(UserError, match=r"--taxonomy .*huge\.toml: 2,000\.0 MB; .* at most 1,000,000 bytes"):
+        load_taxonomy(str(huge))
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b'name = "t"\n\xbb\xff\x00')
+    with pytest.raises(UserError, match=r"--judge-taxonomy .*bin\.toml: not UTF-8 text"):
+        load_taxonomy(str(binary), "--judge-taxonomy")

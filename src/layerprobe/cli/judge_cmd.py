@@ -110,7 +110,7 @@ def judge_settings(endpoint: str | None, judge_model: str | None, taxonomy: str)
 
     settings = JudgeSettings(run_dir=Path("."), endpoint=endpoint, judge_model=judge_model, taxonomy=taxonomy)
     settings.check()
-    load_taxonomy(taxonomy)
+    load_taxonomy(taxonomy, "--judge-taxonomy")
     client = JudgeClient(
         endpoint,
         judge_model,
