@@ -179,3 +179,17 @@ def test_a_taxonomy_that_is_not_a_small_text_file_is_refused_unread(tmp_path: Pa
     binary.write_bytes(b'name = "t"\n\xbb\xff\x00')
     with pytest.raises(UserError, match=r"--judge-taxonomy .*bin\.toml: not UTF-8 text"):
         load_taxonomy(str(binary), "--judge-taxonomy")
+
+
+def test_judge_flags_of_analyze_and_ingest_go_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--judge-taxonomy four` without an endpoint and a model was silently ignored: the run was not judged."""
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    traces = tmp_path / "t.jsonl"
+    traces.write_text('{"id": "p1", "prompt": "1+1?", "completion": "so \\\\boxed{2}", "gold": "2"}\n')
+    out = tmp_path / "run"
+    ingest = ["ingest", str(traces), "--model", "toy", "--no-probes", "--answer-type", "integer", "--out", str(out)]
+    for extra in (["--judge-taxonomy", "four"], ["--judge-taxonomy", "study", "--judge-model", "m"]):
+        assert_one_line_error(run_cli(capsys, *ingest, *extra), "--judge-taxonomy needs both")
+        assert_one_line_error(run_cli(capsys, "analyze", "--out", str(out), *extra), "--judge-taxonomy needs both")
+    assert not out.exists()

@@ -36,7 +36,9 @@ JudgeEndpointOpt = Annotated[
     typer.Option("--judge-endpoint", help="then count behaviours in the traces with a judge model at this OpenAI-compatible URL"),
 ]
 JudgeAfterModelOpt = Annotated[str | None, typer.Option("--judge-model", help="the judge model's name at --judge-endpoint")]
-JudgeTaxonomyOpt = Annotated[str, typer.Option("--judge-taxonomy", help="the judge's behaviours: study | four | FILE.toml")]
+JudgeTaxonomyOpt = Annotated[
+    str | None, typer.Option("--judge-taxonomy", help="the judge's behaviours: study | four | FILE.toml (default: study)")
+]
 
 
 def judge(
@@ -96,14 +98,18 @@ def judge(
         console().print(f"report: {render_report([run_dir])}")
 
 
-def judge_settings(endpoint: str | None, judge_model: str | None, taxonomy: str) -> JudgeSettings | None:
+def judge_settings(endpoint: str | None, judge_model: str | None, taxonomy: str | None) -> JudgeSettings | None:
     """For analyze and ingest: the settings of --judge-endpoint / --judge-model / --judge-taxonomy (None
-    when neither is given), checked against the endpoint before any other work (UserError in one line).
+    when none is given), checked against the endpoint before any other work (UserError in one line).
     The run directory is filled in once the run is written."""
-    if endpoint is None and judge_model is None:
+    if endpoint is None and judge_model is None and taxonomy is None:
         return None
     if endpoint is None or judge_model is None:
-        raise UserError("--judge-endpoint and --judge-model go together: the endpoint and the judge model's name there")
+        raise UserError(
+            "--judge-endpoint and --judge-model go together (--judge-taxonomy needs both): the endpoint and the "
+            "judge model's name there"
+        )
+    taxonomy = "study" if taxonomy is None else taxonomy
     from layerprobe.jobs.judge import JudgeSettings
     from layerprobe.judge.client import JudgeClient
     from layerprobe.judge.taxonomy import load_taxonomy
