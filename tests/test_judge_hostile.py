@@ -193,3 +193,48 @@ def test_judge_flags_of_analyze_and_ingest_go_together(tmp_path: Path, capsys: p
         assert_one_line_error(run_cli(capsys, *ingest, *extra), "--judge-taxonomy needs both")
         assert_one_line_error(run_cli(capsys, "analyze", "--out", str(out), *extra), "--judge-taxonomy needs both")
     assert not out.exists()
+
+
+def _judge_file(**kw: Any) -> Any:
+    from layerprobe.data.schema import JudgeFile
+
+    base = {
+        "status": "complete",
+        "judge_model": "judge-1",
+        "endpoint": "http://127.0.0.1:1/v1",
+        "taxonomy": "tiny",
+        "behaviours": {"b": "bees"},
+        "n_selected": 12,
+        "expected_calls": 12,
+        "outcomes": {"base": {"count": 6}, "drop-3": {"count": 6}},
+    }
+    return JudgeFile.model_validate({**base, **kw})
+
+
+def _printed(j: Any, **kw: Any) -> str:
+    from rich.console import Console
+
+    from layerprobe.cli.judge_cmd import print_judge_summary
+
+    say = Console(record=True, width=200, markup=False, highlight=False, soft_wrap=True)
+    print_judge_summary(j, say, **kw)
+    return say.export_text()
+
+
+def test_the_terminal_words_a_paired_judge_difference_by_the_difference_rule() -> None:
+    """The terminal printed "not established" after an interval that excludes 0 without saying which test
+    disagreed (every other comparison in the terminal names the test and its p-value)."""
+    from layerprobe.data.verdicts import verdict_note
+
+    cmp = {"base": "base", "group": "all", "mode": "judge", "metric": "b", "test": "sign-flip permutation"}
+    apart = {**cmp, "variant": "drop-3", "n_pairs": 6, "mean_a": 1.0, "mean_b": 2.5, "diff": 1.5, "ci_low": 0.4}
+    apart.update(ci_high=2.6, p_value=0.0625, verdict="no clear difference", agree=False, reason="interval only")
+    few = {**cmp, "variant": "drop-4", "n_pairs": 3, "mean_a": 1.0, "mean_b": 2.0, "diff": 1.0, "ci_low": 0.2, "ci_high": 1.8}
+    few.update(p_value=0.25, verdict="no clear difference", reason="too few")
+    out = _printed(_judge_file(comparisons=[apart, few]))
+    j = _judge_file(comparisons=[apart, few])
+    line = next(x for x in out.splitlines() if x.strip().startswith("drop-3 − base"))
+    assert "+1.50 [+0.40, +2.60] over 6 problems: " + verdict_note(j.comparisons[0]) in line
+    assert "sign-flip permutation test does not reject, p = 0.062" in line
+    line = next(x for x in out.splitlines() if x.strip().startswith("drop-4 − base"))
+    assert line.endswith("over 3 problems: too few problems for a verdict: 3 < 6")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from layerprobe.cli.common import console, current_argv, progress_bars
-from layerprobe.data.verdicts import verdict_short
+from layerprobe.data.verdicts import verdict_note, verdict_short
 from layerprobe.errors import UserError
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ def _print_comparisons(j: JudgeFile, say: Console) -> None:
         for c in paired:
             say.print(
                 f"  {c.variant} − {c.base}, {j.behaviours.get(c.metric, c.metric)}: {_num(c.diff, '{:+.2f}')}"
-                f"{_ci((c.ci_low, c.ci_high), '{:+.2f}')} over {c.n_pairs} problems: {verdict_short(c)}"
+                f"{_ci((c.ci_low, c.ci_high), '{:+.2f}')} over {c.n_pairs} problems: {verdict_note(c) or verdict_short(c)}"
             )
     agree = [a for a in j.agreement if a.variant == ("all" if len(j.outcomes) > 1 else a.variant)]
     if agree:
