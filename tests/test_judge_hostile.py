@@ -238,3 +238,15 @@ def test_the_terminal_words_a_paired_judge_difference_by_the_difference_rule() -
     assert "sign-flip permutation test does not reject, p = 0.062" in line
     line = next(x for x in out.splitlines() if x.strip().startswith("drop-4 − base"))
     assert line.endswith("over 3 problems: too few problems for a verdict: 3 < 6")
+
+
+def test_the_agreement_is_printed_once_per_behaviour() -> None:
+    """With one variant judged so far (a partial run) the agreement over every variant and the variant's
+    own were both printed under one label, with two values."""
+    rows = [
+        {"variant": "base", "behaviour": "b", "n": 6, "n_problems": 6, "spearman": 0.5, "ci": (0.1, 0.8)},
+        {"variant": "all", "behaviour": "b", "n": 6, "n_problems": 6, "spearman": 0.4, "ci": (0.0, 0.7)},
+    ]
+    out = _printed(_judge_file(outcomes={"base": {"count": 6}}, agreement=rows))
+    line = next(x for x in out.splitlines() if "bees" in x and "rho" not in x and "(n=" in x)
+    assert line.count("bees") == 1 and "+0.40 [+0.00, +0.70] (n=6)" in line

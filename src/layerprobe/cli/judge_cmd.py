@@ -245,7 +245,8 @@ def _print_comparisons(j: JudgeFile, say: Console) -> None:
                 f"  {c.variant} − {c.base}, {j.behaviours.get(c.metric, c.metric)}: {_num(c.diff, '{:+.2f}')}"
                 f"{_ci((c.ci_low, c.ci_high), '{:+.2f}')} over {c.n_pairs} problems: {verdict_note(c) or verdict_short(c)}"
             )
-    agree = [a for a in j.agreement if a.variant == ("all" if len(j.outcomes) > 1 else a.variant)]
+    # over every variant when the file has it (several variants in the run), else the one variant's: one row per behaviour
+    agree = [a for a in j.agreement if a.variant == "all"] or j.agreement
     if agree:
         say.print(
             "agreement with layerprobe's reflection words (Spearman's rho over traces, 95 % CI, problems resampled):",
