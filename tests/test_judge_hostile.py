@@ -250,3 +250,32 @@ def test_the_agreement_is_printed_once_per_behaviour() -> None:
     out = _printed(_judge_file(outcomes={"base": {"count": 6}}, agreement=rows))
     line = next(x for x in out.splitlines() if "bees" in x and "rho" not in x and "(n=" in x)
     assert line.count("bees") == 1 and "+0.40 [+0.00, +0.70] (n=6)" in line
+
+
+def test_judging_a_partial_or_damaged_run_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The terminal said nothing when the run judged was partial or had damaged lines: its numbers rest on
+    the traces that could be read, and it must say so where they appear."""
+    from tests.cli_utils import run_cli
+
+    run_dir = make_run(
+        tmp_path / "run", groups=("long",), problems_per_group=4, budgets=(16,), samples=0, probes=False, keep_fraction=0.5
+    )
+    with open(run_dir / "samples.jsonl", "ab") as fh:
+        fh.write(b'{"variant": "base", "cut\n')
+    srv = Scripted([])
+    res = run_cli(
+        capsys,
+        "judge",
+        str(run_dir),
+        "--endpoint",
+        srv.url,
+        "--judge-model",
+        "judge-1",
+        "--taxonomy",
+        str(_taxonomy(tmp_path)),
+        "--no-report",
+    )
+    srv.close()
+    assert res.code == 0, res.err
+    assert "note: the run: 1 damaged line of samples.jsonl skipped" in res.out
+    assert "note: the run: 4 of 8 expected traces are present" in res.out

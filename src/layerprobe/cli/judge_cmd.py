@@ -144,6 +144,8 @@ def run_judge(settings: JudgeSettings, summary: bool = True) -> Judge:
         job = Judge(settings, progress, argv)
         job.run()
     if job.summary is not None and summary:
+        for note in job.run_read.notes:  # a partial or damaged run: the counts are over what could be read
+            console().print(f"note: the run: {note}", soft_wrap=True)
         print_judge_summary(job.summary, console(), session=job.session)
     if job.stopped:
         console().print(f"stopped: {job.stopped}; run the same command again to go on")
