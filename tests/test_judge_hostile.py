@@ -279,3 +279,28 @@ def test_judging_a_partial_or_damaged_run_says_so(tmp_path: Path, capsys: pytest
     assert res.code == 0, res.err
     assert "note: the run: 1 damaged line of samples.jsonl skipped" in res.out
     assert "note: the run: 4 of 8 expected traces are present" in res.out
+
+
+def test_the_means_table_is_never_cut_in_a_narrow_terminal() -> None:
+    """At 80 columns the shipped `four` taxonomy's table cut its numbers ("1.00 [1.00, 1.0…") and the
+    variant names ("…")."""
+    from rich.console import Console
+
+    from layerprobe.cli.judge_cmd import print_judge_summary
+
+    titles = {"verification": "verification", "backtracking": "backtracking", "subgoals": "subgoal setting"}
+    titles["backward-chaining"] = "backward chaining"
+    stats = [
+        {"variant": v, "group": g, "behaviour": b, "n_traces": 16, "n_counted": 16, "n_problems": 8, "mean": 1.25}
+        | {"ci": (0.75, 1.5)}
+        for v in ("base", "shortgpt-2")
+        for g in ("all", "long")
+        for b in titles
+    ]
+    j = _judge_file(behaviours=titles, stats=stats)
+    say = Console(record=True, width=80, markup=False, highlight=False, soft_wrap=True)
+    print_judge_summary(j, say)
+    out = say.export_text()
+    assert "…" not in out
+    assert out.count("1.25 [0.75, 1.50] n=16") == len(stats) and "shortgpt-2" in out
+    assert say.width == 80

@@ -235,7 +235,21 @@ def _print_means(j: JudgeFile, say: Console) -> None:
             cells.append("–" if s is None or s.mean is None else f"{s.mean:.2f}{_ci(s.ci)} n={s.n_counted}")
         last = i == len(rows) - 1 or rows[i + 1][0] != v
         table.add_row(v if i == 0 or rows[i - 1][0] != v else "", g, *cells, end_section=last)
-    say.print(table)
+    _print_whole(table, say)
+
+
+def _print_whole(table: Any, say: Console) -> None:
+    """Print `table` at its natural width when the terminal is narrower: its cells do not wrap, and a
+    number cut to "1.0…" would be a different number (the terminal wraps the long lines instead)."""
+    from rich.measure import Measurement
+
+    needed = Measurement.get(say, say.options.update_width(100_000), table).maximum
+    width = say.width
+    say.width = max(width, needed)
+    try:
+        say.print(table)
+    finally:
+        say.width = width
 
 
 def _print_comparisons(j: JudgeFile, say: Console) -> None:
