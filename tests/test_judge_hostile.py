@@ -304,3 +304,31 @@ def test_the_means_table_is_never_cut_in_a_narrow_terminal() -> None:
     assert "…" not in out
     assert out.count("1.25 [0.75, 1.50] n=16") == len(stats) and "shortgpt-2" in out
     assert say.width == 80
+
+
+def test_the_report_states_the_difference_rule_beside_the_judge_s_paired_differences(tmp_path: Path) -> None:
+    """The judge's part of the report stated its own rule ("no clear difference where either does not
+    exclude zero"), which is not the difference rule its verdicts follow (at least 6 problems, "not
+    established" where interval and test part)."""
+    import html as htmllib
+    import re
+
+    from layerprobe.data.judge import JUDGE_DIR, STATE_FILE, CallLog
+    from layerprobe.data.reader import load_run
+    from layerprobe.data.store import write_model
+    from layerprobe.data.verdicts import RULE
+    from layerprobe.report import render_report
+    from tests.test_judge_rules import _call, _state
+
+    run_dir = make_run(tmp_path / "run", groups=("long",), problems_per_group=6, budgets=(16,), samples=0, probes=False)
+    (run_dir / JUDGE_DIR).mkdir()
+    write_model(run_dir / JUDGE_DIR / STATE_FILE, _state(behaviours=("a",)))
+    log = CallLog(run_dir)
+    for i, r in enumerate(load_run(run_dir).samples):
+        log.append(_call(r, "a", "count", 2 + i % 3 + (r.variant != "base")))
+    log.close()
+    page = render_report(run_dir).read_text(encoding="utf-8")
+    start = page.index("Behaviours counted by a judge model")
+    part = htmllib.unescape(re.sub(r"<[^>]+>", "", page[start : page.index("<h3>Loops</h3>", start)]))
+    assert "Each variant against base, the study's comparison" in part
+    assert RULE in part and "where either does not exclude zero" not in part
