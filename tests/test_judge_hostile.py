@@ -332,3 +332,35 @@ def test_the_report_states_the_difference_rule_beside_the_judge_s_paired_differe
     part = htmllib.unescape(re.sub(r"<[^>]+>", "", page[start : page.index("<h3>Loops</h3>", start)]))
     assert "Each variant against base, the study's comparison" in part
     assert RULE in part and "where either does not exclude zero" not in part
+
+
+def test_compare_counts_removed_depths_by_the_difference_rule_s_words() -> None:
+    """compare's sentence counted every depth that was neither clearly lower nor higher as "no clear
+    difference", those with too few problems and those whose interval and test part included."""
+    from layerprobe.data.schema import CompareFile, CrossModel
+    from layerprobe.report.compare import cross_sentences
+
+    def damage(depth: int, verdict: str, reason: str, n: int) -> dict[str, Any]:
+        return {"a": "x", "b": "y", "group": "long", "what": "damage", "dropped_a": [depth], "dropped_b": [depth]} | {
+            "n_pairs": n,
+            "mean_a": -0.1,
+            "mean_b": -0.3,
+            "diff": -0.2,
+            "ci": (-0.4, -0.05),
+            "verdict": verdict,
+            "reason": reason,
+        }
+
+    rows = [
+        damage(1, "lower", "both", 10),
+        damage(2, "no clear difference", "neither", 10),
+        damage(3, "no clear difference", "interval only", 10),
+        damage(4, "no clear difference", "too few", 4),
+        damage(5, "no clear difference", "too few", 3),
+    ]
+    cmp = CompareFile.model_construct(runs=[], cross=[CrossModel.model_validate(r) for r in rows])  # only what the sentence reads
+    (sentence,) = cross_sentences(cmp)
+    assert (
+        "y loses clearly more than x at 1 of 5 depths, clearly less at 0, no clear difference at 1, not established at 1, "
+        "too few problems at 2" in sentence
+    )
