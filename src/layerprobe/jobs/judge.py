@@ -357,26 +357,8 @@ class Judge(Job):
         s = self.settings
         session = len(self.state.sessions) - 1
         if reused is not None:
-            rec = reused.model_copy(
-                update={
-                    "variant": item.trace.variant,
-                    "problem_id": item.trace.problem_id,
-                    "mode": item.trace.mode,
-                    "budget": item.trace.budget,
-                    "sample": item.trace.sample,
-                    "behaviour": item.behaviour,
-                    "trace_sha": item.trace_sha,
-                    "attempts": 0,
-                    "prompt_tokens": None,
-                    "completion_tokens": None,
-                    "reused_from": list(reused.key()),
-                    "session": session,
-                    "started": time.time(),
-                    "seconds": 0.0,
-                }
-            )
             self.session.reused += 1
-            self._record(rec)
+            self._record(_shared(reused, item, session=session, started=time.time(), seconds=0.0))
             return
         assert answer is not None
         rec = JudgeCall(
@@ -412,23 +394,7 @@ class Judge(Job):
         self._record(rec)
         for f in item.followers:
             self.session.reused += 1
-            self._record(
-                rec.model_copy(
-                    update={
-                        "variant": f.trace.variant,
-                        "problem_id": f.trace.problem_id,
-                        "mode": f.trace.mode,
-                        "budget": f.trace.budget,
-                        "sample": f.trace.sample,
-                        "behaviour": f.behaviour,
-                        "trace_sha": f.trace_sha,
-                        "attempts": 0,
-                        "prompt_tokens": None,
-                        "completion_tokens": None,
-                        "reused_from": list(rec.key()),
-                    }
-                )
-            )
+            self._record(_shared(rec, f))
 
     def _record(self, rec: JudgeCall) -> None:
         self.log.append(rec)
@@ -445,6 +411,24 @@ class Judge(Job):
         self.session.stopped = self.stopped
         self._save(status)
         self.summary = write_judge(self.out, self.run_read.info, self.run_read.samples)
+
+
+def _shared(rec: JudgeCall, item: _Item, **more: Any) -> JudgeCall:
+    """The record of `item` that shares `rec`'s reply (an identical request): no call, no tokens of its own."""
+    t = item.trace
+    keys = {"variant": t.variant, "problem_id": t.problem_id, "mode": t.mode, "budget": t.budget, "sample": t.sample}
+    return rec.model_copy(
+        update={
+            **keys,
+            "behaviour": item.behaviour,
+            "trace_sha": item.trace_sha,
+            "attempts": 0,
+            "prompt_tokens": None,
+            "completion_tokens": None,
+            "reused_from": list(rec.key()),
+            **more,
+        }
+    )
 
 
 def problem_texts(run: Run, traces: Sequence[SampleRecord]) -> dict[str, str]:
