@@ -175,6 +175,8 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
     group with 95 % intervals, the paired differences against the base, the agreement with the
     reflection words, and the tokens spent."""
 
+    from layerprobe.data.judge import outcome_totals
+
     text = "the whole response" if j.text == "response" else "the thinking only"
     which = []
     if j.selection.get("first_sample"):
@@ -190,11 +192,7 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
     )
     for note in j.notes:
         say.print(f"note: {note}")
-    failed: dict[str, int] = {}
-    for per in j.outcomes.values():
-        for k, n in per.items():
-            if k != "count":
-                failed[k] = failed.get(k, 0) + n
+    failed = {k: n for k, n in outcome_totals(j).items() if k != "count"}
     if failed:
         say.print(
             "without a count (missing, not zero): " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(failed.items()))
