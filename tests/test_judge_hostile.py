@@ -60,7 +60,7 @@ def test_a_reply_that_is_not_a_chat_completion_is_an_error_not_a_hang(tmp_path: 
     srv = Scripted([page])
     client = JudgeClient(srv.url, "judge-1", retries=0, timeout=10)
     a = client.ask([{"role": "user", "content": "q"}], ReadRule())
-    assert (a.outcome, a.count, a.attempts) == ("error", None, 1) and "could not be read" in a.reason
+    assert (a.outcome, a.count, a.attempts, a.retryable) == ("error", None, 1, True) and "could not be read" in a.reason
     client.close()
     srv.close()
     run_dir = _tiny_run(tmp_path)

@@ -215,7 +215,8 @@ class JudgeClient:
             try:
                 answer = self.classify(raw.parse(), rule)
             except Exception as exc:  # noqa: BLE001 - a 200 whose body is no chat completion (a proxy's HTML, cut JSON)
-                answer = Answer("error", reason=f"the reply could not be read ({type(exc).__name__}: {_first_line(exc)})")
+                why = f"the reply could not be read ({type(exc).__name__}: {_first_line(exc)})"
+                answer = Answer("error", reason=why, retryable=True)  # asked again by a later run, as a 5xx
             answer.attempts = attempts
         except oa.APITimeoutError:
             answer = Answer("timeout", reason=f"no reply within {self.timeout:g} s", attempts=1 + self.retries, retryable=True)
