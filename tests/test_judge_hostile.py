@@ -364,3 +364,24 @@ def test_compare_counts_removed_depths_by_the_difference_rule_s_words() -> None:
         "y loses clearly more than x at 1 of 5 depths, clearly less at 0, no clear difference at 1, not established at 1, "
         "too few problems at 2" in sentence
     )
+
+
+def test_judging_the_thinking_of_a_run_without_any_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--text thinking on a run whose model answers without thinking (toy-direct, a chat model) sent every
+    call with an empty trace, paying for counts of nothing."""
+    import json
+
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    run_dir = _tiny_run(tmp_path)
+    rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["thinking_text"] = ""
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    srv = Scripted([])
+    args = ["judge", str(run_dir), "--endpoint", srv.url, "--judge-model", "judge-1", "--taxonomy", str(_taxonomy(tmp_path))]
+    res = run_cli(capsys, *args, "--text", "thinking")
+    assert_one_line_error(res, "--text thinking: none of the 4 selected traces", "use --text response")
+    assert srv.requests == [] and not (run_dir / "judge").exists()
+    assert run_cli(capsys, *args, "--text", "response", "--no-report").code == 0  # the whole response is there
+    srv.close()

@@ -168,6 +168,11 @@ class Judge(Job):
                 f"{run.dir} has no trace{what} to judge"
                 + (f" (its budgets: {', '.join(map(str, budgets))}, or max)" if budgets and s.budget is not None else "")
             )
+        if not any(trace_text(r, s.text).strip() for r in self.traces):  # every call would ask about nothing
+            raise UserError(
+                f"--text {s.text}: none of the {len(self.traces)} selected traces of {run.dir} has any {s.text} text"
+                + (" (a model that answers without thinking); use --text response" if s.text == "thinking" else "")
+            )
         self.problems = problem_texts(run, self.traces) if self.taxonomy.uses("problem") else {}
         self.client = JudgeClient(
             s.endpoint,
