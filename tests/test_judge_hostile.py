@@ -385,3 +385,21 @@ def test_judging_the_thinking_of_a_run_without_any_is_refused(tmp_path: Path, ca
     assert srv.requests == [] and not (run_dir / "judge").exists()
     assert run_cli(capsys, *args, "--text", "response", "--no-report").code == 0  # the whole response is there
     srv.close()
+
+
+def test_the_job_computes_the_summary_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job read the run with its extras, which recomputed the judge's summary from every line of
+    calls.jsonl before the job computed and wrote it again at the end."""
+    import layerprobe.data.judge as data_judge
+
+    run_dir = _tiny_run(tmp_path)
+    tax = _taxonomy(tmp_path)
+    srv = Scripted([])
+    assert _run_bounded(_job(run_dir, srv.url, tax)) is None
+    (run_dir / "judge.json").unlink()  # as after a kill -9: the reader would recompute it
+    computed = []
+    real = data_judge.compute_judge
+    monkeypatch.setattr(data_judge, "compute_judge", lambda *a, **k: computed.append(1) or real(*a, **k))
+    assert _run_bounded(_job(run_dir, srv.url, tax)) is None
+    srv.close()
+    assert len(computed) == 1 and (run_dir / "judge.json").is_file()

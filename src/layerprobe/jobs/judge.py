@@ -153,7 +153,7 @@ class Judge(Job):
     def prepare(self) -> None:
         s = self.settings
         s.check()
-        self.run_read = run = load_run(s.run_dir)
+        self.run_read = run = load_run(s.run_dir, extras=False)  # the traces; its explain.json, judge.json: not needed
         check_can_write(run.dir, "the run directory")
         folder = judge_dir(run.dir)
         if folder.exists() and not folder.is_dir():
