@@ -58,12 +58,23 @@ TEXTS: dict[str, str] = {
     "the final then spaces": _rep("the final "),
     "a long line then \\boxed": _rep("a") + "\\boxed x",
     "\\boxed without a brace on one line": _rep("\\boxed "),
+    "<count> tags": _rep("<count>"),
+    "<count> then spaces": "<count>" + _rep(" ") + "x",
+    "<count> then digits": "<count>" + _rep("1"),
+    "nested <count> tags": _rep("<count><count>1</count>"),
+    "a two-word reflection split by spaces": "let" + _rep(" ") + "me",
+    "sentence ends and spaces": _rep(". "),
 }
 
 
 def rules() -> dict[str, Callable[[str], object]]:
-    """Every rule that reads a model's text, by name (the grader's extraction rules, its cascades, and
-    the readers of a trace's shape)."""
+    """Every rule that reads a model's text, by name (the grader's extraction rules, its cascades, the
+    readers of a trace's shape, the reflection words and sentences of the trace metrics, the rule that
+    reads a judge model's count, and the reader of a JSONL file's field names)."""
+    from layerprobe.jobs.ingest_fields import gold_like_fields
+    from layerprobe.judge.taxonomy import load_taxonomy, read_count
+    from layerprobe.metrics.reflection import reflection_counts
+    from layerprobe.metrics.selfbleu import split_sentences
     from layerprobe.scaling import traces
     from layerprobe.tasks import grading as g
 
@@ -83,6 +94,12 @@ def rules() -> dict[str, Callable[[str], object]]:
         "gold answer check": lambda t: [g.gold_problem(k, t) for k in ("integer", "mc", "digit", "math")],
         "number comparison": lambda t: g.numbers_equal(t, t),
     }
+    count_rule = load_taxonomy("study")[0].read
+    assert count_rule == load_taxonomy("four")[0].read  # one rule for both shipped taxonomies
+    out["judge count (shipped taxonomies)"] = lambda t: read_count(t, count_rule)
+    out["reflection words"] = reflection_counts
+    out["sentence split (Self-BLEU within a trace)"] = split_sentences
+    out["gold-like field name"] = lambda t: gold_like_fields({t: "1"})
     for fmt in traces.INGEST_FORMATS:
         out[f"trace shape {fmt}"] = lambda t, fmt=fmt: traces.parse_trace(fmt, t)
     out["trace shape s1 (bare)"] = lambda t: traces.parse_trace("s1", t, bare=True)

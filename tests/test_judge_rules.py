@@ -180,9 +180,10 @@ def test_the_stored_endpoint_drops_what_may_hold_a_key() -> None:
 
 class Scripted:
     """A small HTTP server that answers each POST to /v1/chat/completions with the next scripted
-    (status, headers, body), and GET /v1/models with one model; it records every request."""
+    (status, headers, body: a JSON value, or bytes sent as they are), and GET /v1/models with one model;
+    it records every request."""
 
-    def __init__(self, script: list[tuple[int, dict[str, str], dict[str, Any]]], models: list[str] | None = None) -> None:
+    def __init__(self, script: list[tuple[int, dict[str, str], Any]], models: list[str] | None = None) -> None:
         self.script, self.requests = list(script), []  # type: ignore[var-annotated]
         self.models = ["judge-1"] if models is None else models
         outer = self
@@ -191,8 +192,8 @@ class Scripted:
             def log_message(self, *a: Any) -> None:
                 return None
 
-            def _send(self, status: int, headers: dict[str, str], body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, headers: dict[str, str], body: dict[str, Any] | bytes) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()  # bytes: sent as they are
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -519,7 +520,7 @@ def test_analyze_checks_the_judge_before_any_work(tmp_path: Path, capsys: pytest
     res = run_cli(capsys, "analyze", "--out", str(out), "--judge-endpoint", "http://127.0.0.1:9/v1")
     assert_one_line_error(res, "--judge-endpoint and --judge-model go together")
     res = run_cli(capsys, "analyze", "--out", str(out), "--judge-endpoint", "http://127.0.0.1:9/v1", "--judge-model", "m")
-    assert_one_line_error(res, "no answer")
+    assert_one_line_error(res, "--judge-endpoint http://127.0.0.1:9/v1", "no answer")
     assert not out.exists()
 
 

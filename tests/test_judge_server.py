@@ -352,7 +352,7 @@ def test_ingest_judges_its_traces_when_asked(server: Server, tmp_path: Path, cap
     common = ["ingest", str(traces), "--from", "jsonl", "--model", "toy", "--format", "think-tags", "--answer-type", "digit"]
     common += ["--no-probes", "--no-report", "--out", str(out), "--judge-model", server.model, "--judge-taxonomy", str(tax)]
     dead = run_cli(capsys, *common, "--judge-endpoint", f"http://127.0.0.1:{_free_port()}/v1")
-    assert_one_line_error(dead, "no answer")
+    assert_one_line_error(dead, "--judge-endpoint http", "no answer")
     assert not out.exists()  # checked before the ingest wrote anything
     before = server.posts()
     res = run_cli(capsys, *common, "--judge-endpoint", server.url)

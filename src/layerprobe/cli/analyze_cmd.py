@@ -159,7 +159,7 @@ def analyze(
     ] = None,
     judge_endpoint: JudgeEndpointOpt = None,
     judge_model: JudgeAfterModelOpt = None,
-    judge_taxonomy: JudgeTaxonomyOpt = "study",
+    judge_taxonomy: JudgeTaxonomyOpt = None,
 ) -> None:
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary

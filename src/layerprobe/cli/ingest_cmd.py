@@ -80,7 +80,7 @@ def ingest(
     no_report: Annotated[bool, typer.Option("--no-report", help="do not render report.html")] = False,
     judge_endpoint: JudgeEndpointOpt = None,
     judge_model: JudgeAfterModelOpt = None,
-    judge_taxonomy: JudgeTaxonomyOpt = "study",
+    judge_taxonomy: JudgeTaxonomyOpt = None,
 ) -> None:
     """Read traces generated elsewhere into a run directory: graded by layerprobe, trace metrics, probes
     by prefill (the same arrays as `analyze` captures), one variant per ingest."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from layerprobe.cli.common import console, current_argv, progress_bars
-from layerprobe.data.verdicts import verdict_short
+from layerprobe.data.verdicts import verdict_note, verdict_short
 from layerprobe.errors import UserError
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ JudgeEndpointOpt = Annotated[
     typer.Option("--judge-endpoint", help="then count behaviours in the traces with a judge model at this OpenAI-compatible URL"),
 ]
 JudgeAfterModelOpt = Annotated[str | None, typer.Option("--judge-model", help="the judge model's name at --judge-endpoint")]
-JudgeTaxonomyOpt = Annotated[str, typer.Option("--judge-taxonomy", help="the judge's behaviours: study | four | FILE.toml")]
+JudgeTaxonomyOpt = Annotated[
+    str | None, typer.Option("--judge-taxonomy", help="the judge's behaviours: study | four | FILE.toml (default: study)")
+]
 
 
 def judge(
@@ -96,22 +98,33 @@ def judge(
         console().print(f"report: {render_report([run_dir])}")
 
 
-def judge_settings(endpoint: str | None, judge_model: str | None, taxonomy: str) -> JudgeSettings | None:
+def judge_settings(endpoint: str | None, judge_model: str | None, taxonomy: str | None) -> JudgeSettings | None:
     """For analyze and ingest: the settings of --judge-endpoint / --judge-model / --judge-taxonomy (None
-    when neither is given), checked against the endpoint before any other work (UserError in one line).
+    when none is given), checked against the endpoint before any other work (UserError in one line).
     The run directory is filled in once the run is written."""
-    if endpoint is None and judge_model is None:
+    if endpoint is None and judge_model is None and taxonomy is None:
         return None
     if endpoint is None or judge_model is None:
-        raise UserError("--judge-endpoint and --judge-model go together: the endpoint and the judge model's name there")
+        raise UserError(
+            "--judge-endpoint and --judge-model go together (--judge-taxonomy needs both): the endpoint and the "
+            "judge model's name there"
+        )
+    taxonomy = "study" if taxonomy is None else taxonomy
     from layerprobe.jobs.judge import JudgeSettings
     from layerprobe.judge.client import JudgeClient
     from layerprobe.judge.taxonomy import load_taxonomy
 
     settings = JudgeSettings(run_dir=Path("."), endpoint=endpoint, judge_model=judge_model, taxonomy=taxonomy)
     settings.check()
-    load_taxonomy(taxonomy)
-    client = JudgeClient(endpoint, judge_model, key_env=settings.key_env, timeout=settings.timeout, retries=settings.retries)
+    load_taxonomy(taxonomy, "--judge-taxonomy")
+    client = JudgeClient(
+        endpoint,
+        judge_model,
+        key_env=settings.key_env,
+        timeout=settings.timeout,
+        retries=settings.retries,
+        endpoint_flag="--judge-endpoint",
+    )
     try:
         client.check()
     finally:
@@ -131,6 +144,8 @@ def run_judge(settings: JudgeSettings, summary: bool = True) -> Judge:
         job = Judge(settings, progress, argv)
         job.run()
     if job.summary is not None and summary:
+        for note in job.run_read.notes:  # a partial or damaged run: the counts are over what could be read
+            console().print(f"note: the run: {note}", soft_wrap=True)
         print_judge_summary(job.summary, console(), session=job.session)
     if job.stopped:
         console().print(f"stopped: {job.stopped}; run the same command again to go on")
@@ -160,6 +175,8 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
     group with 95 % intervals, the paired differences against the base, the agreement with the
     reflection words, and the tokens spent."""
 
+    from layerprobe.data.judge import outcome_totals
+
     text = "the whole response" if j.text == "response" else "the thinking only"
     which = []
     if j.selection.get("first_sample"):
@@ -175,11 +192,7 @@ def print_judge_summary(j: JudgeFile, say: Console, session: Any = None) -> None
     )
     for note in j.notes:
         say.print(f"note: {note}")
-    failed: dict[str, int] = {}
-    for per in j.outcomes.values():
-        for k, n in per.items():
-            if k != "count":
-                failed[k] = failed.get(k, 0) + n
+    failed = {k: n for k, n in outcome_totals(j).items() if k != "count"}
     if failed:
         say.print(
             "without a count (missing, not zero): " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(failed.items()))
@@ -220,7 +233,21 @@ def _print_means(j: JudgeFile, say: Console) -> None:
             cells.append("–" if s is None or s.mean is None else f"{s.mean:.2f}{_ci(s.ci)} n={s.n_counted}")
         last = i == len(rows) - 1 or rows[i + 1][0] != v
         table.add_row(v if i == 0 or rows[i - 1][0] != v else "", g, *cells, end_section=last)
-    say.print(table)
+    _print_whole(table, say)
+
+
+def _print_whole(table: Any, say: Console) -> None:
+    """Print `table` at its natural width when the terminal is narrower: its cells do not wrap, and a
+    number cut to "1.0…" would be a different number (the terminal wraps the long lines instead)."""
+    from rich.measure import Measurement
+
+    needed = Measurement.get(say, say.options.update_width(100_000), table).maximum
+    width = say.width
+    say.width = max(width, needed)
+    try:
+        say.print(table)
+    finally:
+        say.width = width
 
 
 def _print_comparisons(j: JudgeFile, say: Console) -> None:
@@ -230,9 +257,10 @@ def _print_comparisons(j: JudgeFile, say: Console) -> None:
         for c in paired:
             say.print(
                 f"  {c.variant} − {c.base}, {j.behaviours.get(c.metric, c.metric)}: {_num(c.diff, '{:+.2f}')}"
-                f"{_ci((c.ci_low, c.ci_high), '{:+.2f}')} over {c.n_pairs} problems: {verdict_short(c)}"
+                f"{_ci((c.ci_low, c.ci_high), '{:+.2f}')} over {c.n_pairs} problems: {verdict_note(c) or verdict_short(c)}"
             )
-    agree = [a for a in j.agreement if a.variant == ("all" if len(j.outcomes) > 1 else a.variant)]
+    # over every variant when the file has it (several variants in the run), else the one variant's: one row per behaviour
+    agree = [a for a in j.agreement if a.variant == "all"] or j.agreement
     if agree:
         say.print(
             "agreement with layerprobe's reflection words (Spearman's rho over traces, 95 % CI, problems resampled):",

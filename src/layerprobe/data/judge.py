@@ -368,6 +368,11 @@ def _agreement(
     return out
 
 
+def outcome_totals(j: JudgeFile) -> Counter[str]:
+    """(trace, behaviour) pairs by outcome over every variant ("count", "unparsable", ..., "not asked")."""
+    return sum((Counter(per) for per in j.outcomes.values()), Counter())
+
+
 def write_judge(run_dir: str | os.PathLike[str], info: RunInfo, samples: Sequence[SampleRecord]) -> JudgeFile | None:
     """compute_judge and write judge.json atomically (nothing when the run has not been judged)."""
     summary = compute_judge(run_dir, info, samples)

@@ -38,6 +38,7 @@ from layerprobe.data.judge import (
     trace_text,
     write_judge,
 )
+from layerprobe.data.lock import check_free
 from layerprobe.data.reader import Run, load_run
 from layerprobe.data.schema import JudgeCall, JudgeFile, JudgeSession, JudgeState, SampleRecord
 from layerprobe.data.store import now, write_model
@@ -145,12 +146,18 @@ class Judge(Job):
     def resume_command(self) -> list[str]:
         return list(self.argv)  # the run directory is its argument, not an --out
 
+    def busy_message(self, who: str) -> str:
+        return f"{self.out} is being written by {who}; judge it when that ends"
+
     # -- prepare ---------------------------------------------------------------------------------
     def prepare(self) -> None:
         s = self.settings
         s.check()
-        self.run_read = run = load_run(s.run_dir)
+        self.run_read = run = load_run(s.run_dir, extras=False)  # the traces; its explain.json, judge.json: not needed
         check_can_write(run.dir, "the run directory")
+        folder = judge_dir(run.dir)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is not a folder: move it away (the judge keeps its records in RUN/{folder.name}/)")
         self.taxonomy, self.taxonomy_source = load_taxonomy(s.taxonomy)
         self.selection: dict[str, Any] = {"first_sample": s.first_sample, "budget": s.budget}
         self.traces = select_traces(run.samples, self.selection)
@@ -160,6 +167,11 @@ class Judge(Job):
             raise UserError(
                 f"{run.dir} has no trace{what} to judge"
                 + (f" (its budgets: {', '.join(map(str, budgets))}, or max)" if budgets and s.budget is not None else "")
+            )
+        if not any(trace_text(r, s.text).strip() for r in self.traces):  # every call would ask about nothing
+            raise UserError(
+                f"--text {s.text}: none of the {len(self.traces)} selected traces of {run.dir} has any {s.text} text"
+                + (" (a model that answers without thinking); use --text response" if s.text == "thinking" else "")
             )
         self.problems = problem_texts(run, self.traces) if self.taxonomy.uses("problem") else {}
         self.client = JudgeClient(
@@ -171,6 +183,7 @@ class Judge(Job):
             timeout=s.timeout,
             retries=s.retries,
         )
+        check_free(run.dir, self.kind, self.busy_message)  # before a call to the endpoint: refused at once
         self.client.check()
 
     def cleanup(self) -> None:
@@ -281,14 +294,17 @@ class Judge(Job):
         label = f"judge calls ({s.judge_model.rstrip('/').rsplit('/', 1)[-1][:24]})"
         self.progress(label, 0, len(items), f"{done} records from identical requests")
         jobs: queue.Queue[_Item | None] = queue.Queue()
-        results: queue.Queue[tuple[_Item, Answer]] = queue.Queue()
+        results: queue.Queue[tuple[_Item, Answer | BaseException]] = queue.Queue()
 
         def worker() -> None:
             while True:
                 it = jobs.get()
                 if it is None:
                     return
-                results.put((it, self.client.ask(it.messages, self.taxonomy.rule(it.behaviour))))
+                try:
+                    results.put((it, self.client.ask(it.messages, self.taxonomy.rule(it.behaviour))))
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the job's thread: a worker that died silently hung it
+                    results.put((it, exc))
 
         threads = [threading.Thread(target=worker, daemon=True, name=f"judge-{k}") for k in range(min(s.concurrency, len(items)))]
         for t in threads:
@@ -314,6 +330,8 @@ class Judge(Job):
                 except queue.Empty:
                     continue
                 in_flight -= 1
+                if isinstance(answer, BaseException):
+                    raise answer
                 self._write(item, answer)
                 done += 1 + len(item.followers)
                 failing = failing + 1 if answer.retryable else 0
@@ -344,26 +362,8 @@ class Judge(Job):
         s = self.settings
         session = len(self.state.sessions) - 1
         if reused is not None:
-            rec = reused.model_copy(
-                update={
-                    "variant": item.trace.variant,
-                    "problem_id": item.trace.problem_id,
-                    "mode": item.trace.mode,
-                    "budget": item.trace.budget,
-                    "sample": item.trace.sample,
-                    "behaviour": item.behaviour,
-                    "trace_sha": item.trace_sha,
-                    "attempts": 0,
-                    "prompt_tokens": None,
-                    "completion_tokens": None,
-                    "reused_from": list(reused.key()),
-                    "session": session,
-                    "started": time.time(),
-                    "seconds": 0.0,
-                }
-            )
             self.session.reused += 1
-            self._record(rec)
+            self._record(_shared(reused, item, session=session, started=time.time(), seconds=0.0))
             return
         assert answer is not None
         rec = JudgeCall(
@@ -399,23 +399,7 @@ class Judge(Job):
         self._record(rec)
         for f in item.followers:
             self.session.reused += 1
-            self._record(
-                rec.model_copy(
-                    update={
-                        "variant": f.trace.variant,
-                        "problem_id": f.trace.problem_id,
-                        "mode": f.trace.mode,
-                        "budget": f.trace.budget,
-                        "sample": f.trace.sample,
-                        "behaviour": f.behaviour,
-                        "trace_sha": f.trace_sha,
-                        "attempts": 0,
-                        "prompt_tokens": None,
-                        "completion_tokens": None,
-                        "reused_from": list(rec.key()),
-                    }
-                )
-            )
+            self._record(_shared(rec, f))
 
     def _record(self, rec: JudgeCall) -> None:
         self.log.append(rec)
@@ -432,6 +416,24 @@ class Judge(Job):
         self.session.stopped = self.stopped
         self._save(status)
         self.summary = write_judge(self.out, self.run_read.info, self.run_read.samples)
+
+
+def _shared(rec: JudgeCall, item: _Item, **more: Any) -> JudgeCall:
+    """The record of `item` that shares `rec`'s reply (an identical request): no call, no tokens of its own."""
+    t = item.trace
+    keys = {"variant": t.variant, "problem_id": t.problem_id, "mode": t.mode, "budget": t.budget, "sample": t.sample}
+    return rec.model_copy(
+        update={
+            **keys,
+            "behaviour": item.behaviour,
+            "trace_sha": item.trace_sha,
+            "attempts": 0,
+            "prompt_tokens": None,
+            "completion_tokens": None,
+            "reused_from": list(rec.key()),
+            **more,
+        }
+    )
 
 
 def problem_texts(run: Run, traces: Sequence[SampleRecord]) -> dict[str, str]:

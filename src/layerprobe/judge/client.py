@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from layerprobe.errors import UserError
-from layerprobe.judge.taxonomy import ReadRule, read_count
+from layerprobe.judge.taxonomy import MAX_COUNT, ReadRule, read_count
 
 _CONTEXT = re.compile(
     r"context[ _-]?(length|size|window)|max(imum)?[ _-]?(model[ _-]?)?(len|length)\b|prompt (is )?too long|"
@@ -46,13 +46,26 @@ def display_endpoint(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
-def check_endpoint_url(url: str) -> str:
-    """`url` when it is an http(s) URL with a host, else a UserError saying what is valid."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"--endpoint {url}: expected an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1")
+def check_endpoint_url(url: str, flag: str = "--endpoint") -> str:
+    """`url` when it is an http(s) URL with a host (and a port from 1 to 65535, no spaces or control
+    characters, no user, query or fragment), else a UserError naming `flag` and saying what is valid."""
+    valid = "expected an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise UserError(f"{flag} {url!r}: a URL holds no spaces or control characters; {valid}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # an unclosed [IPv6 address, a port that is not a number from 0 to 65535
+        raise UserError(f"{flag} {url}: not a URL ({exc}); {valid}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise UserError(f"{flag} {url}: {valid}")
     if parts.username or parts.password:
-        raise UserError("--endpoint: give the key in an environment variable (--api-key-env), not inside the URL")
+        raise UserError(f"{flag}: give the key in an environment variable (--api-key-env), not inside the URL")
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise UserError(
+            f"{flag} {display_endpoint(url)}?...: give the URL without a ?query or #fragment (the client appends the "
+            "API's paths to it; a key goes in an environment variable, --api-key-env)"
+        )
     return url
 
 
@@ -127,8 +140,10 @@ class JudgeClient:
         max_tokens: int = 4096,
         timeout: float = 120.0,
         retries: int = 4,
+        endpoint_flag: str = "--endpoint",
     ) -> None:
-        self.endpoint, self.model, self.key_env = check_endpoint_url(endpoint), model, key_env
+        self.endpoint, self.model, self.key_env = check_endpoint_url(endpoint, endpoint_flag), model, key_env
+        self.endpoint_flag = endpoint_flag
         self.temperature, self.max_tokens, self.timeout, self.retries = temperature, max_tokens, timeout, retries
         self._key = os.environ.get(key_env) or ""
         openai = _openai()
@@ -149,7 +164,7 @@ class JudgeClient:
         """Ask the endpoint for its models and make one tiny chat call; a UserError in one line when the
         endpoint cannot be reached, refuses the key, does not know the model or refuses the settings."""
         oa = self._openai
-        where = f"--endpoint {display_endpoint(self.endpoint)}"
+        where = f"{self.endpoint_flag} {display_endpoint(self.endpoint)}"
         quick = self._client.with_options(timeout=max(self.timeout, PREFLIGHT_TIMEOUT), max_retries=1)
         served: list[str] | None = None
         try:
@@ -180,7 +195,8 @@ class JudgeClient:
         status = getattr(exc, "status_code", None)
         message = self.redact(_message(exc))
         if status in (401, 403):
-            key = f"the key in ${self.key_env}" if self._key else f"the request without a key (${self.key_env} is not set)"
+            unset = "is empty" if self.key_env in os.environ else "is not set"
+            key = f"the key in ${self.key_env}" if self._key else f"the request without a key (${self.key_env} {unset})"
             return f"{where} refused {key} ({status}: {message})"
         return f"{where} refused the request ({status}: {message})"
 
@@ -195,9 +211,13 @@ class JudgeClient:
             raw = self._client.chat.completions.with_raw_response.create(
                 model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
             )
-            completion = raw.parse()
-            answer = self.classify(completion, rule)
-            answer.attempts = 1 + int(getattr(raw, "retries_taken", 0) or 0)
+            attempts = 1 + int(getattr(raw, "retries_taken", 0) or 0)
+            try:
+                answer = self.classify(raw.parse(), rule)
+            except Exception as exc:  # noqa: BLE001 - a 200 whose body is no chat completion (a proxy's HTML, cut JSON)
+                why = f"the reply could not be read ({type(exc).__name__}: {_first_line(exc)})"
+                answer = Answer("error", reason=why, retryable=True)  # asked again by a later run, as a 5xx
+            answer.attempts = attempts
         except oa.APITimeoutError:
             answer = Answer("timeout", reason=f"no reply within {self.timeout:g} s", attempts=1 + self.retries, retryable=True)
         except oa.APIConnectionError as exc:
@@ -232,9 +252,9 @@ class JudgeClient:
         choices = getattr(completion, "choices", None) or []
         choice = choices[0] if choices else None
         message = getattr(choice, "message", None)
-        text = getattr(message, "content", None)
-        finish = getattr(choice, "finish_reason", None)
-        refusal = getattr(message, "refusal", None)
+        text = _text(getattr(message, "content", None))
+        finish = _text(getattr(choice, "finish_reason", None), 100)
+        refusal = _text(getattr(message, "refusal", None))
         count, reason = None, ""
         if choice is None:
             outcome, reason = "error", "the reply has no choices"
@@ -253,8 +273,24 @@ class JudgeClient:
             reason=reason,
             reply=text,
             finish_reason=finish,
-            served_model=getattr(completion, "model", None),
-            reply_id=getattr(completion, "id", None),
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
+            served_model=_text(getattr(completion, "model", None), 300),
+            reply_id=_text(getattr(completion, "id", None), 300),
+            prompt_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=_tokens(getattr(usage, "completion_tokens", None)),
         )
+
+
+def _text(value: Any, limit: int | None = None) -> str | None:
+    """A text field of a reply as stored: None when the endpoint sent something else (a number, a list)
+    in its place; names and ids cut at `limit` characters."""
+    if not isinstance(value, str):
+        return None
+    return value if limit is None else value[:limit]
+
+
+def _tokens(value: Any) -> int | None:
+    """A token count of a reply's usage as stored: None when it is not a whole number from 0 to MAX_COUNT
+    (an endpoint that reports -5 or 10^30 tokens has not counted them)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        return None
+    return value

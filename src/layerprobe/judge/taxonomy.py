@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from layerprobe._io import read_user_text
 from layerprobe.errors import UserError
 from layerprobe.rules import NAME_RULE, is_name
 
@@ -42,6 +43,8 @@ _PLACEHOLDER = re.compile(r"\{(trace|problem|gold)\}")
 DEFAULT_PATTERN = r"<count>\s*(\d+)\s*</count>"
 MAX_COUNT = 10**9
 """A count above this is not read as a count (the reply is unparsable)."""
+MAX_FILE_BYTES = 1_000_000
+"""The largest taxonomy file read (the shipped ones are about 4 KB; a larger file is refused unread)."""
 _STUDY_NAMES = ("response", "question", "solution", "completion", "reasoning", "text")
 
 
@@ -162,33 +165,37 @@ class Taxonomy(_Strict):
         raise KeyError(behaviour)
 
 
-def load_taxonomy(spec: str) -> tuple[Taxonomy, str]:
-    """(taxonomy, source): a shipped taxonomy by name ("study", "four") or a TOML / JSON file; source is
-    "shipped" or the file's path. UserError naming --taxonomy when it cannot be used."""
+def load_taxonomy(spec: str, flag: str = "--taxonomy") -> tuple[Taxonomy, str]:
+    """(taxonomy, source): a shipped taxonomy by name ("study", "four") or a TOML / JSON file of at most
+    MAX_FILE_BYTES; source is "shipped" or the file's path. UserError naming `flag` when it cannot be used."""
     if spec in SHIPPED:
         path, source = SHIPPED_DIR / f"{spec}.toml", "shipped"
     else:
         path, source = Path(spec), spec
         if not path.is_file():
-            raise UserError(f"--taxonomy {spec}: neither a shipped taxonomy ({', '.join(SHIPPED)}) nor a file")
+            raise UserError(f"{flag} {spec}: neither a shipped taxonomy ({', '.join(SHIPPED)}) nor a file")
+    expected = "a TOML or JSON taxonomy: name and [[behaviour]] entries (docs/judge.md)"
     try:
-        raw = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--taxonomy {spec}: cannot be read ({exc})") from None
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"{flag} {spec}: cannot be read ({exc.strerror or exc})") from None
+    if size > MAX_FILE_BYTES:
+        raise UserError(f"{flag} {spec}: {size / 1e6:,.1f} MB; {expected} is a few prompts, at most {MAX_FILE_BYTES:,} bytes")
+    raw = read_user_text(path, flag, expected)
     try:
         data = json.loads(raw) if path.suffix.lower() == ".json" else _toml(raw)
     except ValueError as exc:
         kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise UserError(f"--taxonomy {spec}: not valid {kind} ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{flag} {spec}: not valid {kind} ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise UserError(f"--taxonomy {spec}: expected a table with name and [[behaviour]] entries")
+        raise UserError(f"{flag} {spec}: expected a table with name and [[behaviour]] entries")
     try:
         return Taxonomy.model_validate(data), source
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"--taxonomy {spec}: {where}: {msg}" if where else f"--taxonomy {spec}: {msg}") from None
+        raise UserError(f"{flag} {spec}: {where}: {msg}" if where else f"{flag} {spec}: {msg}") from None
 
 
 def _toml(text: str) -> Any:

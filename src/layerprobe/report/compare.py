@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from layerprobe.data.schema import CompareFile
@@ -38,11 +39,13 @@ def cross_sentences(cmp: CompareFile) -> list[str]:
                     f"[{fmt(mean.ci[0], 'd')}, {fmt(mean.ci[1], 'd')}] ({verdict_note(mean) or verdict_short(mean)})"
                 )
             if dmg:
-                more = sum(c.verdict == "lower" for c in dmg)
-                less = sum(c.verdict == "higher" for c in dmg)
+                short = Counter(verdict_short(c) for c in dmg)  # the difference rule's words, not only its direction
+                rest = ", ".join(
+                    f"{w} at {short[w]}" for w in ("no clear difference", "not established", "too few problems") if short[w]
+                )
                 parts.append(
-                    f"removing one depth at a time, {b} loses clearly more than {a} at {more} of {len(dmg)} depths, "
-                    f"clearly less at {less}, no clear difference at {len(dmg) - more - less}"
+                    f"removing one depth at a time, {b} loses clearly more than {a} at {short['lower']} of {len(dmg)} depths, "
+                    f"clearly less at {short['higher']}" + (f", {rest}" if rest else "")
                 )
             accs: tuple[tuple[str, float | None], ...] = (
                 ((a, base.mean_a), (b, base.mean_b)) if base is not None and (dmg or mean) else ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from layerprobe.data.judge import outcome_totals
 from layerprobe.data.reader import ALL, Run
 from layerprobe.data.verdicts import verdict_words
 from layerprobe.report.numbers import Num
@@ -90,14 +91,9 @@ def judge_view(run: Run) -> dict[str, Any] | None:
                 "problems": a.n_problems,
             }
         )
-    failed: dict[str, int] = {}
-    counted = 0
-    for per in j.outcomes.values():
-        for k, n in per.items():
-            if k == "count":
-                counted += n
-            else:
-                failed[k] = failed.get(k, 0) + n
+    totals = outcome_totals(j)
+    counted = totals["count"]
+    failed = {k: n for k, n in totals.items() if k != "count"}
     return {
         "file": j,
         "rows": rows,
