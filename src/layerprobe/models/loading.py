@@ -252,10 +252,13 @@ def load_model(
     layer_map = list(range(n_layers))
     n_original = n_layers
     method = None
+    extra: dict[str, Any] = {}
     if prov is not None:  # a checkpoint written by layerprobe prune / heal: keep original indices
         layer_map = list(prov.layer_map)
         n_original = prov.n_layers_original
         method = prov.method
+        if prov.compression is not None:
+            extra["compression"] = dict(prov.compression)
     if revision is None and kind != "hub":  # a local checkpoint, a GGUF file or the toy: its content
         revision = weights_fingerprint(gguf_origin or source)
     loaded = LoadedModel(
@@ -270,6 +273,7 @@ def load_model(
         layer_map=layer_map,
         n_layers_original=n_original,
         method=method,
+        extra=extra,
     )
     _ = loaded.layers  # validate the layer path now, not at first use
     loaded.reasoning_format = fmt_hint  # declared by the alias; otherwise scaling.formats detects it from the tokenizer
