@@ -16,6 +16,7 @@ from layerprobe.data.summarize import TRACE_METRICS
 from layerprobe.errors import UserError
 from layerprobe.report import cases as cases_mod
 from layerprobe.report import figures
+from layerprobe.report.compression import compression_view
 from layerprobe.report.narrative import (
     TRACE_KIND,
     comparison_index,
@@ -60,6 +61,8 @@ class RunView:
     explain_command: str = ""
     """The explain command for this run, with its path as seen from where the report was rendered."""
     contrasts: list[dict[str, Any]] = field(default_factory=list)
+    compression: Any = None
+    """The matched-size comparison (report/compression.py), when the run has compression.json."""
 
 
 def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
@@ -301,6 +304,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         explain=run.extras.get("explain.json"),
         broke=what_broke(run),
         explain_command=explain_command(run.dir),
+        compression=compression_view(run),
     )
 
 
