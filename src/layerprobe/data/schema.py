@@ -125,6 +125,8 @@ class VariantSize(_Model):
 
     n_layers: int
     """Decoder layers the variant has."""
+    n_layers_base: int | None = None
+    """Decoder layers of the unpruned model (one layer's worth = linear_weights_base / n_layers_base)."""
     decoder_params: int
     """Every parameter of its decoder layers (linear weights, biases, norms), as stored."""
     decoder_params_base: int

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from layerprobe._io import TOO_LONG, iter_json_lines
 from layerprobe.data.schema import (
     MAX_COUNT,
+    CompressionSpec,
     IngestSource,
     ModelInfo,
     RunConfig,
@@ -457,6 +458,18 @@ class ModelSide:
     loaded: Any = None
     """The model that produced the traces (base without `dropped`) when probing."""
     method: str | None = None
+    compression: dict[str, Any] | None = None
+    """The record of a compressed checkpoint given as --model (layerprobe.json)."""
+
+
+def _compression_spec(comp: Any) -> CompressionSpec | None:
+    """A checkpoint's compression record as the run stores it (None when it has none or it does not fit)."""
+    if not isinstance(comp, dict) or not comp.get("size"):
+        return None
+    try:
+        return CompressionSpec.model_validate(comp)
+    except ValueError:
+        return None
 
 
 def _model_side(
@@ -470,6 +483,14 @@ def _model_side(
     tokenizer: str | None,
 ) -> ModelSide:
     """Load what the ingest needs: the tokenizer and config only when there are no probes."""
+    if method:
+        from layerprobe.prune.methods import get_method
+
+        if get_method(method).kind != "depth":
+            raise UserError(
+                f"ingest --method removes whole layers; --method {method} compresses weights: prune first "
+                f"(layerprobe prune --method {method} --match-layers K --out DIR) and give that checkpoint as --model"
+            )
     if not probes:
         from layerprobe.models.loading import load_text_model
 
@@ -498,6 +519,7 @@ def _model_side(
             reasoning_format=tm.reasoning_format,
             context=tm.context,
             tokenizer_name=tm.tokenizer_name,
+            compression=tm.compression,
         )
     if tokenizer is not None:
         raise UserError(
@@ -538,6 +560,7 @@ def _model_side(
         base=base,
         loaded=loaded,
         method=method,
+        compression=loaded.extra.get("compression") if not drop and not method else None,
     )
 
 
@@ -653,17 +676,22 @@ class Ingest(Job):
             r.shape = _file_shape(r, self.hint, self.side.tokenizer)
         dropped = self.side.dropped
         method = s.method
+        comp = self.side.compression
+        compressed = comp.get("method") if isinstance(comp, dict) and comp.get("kind") not in (None, "depth") else None
         self.name = s.label or (
-            "base" if not dropped else (f"{method}-{len(dropped)}" if method else "drop-" + "-".join(map(str, dropped)))
+            (f"{compressed}" if compressed else "base")
+            if not dropped
+            else (f"{method}-{len(dropped)}" if method else "drop-" + "-".join(map(str, dropped)))
         )
         n = self.side.n_layers
         kept = [i for i in range(n) if i not in set(dropped)] if n is not None else None
         spec = VariantSpec(
             name=self.name,
             dropped=dropped,
-            method=self.side.method,
+            method=self.side.method or compressed,
             n_layers=len(kept) if kept is not None else None,
             layer_map=kept,
+            compression=_compression_spec(comp),
         )
         self.producer = s.producer or next((r.producer for r in self.reads if r.producer), None)
         self.info = _run_info(

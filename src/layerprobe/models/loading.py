@@ -304,6 +304,8 @@ class TextModel:
     """max_position_embeddings (None: unknown)."""
     dropped: list[int] = field(default_factory=list)
     """Original layers a pruned checkpoint (one with a layerprobe.json) lacks."""
+    compression: dict[str, Any] | None = None
+    """A compressed checkpoint's record (layerprobe.json): kind, method, size."""
 
 
 def _config_and_tokenizer_source(name: str) -> tuple[str, str, str | None, dict[str, Any]]:
@@ -351,11 +353,13 @@ def load_text_model(name: str, tokenizer: str | None = None) -> TextModel:
     from layerprobe.models.provenance import read_provenance
 
     dropped: list[int] = []
+    compression = None
     if config is not None and Path(source).is_dir():
         prov = read_provenance(Path(source), n_layers or 0)
         if prov is not None:  # a pruned checkpoint: depths are counted in the original model's layers
             n_layers = prov.n_layers_original
             dropped = [i for i in range(prov.n_layers_original) if i not in set(prov.layer_map)]
+            compression = prov.compression
     if n_layers is None and alias is not None and alias.n_layers:
         n_layers = alias.n_layers
     return TextModel(
@@ -369,4 +373,5 @@ def load_text_model(name: str, tokenizer: str | None = None) -> TextModel:
         reasoning_format=hint,
         context=getattr(config, "max_position_embeddings", None),
         dropped=dropped,
+        compression=compression,
     )

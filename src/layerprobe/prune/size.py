@@ -107,6 +107,7 @@ def size_record(model: LoadedModel, base: SizeCount, n_layers_original: int, con
     per_layer = base.linear_weights / max(1, n_layers_original)
     return {
         "n_layers": c.n_layers,
+        "n_layers_base": n_layers_original,
         "decoder_params": c.decoder_params,
         "decoder_params_base": base.decoder_params,
         "linear_weights": c.linear_weights,
@@ -121,6 +122,25 @@ def size_record(model: LoadedModel, base: SizeCount, n_layers_original: int, con
         "flops_context": context,
         "embedding_params": c.embedding_params,
     }
+
+
+def recount(model: LoadedModel, compression: dict[str, Any], when: str) -> dict[str, Any]:
+    """A compression record whose counted size is redone on `model`'s tensors now (e.g. after healing),
+    against the unpruned model's numbers it already holds; `when` says when it was counted."""
+    old = dict(compression.get("size") or {})
+    c = count_size(model, int(old.get("flops_context") or FLOPS_CONTEXT))
+    base = int(old.get("linear_weights_base") or 0)
+    per_layer = base / int(old["n_layers_base"]) if old.get("n_layers_base") else None
+    old.update(
+        nonzero_linear_weights=c.nonzero_linear_weights,
+        linear_weights=c.linear_weights,
+        kept_fraction=c.nonzero_linear_weights / base if base else None,
+        removed_fraction=1 - c.nonzero_linear_weights / base if base else None,
+        layers_removed_equivalent=(base - c.nonzero_linear_weights) / per_layer if per_layer else None,
+        flops_per_token_sparse=c.flops_per_token_sparse,
+        counted=when,
+    )
+    return {**compression, "size": old}
 
 
 @dataclass(frozen=True)
