@@ -348,7 +348,48 @@ def test_healing_a_sparse_checkpoint_says_whether_the_zeros_survive(capsys, tiny
     assert size["nonzero_linear_weights"] == nonzero and size["counted"] == "after healing"
 
 
-def test_matched_size_analysis_and_its_report_section(capsys, tmp_path):
+@pytest.fixture(scope="module")
+def toy_magnitude(tmp_path_factory) -> Path:
+    """A magnitude-pruned checkpoint of the toy (reads no text: quick)."""
+    from layerprobe.cli.app import main
+
+    out = tmp_path_factory.mktemp("mag") / "toy-magnitude"
+    try:
+        main(["prune", "--model", "toy", "--method", "magnitude", "--sparsity", "0.1", "--out", str(out)])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return out
+
+
+def test_ingest_names_a_compressed_checkpoints_traces_after_its_method(capsys, tmp_path, toy_magnitude):
+    from layerprobe.data.reader import load_run
+
+    f = tmp_path / "t.jsonl"
+    f.write_text(
+        json.dumps({"id": "p1", "prompt": "<q> x = 3 s1 +4 </q>", "completion": "<think> s1 3 +4 = 7 </think> \\boxed{ 7 }"})
+        + "\n"
+    )
+    out = tmp_path / "run"
+    r = run_cli(
+        capsys,
+        "ingest",
+        str(f),
+        "--model",
+        str(toy_magnitude),
+        "--no-probes",
+        "--answer-type",
+        "digit",
+        "--no-report",
+        "--out",
+        str(out),
+    )
+    assert r.code == 0, r.err
+    (spec,) = load_run(out).variants
+    assert spec.name == "magnitude" and spec.dropped == [] and spec.compression.kind == "unstructured"
+    assert spec.compression.size.kept_fraction == pytest.approx(0.9, abs=1e-4)
+
+
+def test_matched_size_analysis_and_its_report_section(capsys, tmp_path, toy_magnitude):
     from layerprobe.data.reader import load_run
     from layerprobe.report.narrative import resolve
 
@@ -359,11 +400,12 @@ def test_matched_size_analysis_and_its_report_section(capsys, tmp_path):
         "--method", "shortgpt", "--method", "width", "--method", "wanda", "--method", "nm",
         "--match-layers", "1",
         "--calib-traces", "4", "--limit", "1", "--budgets", "8,32", "--samples", "2", "--explain",
-        "--out", str(out),
+        "--variant", f"mag={toy_magnitude}", "--out", str(out),
     )  # fmt: skip
     assert r.code == 0, r.err
     run = load_run(out)
-    assert [v.name for v in run.variants] == ["base", "shortgpt-1", "width-1", "wanda-1", "nm-2of4"]
+    assert [v.name for v in run.variants] == ["base", "shortgpt-1", "width-1", "wanda-1", "nm-2of4", "mag"]
+    assert run.spec("mag").compression.kind == "unstructured" and run.spec("mag").checkpoint == str(toy_magnitude)
     sizes = {v.name: v.compression.size for v in run.variants[1:]}
     assert sizes["shortgpt-1"].layers_removed_equivalent == pytest.approx(1.0)
     assert sizes["width-1"].layers_removed_equivalent == pytest.approx(1.0, abs=0.02)
@@ -376,6 +418,7 @@ def test_matched_size_analysis_and_its_report_section(capsys, tmp_path):
     assert rows["wanda-1"].restoration_applies is False and rows["shortgpt-1"].restoration_applies is True
     ex = run.extras["explain.json"]
     assert any("width-1" in s and "does not apply" in s for s in ex.skipped)
+    assert any("mag" in s and "does not apply" in s for s in ex.skipped)
     # the paired difference against ShortGPT, recomputed here from the samples
     top = max(cf.budgets)
     for name in ("width-1", "wanda-1"):
@@ -402,3 +445,59 @@ def test_matched_size_analysis_and_its_report_section(capsys, tmp_path):
     assert len(mine) > 20, "the section's numbers carry their source"
     for kind, path, text in mine:  # every number shown is the stored value it names, formatted
         assert fmt(resolve(run, path), kind) == text, (path, text)
+
+
+@pytest.mark.slow
+def test_smollm2_every_method_prunes_reloads_and_runs_through_analyze(capsys, tmp_path):
+    """smollm2-135m: each kind prunes, saves a checkpoint plain transformers loads, whose recorded size is
+    its tensors, and every checkpoint (and one method built in the run) goes through analyze end to end.
+    No claim about reasoning: the 135M model solves about 1 arithmetic problem in 10."""
+    from layerprobe.data.reader import load_run
+
+    cal = tmp_path / "cal.txt"
+    cal.write_text("A shop sells pencils at 3 for 45 cents. How much do 14 pencils cost?\nThe river rose after a week of rain.\n")
+    dirs = {}
+    for method, size in [
+        ("wanda", ["--match-layers", "2"]),
+        ("magnitude", ["--sparsity", "0.1"]),
+        ("nm", ["--nm", "2:4"]),
+        ("width", ["--match-layers", "2"]),
+        ("trace-kl", ["--match-layers", "1", "--calib-traces", "2", "--trace-tokens", "8"]),
+    ]:
+        out = tmp_path / method
+        calib = [] if method == "trace-kl" else ["--calib", str(cal)]
+        r = run_cli(
+            capsys, "prune", "--model", "smollm2-135m", "--method", method, *size, *calib, "--seq-len", "32", "--out", str(out)
+        )
+        assert r.code == 0, r.err
+        rec = json.loads((out / "layerprobe.json").read_text())["compression"]["size"]
+        total, nonzero = _count(out)
+        assert (rec["linear_weights"], rec["nonzero_linear_weights"]) == (total, nonzero)
+        AutoModelForCausalLM.from_pretrained(out)  # plain transformers
+        dirs[method] = out
+    assert json.loads((dirs["width"] / "config.json").read_text())["intermediate_size"] < 1536
+    run_dir = tmp_path / "run"
+    variants = [x for m, d in dirs.items() for x in ("--variant", f"{m}={d}")]
+    r = run_cli(
+        capsys,
+        "analyze", "--model", "smollm2-135m", "--format", "s1", "--task", "arith", "--limit", "1",
+        "--budgets", "16", "--samples", "1", "--method", "width", "--match-layers", "1", "--calib", str(cal),
+        *variants, "--no-report", "--out", str(run_dir),
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    run = load_run(run_dir)
+    assert run.status == "complete"
+    names = [v.name for v in run.variants]
+    assert names == ["base", "width-1", "wanda", "magnitude", "nm", "width", "trace-kl"]
+    kinds = {v.name: v.compression.kind for v in run.variants[1:]}
+    assert kinds == {
+        "width-1": "width",
+        "wanda": "unstructured",
+        "magnitude": "unstructured",
+        "nm": "semi-structured",
+        "width": "width",
+        "trace-kl": "depth",
+    }
+    cf = run.extras["compression.json"]
+    assert [row.variant for row in cf.rows] == names
+    assert all(run.layers[n] is not None for n in names)  # probes ran for every kind

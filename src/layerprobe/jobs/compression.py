@@ -126,7 +126,7 @@ def _size_label(spec: Any) -> str:
     req = comp.request
     if "match_layers" in req:
         k = int(req["match_layers"])
-        return f"{k} layer{'s' if k != 1 else ''}' worth"
+        return "1 layer's worth" if k == 1 else f"{k} layers' worth"
     if "sparsity" in req:
         return f"sparsity {float(req['sparsity']):g}"
     if "nm" in req:
