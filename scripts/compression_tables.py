@@ -35,6 +35,8 @@ def iv(value: float | None, ci: tuple[float | None, float | None], f=pct) -> str
 def small(x: float | None) -> str:
     if x is None:
         return "—"
+    if abs(x) < 1e-9:
+        return "0"
     return f"{x:.2g}" if abs(x) < 0.01 else f"{x:.3f}"
 
 
@@ -108,6 +110,7 @@ def main(run_dir: str) -> None:
         m = r.mechanism
         cells = [
             r.variant,
+            f"{pct(m.same_text_share)} % of {m.n_same_text}" if m.same_text_share is not None else "—",
             small(m.tf_mean_kl),
             pct(m.tf_onset_share) + (" %" if m.tf_onset_share is not None else ""),
             (iv(m.first_departure_median, m.first_departure_ci) + f", {m.n_failing}")

@@ -1452,6 +1452,11 @@ class WaitFixes(_Model):
 class Mechanism(_Model):
     """What layerprobe measures of why a variant keeps or loses its chains (None where it does not apply)."""
 
+    same_text_share: Float = None
+    """Share of the variant's traces whose text equals the base model's trace of the same problem, mode,
+    budget and sample (same seed): how often the compression changed nothing that was written."""
+    n_same_text: int | None = None
+    """Traces behind that share."""
     tf_mean_kl: Float = None
     """Mean KL(base ‖ variant) along the base model's own traces, teacher-forced (nats)."""
     tf_onset_share: Float = None

@@ -192,6 +192,7 @@ def compression_summary(run: Run) -> CompressionFile:
         for n, s in specs.items()
         if n != run.base and (s.method == REFERENCE or (s.compression and s.compression.method == REFERENCE))
     }
+    base_text = {r.key()[1:]: r.text for r in run.samples if r.variant == run.base}
     for spec in run.info.variants:
         name = spec.name
         is_base = name == run.base
@@ -276,6 +277,12 @@ def compression_summary(run: Run) -> CompressionFile:
             mine = [r for r in run.samples if r.variant == name and r.group == lg and r.origin != "copy"]
             row.waits = wait_fixes(mine, top)
         row.mechanism = _mechanism(run, name)
+        if not is_base:
+            mine = [r for r in run.samples if r.variant == name]
+            pairs = [(r, base_text.get(r.key()[1:])) for r in mine]
+            pairs = [(r, t) for r, t in pairs if t is not None]
+            row.mechanism.n_same_text = len(pairs)
+            row.mechanism.same_text_share = sum(r.text == t for r, t in pairs) / len(pairs) if pairs else None
         out.rows.append(row)
     no_restore = [r.variant for r in out.rows[1:] if not r.restoration_applies]
     if no_restore:

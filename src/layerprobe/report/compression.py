@@ -133,6 +133,7 @@ def compression_view(run: Run) -> CompressionView | None:
                 "slope": _slope(i, r.slope.get(g), g) if g else None,
                 "maj": _interval(i, r.maj.get(g), "p", "maj", g) if g else None,
                 "waits": r.waits,
+                "same": Num(m.same_text_share, "p", _src(i, "mechanism", "same_text_share")),
                 "kl": Num(m.tf_mean_kl, "s", _src(i, "mechanism", "tf_mean_kl")),
                 "onset": Num(m.tf_onset_share, "p", _src(i, "mechanism", "tf_onset_share")),
                 "depart": Num(m.first_departure_median, "p", _src(i, "mechanism", "first_departure_median")),
