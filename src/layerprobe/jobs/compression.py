@@ -135,6 +135,11 @@ def _size_label(spec: Any) -> str:
     return f"{k} layer{'s' if k != 1 else ''}"
 
 
+def _zero(x: float | None) -> float | None:
+    """x, with values below 1e-9 (an optimiser's tolerance, not a measurement) as 0."""
+    return 0.0 if x is not None and abs(x) < 1e-9 else x
+
+
 def _mechanism(run: Run, variant: str) -> Mechanism:
     m = Mechanism()
     la = run.layers.get(variant)
@@ -160,8 +165,8 @@ def _mechanism(run: Run, variant: str) -> Mechanism:
         co = next((c for c in ex.compounding if c.variant == variant), None)
         if co is not None:
             m.step_error_rate = co.step_error_rate
-            m.epsilon = co.epsilon
-            m.epsilon_ci = co.epsilon_ci
+            m.epsilon = _zero(co.epsilon)  # the fit's optimiser stops near 1e-13 when every chain is right
+            m.epsilon_ci = (_zero(co.epsilon_ci[0]), _zero(co.epsilon_ci[1]))
     return m
 
 

@@ -184,7 +184,9 @@ class AnalyzeSettings:
 
         given = [f for f, v in (("--match-layers", self.match_layers), ("--sparsity", self.sparsity)) if v is not None]
         if given and not self.methods:
-            raise UserError(f"{given[0]} sizes the variants of --method; with --drop, list the layers themselves")
+            raise UserError(
+                f"{given[0]} sizes the variants of --method: add --method NAME (e.g. --method wanda); --drop lists layers itself"
+            )
         if given and self.n_drop is not None:
             raise UserError(f"--n-drop and {given[0]} are exclusive: say the size one way")
         for k in self.match_layers or []:
