@@ -121,9 +121,13 @@ class Heal(Job):
                 raise UserError(
                     f"--n-drop {s.n_drop}: the model has {loaded.n_layers} layers, at most {loaded.n_layers - 1} can go"
                 )
+            from layerprobe.prune.methods import default_traces
+
+            m = get_method(s.method)
+            # the toy has no English; a method made for reasoning reads the model's own traces
             cal = (
-                resolve_calibration(loaded, traces=32 if loaded.is_toy else None)
-                if get_method(s.method).needs_calibration
+                resolve_calibration(loaded, traces=default_traces(loaded) if loaded.is_toy or m.needs_traces else None)
+                if m.needs_calibration
                 else None
             )
             base = loaded

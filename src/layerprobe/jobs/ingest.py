@@ -537,11 +537,12 @@ def _model_side(
         loaded = drop_layers(base, validate_drop(list(drop), base))
     elif method:
         from layerprobe.prune.calibration import resolve_calibration
-        from layerprobe.prune.methods import get_method, prune_model
+        from layerprobe.prune.methods import default_traces, get_method, prune_model
 
+        m = get_method(method)
         cal = (
-            resolve_calibration(base, traces=32 if base.source_kind == "toy" else None)
-            if get_method(method).needs_calibration
+            resolve_calibration(base, traces=default_traces(base) if base.source_kind == "toy" or m.needs_traces else None)
+            if m.needs_calibration
             else None
         )
         loaded, _ = prune_model(base, method, n_drop, cal)
