@@ -20,10 +20,8 @@ class CompressionView:
     file: Any
     colors: dict[str, str]
     glance: list[Sentence]
-    sizes: list[dict[str, Any]]
     rows: list[dict[str, Any]]
     figs: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
     context: int | None = None
     """Cached tokens behind the FLOPs' attention share."""
     load: float | None = None
@@ -143,11 +141,7 @@ def compression_view(run: Run) -> CompressionView | None:
                 "settle": Num(m.settling_fraction, "f3", _src(i, "mechanism", "settling_fraction")),
             }
         )
-    sizes: list[dict[str, Any]] = []
-    for r in cf.rows[1:]:
-        if all(s["key"] != r.size_key for s in sizes):
-            sizes.append({"key": r.size_key, "label": r.size_label})
-    view = CompressionView(file=cf, colors=colors, glance=_glance(cf), sizes=sizes, rows=rows, notes=list(cf.notes))
+    view = CompressionView(file=cf, colors=colors, glance=_glance(cf), rows=rows)
     view.context = cf.flops_context
     view.load = cf.load_average
     view.figs = {
