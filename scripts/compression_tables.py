@@ -96,6 +96,7 @@ def main(run_dir: str) -> None:
     print("\nMechanism: along the base traces (teacher-forced) and in the variant's own traces\n")
     head = [
         "variant",
+        "traces written as the base's",
         "KL(base ‖ v), nats",
         "base traces with an onset",
         "failing traces part at (median [95 % CI], n)",
