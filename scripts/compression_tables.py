@@ -101,6 +101,7 @@ def main(run_dir: str) -> None:
         "base traces with an onset",
         "failing traces part at (median [95 % CI], n)",
         "wrong steps",
+        "off-program steps",
         "ε [95 % CI]",
         "lens drift, mean / last layer",
         "settling depth",
@@ -118,6 +119,7 @@ def main(run_dir: str) -> None:
             if m.first_departure_median is not None
             else (f"—, {m.n_failing}" if m.n_failing is not None else "—"),
             small(m.step_error_rate),
+            f"{100 * r.waits.off_program / r.waits.steps:.1f} % of {r.waits.steps}" if r.waits and r.waits.steps else "—",
             iv(m.epsilon, m.epsilon_ci, small) if m.epsilon is not None else "—",
             f"{small(m.drift_mean)} / {small(m.drift_last)}",
             small(m.settling_fraction),

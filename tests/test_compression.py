@@ -465,10 +465,9 @@ def test_smollm2_every_method_prunes_reloads_and_runs_through_analyze(capsys, tm
         ("trace-kl", ["--match-layers", "1", "--calib-traces", "2", "--trace-tokens", "8"]),
     ]:
         out = tmp_path / method
-        calib = [] if method == "trace-kl" else ["--calib", str(cal)]
-        r = run_cli(
-            capsys, "prune", "--model", "smollm2-135m", "--method", method, *size, *calib, "--seq-len", "32", "--out", str(out)
-        )
+        # a chat-templated prompt alone is longer than 32 tokens: trace-kl reads whole traces
+        calib = [] if method == "trace-kl" else ["--calib", str(cal), "--seq-len", "32"]
+        r = run_cli(capsys, "prune", "--model", "smollm2-135m", "--method", method, *size, *calib, "--out", str(out))
         assert r.code == 0, r.err
         rec = json.loads((out / "layerprobe.json").read_text())["compression"]["size"]
         total, nonzero = _count(out)
@@ -481,7 +480,7 @@ def test_smollm2_every_method_prunes_reloads_and_runs_through_analyze(capsys, tm
     r = run_cli(
         capsys,
         "analyze", "--model", "smollm2-135m", "--format", "s1", "--task", "arith", "--limit", "1",
-        "--budgets", "16", "--samples", "1", "--method", "width", "--match-layers", "1", "--calib", str(cal),
+        "--budgets", "8", "--answer-max", "8", "--samples", "1", "--method", "width", "--match-layers", "1", "--calib", str(cal),
         *variants, "--no-report", "--out", str(run_dir),
     )  # fmt: skip
     assert r.code == 0, r.err
@@ -501,3 +500,15 @@ def test_smollm2_every_method_prunes_reloads_and_runs_through_analyze(capsys, tm
     cf = run.extras["compression.json"]
     assert [row.variant for row in cf.rows] == names
     assert all(run.layers[n] is not None for n in names)  # probes ran for every kind
+
+
+def test_off_program_steps_follow_the_prompts_chain():
+    from layerprobe.jobs.compression import off_program_steps
+
+    q = "<q> x = 7 s1 +5 s2 *3 s3 -2 </q>"
+    assert off_program_steps("s1 7 +5 = 2 s2 2 *3 = 6 s3 6 -2 = 4", q) == 0
+    assert off_program_steps("s1 7 +5 = 2 s2 2 -2 = 0 s3 0 -2 = 8", q) == 1  # another operation at step 2
+    assert off_program_steps("s1 7 +5 = 2 s3 2 -2 = 0", q) == 1  # step 2 written as s3
+    assert off_program_steps("s1 7 +5 = 3 s2 2 *3 = 6", q) == 1  # step 2 does not start from the result written
+    assert off_program_steps("s1 7 +5 = 3 Wait , 7 +5 = 2 s2 2 *3 = 6", q) == 0  # a corrected step counts as corrected
+    assert off_program_steps("s1 7 +5 = 2 s2 2 *3 = 6 s3 6 -2 = 4 s4 4 +1 = 5", q) == 1  # a step the prompt has not

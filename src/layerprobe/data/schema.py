@@ -1447,6 +1447,10 @@ class WaitFixes(_Model):
     """Of those, the ones followed by the right result."""
     after_correct: int = 0
     """"Wait"s that follow a right result."""
+    off_program: int = 0
+    """Steps that do not continue the chain the prompt asks for: the n-th step written is not labelled n,
+    or applies another operation than the prompt's n-th, or starts from another value than the previous
+    step's result (the first: x). Counted apart from wrong results (a step can be both)."""
 
 
 class Mechanism(_Model):

@@ -83,8 +83,31 @@ def _correct(records: list[SampleRecord]) -> dict[str, float]:
     return {r.problem_id: float(r.correct is True) for r in records}
 
 
-def wait_fixes(records: list[SampleRecord], budget: int) -> WaitFixes:
-    """Toy chains: steps, wrong steps and what each "Wait" did, over the variant's traces at `budget`."""
+def off_program_steps(thinking: str, question: str) -> int:
+    """Toy chains: the written steps that leave the chain the prompt asks for (label, operation or input
+    value not the next one of the prompt's program; docs/definitions.md#matched-size-comparison)."""
+    import re
+
+    from layerprobe.toy.evaluate import STEP
+
+    start = re.search(r"x = (\d)", question)
+    ops = re.findall(r"s\d+ ([+\-*]\d)", question)
+    if start is None or not ops:
+        return 0
+    value, bad = int(start.group(1)), 0
+    for n, m in enumerate(STEP.finditer(thinking), 1):
+        label, v, op, r = int(m.group(1)), int(m.group(2)), m.group(3), int(m.group(4))
+        if m.group(5):  # a "Wait" correction: the step as it was finally written
+            v, op, r = int(m.group(6)), m.group(7), int(m.group(8))
+        if label != n or n > len(ops) or op != ops[n - 1] or v != value:
+            bad += 1
+        value = r
+    return bad
+
+
+def wait_fixes(records: list[SampleRecord], budget: int, questions: dict[str, str] | None = None) -> WaitFixes:
+    """Toy chains: steps, wrong steps, off-program steps and what each "Wait" did, over the variant's
+    traces at `budget`."""
     from layerprobe.toy.evaluate import audit_trace
 
     out = WaitFixes()
@@ -99,6 +122,8 @@ def wait_fixes(records: list[SampleRecord], budget: int) -> WaitFixes:
         out.after_error += a.waits_after_error
         out.fixing += a.waits_fixing
         out.after_correct += a.waits_after_correct
+        if questions and r.problem_id in questions:
+            out.off_program += off_program_steps(r.thinking_text, questions[r.problem_id])
     return out
 
 
@@ -133,6 +158,16 @@ def _size_label(spec: Any) -> str:
         return f"{req['nm']} (half of every row)" if req["nm"] == "2:4" else str(req["nm"])
     k = len(spec.dropped)
     return f"{k} layer{'s' if k != 1 else ''}"
+
+
+def _questions(run: Run) -> dict[str, str]:
+    """Problem id -> question of a toy run, generated again as analyze generated them."""
+    from layerprobe.tasks.registry import TASKS, load_problems
+
+    if run.info.task.name not in TASKS:
+        return {}
+    _, problems, _ = load_problems(run.info.task.name, run.info.config.limit, run.info.config.seed or 0)
+    return {p.id: p.question for p in problems}
 
 
 def _zero(x: float | None) -> float | None:
@@ -190,6 +225,7 @@ def compression_summary(run: Run) -> CompressionFile:
     out.budget, out.budgets, out.groups = top, budgets, groups
     out.long_group = next((g for g in groups if run.regime(g) == LONG), None)
     toy_chains = run.info.task.answer_type == "digit" and run.info.task.name.startswith("toy-")
+    questions = _questions(run) if toy_chains else {}
     specs = {v.name: v for v in run.info.variants}
     keys = {name: _size_key(spec) for name, spec in specs.items()}
     refs = {
@@ -280,7 +316,7 @@ def compression_summary(run: Run) -> CompressionFile:
             row.keeps_scaling = bool(row.slope[lg].ci[0] > 0)  # type: ignore[operator]
         if toy_chains:
             mine = [r for r in run.samples if r.variant == name and r.group == lg and r.origin != "copy"]
-            row.waits = wait_fixes(mine, top)
+            row.waits = wait_fixes(mine, top, questions)
         row.mechanism = _mechanism(run, name)
         if not is_base:
             mine = [r for r in run.samples if r.variant == name]
