@@ -93,12 +93,20 @@ def _glance(cf: Any) -> list[Sentence]:
                     Num(vb.ci_high, "d", _src(i, "vs_base", g, "ci_high")),
                     "]",
                 ]
-                verdicts = []
+                verdicts: list[Any] = []
                 if r.keeps_long_chains:
                     verdicts.append("keeps long chains")
-                if r.keeps_scaling:
-                    verdicts.append("still scales")
-                parts.append(f"{': ' + ' and '.join(verdicts) if verdicts else ''})")
+                sl = r.slope.get(g)
+                if r.keeps_scaling and sl is not None:
+                    verdicts += ["still scales, ", Num(sl.value, "d", _src(i, "slope", g, "value")), " points per doubling"]
+                elif sl is not None and sl.value is not None:
+                    verdicts += ["flat budget curve"]
+                if verdicts:
+                    parts.append(": ")
+                    if len(verdicts) > 1 and verdicts[0] == "keeps long chains":
+                        verdicts.insert(1, " and ")
+                    parts += verdicts
+                parts.append(")")
         parts.append(".")
         tone = "rise" if any(r.keeps_long_chains for _, r in idx) else "drop"
         out.append(Sentence(*parts, tone=tone))
