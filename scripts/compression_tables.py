@@ -63,7 +63,7 @@ def main(run_dir: str) -> None:
             f"{iv(vb.diff, (vb.ci_low, vb.ci_high), pts)}, p {vb.p_value:.2g}" if vb else "—",
             f"{iv(vr.diff, (vr.ci_low, vr.ci_high), pts)}, p {vr.p_value:.2g}"
             if vr
-            else ("none at this size" if r.size_label else "—"),
+            else ("(the reference)" if r.method == cf.reference_method else "none at this size" if r.size_label else "—"),
             {True: "yes", False: "no", None: "—"}[r.keeps_long_chains],
         ]
         print("| " + " | ".join(cells) + " |")

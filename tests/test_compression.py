@@ -448,40 +448,41 @@ def test_matched_size_analysis_and_its_report_section(capsys, tmp_path, toy_magn
 
 
 @pytest.mark.slow
-def test_smollm2_every_method_prunes_reloads_and_runs_through_analyze(capsys, tmp_path):
+def test_smollm2_every_method_prunes_reloads_and_runs_through_analyze(capsys, tmp_path, smollm2):
     """smollm2-135m: each kind prunes, saves a checkpoint plain transformers loads, whose recorded size is
     its tensors, and every checkpoint (and one method built in the run) goes through analyze end to end.
     No claim about reasoning: the 135M model solves about 1 arithmetic problem in 10."""
     from layerprobe.data.reader import load_run
+    from layerprobe.prune.calibration import traces_calibration
+    from layerprobe.prune.surgery import save_model
 
-    cal = tmp_path / "cal.txt"
-    cal.write_text("A shop sells pencils at 3 for 45 cents. How much do 14 pencils cost?\nThe river rose after a week of rain.\n")
+    docs = ["A shop sells pencils at 3 for 45 cents. How much do 14 pencils cost?", "The river rose after a week of rain."]
+    traces = traces_calibration(smollm2, 2, 8)
     dirs = {}
-    for method, size in [
-        ("wanda", ["--match-layers", "2"]),
-        ("magnitude", ["--sparsity", "0.1"]),
-        ("nm", ["--nm", "2:4"]),
-        ("width", ["--match-layers", "2"]),
-        ("trace-kl", ["--match-layers", "1", "--calib-traces", "2", "--trace-tokens", "8"]),
+    for method, size, cal in [
+        ("wanda", SizeRequest(match_layers=2), docs),
+        ("magnitude", SizeRequest(sparsity=0.1), None),
+        ("nm", SizeRequest(nm=(2, 4)), docs),
+        ("width", SizeRequest(match_layers=2), docs),
+        ("trace-kl", SizeRequest(match_layers=1), traces),
     ]:
-        out = tmp_path / method
-        # a chat-templated prompt alone is longer than 32 tokens: trace-kl reads whole traces
-        calib = [] if method == "trace-kl" else ["--calib", str(cal), "--seq-len", "32"]
-        r = run_cli(capsys, "prune", "--model", "smollm2-135m", "--method", method, *size, *calib, "--out", str(out))
-        assert r.code == 0, r.err
+        pruned, sel = prune_model(smollm2, method, calibration=cal, size=size, seq_len=32 if method != "trace-kl" else 256)
+        out = save_model(pruned, tmp_path / method, selection=sel.to_json())
         rec = json.loads((out / "layerprobe.json").read_text())["compression"]["size"]
         total, nonzero = _count(out)
         assert (rec["linear_weights"], rec["nonzero_linear_weights"]) == (total, nonzero)
         AutoModelForCausalLM.from_pretrained(out)  # plain transformers
         dirs[method] = out
     assert json.loads((dirs["width"] / "config.json").read_text())["intermediate_size"] < 1536
+    cal_file = tmp_path / "cal.txt"
+    cal_file.write_text("\n".join(docs) + "\n")
     run_dir = tmp_path / "run"
     variants = [x for m, d in dirs.items() for x in ("--variant", f"{m}={d}")]
     r = run_cli(
         capsys,
         "analyze", "--model", "smollm2-135m", "--format", "s1", "--task", "arith", "--limit", "1",
-        "--budgets", "8", "--answer-max", "8", "--samples", "1", "--method", "width", "--match-layers", "1", "--calib", str(cal),
-        *variants, "--no-report", "--out", str(run_dir),
+        "--budgets", "8", "--answer-max", "8", "--samples", "1", "--method", "width", "--match-layers", "1",
+        "--calib", str(cal_file), *variants, "--no-report", "--out", str(run_dir),
     )  # fmt: skip
     assert r.code == 0, r.err
     run = load_run(run_dir)
