@@ -257,7 +257,7 @@ def parse_nm(text: str) -> tuple[int, int]:
     return n, mm
 
 
-def measure_tokens_per_s(loaded: LoadedModel, n_tokens: int = 32, repeats: int = 3, prompt_len: int = 16) -> dict[str, Any]:
+def measure_tokens_per_s(loaded: LoadedModel, n_tokens: int = 16, repeats: int = 2, prompt_len: int = 16) -> dict[str, Any]:
     """Greedy decoding speed on this machine: batch 1, a fixed prompt of `prompt_len` token ids, exactly
     `n_tokens` new tokens with the KV cache; the median of `repeats` timed runs after one warm-up."""
     model = loaded.model
