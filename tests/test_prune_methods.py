@@ -33,7 +33,19 @@ def scoring_tiny(family: str):
 
 
 def test_registry_lists_every_method():
-    assert set(METHODS) == {"shortgpt", "reverse", "reverse-keep-final", "angular", "laco", "ppl"}
+    assert set(METHODS) == {
+        "shortgpt",
+        "reverse",
+        "reverse-keep-final",
+        "angular",
+        "laco",
+        "ppl",
+        "trace-kl",
+        "width",
+        "wanda",
+        "magnitude",
+        "nm",
+    }
     with pytest.raises(UserError, match="unknown method.*shortgpt.*reverse-keep-final.*ppl"):
         get_method("shortgtp")
 

@@ -96,7 +96,7 @@ def test_save_reload_identical(tiny, tmp_path):
     pruned = drop_layers(tiny, [1, 5])
     out = save_model(pruned, tmp_path / "pruned")
     info = json.loads((out / "layerprobe.json").read_text())
-    assert info["schema_version"] == 1
+    assert info["schema_version"] == 2 and info["compression"] is None  # drop_layers alone records no size
     assert info["layer_map"] == [0, 2, 3, 4]
     assert info["dropped"] == [1, 5]
     assert info["n_layers_original"] == 6

@@ -40,10 +40,25 @@ def analyze(
         list[str] | None,
         typer.Option(
             "--method",
-            help="choose layers by method: shortgpt | reverse | reverse-keep-final | angular | laco | ppl (repeatable)",
+            help="compress by method (repeatable): layers: shortgpt | reverse | reverse-keep-final | angular | laco | ppl | "
+            "trace-kl; width: width; weights: wanda | magnitude | nm",
         ),
     ] = None,
-    n_drop: Annotated[int | None, typer.Option("--n-drop", help="layers each --method removes (default 2)")] = None,
+    n_drop: Annotated[
+        int | None, typer.Option("--n-drop", help="layers each layer-removing --method removes (default 2)")
+    ] = None,
+    match_layers: Annotated[
+        str | None,
+        typer.Option(
+            "--match-layers",
+            help="sizes in decoder layers' worth of parameters, e.g. 1,2: one variant per --method and size (any kind)",
+        ),
+    ] = None,
+    sparsity: Annotated[
+        str | None,
+        typer.Option("--sparsity", help="sizes as fractions of the decoder's linear weights, e.g. 0.1,0.2 (any kind)"),
+    ] = None,
+    nm: Annotated[str | None, typer.Option("--nm", help="--method nm's pattern N:M (default 2:4: half of every row)")] = None,
     variant: Annotated[
         list[str] | None,
         typer.Option("--variant", help="add a checkpoint (same tokenizer) as a variant: NAME=CHECKPOINT_DIR (repeatable)"),
@@ -175,6 +190,11 @@ def analyze(
         drops=drops,
         methods=methods,
         n_drop=n_drop,
+        match_layers=parse_layer_list(match_layers, "--match-layers", "numbers of layers", "1,2")
+        if match_layers is not None
+        else None,
+        sparsity=_parse_fractions(sparsity) if sparsity is not None else None,
+        nm=nm,
         variants=[_parse_variant(v) for v in variant or []],
         calib=str(calib) if calib else None,
         calib_traces=calib_traces,
@@ -256,6 +276,17 @@ def analyze(
     print_summary(run, console(width=max(say.width, 110)), explain_hint=not explain and sweep is None, report=report)
     if "judge.json" in run.extras:
         print_judge_summary(run.extras["judge.json"], console(width=max(say.width, 110)))
+
+
+def _parse_fractions(text: str) -> list[float]:
+    """'0.1,0.2' -> [0.1, 0.2]; UserError for anything that is not a comma-separated list of numbers."""
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(float(part.strip()))
+        except ValueError:
+            raise UserError(f"--sparsity '{text}': expected comma-separated fractions such as 0.1,0.2") from None
+    return out
 
 
 def _parse_variant(text: str) -> tuple[str, str]:

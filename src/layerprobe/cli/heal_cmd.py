@@ -190,7 +190,11 @@ def heal(
     if method is not None:
         from layerprobe.prune.methods import get_method
 
-        get_method(method)
+        if get_method(method).kind != "depth":
+            raise UserError(
+                f"heal --method removes whole layers; --method {method} compresses weights: prune first "
+                f"(layerprobe prune --method {method} --match-layers K --out DIR) and heal that checkpoint (--model DIR)"
+            )
     if fmt is not None:
         from layerprobe.scaling.formats import FORMATS
 

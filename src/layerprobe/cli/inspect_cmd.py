@@ -38,6 +38,7 @@ def inspect(
         ("architecture", ", ".join(cfg.architectures or [type(loaded.model).__name__])),
         ("decoder layers", f"{loaded.n_layers} (original {loaded.n_layers_original})"),
         ("dropped (original indices)", ", ".join(map(str, loaded.dropped)) or "none"),
+        ("compression", _compression(loaded)),
         ("hidden size", str(cfg.hidden_size)),
         (
             "attention heads / kv heads",
@@ -53,3 +54,14 @@ def inspect(
     for key, value in rows:
         table.add_row(key, value)
     console().print(table)
+
+
+def _compression(loaded: object) -> str:
+    """'wanda (unstructured), 83.3 % of the decoder linear weights kept' from layerprobe.json; 'none' otherwise."""
+    comp = getattr(loaded, "extra", {}).get("compression")
+    if not isinstance(comp, dict):
+        return "none"
+    size = comp.get("size") or {}
+    kept = size.get("kept_fraction")
+    tail = f", {100 * kept:.1f} % of the decoder linear weights kept" if isinstance(kept, (int, float)) else ""
+    return f"{comp.get('method')} ({comp.get('kind')}){tail}"

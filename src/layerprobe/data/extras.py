@@ -9,10 +9,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from layerprobe.data.schema import SCHEMA_VERSION, ExplainFile, SweepFile
+from layerprobe.data.schema import SCHEMA_VERSION, CompressionFile, ExplainFile, SweepFile
 
 #: file name -> schema model of the optional files a run may hold.
-EXTRA_FILES: dict[str, type[BaseModel]] = {"sweep.json": SweepFile, "explain.json": ExplainFile}
+EXTRA_FILES: dict[str, type[BaseModel]] = {
+    "sweep.json": SweepFile,
+    "explain.json": ExplainFile,
+    "compression.json": CompressionFile,
+}
 
 
 def _stale(model: Any, variants: dict[str, list[int]] | None) -> bool:
@@ -20,7 +24,7 @@ def _stale(model: Any, variants: dict[str, list[int]] | None) -> bool:
     afresh with --force after it was written)."""
     if variants is None:
         return False
-    if isinstance(model, ExplainFile):
+    if isinstance(model, (ExplainFile, CompressionFile)):
         return model.variants is not None and model.variants != variants
     if isinstance(model, SweepFile):
         return any(variants.get(layer.variant) != layer.dropped for layer in model.layers)

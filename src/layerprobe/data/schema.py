@@ -119,6 +119,63 @@ def _migration(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
 # run.json
 
 
+class VariantSize(_Model):
+    """How much of the unpruned model a variant keeps, counted on its tensors (prune/size.py). The size
+    unit is the decoder layers' linear weights; embeddings, unembedding, norms and biases are apart."""
+
+    n_layers: int
+    """Decoder layers the variant has."""
+    n_layers_base: int | None = None
+    """Decoder layers of the unpruned model (one layer's worth = linear_weights_base / n_layers_base)."""
+    decoder_params: int
+    """Every parameter of its decoder layers (linear weights, biases, norms), as stored."""
+    decoder_params_base: int
+    """The same for the unpruned model."""
+    linear_weights: int
+    """Entries of its decoder linear weight matrices, as stored (zeros included)."""
+    nonzero_linear_weights: int
+    """Of those, the entries that are not exactly zero."""
+    linear_weights_base: int
+    """Entries of the unpruned model's decoder linear weight matrices."""
+    kept_fraction: Float = None
+    """nonzero_linear_weights / linear_weights_base: the size axis of the matched-size comparison."""
+    removed_fraction: Float = None
+    """1 − kept_fraction."""
+    layers_removed_equivalent: Float = None
+    """Weights removed, in decoder layers' worth (linear_weights_base / L₀ per layer)."""
+    flops_per_token: Float = None
+    """Analytic forward FLOPs for one new token with dense kernels at `flops_context` cached tokens."""
+    flops_per_token_sparse: Float = None
+    """The same if every zero weight were skipped (ideal sparse kernels)."""
+    flops_per_token_base: Float = None
+    """flops_per_token of the unpruned model."""
+    flops_context: int = 0
+    """Cached tokens assumed for attention's share of the FLOPs."""
+    embedding_params: int = 0
+    """Input embedding and unembedding (once when tied), not part of the size unit."""
+    tokens_per_s: Float = None
+    """Measured greedy decoding speed of the variant on the machine that built it (batch 1)."""
+    tokens_per_s_base: Float = None
+    """The unpruned model's, measured the same way at the same time."""
+    speed_setup: dict[str, Any] = Field(default_factory=dict)
+    """How the speed was measured (device, threads, dtype, tokens, repeats, load average)."""
+    speed_note: str = ""
+    """What the speed means (zeros cost as much as any weight with dense kernels)."""
+
+
+class CompressionSpec(_Model):
+    """What a compression removed and how much (the same fields as a checkpoint's layerprobe.json)."""
+
+    kind: Literal["depth", "width", "unstructured", "semi-structured"]
+    """depth (whole layers), width (FFN channels), unstructured (single weights) or semi-structured (N:M)."""
+    method: str
+    """The method (shortgpt, trace-kl, width, wanda, magnitude, nm, manual, ...)."""
+    request: dict[str, Any] = Field(default_factory=dict)
+    """The size asked: match_layers, sparsity, nm, n_drop or drop."""
+    size: VariantSize
+    """The size counted on the variant's tensors."""
+
+
 class VariantSpec(_Model):
     """A variant of the run: the base model, a pruned model, or a checkpoint given by the user."""
 
@@ -145,6 +202,8 @@ class VariantSpec(_Model):
     fingerprint: str | None = None
     """Content fingerprint of a --variant checkpoint's config and weights (a run resumed after they were
     replaced is refused)."""
+    compression: CompressionSpec | None = None
+    """What the variant removed and its size (None: the base, and runs written before sizes were recorded)."""
 
 
 class RunConfig(_Model):
@@ -158,6 +217,12 @@ class RunConfig(_Model):
     """Comma-separated --method names."""
     n_drop: int | None = None
     """Layers each --method removes."""
+    match_layers: list[int] | None = None
+    """--match-layers: sizes in decoder layers' worth of parameters; one variant per method and size."""
+    sparsity: list[float] | None = None
+    """--sparsity: sizes as fractions of the decoder's linear weights; one variant per method and size."""
+    nm: str | None = None
+    """--nm N:M pattern of --method nm."""
     calibration: str | None = None
     """Calibration source of the methods: a file, or traces:N (the model's own traces)."""
     sweep: str | None = None
@@ -1707,3 +1772,165 @@ class JudgeFile(_Model):
     @classmethod
     def _migrate(cls, data: Any) -> Any:
         return _check_version(data, "judge.json", JUDGE_SCHEMA_VERSION)
+
+
+# ---------------------------------------------------------------------------------------------
+# compression.json
+
+COMPRESSION_SCHEMA_VERSION = 1
+
+
+class WaitFixes(_Model):
+    """Toy chains: what the "Wait"s of a variant's traces did (each written step checked)."""
+
+    traces: int = 0
+    """Traces read (sequential at the largest budget and the parallel samples)."""
+    steps: int = 0
+    """Steps written."""
+    step_errors: int = 0
+    """Steps whose final written result is wrong."""
+    waits: int = 0
+    """"Wait"s written."""
+    after_error: int = 0
+    """"Wait"s that follow a wrong result."""
+    fixing: int = 0
+    """Of those, the ones followed by the right result."""
+    after_correct: int = 0
+    """"Wait"s that follow a right result."""
+    off_program: int = 0
+    """Steps that do not continue the chain the prompt asks for: the n-th step written is not labelled n,
+    or applies another operation than the prompt's n-th, or starts from another value than the previous
+    step's result (the first: x). Counted apart from wrong results (a step can be both)."""
+
+
+class Mechanism(_Model):
+    """What layerprobe measures of why a variant keeps or loses its chains (None where it does not apply)."""
+
+    same_text_share: Float = None
+    """Share of the variant's traces whose text equals the base model's trace of the same problem, mode,
+    budget and sample (same seed): how often the compression changed nothing that was written."""
+    n_same_text: int | None = None
+    """Traces behind that share."""
+    tf_mean_kl: Float = None
+    """Mean KL(base ‖ variant) along the base model's own traces, teacher-forced (nats)."""
+    tf_onset_share: Float = None
+    """Share of those traces with a divergence onset (KL above the threshold for a window)."""
+    tf_onset_fraction: Float = None
+    """Mean onset position as a fraction of the trace (traces with an onset)."""
+    first_departure_median: Float = None
+    """Failing traces: median position (fraction of the base trace) where the variant first parts from it."""
+    first_departure_ci: tuple[Float, Float] = (None, None)
+    """Its 95 % bootstrap interval."""
+    n_failing: int | None = None
+    """Failing traces behind the median."""
+    step_error_rate: Float = None
+    """Toy chains: wrong steps / steps written (compounding per-step error)."""
+    epsilon: Float = None
+    """Toy chains: ε of the fit accuracy(k) = (1 − ε)^k over chain lengths."""
+    epsilon_ci: tuple[Float, Float] = (None, None)
+    """Its 95 % bootstrap interval."""
+    drift_mean: Float = None
+    """Mean over matched layers of the lens JSD between base and variant (nats)."""
+    drift_last: Float = None
+    """The same at the last layer both have (nats)."""
+    settling_fraction: Float = None
+    """Mean settling depth as a fraction of the variant's own layers (logit lens, own traces)."""
+    deep_thinking_ratio: Float = None
+    """Share of tokens that settle in the last 15 % of the variant's layers."""
+
+
+class CompressionRow(_Model):
+    """One variant of the matched-size comparison."""
+
+    variant: str
+    """Variant name in the run."""
+    method: str
+    """Method (shortgpt, reverse, trace-kl, width, wanda, magnitude, nm, manual, base)."""
+    kind: str
+    """none (the base), depth, width, unstructured or semi-structured."""
+    size_label: str = ""
+    """The size asked, in words ("2 layers' worth", "2:4", "sparsity 0.2")."""
+    size_key: str = ""
+    """What variants of the same size share (the size part of the name: 2, 2of4, s0.2)."""
+    n_layers: int | None = None
+    """Decoder layers the variant has."""
+    kept_fraction: Float = None
+    """Non-zero decoder linear weights kept, against the base."""
+    layers_removed_equivalent: Float = None
+    """Weights removed in decoder layers' worth."""
+    flops_per_token: Float = None
+    """Dense-kernel FLOPs per token against the base's (fraction)."""
+    flops_per_token_sparse: Float = None
+    """FLOPs per token if zeros were skipped, against the base's (fraction)."""
+    tokens_per_s: Float = None
+    """Measured greedy tokens/s here."""
+    tokens_per_s_base: Float = None
+    """The base's, measured the same way."""
+    accuracy: dict[str, Interval] = Field(default_factory=dict)
+    """Per group: accuracy of the sequential trace at the largest budget, with its Wilson interval."""
+    n_problems: dict[str, int] = Field(default_factory=dict)
+    """Per group: problems behind the accuracy."""
+    budget_curve: dict[str, dict[str, Float]] = Field(default_factory=dict)
+    """Per group: budget -> accuracy of the sequential traces."""
+    slope: dict[str, Interval] = Field(default_factory=dict)
+    """Per group: least-squares slope of accuracy against log2(budget), points per doubling of the thinking
+    budget, with a 95 % bootstrap interval over problems."""
+    maj: dict[str, Interval] = Field(default_factory=dict)
+    """Per group: maj@k of the parallel samples (k = maj_k), with its bootstrap interval."""
+    maj_k: int | None = None
+    """k of maj (the number of parallel samples)."""
+    vs_base: dict[str, Comparison] = Field(default_factory=dict)
+    """Per group: paired difference against the base at the largest budget."""
+    reference: str | None = None
+    """The ShortGPT variant of the same size (None: there is none, e.g. 2:4)."""
+    vs_reference: dict[str, Comparison] = Field(default_factory=dict)
+    """Per group: paired difference against that ShortGPT variant (same problems, same seeds)."""
+    keeps_long_chains: bool | None = None
+    """The long-chain criterion: the lower end of the paired interval against the base is above −10 points."""
+    keeps_scaling: bool | None = None
+    """The scaling criterion: the long-chain slope's interval lies above 0 (more thinking still helps)."""
+    waits: WaitFixes | None = None
+    """Toy chains: what its "Wait"s did."""
+    mechanism: Mechanism = Field(default_factory=Mechanism)
+    """Why: the measurements that apply to it."""
+    restoration_applies: bool = False
+    """Causal restoration (explain) applies: the variant lacks whole layers of the base."""
+
+
+class CompressionFile(_Model):
+    """compression.json: the variants of a run side by side at their sizes (which compression keeps long
+    chains, and the measurements behind why)."""
+
+    schema_version: int = COMPRESSION_SCHEMA_VERSION
+    """Version of this file's layout."""
+    computed: str = ""
+    """When, ISO 8601 UTC."""
+    n_samples: int = 0
+    """Traces it covers."""
+    variants: dict[str, list[int]] = Field(default_factory=dict)
+    """The run's variants (name -> dropped layers) when it was computed (a run started afresh is not described by it)."""
+    budget: int | None = None
+    """The largest budget: where accuracy and paired differences are taken."""
+    budgets: list[int] = Field(default_factory=list)
+    """The sequential budgets."""
+    groups: list[str] = Field(default_factory=list)
+    """Problem groups, long-chain first."""
+    long_group: str | None = None
+    """The group the criteria are judged on (the first long-chain group)."""
+    reference_method: str = "shortgpt"
+    """The method every variant is paired with at the same size."""
+    flops_context: int | None = None
+    """Cached tokens behind the attention share of the FLOPs per token."""
+    load_average: Float = None
+    """The machine's 1-minute load average when the speeds were measured (the first variant's measurement)."""
+    criteria: dict[str, str] = Field(default_factory=dict)
+    """The criteria, in words."""
+    rows: list[CompressionRow] = Field(default_factory=list)
+    """The base first, then every variant."""
+    notes: list[str] = Field(default_factory=list)
+    """What does not apply and why (e.g. causal restoration for width and sparse variants)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return _check_version(data, "compression.json", COMPRESSION_SCHEMA_VERSION)

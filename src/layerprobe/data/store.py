@@ -254,6 +254,17 @@ def run_differences(old: RunInfo, new: RunInfo) -> list[str]:
     ]
     if changed:
         diff.append(f"the weights of checkpoint variant {', '.join(changed)}")
+
+    def kept(v: Any) -> int | None:
+        return v.compression.size.nonzero_linear_weights if v.compression is not None else None
+
+    resized = [
+        a.name
+        for a, b in zip(old.variants, new.variants)
+        if a.name == b.name and None not in (kept(a), kept(b)) and kept(a) != kept(b)
+    ]
+    if resized:
+        diff.append(f"the weights variant {', '.join(resized)} keeps")
     if old.task.source != new.task.source or old.task.n_problems != new.task.n_problems:
         diff.append("task data")
     # a fingerprint recorded by an older layerprobe is missing (None): not a difference

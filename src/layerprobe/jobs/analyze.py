@@ -44,6 +44,8 @@ class Variant:
 
 #: Settings that do not change what a run computes, left out of the default run directory's name.
 _NOT_IN_NAME = {"out", "force", "report", "device", "batch_size", "workers", "ray_address", "gpus_per_worker"}
+#: Settings added later, left out of the name while unset, so that an older command finds its run again.
+_NEW_UNSET = {"match_layers", "sparsity", "nm"}
 
 
 def default_out(s: AnalyzeSettings) -> Path:
@@ -52,7 +54,9 @@ def default_out(s: AnalyzeSettings) -> Path:
     import hashlib
     import json
 
-    given = {k: v for k, v in sorted(dataclasses.asdict(s).items()) if k not in _NOT_IN_NAME}
+    given = {
+        k: v for k, v in sorted(dataclasses.asdict(s).items()) if k not in _NOT_IN_NAME and not (k in _NEW_UNSET and v is None)
+    }
     if s.task_file is not None and Path(s.task_file).is_file():  # edited task data is another run
         given["task_file_sha1"] = hashlib.sha1(Path(s.task_file).read_bytes()).hexdigest()
     digest = hashlib.sha1(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -119,30 +123,90 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
     names = [v.spec.name for v in variants]
     if len(set(names)) < len(names):
         raise UserError("--drop: the same layers are given twice (" + ", ".join(n for n in names if names.count(n) > 1) + ")")
+    traces_cal = None
     for m in s.methods:
-        pruned, sel = prune_model(base, m, s.n_drop, calibration)
-        name = f"{m}-{len(pruned.dropped)}"
-        variants.append(
-            Variant(
-                VariantSpec(
-                    name=name,
-                    dropped=list(pruned.dropped),
-                    method=m,
-                    n_drop=s.n_drop,
-                    calibration=pruned.calibration,
-                    n_layers=pruned.n_layers,
-                    layer_map=list(pruned.layer_map),
-                    selection=sel.to_json(),
-                ),
-                pruned,
+        method = get_method(m)
+        cal = calibration
+        if method.needs_traces and getattr(calibration, "source", None) != "traces":
+            if traces_cal is None:  # a method made for reasoning reads the model's own traces, whatever the others read
+                from layerprobe.prune.calibration import traces_calibration
+                from layerprobe.prune.methods import default_traces
+
+                traces_cal = traces_calibration(base, s.calib_traces or default_traces(base))
+            cal = traces_cal
+        for size, label in method_sizes(method, s):
+            if progress:
+                progress(f"pruning: {m} {label}", 0, 1)
+            pruned, sel = prune_model(base, m, None if size is not None else s.n_drop, cal, size=size)
+            name = f"{m}-{label if size is not None else len(pruned.dropped)}"
+            variants.append(
+                Variant(
+                    VariantSpec(
+                        name=name,
+                        dropped=list(pruned.dropped),
+                        method=m,
+                        n_drop=len(pruned.dropped) if method.kind == "depth" and method.takes_n_drop else None,
+                        calibration=pruned.calibration,
+                        n_layers=pruned.n_layers,
+                        layer_map=list(pruned.layer_map),
+                        selection=sel.to_json(),
+                    ),
+                    pruned,
+                )
             )
-        )
+            if progress:
+                progress(f"pruning: {m} {label}", 1, 1)
     for name, path in s.variants:
         variants.append(checkpoint_variant(base, name, path, s.device, s.dtype))
     names = [v.spec.name for v in variants]
     if len(set(names)) < len(names):
         raise UserError("--variant: the name " + ", ".join(sorted({n for n in names if names.count(n) > 1})) + " is taken")
     return variants
+
+
+def method_sizes(method: Any, s: AnalyzeSettings) -> list[tuple[Any, str]]:
+    """(SizeRequest or None for --n-drop, size label) of every variant a method makes in this run."""
+    from layerprobe.prune.size import SizeRequest, parse_nm
+
+    if method.name == "nm":
+        pattern = parse_nm(s.nm or "2:4")
+        req = SizeRequest(nm=pattern)
+        return [(req, req.label)]
+    if method.kind == "depth" and not method.takes_n_drop:
+        return [(None, "")]
+    sizes = s.size_requests()
+    if not sizes:
+        return [(None, str(s.n_drop))]
+    return [(r, r.label) for r in sizes]
+
+
+def record_sizes(variants: list[Variant], base: Any, speed: bool, progress: ProgressFn | None = None) -> None:
+    """Every pruned variant's compression record (kind, request, size counted on its tensors against
+    the base) and, with `speed`, greedy tokens/s of each variant and of the base, measured here."""
+    from layerprobe.data.schema import CompressionSpec
+    from layerprobe.prune.size import SPEED_NOTE, count_size, measure_tokens_per_s, size_record
+
+    base_count = count_size(base)
+    base_speed = measure_tokens_per_s(base) if speed and len(variants) > 1 else None
+    for k, v in enumerate(variants[1:], 1):
+        if progress:
+            progress("measuring sizes and tokens/s", k - 1, len(variants) - 1)
+        comp = dict(v.loaded.extra.get("compression") or {})
+        kind = comp.get("kind") or "depth"
+        size = size_record(v.loaded, base_count, base.n_layers_original)
+        if speed and base_speed is not None:
+            mine = measure_tokens_per_s(v.loaded)
+            size.update(
+                tokens_per_s=mine["tokens_per_s"],
+                tokens_per_s_base=base_speed["tokens_per_s"],
+                speed_setup={k2: x for k2, x in mine.items() if k2 != "tokens_per_s"},
+                speed_note=SPEED_NOTE,
+            )
+        request = comp.get("request") or ({"drop": list(v.spec.dropped)} if v.spec.dropped else {})
+        method = comp.get("method") or v.spec.method or ("manual" if v.spec.dropped else v.spec.name)
+        v.spec.compression = CompressionSpec.model_validate({"kind": kind, "method": method, "request": request, "size": size})
+    if progress and len(variants) > 1:
+        progress("measuring sizes and tokens/s", len(variants) - 1, len(variants) - 1)
 
 
 def checkpoint_variant(base: Any, name: str, path: str, device: str, dtype: str) -> Variant:
@@ -181,6 +245,7 @@ def run_config(s: AnalyzeSettings, fmt_name: str, sampling: Any, probe_mode: str
     fields.update(
         extra_variants={name: path for name, path in s.variants},
         method=",".join(s.methods) or None,
+        nm=s.nm if "nm" in s.methods else None,
         calibration=s.calib or (f"traces:{s.calib_traces}" if s.calib_traces else None),
         temperature=sampling.temperature,
         top_p=sampling.top_p,
@@ -259,6 +324,7 @@ class Analysis(Job):
             raise UserError(f"--task {s.task}: problem ids must be unique; repeated: {', '.join(dup[:5])}")
         self.base = base
         self.variants = build_variants(base, s, self.progress)
+        record_sizes(self.variants, base, speed=s.sweep is None, progress=self.progress)
         self.sweep_bi: list[float] | None = None
         self.sweep_calibration: dict[str, Any] | None = None
         if s.sweep is not None:
@@ -343,6 +409,10 @@ class Analysis(Job):
             metrics = write_metrics(self.out, self.info, self.store.records)
             if self.s.sweep is not None:
                 self._write_sweep(metrics)
+            elif status == "complete":
+                from layerprobe.jobs.compression import write_compression
+
+                write_compression(self.out)
         except Exception:
             if status == "complete":
                 raise

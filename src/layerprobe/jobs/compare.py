@@ -219,6 +219,12 @@ def compare(run_dirs: Sequence[Path]) -> CompareFile:
         seen.setdefault(where, c.label)
         if r.status != "complete":
             notes.append(f"{c.label} is {r.status}: its numbers cover the traces written so far")
+        whole = [v.name for v in r.variants[1:] if not v.dropped and v.compression is not None]
+        if whole:
+            notes.append(
+                f"{c.label}: {', '.join(whole)} remove no layer (width or sparse compression) and are left out of the "
+                "layer sensitivity; its report compares them at matched size"
+            )
         if not c.sensitivity:
             notes.append(f"{c.label} has no pruned variant: no layer sensitivity")
     cross: list[CrossModel] = []

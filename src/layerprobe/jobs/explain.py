@@ -1083,9 +1083,14 @@ class Explain(Job):
         timings["load"] = round(timings.get("load", 0.0) + self.load_seconds, 2)
         for v in run.pruned:
             spec = run.spec(v)
-            if (
-                spec is None or not spec.dropped or spec.checkpoint is not None
-            ):  # restoration needs the removed layers inside the base model
+            if spec is not None and not spec.dropped:  # width and sparse variants keep every layer
+                kind = spec.compression.kind if spec.compression is not None else "no layer removed"
+                ex.skipped.append(
+                    f"restoration for {v}: it removes no layer ({kind}), and causal restoration switches removed layers "
+                    "back on, so it does not apply"
+                )
+                continue
+            if spec is None or spec.checkpoint is not None:  # restoration needs the removed layers inside the base model
                 ex.skipped.append(f"restoration for {v}: a checkpoint variant, whose weights are not the base model's")
                 continue
             if v not in st.restoration:
@@ -1130,6 +1135,9 @@ class Explain(Job):
             ex.skipped.append(f"{len(set(damaged))} probe or teacher-forced files could not be read (damaged) and were left out")
         ex.timings = timings
         write_model(run.dir / EXPLAIN_FILE, ex)
+        from layerprobe.jobs.compression import write_compression
+
+        write_compression(run.dir)  # the matched-size comparison gains the explanation's numbers
         return ex
 
     def close(self, status: str) -> None:

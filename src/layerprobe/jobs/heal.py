@@ -121,9 +121,13 @@ class Heal(Job):
                 raise UserError(
                     f"--n-drop {s.n_drop}: the model has {loaded.n_layers} layers, at most {loaded.n_layers - 1} can go"
                 )
+            from layerprobe.prune.methods import default_traces
+
+            m = get_method(s.method)
+            # the toy has no English; a method made for reasoning reads the model's own traces
             cal = (
-                resolve_calibration(loaded, traces=32 if loaded.is_toy else None)
-                if get_method(s.method).needs_calibration
+                resolve_calibration(loaded, traces=default_traces(loaded) if loaded.is_toy or m.needs_traces else None)
+                if m.needs_calibration
                 else None
             )
             base = loaded
@@ -246,9 +250,29 @@ class Heal(Job):
             record["teacher"] = teacher
         if self.pruned_from is not None:
             record["pruned_from"] = self.pruned_from
+        self._zeros(result.loaded, record)
         self.meta.files = _save(result.loaded, self.out, self.selection, record)
         healed = result.loaded
         return HealResult(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
+
+    def _zeros(self, healed: Any, record: dict[str, Any]) -> None:
+        """A sparse model's zeros before and after healing, counted (a merged LoRA update or full training
+        fills them), into the healing record and the compression record; said in one line."""
+        from layerprobe.prune.size import count_size, recount
+
+        comp = healed.extra.get("compression")
+        if not isinstance(comp, dict) or comp.get("kind") not in ("unstructured", "semi-structured"):
+            return
+        before, after = count_size(self.pruned), count_size(healed)
+        zeros_before = before.linear_weights - before.nonzero_linear_weights
+        zeros_after = after.linear_weights - after.nonzero_linear_weights
+        record["zeros"] = {"before": zeros_before, "after": zeros_after, "linear_weights": after.linear_weights}
+        healed.extra = {**healed.extra, "compression": recount(healed, comp, "after healing")}
+        kept = "the zeros survive" if zeros_after >= zeros_before else "the zeros do not survive: healing filled them"
+        self.log(
+            f"{comp.get('method')} sparsity: {zeros_before:,} zero weights before healing, {zeros_after:,} after ({kept}; "
+            "recorded in layerprobe.json)"
+        )
 
     def _work_rl(self) -> HealResult:
         """GRPO: the prompts (with their gold answers) are written once, then TRL's trainer runs."""
@@ -382,7 +406,7 @@ def pruned_checkpoint(model: str) -> Any:
         prov = Provenance.model_validate_json((path / PROVENANCE_FILE).read_bytes())
     except ValueError as exc:
         raise UserError(f"--model {model}: its layerprobe.json is not valid ({str(exc).splitlines()[0]})") from None
-    return prov if prov.dropped else None
+    return prov if prov.dropped or prov.compression is not None else None
 
 
 def _base_for(prov: Any) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from layerprobe._io import TOO_LONG, iter_json_lines
 from layerprobe.data.schema import (
     MAX_COUNT,
+    CompressionSpec,
     IngestSource,
     ModelInfo,
     RunConfig,
@@ -526,6 +527,18 @@ class ModelSide:
     loaded: Any = None
     """The model that produced the traces (base without `dropped`) when probing."""
     method: str | None = None
+    compression: dict[str, Any] | None = None
+    """The record of a compressed checkpoint given as --model (layerprobe.json)."""
+
+
+def _compression_spec(comp: Any) -> CompressionSpec | None:
+    """A checkpoint's compression record as the run stores it (None when it has none or it does not fit)."""
+    if not isinstance(comp, dict) or not comp.get("size"):
+        return None
+    try:
+        return CompressionSpec.model_validate(comp)
+    except ValueError:
+        return None
 
 
 def _model_side(
@@ -539,6 +552,14 @@ def _model_side(
     tokenizer: str | None,
 ) -> ModelSide:
     """Load what the ingest needs: the tokenizer and config only when there are no probes."""
+    if method:
+        from layerprobe.prune.methods import get_method
+
+        if get_method(method).kind != "depth":
+            raise UserError(
+                f"ingest --method removes whole layers; --method {method} compresses weights: prune first "
+                f"(layerprobe prune --method {method} --match-layers K --out DIR) and give that checkpoint as --model"
+            )
     if not probes:
         from layerprobe.models.loading import load_text_model
 
@@ -567,6 +588,7 @@ def _model_side(
             reasoning_format=tm.reasoning_format,
             context=tm.context,
             tokenizer_name=tm.tokenizer_name,
+            compression=tm.compression,
         )
     if tokenizer is not None:
         raise UserError(
@@ -584,11 +606,12 @@ def _model_side(
         loaded = drop_layers(base, validate_drop(list(drop), base))
     elif method:
         from layerprobe.prune.calibration import resolve_calibration
-        from layerprobe.prune.methods import get_method, prune_model
+        from layerprobe.prune.methods import default_traces, get_method, prune_model
 
+        m = get_method(method)
         cal = (
-            resolve_calibration(base, traces=32 if base.source_kind == "toy" else None)
-            if get_method(method).needs_calibration
+            resolve_calibration(base, traces=default_traces(base) if base.source_kind == "toy" or m.needs_traces else None)
+            if m.needs_calibration
             else None
         )
         loaded, _ = prune_model(base, method, n_drop, cal)
@@ -607,6 +630,7 @@ def _model_side(
         base=base,
         loaded=loaded,
         method=method,
+        compression=loaded.extra.get("compression") if not drop and not method else None,
     )
 
 
@@ -722,17 +746,22 @@ class Ingest(Job):
             r.shape = _file_shape(r, self.hint, self.side.tokenizer)
         dropped = self.side.dropped
         method = s.method
+        comp = self.side.compression
+        compressed = comp.get("method") if isinstance(comp, dict) and comp.get("kind") not in (None, "depth") else None
         self.name = s.label or (
-            "base" if not dropped else (f"{method}-{len(dropped)}" if method else "drop-" + "-".join(map(str, dropped)))
+            (f"{compressed}" if compressed else "base")
+            if not dropped
+            else (f"{method}-{len(dropped)}" if method else "drop-" + "-".join(map(str, dropped)))
         )
         n = self.side.n_layers
         kept = [i for i in range(n) if i not in set(dropped)] if n is not None else None
         spec = VariantSpec(
             name=self.name,
             dropped=dropped,
-            method=self.side.method,
+            method=self.side.method or compressed,
             n_layers=len(kept) if kept is not None else None,
             layer_map=kept,
+            compression=_compression_spec(comp),
         )
         self.producer = s.producer or next((r.producer for r in self.reads if r.producer), None)
         self.info = _run_info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from layerprobe.data.schema import Mode
 from layerprobe.errors import UserError
@@ -59,6 +60,9 @@ class AnalyzeSettings:
     drops: list[list[int]] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     n_drop: int | None = None
+    match_layers: list[int] | None = None  # sizes in layers' worth: one variant per method and size
+    sparsity: list[float] | None = None  # sizes as fractions of the decoder's linear weights
+    nm: str | None = None  # --method nm's N:M pattern (default 2:4)
     variants: list[tuple[str, str]] = field(default_factory=list)  # --variant NAME=CHECKPOINT_DIR
     calib: str | None = None  # file path; default: the model's own traces for the toy, embedded text otherwise
     calib_traces: int | None = None
@@ -131,6 +135,7 @@ class AnalyzeSettings:
             raise UserError(f"--probe-mode {self.probe_mode}: valid modes are {', '.join(PROBE_MODES)}")
         if self.n_drop is not None and not self.methods:
             raise UserError("--n-drop applies to --method; with --drop, list the layers themselves")
+        self._check_sizes()
         if self.n_drop is not None and self.n_drop < 1:
             raise UserError(f"--n-drop {self.n_drop}: must be at least 1")
         if self.calib is not None and self.calib_traces is not None:
@@ -176,6 +181,54 @@ class AnalyzeSettings:
         if (self.ray_address is not None or self.gpus_per_worker) and self.workers is None and self.ray_address is None:
             raise UserError("--gpus-per-worker needs --workers N or --ray-address ADDR")
 
+    def _check_sizes(self) -> None:
+        """--match-layers / --sparsity / --nm: each value valid, and each method given a size it takes."""
+        from layerprobe.prune.methods import get_method
+        from layerprobe.prune.size import SizeRequest, check_match_layers, check_sparsity, parse_nm
+
+        given = [f for f, v in (("--match-layers", self.match_layers), ("--sparsity", self.sparsity)) if v is not None]
+        if given and not self.methods:
+            raise UserError(
+                f"{given[0]} sizes the variants of --method: add --method NAME (e.g. --method wanda); --drop lists layers itself"
+            )
+        if given and self.n_drop is not None:
+            raise UserError(f"--n-drop and {given[0]} are exclusive: say the size one way")
+        for k in self.match_layers or []:
+            check_match_layers(k)
+        for f in self.sparsity or []:
+            check_sparsity(f)
+        for flag, values in (("--match-layers", self.match_layers), ("--sparsity", self.sparsity)):
+            if values is not None and len(set(values)) < len(values):
+                raise UserError(f"{flag}: the same size is given twice")
+        if self.nm is not None:
+            parse_nm(self.nm)
+            if "nm" not in self.methods:
+                raise UserError("--nm is the pattern of --method nm: add --method nm")
+        sizes = [SizeRequest(match_layers=k) for k in self.match_layers or []]
+        sizes += [SizeRequest(sparsity=f) for f in self.sparsity or []]
+        for name in self.methods:
+            m = get_method(name)
+            if name == "nm":
+                continue
+            if m.kind == "depth" and not m.takes_n_drop and given:
+                m.check_request(None, sizes[0])  # refused: the method decides how much it removes
+            if m.kind != "depth" and self.n_drop is not None:
+                m.check_request(self.n_drop, None)  # refused: --n-drop counts layers
+        if self.workers is not None or self.ray_address is not None:
+            weights = [n for n in self.methods if get_method(n).kind != "depth" or n == "laco"]
+            if weights:
+                raise UserError(
+                    f"--method {weights[0]} changes weights, and Ray workers rebuild variants from the layers they drop: "
+                    "run it without --workers / --ray-address"
+                )
+
+    def size_requests(self) -> list[Any]:
+        """The sizes (SizeRequest) every sized method is run at, in the order given."""
+        from layerprobe.prune.size import SizeRequest
+
+        out = [SizeRequest(match_layers=k) for k in self.match_layers or []]
+        return out + [SizeRequest(sparsity=f) for f in self.sparsity or []]
+
     def _check_variants(self) -> None:
         """--variant NAME=DIR: a name usable as a file name, not taken twice, and a checkpoint directory."""
         names = [n for n, _ in self.variants]
@@ -195,8 +248,15 @@ class AnalyzeSettings:
         d = TOY_DEFAULTS if is_toy else (QUICK_DEFAULTS if self.quick else REAL_DEFAULTS)
         if not self.drops and not self.methods and self.sweep is None:
             self.methods = list(d.methods)
-        if self.methods and self.n_drop is None:
-            self.n_drop = d.n_drop
+        if self.methods and self.n_drop is None and self.match_layers is None and self.sparsity is None:
+            from layerprobe.prune.methods import get_method
+
+            if all(get_method(m).kind == "depth" or m == "nm" for m in self.methods):
+                self.n_drop = d.n_drop
+            else:  # a method that removes weights or channels is sized in layers' worth, like the others
+                self.match_layers = [d.n_drop]
+        if "nm" in self.methods and self.nm is None:
+            self.nm = "2:4"
         if self.budgets is None:
             self.budgets = list(d.budgets)
         self.budgets = sorted(set(self.budgets))

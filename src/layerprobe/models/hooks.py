@@ -105,3 +105,25 @@ def cache_kwarg(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
 
     params = inspect.signature(type(model).forward).parameters
     return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+@contextmanager
+def input_hooks(modules: dict[str, torch.nn.Module], on_input: Callable[[str, torch.Tensor], None]) -> Iterator[None]:
+    """While the block runs, `on_input(name, x)` sees the first positional input of each named module
+    (e.g. the activations entering a linear layer, (B, T, in)); every hook is removed on exit, also on errors."""
+    handles: list[Any] = []
+
+    def make(name: str) -> Callable[..., None]:
+        def pre(_module: Any, args: tuple) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                on_input(name, args[0])
+
+        return pre
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_pre_hook(make(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()

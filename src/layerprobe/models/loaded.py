@@ -48,6 +48,12 @@ class LoadedModel:
         return len(self.layer_map)
 
     @property
+    def compression_kind(self) -> str:
+        """depth (layers removed, or none), width, unstructured or semi-structured."""
+        comp = self.extra.get("compression")
+        return str(comp.get("kind", "depth")) if isinstance(comp, dict) else "depth"
+
+    @property
     def dropped(self) -> list[int]:
         """Original indices of the decoder layers that were removed."""
         kept = set(self.layer_map)
@@ -96,5 +102,6 @@ class LoadedModel:
             method=self.method,
             calibration=self.calibration,
             reasoning_format=self.reasoning_format,
+            compression=self.extra.get("compression"),
             layerprobe_version=__version__,
         )

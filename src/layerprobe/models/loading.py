@@ -252,10 +252,13 @@ def load_model(
     layer_map = list(range(n_layers))
     n_original = n_layers
     method = None
+    extra: dict[str, Any] = {}
     if prov is not None:  # a checkpoint written by layerprobe prune / heal: keep original indices
         layer_map = list(prov.layer_map)
         n_original = prov.n_layers_original
         method = prov.method
+        if prov.compression is not None:
+            extra["compression"] = dict(prov.compression)
     if revision is None and kind != "hub":  # a local checkpoint, a GGUF file or the toy: its content
         revision = weights_fingerprint(gguf_origin or source)
     loaded = LoadedModel(
@@ -270,6 +273,7 @@ def load_model(
         layer_map=layer_map,
         n_layers_original=n_original,
         method=method,
+        extra=extra,
     )
     _ = loaded.layers  # validate the layer path now, not at first use
     loaded.reasoning_format = fmt_hint  # declared by the alias; otherwise scaling.formats detects it from the tokenizer
@@ -300,6 +304,8 @@ class TextModel:
     """max_position_embeddings (None: unknown)."""
     dropped: list[int] = field(default_factory=list)
     """Original layers a pruned checkpoint (one with a layerprobe.json) lacks."""
+    compression: dict[str, Any] | None = None
+    """A compressed checkpoint's record (layerprobe.json): kind, method, size."""
 
 
 def _config_and_tokenizer_source(name: str) -> tuple[str, str, str | None, dict[str, Any]]:
@@ -368,11 +374,13 @@ def load_text_model(name: str, tokenizer: str | None = None) -> TextModel:
     from layerprobe.models.provenance import read_provenance
 
     dropped: list[int] = []
+    compression = None
     if config is not None and Path(source).is_dir():
         prov = read_provenance(Path(source), n_layers or 0)
         if prov is not None:  # a pruned checkpoint: depths are counted in the original model's layers
             n_layers = prov.n_layers_original
             dropped = [i for i in range(prov.n_layers_original) if i not in set(prov.layer_map)]
+            compression = prov.compression
     if n_layers is None and alias is not None and alias.n_layers:
         n_layers = alias.n_layers
     return TextModel(
@@ -386,4 +394,5 @@ def load_text_model(name: str, tokenizer: str | None = None) -> TextModel:
         reasoning_format=hint,
         context=getattr(config, "max_position_embeddings", None),
         dropped=dropped,
+        compression=compression,
     )

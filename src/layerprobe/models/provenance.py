@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from layerprobe.errors import UserError
 
 PROVENANCE_FILE = "layerprobe.json"
-PROVENANCE_SCHEMA_VERSION = 1
+PROVENANCE_SCHEMA_VERSION = 2
+"""2: `compression` (what kind of compression, the size asked and the size counted). Version 1 files
+lack only that optional field."""
 
 
 class Provenance(BaseModel):
@@ -51,6 +53,10 @@ class Provenance(BaseModel):
     """The pruning method's scores and choice."""
     healing: dict[str, Any] | None = None
     """How the pruned model was fine-tuned afterwards (layerprobe heal), if it was."""
+    compression: dict[str, Any] | None = None
+    """What the compression removed and how much: kind (depth, width, unstructured, semi-structured),
+    method, the size asked (match_layers, sparsity, nm or n_drop) and the size counted on the saved
+    tensors (decoder parameters, linear weights and their non-zeros, FLOPs per token, tokens/s)."""
     layerprobe_version: str = ""
     """layerprobe version that wrote the checkpoint."""
 

@@ -66,6 +66,8 @@ class Calibration:
     token_ids: list[list[int]] | None = None
     add_special_tokens: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    prompt_lengths: list[int] | None = None
+    """Traces: the number of prompt tokens at the start of each document (the rest was generated)."""
 
     @property
     def documents(self) -> list[Any]:
@@ -244,10 +246,17 @@ def traces_calibration(
         results = gen.generate(reqs, batch_size=batch_size)
     finally:
         model.train(was_training)
-    ids = [tok.encode(c, add_special_tokens=False) + list(r.all_ids) for c, r in zip(chats, results)]
+    prompt_ids = [tok.encode(c, add_special_tokens=False) for c in chats]
+    ids = [p + list(r.all_ids) for p, r in zip(prompt_ids, results)]
     texts = [tok.decode(x, skip_special_tokens=False) for x in ids]
     return Calibration(
-        texts=texts, source="traces", name=f"{loaded.name}-traces", token_ids=ids, add_special_tokens=False, extra=extra
+        texts=texts,
+        source="traces",
+        name=f"{loaded.name}-traces",
+        token_ids=ids,
+        add_special_tokens=False,
+        extra=extra,
+        prompt_lengths=[len(p) for p in prompt_ids],
     )
 
 

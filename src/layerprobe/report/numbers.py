@@ -24,7 +24,8 @@ def fmt(x: Any, kind: str = "p") -> str:
     """p and pct: a share as a percent ("53 %"); pn: a share as a percent number (interval bounds after
     a "p": "[36, 70]"); d: a difference of shares in signed percentage points ("−47"; one decimal for a
     value that is not 0 but rounds to it, "+0.2"); r: a signed
-    coefficient with 2 decimals (correlations); d1/d3: signed difference with 1/3 decimals; i: integer;
+    coefficient with 2 decimals (correlations); p1: a share as a percent with one decimal ("83.3 %");
+    d1/d3: signed difference with 1/3 decimals; i: integer;
     f1/f3: 1/3 decimals; s: small quantity (3 decimals, or scientific below 0.01). Shares are always
     shown as percents, as the terminal shows them."""
     if not is_num(x):
@@ -57,6 +58,8 @@ def fmt(x: Any, kind: str = "p") -> str:
         if x != 0 and abs(x) < 0.01:
             return f"{x:.1e}".replace("e-0", "e-").replace("-", MINUS)
         return f"{x:.3f}".replace("-", MINUS)
+    if kind == "p1":
+        return f"{100 * x:.1f} %"
     if kind in ("pct", "p"):
         return f"{100 * x:.0f} %"
     return f"{x:.2f}".replace("-", MINUS)

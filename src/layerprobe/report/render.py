@@ -20,6 +20,7 @@ from layerprobe.data.verdicts import MIN_UNITS, RULE, verdict_short, verdict_wor
 from layerprobe.errors import UserError
 from layerprobe.report import cases as cases_mod
 from layerprobe.report import figures
+from layerprobe.report.compression import compression_view
 from layerprobe.report.judge import judge_view
 from layerprobe.report.narrative import (
     TRACE_KIND,
@@ -68,6 +69,8 @@ class RunView:
     contrasts: list[dict[str, Any]] = field(default_factory=list)
     judge: dict[str, Any] | None = None
     """The behaviours a judge model counted (report.judge.judge_view), when the run was judged."""
+    compression: Any = None
+    """The matched-size comparison (report/compression.py), when the run has compression.json."""
 
 
 def _acc_cell(run: Run, v: str, g: str, b: int) -> dict[str, Any] | None:
@@ -320,6 +323,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         explain_command=explain_command(run.dir),
         explain_problem=unshown_text("explain.json", *run.unshown["explain.json"]) if "explain.json" in run.unshown else "",
         judge=judge_view(run),
+        compression=compression_view(run),
     )
 
 

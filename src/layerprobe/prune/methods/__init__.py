@@ -3,8 +3,10 @@
     from layerprobe.prune.methods import get_method
     sel = get_method("shortgpt").select(loaded, 2, calibration)   # sel.drop: original indices
     pruned = get_method("shortgpt").apply(loaded, sel)
+    pruned, sel = prune_model(loaded, "wanda", size=SizeRequest(match_layers=2))   # any kind, one size
 
-`prune_model` does both, defaults the calibration to the embedded text and records it on the result.
+`prune_model` does both, defaults the calibration to the embedded text (the model's own traces for a
+method that reads traces) and records on the result what was removed and how much (`extra["compression"]`).
 A new method is a module defining a PruneMethod subclass instance, added with `register`.
 """
 
@@ -14,8 +16,9 @@ from typing import Any
 
 from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.methods import angular, laco, ppl, reverse, shortgpt
+from layerprobe.prune.methods import angular, laco, magnitude, nm, ppl, reverse, shortgpt, tracekl, wanda, width
 from layerprobe.prune.methods.base import PruneMethod, Selection, check_n_drop
+from layerprobe.prune.size import SizeRequest, count_size, size_record
 
 METHODS: dict[str, PruneMethod] = {}
 
@@ -28,7 +31,19 @@ def register(method: PruneMethod) -> PruneMethod:
     return method
 
 
-for _m in (shortgpt.METHOD, reverse.METHOD, reverse.METHOD_KEEP_FINAL, angular.METHOD, laco.METHOD, ppl.METHOD):
+for _m in (
+    shortgpt.METHOD,
+    reverse.METHOD,
+    reverse.METHOD_KEEP_FINAL,
+    angular.METHOD,
+    laco.METHOD,
+    ppl.METHOD,
+    tracekl.METHOD,
+    width.METHOD,
+    wanda.METHOD,
+    magnitude.METHOD,
+    nm.METHOD,
+):
     register(_m)
 
 
@@ -50,31 +65,63 @@ def prune_model(
     n_drop: int | None = None,
     calibration: Any = None,
     *,
+    size: SizeRequest | None = None,
     seq_len: int = 256,
     batch_size: int = 8,
     **options: Any,
 ) -> tuple[LoadedModel, Selection]:
-    """Choose layers with `method` and build the pruned model; `loaded` is not modified.
+    """Choose what to remove with `method` and build the pruned model; `loaded` is not modified.
 
-    Methods that read text use `calibration` (a Calibration, or a list of documents), defaulting to the
-    embedded text. The result's `method`, `calibration` and `extra["selection"]` record how the layers
-    were chosen.
+    The amount is `n_drop` layers (methods that remove whole layers) or `size` (any method that takes
+    one). Methods that read text use `calibration` (a Calibration, or a list of documents), defaulting
+    to the embedded text, or to the model's own reasoning traces for a method that reads traces. The
+    result's `method`, `calibration`, `extra["selection"]` and `extra["compression"]` (kind, the size
+    asked, the size counted on the result) record how it was made.
     """
     m = get_method(method)
-    if m.takes_n_drop:
+    if m.kind == "depth" and m.takes_n_drop and size is None:
         check_n_drop(n_drop, loaded)
     if m.needs_calibration and calibration is None:
-        from layerprobe.prune.calibration import embedded_calibration
+        from layerprobe.prune.calibration import embedded_calibration, traces_calibration
 
-        calibration = embedded_calibration()
+        calibration = traces_calibration(loaded, default_traces(loaded)) if m.needs_traces else embedded_calibration()
     selection = m.select(
-        loaded, n_drop, calibration if m.needs_calibration else None, seq_len=seq_len, batch_size=batch_size, **options
+        loaded,
+        n_drop,
+        calibration if m.needs_calibration else None,
+        size=size,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        **options,
     )
     pruned = m.apply(loaded, selection)
     pruned.method = selection.method
     pruned.calibration = selection.calibration
-    pruned.extra = {**pruned.extra, "selection": selection.to_json()}
+    request = size.to_json() if size is not None else {"n_drop": len(selection.drop)}
+    compression = {
+        "kind": m.kind,
+        "method": selection.method,
+        "request": request,
+        "size": size_record(pruned, count_size(loaded), loaded.n_layers_original),
+    }
+    pruned.extra = {**pruned.extra, "selection": selection.to_json(), "compression": compression}
     return pruned, selection
 
 
-__all__ = ["METHODS", "PruneMethod", "Selection", "get_method", "method_names", "prune_model", "register"]
+def default_traces(loaded: LoadedModel) -> int:
+    """Own reasoning traces a trace-reading method generates when not told how many: 32 for the toy
+    (as analyze calibrates it), 16 (the built-in reasoning prompts, once each) for other models."""
+    return 32 if loaded.is_toy else 16
+
+
+__all__ = [
+    "METHODS",
+    "PruneMethod",
+    "Selection",
+    "SizeRequest",
+    "default_traces",
+    "get_method",
+    "method_names",
+    "prune_model",
+    "register",
+]

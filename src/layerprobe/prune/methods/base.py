@@ -8,6 +8,7 @@ from typing import Any
 
 from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
+from layerprobe.prune.size import SizeRequest
 from layerprobe.prune.surgery import drop_layers
 
 
@@ -42,12 +43,21 @@ class Scoring:
 
 
 class PruneMethod:
-    """Base class of the registered methods; a new method is one module with one subclass instance."""
+    """Base class of the registered methods; a new method is one module with one subclass instance.
+
+    `kind` says what the method removes: `depth` (whole layers: `select` returns them in
+    `Selection.drop`), `width` (FFN channels), `unstructured` or `semi-structured` (single weights); the
+    last three return the new model in `Selection.model`. Depth methods that take a number of layers
+    (`takes_n_drop`) accept it as `n_drop` or as a `SizeRequest`; the others need a `SizeRequest`
+    (docs/definitions.md#size)."""
 
     name: str = ""
     summary: str = ""
     needs_calibration: bool = False
     takes_n_drop: bool = True
+    kind: str = "depth"
+    needs_traces: bool = False
+    """Reads the model's own reasoning traces (a traces calibration), whatever the other methods read."""
 
     def select(
         self,
@@ -55,25 +65,68 @@ class PruneMethod:
         n_drop: int | None,
         calibration: Any = None,
         *,
+        size: SizeRequest | None = None,
         seq_len: int = 256,
         batch_size: int = 8,
         **options: Any,
     ) -> Selection:
-        """The layers to remove: `n_drop` checked (or refused, for a method that decides the number
-        itself), the method's `choose`, and the record of the calibration text that chose them."""
-        if self.takes_n_drop:
-            n: int | None = check_n_drop(n_drop, loaded)
-        elif n_drop is not None:
-            raise UserError(f"--n-drop does not apply to --method {self.name}: the method decides how many layers go")
+        """What to remove: the size checked (`n_drop`, or `size`; refused for a method that decides the
+        amount itself), the method's `choose`, and the record of the calibration text that chose it."""
+        self.check_request(n_drop, size)
+        n: int | None = None
+        if self.kind == "depth":
+            if size is not None:
+                n_drop = size.layers(loaded, self.name)
+            if self.takes_n_drop:
+                n = check_n_drop(n_drop, loaded)
         else:
-            n = None
+            options = {**options, "size": size}
         sel = self.choose(loaded, n, calibration, Scoring(seq_len, batch_size, options))
         if self.needs_calibration and sel.calibration is None:
             sel.calibration = calibration_record(calibration, seq_len)
+        if size is not None:
+            sel.record = {"size_request": size.to_json(), **sel.record}
         return sel
 
+    def check_request(self, n_drop: int | None, size: SizeRequest | None) -> None:
+        """The amount asked suits the method (checked before any model is loaded; UserError otherwise)."""
+        if self.kind != "depth":
+            if n_drop is not None:
+                raise UserError(
+                    f"--n-drop counts whole layers; --method {self.name} removes {self.kind.replace('-', ' ')} weights: "
+                    "say its size with --match-layers K or --sparsity F"
+                )
+            self.check_size(size)
+            return
+        if not self.takes_n_drop:
+            if size is not None:
+                raise UserError(
+                    f"--method {self.name} decides how much it removes: it takes no size (--match-layers / --sparsity)"
+                )
+            if n_drop is not None:
+                raise UserError(f"--n-drop does not apply to --method {self.name}: the method decides how many layers go")
+            return
+        if size is not None and n_drop is not None:
+            raise UserError("--n-drop and --match-layers / --sparsity are exclusive: say the size one way")
+        if size is None and n_drop is None:
+            raise UserError(f"--method {self.name} needs --n-drop K or --match-layers K (how many layers to remove)")
+        if size is not None and size.nm is not None:
+            raise UserError(f"--nm applies to --method nm; --method {self.name} removes whole layers (--match-layers K)")
+
+    def check_size(self, size: SizeRequest | None) -> SizeRequest:
+        """The size request of a method that removes weights or channels (UserError when it has none)."""
+        if size is None or size.nm is not None:
+            what = (
+                "--match-layers K or --sparsity F"
+                if size is None
+                else "--match-layers K or --sparsity F (--nm is for --method nm)"
+            )
+            raise UserError(f"--method {self.name} needs a size: {what}")
+        return size
+
     def choose(self, loaded: LoadedModel, n: int | None, calibration: Any, how: Scoring) -> Selection:
-        """The method itself: which `n` layers (checked; None for a method that decides) go."""
+        """The method itself: which `n` layers (checked; None for a method that decides) go, or, for a
+        method that is not `depth`, the new model (`how.options["size"]` says how much goes)."""
         raise NotImplementedError
 
     def apply(self, loaded: LoadedModel, selection: Selection) -> LoadedModel:

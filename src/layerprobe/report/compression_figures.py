@@ -1,0 +1,177 @@
+"""Figures of the matched-size comparison (compression.json): accuracy against size kept, one line per
+method; the long-chain budget curves per size; accuracy against the mechanism numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from markupsafe import Markup
+
+from layerprobe.report.figures import _f, _percent, _styled, _subplots_fig, to_svg
+
+#: One colour per method throughout the section (the base in grey).
+METHOD_COLORS = {
+    "base": "#555555",
+    "shortgpt": "#d62728",
+    "reverse": "#ff7f0e",
+    "trace-kl": "#9467bd",
+    "width": "#1f77b4",
+    "wanda": "#2ca02c",
+    "magnitude": "#17becf",
+    "nm": "#8c564b",
+}
+_EXTRA = ["#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+
+
+def method_colors(cf: Any) -> dict[str, str]:
+    """Method -> colour, the known methods fixed, any other in turn."""
+    out = {}
+    k = 0
+    for row in cf.rows:
+        if row.method not in out:
+            if row.method in METHOD_COLORS:
+                out[row.method] = METHOD_COLORS[row.method]
+            else:
+                out[row.method] = _EXTRA[k % len(_EXTRA)]
+                k += 1
+    return out
+
+
+def _by_method(cf: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for row in cf.rows[1:]:
+        out.setdefault(row.method, []).append(row)
+    return out
+
+
+@_styled
+def frontier(cf: Any, colors: dict[str, str]) -> Markup | None:
+    """Accuracy at the largest budget (95 % Wilson interval) against the share of decoder linear weights
+    kept, one panel per group, one line per method; the base at 100 %."""
+    groups = cf.groups
+    if not groups or len(cf.rows) < 2:
+        return None
+    fig, axes = _subplots_fig(1, len(groups), (max(5.0, 3.5 * len(groups)), 3.0), sharey=True)
+    base = cf.rows[0]
+    for ax, g in zip(axes[0], groups):
+        b = base.accuracy.get(g)
+        if b is not None:
+            ax.axhline(_f(b.value), color=colors["base"], lw=1, ls=":", zorder=1)
+            ax.errorbar(
+                [1.0],
+                [_f(b.value)],
+                yerr=[[_f(b.value) - _f(b.ci[0])], [_f(b.ci[1]) - _f(b.value)]],
+                fmt="o",
+                color=colors["base"],
+                ms=6,
+                capsize=2,
+                label="base",
+            )
+        for j, (method, rows) in enumerate(_by_method(cf).items()):
+            pts = sorted((_f(r.kept_fraction), r.accuracy.get(g)) for r in rows if r.accuracy.get(g) is not None)
+            pts = [(x, a) for x, a in pts if not math.isnan(x)]
+            if not pts:
+                continue
+            xs = [x + 0.0015 * (j - 3) for x, _ in pts]  # a hair apart, so equal points stay visible
+            ys = [_f(a.value) for _, a in pts]
+            lo = [y - _f(a.ci[0]) for y, (_, a) in zip(ys, pts)]
+            hi = [_f(a.ci[1]) - y for y, (_, a) in zip(ys, pts)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="-o", color=colors[method], ms=4, lw=1.4, capsize=2, label=method, alpha=0.9)
+        ax.set_title(g)
+        ax.set_xlabel("decoder linear weights kept")
+        ax.set_ylim(-0.03, 1.05)
+        ax.invert_xaxis()
+        _percent(ax)
+        _percent(ax, "x")
+    axes[0][0].set_ylabel(f"accuracy at {cf.budget} tokens")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+    return to_svg(fig, "accuracy against the share of weights kept, one line per compression method")
+
+
+@_styled
+def budget_curves(cf: Any, colors: dict[str, str]) -> Markup | None:
+    """Long-chain accuracy against the thinking budget, one panel per size, one line per method."""
+    g = cf.long_group or (cf.groups[0] if cf.groups else None)
+    if g is None or not cf.budgets or len(cf.rows) < 2:
+        return None
+    sizes: list[tuple[str, str]] = []
+    for r in cf.rows[1:]:
+        if (r.size_key, r.size_label) not in sizes:
+            sizes.append((r.size_key, r.size_label))
+    fig, axes = _subplots_fig(1, len(sizes), (max(5.0, 3.2 * len(sizes)), 2.8), sharey=True)
+    base = cf.rows[0]
+    for ax, (key, label) in zip(axes[0], sizes):
+        curve = base.budget_curve.get(g, {})
+        bs = sorted(int(b) for b in curve)
+        ax.plot(bs, [_f(curve[str(b)]) for b in bs], "o:", color=colors["base"], lw=1.6, ms=4, label="base")
+        for r in cf.rows[1:]:
+            if r.size_key != key:
+                continue
+            curve = r.budget_curve.get(g, {})
+            bs = sorted(int(b) for b in curve)
+            ax.plot(bs, [_f(curve[str(b)]) for b in bs], "o-", color=colors[r.method], lw=1.4, ms=3.5, label=r.method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(cf.budgets, [str(b) for b in cf.budgets])
+        ax.set_title(label)
+        ax.set_xlabel("thinking budget (tokens)")
+        ax.set_ylim(-0.03, 1.05)
+        _percent(ax)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(f"{g}: accuracy")
+    return to_svg(fig, "long-chain accuracy against the thinking budget, one panel per size")
+
+
+@_styled
+def mechanisms(cf: Any, colors: dict[str, str]) -> Markup | None:
+    """Long-chain accuracy against the teacher-forced KL along the base traces and against the per-step
+    error rate, one point per variant (colour: method; marker: size)."""
+    g = cf.long_group
+    if g is None:
+        return None
+    panels = [
+        ("tf_mean_kl", "KL(base ‖ variant) along base traces (nats)", True),
+        ("step_error_rate", "wrong steps / steps written", False),
+    ]
+    panels = [p for p in panels if any(_f(getattr(r.mechanism, p[0])) == _f(getattr(r.mechanism, p[0])) for r in cf.rows[1:])]
+    if not panels:
+        return None
+    keys: list[str] = []
+    for r in cf.rows[1:]:
+        if r.size_key not in keys:
+            keys.append(r.size_key)
+    fig, axes = _subplots_fig(1, len(panels), (max(5.0, 3.8 * len(panels)), 3.0), sharey=True)
+    seen: set[str] = set()
+    for ax, (field, label, logx) in zip(axes[0], panels):
+        for r in cf.rows:
+            x = _f(getattr(r.mechanism, field))
+            a = r.accuracy.get(g)
+            if math.isnan(x) or a is None:
+                continue
+            if logx:
+                x = max(x, 1e-6)
+            tag = r.method if r.method not in seen else None
+            seen.add(r.method)
+            marker = "*" if r.method == "base" else MARKERS[keys.index(r.size_key) % len(MARKERS)]
+            ax.plot([x], [_f(a.value)], marker, color=colors[r.method], ms=7 if r.method != "base" else 10, ls="", label=tag)
+        if logx:
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # no mathtext (parse_math is off)
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+        ax.set_xlabel(label)
+        ax.set_ylim(-0.03, 1.05)
+        _percent(ax)
+    axes[0][0].set_ylabel(f"{g}: accuracy at {cf.budget} tokens")
+    handles, labels = [], []
+    for ax in axes[0]:
+        h, lab = ax.get_legend_handles_labels()
+        for hh, ll in zip(h, lab):
+            if ll not in labels:
+                handles.append(hh)
+                labels.append(ll)
+    fig.legend(handles, labels, loc="outside right center")
+    return to_svg(fig, "long-chain accuracy against the mechanism numbers, one point per variant")
