@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from layerprobe.data.schema import (
 from layerprobe.data.store import RunStore, is_run_dir, now, read_run_info
 from layerprobe.errors import UserError
 from layerprobe.jobs.job import Job, ProgressFn
+from layerprobe.jobs.textwork import TextJob, TextPool, n_workers
 from layerprobe.rules import MAX_LINE_BYTES, as_float, as_int, check_name, inside
 from layerprobe.scaling.formats import ReasoningFormat
 from layerprobe.scaling.traces import INGEST_FORMATS, Shape, detect_shape, finish_of, from_fields, parse_trace
@@ -568,6 +569,23 @@ def _rebuild(shape: Shape, reasoning: str, content: str) -> str:
 
 
 @dataclass
+class _Pre:
+    """A trace read and parsed, waiting for its text work (jobs.textwork)."""
+
+    i: int
+    shape: Shape
+    it: Item
+    b: int | None
+    parsed: Any
+    text: str
+    mode: Literal["sequential", "parallel"]
+    prompt: str
+    prompt_ids: list[int]
+    thinking: str
+    job: TextJob
+
+
+@dataclass
 class _Todo:
     record: SampleRecord
     prompt_ids: list[int]
@@ -602,6 +620,9 @@ class IngestSettings:
     force: bool = False
     tokenizer: str | None = None
     producer: str | None = None
+    workers: int | None = None
+    """Processes for the text work (token counts, trace metrics): 0 in this process, None one per core
+    from jobs.textwork.POOL_MIN_TRACES traces on."""
 
 
 class Ingest(Job):
@@ -614,6 +635,7 @@ class Ingest(Job):
         super().__init__(progress, argv)
         self.s = settings
         self.grader: Any = None
+        self.pool: TextPool | None = None
 
     def prepare(self) -> None:
         from layerprobe.data.store import check_out_dir
@@ -676,7 +698,6 @@ class Ingest(Job):
         self.store.set_status("running")
 
     def work(self) -> tuple[Path, IngestSource]:
-        from layerprobe.jobs.records import trace_fields
         from layerprobe.scaling.formats import FORMATS
         from layerprobe.tasks.grading import MathGrader, gold_problem, grade_trace
 
@@ -725,29 +746,70 @@ class Ingest(Job):
             todo.clear()
 
         numbered = [(r.shape, it) for r in self.reads for it in r.items]
-        for i, (shape, it) in enumerate(numbered):
-            progress(f"ingest {name}", i, len(items))
-            assert shape is not None
-            b = it.budget if it.budget is not None else s.budget
-            if (it.problem_id, b or 0, it.sample) in seen:
-                skipped["the same id, budget and sample again (the first kept)"] += 1
-                continue
-            seen.add((it.problem_id, b or 0, it.sample))
-            if it.reasoning is not None:
-                parsed, text = from_fields(it.reasoning, it.completion), _rebuild(shape, it.reasoning, it.completion)
-                counts["reasoning in a separate field"] += 1
-            else:
-                parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
-            mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
-            prompt = it.prompt
-            if it.messages is not None:
-                try:
-                    prompt = tok.apply_chat_template(it.messages, tokenize=False, add_generation_prompt=True)
-                except Exception:  # noqa: BLE001 - a tokenizer without a chat template cannot render messages
-                    skipped["messages that the tokenizer's chat template cannot render"] += 1
+
+        def prelude() -> Iterator[_Pre]:
+            """What each new trace needs before its text work (in this process, in file order)."""
+            for i, (shape, it) in enumerate(numbered):
+                assert shape is not None
+                b = it.budget if it.budget is not None else s.budget
+                if (it.problem_id, b or 0, it.sample) in seen:
+                    skipped["the same id, budget and sample again (the first kept)"] += 1
                     continue
-            prompt_ids = it.prompt_ids or enc(prompt)
-            all_ids = it.completion_ids or enc(text)
+                seen.add((it.problem_id, b or 0, it.sample))
+                if it.reasoning is not None:
+                    parsed, text = from_fields(it.reasoning, it.completion), _rebuild(shape, it.reasoning, it.completion)
+                    counts["reasoning in a separate field"] += 1
+                else:
+                    parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
+                mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
+                prompt = it.prompt
+                if it.messages is not None:
+                    try:
+                        prompt = tok.apply_chat_template(it.messages, tokenize=False, add_generation_prompt=True)
+                    except Exception:  # noqa: BLE001 - a tokenizer without a chat template cannot render messages
+                        skipped["messages that the tokenizer's chat template cannot render"] += 1
+                        continue
+                prompt_ids = it.prompt_ids or enc(prompt)
+                stored = store.has((name, it.problem_id, mode, b or 0, it.sample))
+                parts = None
+                if (
+                    it.completion_ids
+                    and it.reasoning is None
+                    and parsed.ended
+                    and not parsed.reopened
+                    and shape.format in FORMATS
+                ):
+                    parts = split_ids(tok, FORMATS[shape.format], it.completion_ids)
+                # the generated ids, decoded, when the file gives them (as the engine records it); else the file's text
+                thinking = tok.decode(parts[0], skip_special_tokens=False) if parts else parsed.thinking
+                job = TextJob(
+                    text,
+                    thinking,
+                    parsed.answer,
+                    all_ids=it.completion_ids,
+                    think_ids=parts[0] if parts else None,
+                    answer_ids=parts[1] if parts else None,
+                    metrics=not stored and bool(prompt_ids) and max(prompt_ids, default=0) < vocab,
+                    vocab=vocab,
+                )
+                yield _Pre(i, shape, it, b, parsed, text, mode, prompt, prompt_ids, thinking, job)
+
+        pool = self.pool = TextPool(tok, n_workers(s.workers, len(numbered))).open()
+        for pre, done in pool.text(prelude(), lambda pre: pre.job):
+            assert done is not None
+            i, shape, it, b, parsed, text, mode, prompt = (
+                pre.i,
+                pre.shape,
+                pre.it,
+                pre.b,
+                pre.parsed,
+                pre.text,
+                pre.mode,
+                pre.prompt,
+            )
+            prompt_ids, thinking = pre.prompt_ids, pre.thinking
+            progress(f"ingest {name}", i, len(items))
+            all_ids = done.all_ids.tolist()
             cut = it.cut if it.cut is not None else (True if it.cap and len(all_ids) >= it.cap else None)
             finish = finish_of(parsed, shape.format, cut)
             counts["budget-forced"] += finish == "budget"
@@ -761,20 +823,15 @@ class Ingest(Job):
             if not prompt_ids or not all_ids:
                 skipped["empty prompt or completion"] += 1
                 continue
-            parts = None
-            if it.completion_ids and it.reasoning is None and parsed.ended and not parsed.reopened and shape.format in FORMATS:
-                parts = split_ids(tok, FORMATS[shape.format], all_ids)
-            think_ids = parts[0] if parts else enc(parsed.thinking)
-            answer_ids = parts[1] if parts else enc(parsed.answer)
+            assert done.fields is not None
+            think_ids, answer_ids = done.think_ids.tolist(), done.answer_ids.tolist()
             if answer_ids and answer_ids[-1] == tok.eos_token_id:  # the stop token is not part of the answer
                 answer_ids = answer_ids[:-1]
-            # the generated ids, decoded, when the file gives them (as the engine records it); else the file's text
-            thinking = tok.decode(think_ids, skip_special_tokens=False) if parts else parsed.thinking
             g = grade_trace(answer_type, it.gold, parsed.answer, thinking, grader, truncated=finish == "truncated")
             unusable = gold_problem(answer_type, it.gold)  # the answer is still read; the trace is not graded
             if unusable is not None:
                 counts[f"not graded ({unusable})"] += 1
-            m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=text)
+            m = done.fields
             too_long = side.context is not None and len(prompt_ids) + len(all_ids) > side.context
             if s.probes and too_long:
                 counts["probes skipped (longer than the model's context)"] += 1
@@ -834,7 +891,7 @@ class Ingest(Job):
         store.info.ingested = [x for x in store.info.ingested if x.variant != name] + [src]
         store.info.expected_traces = None
         store.set_status("running")  # run.json records what was read before the derived files are written
-        _after(out, side.base, s.probes)
+        _after(out, side.base, s.probes, pool.imap)
         return out, src
 
     def close(self, status: str) -> None:
@@ -847,6 +904,8 @@ class Ingest(Job):
     def cleanup(self) -> None:
         if self.grader is not None:
             self.grader.close()
+        if self.pool is not None:
+            self.pool.close(wait=False)
 
 
 def _remove_run(out: Path) -> None:
@@ -957,15 +1016,18 @@ def _run_info(
     )
 
 
-def _after(out: Path, base: Any, probes: bool) -> None:
-    """Teacher-forced comparison of every pruned variant (one that lacks original layers of `base`, the
+def _after(out: Path, base: Any, probes: bool, map_fn: Any = map) -> None:
+    """Metrics for every variant of the run (`map_fn` maps the Self-BLEU across samples over problems);
+    teacher-forced comparison of every pruned variant (one that lacks original layers of `base`, the
     full model in memory) along the base traces it shares a key with, where not done yet; per-layer
-    aggregates and metrics for every variant of the run."""
+    aggregates."""
     from layerprobe.data.reader import load_run
+    from layerprobe.data.store import read_samples
     from layerprobe.data.summarize import write_metrics
     from layerprobe.jobs.probing import write_layer_aggregates
     from layerprobe.prune.surgery import drop_layers
 
+    write_metrics(out, read_run_info(out), read_samples(out), map_fn=map_fn)  # first, so that load_run reads them
     run = load_run(out, extras=False)
     base_name = run.base
     base_spec = run.variants[0]
@@ -1015,4 +1077,3 @@ def _after(out: Path, base: Any, probes: bool) -> None:
                 run.n_layers,
                 base_traces=base_seq if spec.name != base_name else (),
             )
-    write_metrics(out, run.info, run.samples)
