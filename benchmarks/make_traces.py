@@ -1,12 +1,12 @@
 """Synthetic reasoning traces in the shapes published reasoning models write them, for the text-only
-ingest benchmark (bench_ingest.py) and its exactness test (tests/test_ingest_pool.py).
+ingest benchmark (bench_ingest.py) and its exactness test (tests/test_ingest_text.py).
 
     python benchmarks/make_traces.py --traces 10000 --out traces/     # traces/m0.jsonl … traces/m3.jsonl
 
 The set is the study's protocol as vLLM (or s1's scripts) would write it for `layerprobe ingest`: 4
 models × 30 AIME problems × 16 samples × thinking budgets 512, 1,024, 2,048, 4,096 and 8,192 tokens
-(9,600 traces, each budget generated separately), then unbudgeted traces (a parallel-scaling arm,
-cap 32,768 tokens) up to --traces. Models 0 and 1 write s1's shape (s1.1-7B through the s1 fork of
+(9,600 traces, each budget generated separately), then 400 unbudgeted traces (a parallel-scaling
+arm, cap 32,768 tokens): 10,000 in all (a smaller --traces draws its traces from those 10,000). Models 0 and 1 write s1's shape (s1.1-7B through the s1 fork of
 lm-evaluation-harness: the response opens with `<|im_start|>think`, ends its thinking at
 `<|im_start|>answer`, and a budget-forced trace has `Final Answer:` spliced in where the budget ran
 out), models 2 and 3 the think-tag shape (Qwen3-8B, DeepSeek-R1 distillations: `<think>` opened in
@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -236,36 +235,37 @@ def model_of(index: int) -> int:
     return index // (PROBLEMS * SAMPLES * len(BUDGETS)) if index < PROTOCOL else (index - PROTOCOL) % MODELS
 
 
-def traces(n: int, seed: int = 0, lengths: str = "protocol", model: int | None = None) -> Iterator[dict[str, object]]:
-    """The first n traces of the set (of one model only, when given)."""
-    for i in range(n):
-        if model is None or model_of(i) == model:
-            yield trace(seed, i, lengths)
+FULL = 10_000
+"""The set's size: the protocol's 9,600 traces and 400 unbudgeted ones."""
 
 
-def sample_indices(n: int) -> list[int]:
-    """n indices spread over the whole set (every model, budget and the unbudgeted arm)."""
-    step = PROTOCOL // max(1, n - n // 4)
-    head = [i * step + (i % len(BUDGETS)) for i in range(n - n // 4)]
-    return head + [PROTOCOL + i for i in range(n // 4)]
+def indices(n: int) -> list[int]:
+    """The traces of an n-trace set: all of them from FULL on, else n drawn at random (seeded by n) from
+    the full set, in order (every model, budget and the unbudgeted arm in proportion)."""
+    return list(range(n)) if n >= FULL else sorted(random.Random(n).sample(range(FULL), n))
 
 
 def write(out: Path, n: int, seed: int = 0, lengths: str = "protocol") -> list[Path]:
-    """m0.jsonl … m3.jsonl under `out` with n traces in all; returns their paths."""
+    """m0.jsonl … m3.jsonl under `out` with the n traces of `indices(n)`; returns the paths of those
+    that hold any."""
     out.mkdir(parents=True, exist_ok=True)
     files = [open(out / f"m{m}.jsonl", "w", encoding="utf-8") for m in range(MODELS)]
+    used = set()
     try:
-        for i in range(n):
+        for i in indices(n):
             files[model_of(i)].write(json.dumps(trace(seed, i, lengths)) + "\n")
+            used.add(model_of(i))
     finally:
         for f in files:
             f.close()
-    return [Path(f.name) for f in files]
+    for m in set(range(MODELS)) - used:
+        (out / f"m{m}.jsonl").unlink()
+    return [out / f"m{m}.jsonl" for m in sorted(used)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--traces", type=int, default=10_000)
+    ap.add_argument("--traces", type=int, default=FULL)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lengths", choices=("protocol", "wide"), default="protocol")
     ap.add_argument("--out", type=Path, default=Path("traces"))

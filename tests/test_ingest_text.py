@@ -148,7 +148,7 @@ def test_word_tokenizer_on_re_gives_nltks_tokens() -> None:
     fast = _nltk_tokenizers()[1]
     ref = NLTKWordTokenizer()
     texts = [
-        'He said, "Wait, that\'s not right." I can\'t see why... (maybe $x^2$?) -- or [not].',
+        "He said, \"Wait, that's not right.\" I can't see why... (maybe $x^2$?) -- or [not].",
         "“Hmm,” she wrote — it’s 3.14, isn’t it? 'Let's check': a+b=c; #5 @home & 100%.",
         "So the answer is \\boxed{42}. Alternatively, $\\frac{a}{b}$ gives 1,000.5 -- done!!",
         "``quoted'' text, don't won't gonna wanna gimme lemme 'tis 'twas ... end.",

@@ -105,3 +105,13 @@ def cache_kwarg(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
 
     params = inspect.signature(type(model).forward).parameters
     return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def last_logits_kwarg(model: torch.nn.Module) -> dict[str, Any]:
+    """The keyword that makes `model` compute the next-token logits of the last position only (a
+    forward pass run for its hidden states need not unembed every position: B·T·V values), when its
+    forward takes one."""
+    import inspect
+
+    params = inspect.signature(type(model).forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
