@@ -33,13 +33,13 @@ def hf_config(shape: ModelShape, layers: int | None = None) -> Any:
         pad_token_id=0,
         eos_token_id=1,
     )
-    if shape.name == "s1.1-7b":
+    if shape.name in ("s1.1-7b", "tiny"):
         return Qwen2Config(**common, rope_theta=1e6)
     if shape.name == "qwen3-8b":
         return Qwen3Config(**common, head_dim=shape.head_dim, rope_theta=1e6)
     if shape.name == "smollm2-135m":
         return LlamaConfig(**common, head_dim=shape.head_dim, rope_theta=1e5)
-    raise ValueError(f"no config for shape {shape.name} (valid: s1.1-7b, qwen3-8b, smollm2-135m)")
+    raise ValueError(f"no config for shape {shape.name} (valid: s1.1-7b, qwen3-8b, smollm2-135m, tiny)")
 
 
 def build(name: str, layers: int | None = None, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> Any:
@@ -78,7 +78,7 @@ def build(name: str, layers: int | None = None, device: str = "cpu", dtype: str 
 def load(name: str, layers: int | None, device: str, dtype: str) -> Any:
     """A shape (`name` in probe.costs.SHAPES other than the toy) with random weights, else the real
     model by alias or path (layers must then be None)."""
-    if name in SHAPES and name != "toy" and (layers is not None or name != "smollm2-135m"):
+    if name in SHAPES and name != "toy" and (layers is not None or name not in ("smollm2-135m",)):
         return build(name, layers, device, dtype)
     if layers is not None:
         raise SystemExit(f"--layers needs a shape ({', '.join(n for n in SHAPES if n != 'toy')})")

@@ -1,7 +1,7 @@
 """One call that measures layerprobe at the study's shape on a GPU and writes one JSON file.
 
     python benchmarks/gpu_check.py                      # CUDA: s1.1-7B's shape, 28 layers, bfloat16 (≤ 8 min on one H100)
-    python benchmarks/gpu_check.py --tiny               # CPU, seconds: smollm2's shape at 2 layers (the test suite runs this)
+    python benchmarks/gpu_check.py --tiny               # CPU, seconds: a tiny model of the same layout (the test suite runs this)
     python benchmarks/gpu_check.py --device cpu --dtype float32 --layers 2 --quick   # the reduced 7B on CPU
 
 The model has the real shape and random weights (benchmarks/_shapes.py: no download; cost and memory do
@@ -42,14 +42,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
     """What each part measures, by size of run."""
     if args.tiny:
-        return {
-            "prefill": [64, 128],
-            "memory": [256, 1024],
-            "live": [(2, 4)],
-            "trace": 8,
-            "capacity": (2, 256),
-            "repeats": 1,
-        }
+        return {"prefill": [32, 64], "memory": [128, 512], "live": [(2, 4)], "trace": 4, "capacity": (2, 64), "repeats": 1}
     if args.quick:  # the reduced 7B on a CPU: what a CPU affords
         return {"prefill": [512], "memory": [2048], "live": [(4, 16)], "trace": 16, "capacity": (4, 512), "repeats": 1}
     return {
@@ -91,7 +84,7 @@ def capacity(loaded: Any, batch: int, positions: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tiny", action="store_true", help="CPU, smollm2's shape at 2 layers, float32: a smoke test in seconds")
+    ap.add_argument("--tiny", action="store_true", help="CPU, a tiny model of s1.1-7B's layout, float32: a smoke test in seconds")
     ap.add_argument("--quick", action="store_true", help="fewer and shorter measurements (a CPU run of a large shape)")
     ap.add_argument("--shape", default=None, help="s1.1-7b (default), qwen3-8b or smollm2-135m")
     ap.add_argument("--layers", type=int, default=None, help="decoder layers (default: the model's)")
@@ -108,8 +101,8 @@ def main() -> int:
 
     from layerprobe.probe import costs
 
-    shape_name = args.shape or ("smollm2-135m" if args.tiny else "s1.1-7b")
-    layers = args.layers if args.layers is not None else (2 if args.tiny else None)
+    shape_name = args.shape or ("tiny" if args.tiny else "s1.1-7b")
+    layers = args.layers
     device = args.device or ("cpu" if args.tiny else "cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here: give --device cpu (and --tiny or --layers N --quick on a CPU)", file=sys.stderr)

@@ -89,6 +89,8 @@ SHAPES: dict[str, ModelShape] = {
         ModelShape("qwen3-8b", 36, 4096, 12288, 32, 8, 128, 151936, tied=False, qk_norm=True),
         ModelShape("smollm2-135m", 30, 576, 1536, 9, 3, 64, 49152, tied=True),
         ModelShape("toy", 12, 128, 512, 4, 4, 32, 96, tied=True, qk_norm=True),
+        # s1.1-7B's layout (Qwen2, grouped KV heads, untied unembedding) at a size for smoke tests
+        ModelShape("tiny", 2, 64, 128, 4, 2, 16, 512, tied=False, qkv_bias=True),
     ]
 }
 
