@@ -94,12 +94,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     args = ap.parse_args()
 
-    import _shapes
-    import bench_prefill
-    import bench_probes
     import torch
-
-    from layerprobe.probe import costs
 
     shape_name = args.shape or ("tiny" if args.tiny else "s1.1-7b")
     layers = args.layers
@@ -107,6 +102,12 @@ def main() -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here: give --device cpu (and --tiny or --layers N --quick on a CPU)", file=sys.stderr)
         return 2
+    import _shapes  # after the check: these import transformers (seconds)
+    import bench_prefill
+    import bench_probes
+
+    from layerprobe.probe import costs
+
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if args.threads:
         torch.set_num_threads(args.threads)
