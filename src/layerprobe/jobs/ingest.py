@@ -891,7 +891,7 @@ class Ingest(Job):
         store.info.ingested = [x for x in store.info.ingested if x.variant != name] + [src]
         store.info.expected_traces = None
         store.set_status("running")  # run.json records what was read before the derived files are written
-        _after(out, side.base, s.probes, pool.imap)
+        _after(out, side.base, s.probes, pool.imap, store.info, store.records)
         return out, src
 
     def close(self, status: str) -> None:
@@ -1016,22 +1016,23 @@ def _run_info(
     )
 
 
-def _after(out: Path, base: Any, probes: bool, map_fn: Any = map) -> None:
-    """Metrics for every variant of the run (`map_fn` maps the Self-BLEU across samples over problems);
-    teacher-forced comparison of every pruned variant (one that lacks original layers of `base`, the
-    full model in memory) along the base traces it shares a key with, where not done yet; per-layer
-    aggregates."""
+def _after(out: Path, base: Any, probes: bool, map_fn: Any, info: RunInfo, records: Sequence[SampleRecord]) -> None:
+    """Metrics for every variant of the run (`info` and `records`: the run as written; `map_fn` maps the
+    Self-BLEU across samples over problems); with probes, teacher-forced comparison of every pruned
+    variant (one that lacks original layers of `base`, the full model in memory) along the base traces
+    it shares a key with, where not done yet, and per-layer aggregates."""
     from layerprobe.data.reader import load_run
-    from layerprobe.data.store import read_samples
     from layerprobe.data.summarize import write_metrics
     from layerprobe.jobs.probing import write_layer_aggregates
     from layerprobe.prune.surgery import drop_layers
 
-    write_metrics(out, read_run_info(out), read_samples(out), map_fn=map_fn)  # first, so that load_run reads them
+    write_metrics(out, info, records, map_fn=map_fn)  # first, so that load_run reads them
+    if not probes:
+        return
     run = load_run(out, extras=False)
     base_name = run.base
     base_spec = run.variants[0]
-    if probes and not base.dropped and not base_spec.dropped:
+    if not base.dropped and not base_spec.dropped:
         from layerprobe.data.schema import teacher_forced_file
         from layerprobe.probe.store import DamagedFile, load_trace_tokens
         from layerprobe.probe.teacher import save_teacher_forced, teacher_forced_many
@@ -1065,15 +1066,14 @@ def _after(out: Path, base: Any, probes: bool, map_fn: Any = map) -> None:
             )
             for v, tf in zip(todo, tfs):
                 save_teacher_forced(out / teacher_forced_file(v.name, r.problem_id, r.mode, r.budget, r.sample), tf)
-    if probes:
-        seq = [r for r in run.samples if r.variant == base_name and r.mode == "sequential"]
-        top = max((r.budget for r in seq), default=None)
-        base_seq = [r for r in seq if r.budget == top]
-        for spec in run.variants:
-            write_layer_aggregates(
-                out,
-                spec,
-                [r for r in run.samples if r.variant == spec.name],
-                run.n_layers,
-                base_traces=base_seq if spec.name != base_name else (),
-            )
+    seq = [r for r in run.samples if r.variant == base_name and r.mode == "sequential"]
+    top = max((r.budget for r in seq), default=None)
+    base_seq = [r for r in seq if r.budget == top]
+    for spec in run.variants:
+        write_layer_aggregates(
+            out,
+            spec,
+            [r for r in run.samples if r.variant == spec.name],
+            run.n_layers,
+            base_traces=base_seq if spec.name != base_name else (),
+        )
