@@ -113,9 +113,11 @@ def lens_rows(s: ModelShape, rows: int) -> int:
 
 
 def lens_bytes(s: ModelShape, rows: int, b: int) -> int:
-    """The lens's working set for `rows` positions: the unembedding's output in the model's dtype and
-    its float32 copy, g·L·V·(b + 4) for the g = lens_rows positions it takes at a time."""
-    return lens_rows(s, rows) * s.layers * s.vocab * (b + 4)
+    """The lens's working set for `rows` positions, g = lens_rows of them at a time: the unembedding's
+    output g·L·V in the model's dtype and its float32 copy (one tensor when the model is float32), and
+    the final layer's distribution twice in float32 (2·g·V·4)."""
+    g = lens_rows(s, rows)
+    return g * s.layers * s.vocab * (4 if b == 4 else b + 4) + 2 * g * s.vocab * 4
 
 
 def live_probe_bytes(s: ModelShape, batch: int, b: int) -> int:
@@ -145,16 +147,18 @@ def logits_bytes(s: ModelShape, positions: int, batch: int, b: int) -> int:
 
 def prefill_bytes(s: ModelShape, positions: int, batch: int, b: int, logits: bool = False) -> int:
     """Activation memory of one prefill forward pass with probes (probe.prefill), besides weights and KV
-    cache: the hidden states of every layer at every position, captured and stacked (2·B·T·(L+1)·H·b);
-    their float32 copy for one sequence at a time with the cosine's temporaries (3·T·(L+1)·H·4); the lens
-    for T positions; the probe rows; one layer's working set (forward_activation_bytes); the logits of
-    every position when the model computes them (probe.prefill asks for the last position's only)."""
+    cache. Held throughout: the hidden states of every layer at every position, captured and stacked
+    (2·B·T·(L+1)·H·b) and the probe rows. On top, whichever is larger of the forward pass's own working
+    set (one layer's, forward_activation_bytes, plus the logits of every position when the model
+    computes them; probe.prefill asks for the last position's only) and the reduction that follows it,
+    one sequence at a time: its float32 copy unless the model is float32 (T·(L+1)·H·4), the cosine's
+    temporaries (2·T·L·H·4) and the lens (lens_bytes)."""
     capture = 2 * batch * positions * (s.layers + 1) * s.hidden * b
-    reduce = 3 * positions * (s.layers + 1) * s.hidden * 4
     rows = batch * probe_rows_bytes(s, positions)
-    forward = forward_activation_bytes(s, batch * positions, b)
-    extra = capture + reduce + lens_bytes(s, positions, b) + rows + forward
-    return extra + (logits_bytes(s, positions, batch, b) if logits else 0)
+    forward = forward_activation_bytes(s, batch * positions, b) + (logits_bytes(s, positions, batch, b) if logits else 0)
+    copy = 0 if b == 4 else positions * (s.layers + 1) * s.hidden * 4
+    reduce = copy + 2 * positions * s.layers * s.hidden * 4 + lens_bytes(s, positions, b)
+    return capture + rows + max(forward, reduce)
 
 
 def prefill_peak_bytes(s: ModelShape, trace: int, chunk: int, batch: int, b: int) -> int:
