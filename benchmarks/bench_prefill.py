@@ -216,6 +216,7 @@ def measure_memory(loaded: Any, trace_tokens: int, chunk: int = 2048) -> dict[st
     act = costs.prefill_peak_bytes(shape, positions, chunk, 1, b) - costs.weights_bytes(shape, b)
     return {
         "tokens": trace_tokens,
+        "chunk": chunk,
         "seconds": time.perf_counter() - t0,
         "peak_growth_mib": peak.growth,
         "kv_cache_mib": kv / 2**20,
@@ -229,7 +230,7 @@ def _memory_child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     loaded = _shapes.load(args.model, args.layers, args.device, args.dtype)
-    print(json.dumps(measure_memory(loaded, int(args.memory_lengths))))
+    print(json.dumps(measure_memory(loaded, int(args.memory_lengths), args.chunk)))
 
 
 def main() -> None:
@@ -239,6 +240,9 @@ def main() -> None:
     ap.add_argument("--lengths", default="512,2048", help="(i): trace lengths, or none")
     ap.add_argument("--gen-tokens", type=int, default=256, help="(ii): trace length, 0 to skip")
     ap.add_argument("--memory-lengths", default=None, help="(iii): trace lengths, one process each")
+    ap.add_argument(
+        "--chunk", type=int, default=2048, help="(iii): positions per chunk of a long trace (probe.prefill's default)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
@@ -291,12 +295,13 @@ def main() -> None:
         if lengths or args.gen_tokens:
             del loaded
         out["memory"] = []
-        print("\n| trace tokens | seconds | peak growth MiB | predicted MiB | of which KV cache MiB |")
+        print(f"\nchunks of {args.chunk} positions")
+        print("| trace tokens | seconds | peak growth MiB | predicted MiB | of which KV cache MiB |")
         print("|---:|---:|---:|---:|---:|")
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # freed tensors leave the resident set
         for n in args.memory_lengths.split(","):
             cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--memory-lengths", n]
-            cmd += ["--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype]
+            cmd += ["--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype, "--chunk", str(args.chunk)]
             cmd += ["--layers", str(args.layers)] if args.layers is not None else []
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])

@@ -78,6 +78,11 @@ def protocol(gpu_json: Path | None) -> None:
         pos_32k = PROMPT + 32768 + ANSWER
         batch = min(16, costs.max_batch(s, pos_study, dev.memory, b))
         batch_32k = costs.max_batch(s, pos_32k, dev.memory, b)
+        lo, hi = 1, 1 << 20  # the longest trace 16 fit with (positions)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if costs.generation_bytes(s, mid, 16, b) <= 0.9 * dev.memory else (lo, mid)
+        longest16 = lo
         # layerprobe analyze: the budgets of one (problem, sample) share one generation (forks answer
         # the smaller ones), `auto` probes by prefill after each trace on a GPU
         steps = math.ceil(traces / batch) * (max(budgets) + ANSWER)
@@ -103,6 +108,7 @@ def protocol(gpu_json: Path | None) -> None:
                 "kv": f"{costs.kv_bytes(s, 1, 1, b) / 1024:.0f} KiB",
                 "batch": f"{costs.max_batch(s, pos_study, dev.memory, b)} (analyze uses {batch})",
                 "batch_32k": f"{batch_32k}",
+                "longest16": f"{longest16:,} positions",
                 "prefill_32k": f"{costs.prefill_peak_bytes(s, pos_32k, 2048, 1, b) / GB:.1f} GB",
                 "step": f"{1e3 * step:.0f} ms" + (" (measured)" if batch in measured_step else " (model)"),
                 "gen_lp": _hours(gen_lp),
@@ -111,7 +117,7 @@ def protocol(gpu_json: Path | None) -> None:
                 "vllm_depth": f"{depth}",
                 "gen_vllm": _hours(gen_vllm),
                 "vllm_total": _hours(models * (gen_vllm + pre)),
-                "disk": f"{models * (disk_probe + disk_text) / GB:.0f} GB ({models * disk_probe / GB:.0f} GB of probe arrays before compression)",
+                "disk": f"{models * (disk_probe + disk_text) / GB:.0f} GB",
             }
         )
     rows = [
@@ -119,15 +125,16 @@ def protocol(gpu_json: Path | None) -> None:
         ("KV cache per position", "kv"),
         (f"largest batch with probes, traces of {PROMPT + max(budgets) + ANSWER:,} positions", "batch"),
         (f"largest batch with probes, 32k-token thinking ({PROMPT + 32768 + ANSWER:,} positions)", "batch_32k"),
+        ("longest trace at batch 16 with probes", "longest16"),
         ("peak of the prefill probe on one 32k-token trace (weights included)", "prefill_32k"),
         ("decode step at that batch", "step"),
         ("layerprobe analyze: generation, per model", "gen_lp"),
         ("prefill probes (every budget's trace), per model", "pre"),
-        (f"**layerprobe analyze, {models} models**", "lp_total"),
+        (f"**layerprobe analyze, {models} models of this size**", "lp_total"),
         ("vLLM: sequences in flight (KV-cache bound)", "vllm_depth"),
-        ("vLLM generation, per model (every budget on its own)", "gen_vllm"),
-        (f"**vLLM + `ingest` with prefill probes, {models} models**", "vllm_total"),
-        ("disk (samples.jsonl text + probe arrays)", "disk"),
+        ("vLLM generation, per model (every budget on its own; roofline, a lower bound)", "gen_vllm"),
+        (f"**vLLM + `ingest` with prefill probes, {models} models of this size**", "vllm_total"),
+        ("disk: samples.jsonl and the probe arrays (uncompressed: an upper bound)", "disk"),
     ]
     print(f"| the study's protocol on one {dev.name} | " + " | ".join(c["model"] for c in cols) + " |")
     print("|---|" + "---:|" * len(cols))

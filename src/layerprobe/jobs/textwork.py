@@ -11,6 +11,7 @@ traces there are. The numbers are the same as in-process: the same functions run
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing as mp
 import os
 from collections import deque
@@ -139,15 +140,11 @@ class TextPool:
     def __exit__(self, *exc: object) -> None:
         self.close(wait=exc[0] is None)
 
-    def text(self, jobs: Iterable[T], job_of: Callable[[T], TextJob | None]) -> Iterator[tuple[T, TextDone | None]]:
-        """(item, its TextDone) for every item of `jobs`, in order; `job_of(item)` is its TextJob (None:
-        nothing to compute, TextDone None)."""
-        if self._pool is None:
-            for item in jobs:
-                job = job_of(item)
-                yield item, (text_work(job, self.tokenizer) if job is not None else None)
-            return
-        yield from self.map(text_work, jobs, job_of)
+    def text(self, items: Iterable[T], job_of: Callable[[T], TextJob | None]) -> Iterator[tuple[T, TextDone | None]]:
+        """(item, its TextDone) for every item, in order; `job_of(item)` is its TextJob (None: nothing
+        to compute, TextDone None)."""
+        fn = text_work if self._pool is not None else functools.partial(text_work, tokenizer=self.tokenizer)
+        return self.map(fn, items, job_of)
 
     def imap(self, fn: Callable[[T], R], args: Iterable[T]) -> Iterator[R]:
         """fn(arg) for every arg, in order (the shape of the builtin `map`)."""
