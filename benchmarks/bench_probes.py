@@ -2,6 +2,7 @@
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_probes.py speed --model toy --batch 16
     HF_HUB_OFFLINE=1 python benchmarks/bench_probes.py speed --model smollm2-135m --batch 4
+    HF_HUB_OFFLINE=1 python benchmarks/bench_probes.py speed --model s1.1-7b --layers 2 --batch 4 --new-tokens 32
     HF_HUB_OFFLINE=1 python benchmarks/bench_probes.py memory          # toy, trace lengths 512/2048/8192
     HF_HUB_OFFLINE=1 python benchmarks/bench_probes.py tl --model toy  # TransformerLens run_with_cache
 
@@ -45,13 +46,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def load(name: str, threads: int):
+def load(name: str, threads: int, layers: int | None = None):
+    """The model by alias or path, or a shape at `layers` layers with random weights (benchmarks/_shapes.py)."""
+    import _shapes
     import torch
 
-    from layerprobe import load_model
-
     torch.set_num_threads(threads)
-    return load_model(name, device="cpu", dtype="float32")
+    return _shapes.load(name, layers, "cpu", "float32")
 
 
 def prompts(loaded, n: int, seed: int = 0) -> list[str]:
@@ -92,16 +93,19 @@ def bare_matmul_seconds(loaded, sizes: list[int], repeats: int = 30) -> float:
 
     W = loaded.unembed.weight
     L, H = len(loaded.layers), W.shape[1]
+    sync = torch.cuda.synchronize if W.device.type == "cuda" else (lambda: None)
     total = 0.0
     with torch.inference_mode():
         for b in sorted(set(sizes)):
-            x = torch.randn(b * L, H, dtype=W.dtype)
+            x = torch.randn(b * L, H, dtype=W.dtype, device=W.device)
             for _ in range(3):
                 x @ W.T
             ts = []
             for _ in range(repeats):
+                sync()
                 t = time.perf_counter()
                 x @ W.T
+                sync()
                 ts.append(time.perf_counter() - t)
             total += statistics.median(ts) * sizes.count(b)
     return total
@@ -123,16 +127,17 @@ def _timed_probe_class():
     return TimedProbe
 
 
-def cmd_speed(args) -> int:
+def measure_speed(loaded, batch: int, new_tokens: int, answer_max: int, repeats: int, threads: int, fmt_name: str = "s1") -> dict:
+    """(a) and (b): greedy generation of `batch` traces of `new_tokens` thinking tokens, plain, with the
+    probe without and with the lens, interleaved `repeats` times; medians and ratios."""
     from layerprobe.scaling.engine import TraceGenerator
     from layerprobe.scaling.formats import Sampling, detect_format
 
-    loaded = load(args.model, args.threads)
-    fmt = detect_format(loaded.tokenizer, loaded.reasoning_format or args.format)
+    fmt = detect_format(loaded.tokenizer, loaded.reasoning_format or fmt_name)
     gen = TraceGenerator(loaded.model, loaded.tokenizer, fmt, Sampling(temperature=0.0))
-    reqs = requests(loaded, fmt, args.batch, args.new_tokens, args.answer_max)
+    reqs = requests(loaded, fmt, batch, new_tokens, answer_max)
     counter = BatchSizes()
-    ref = gen.generate(reqs, batch_size=args.batch, observers=[counter])  # warm-up, and the forward passes
+    ref = gen.generate(reqs, batch_size=batch, observers=[counter])  # warm-up, and the forward passes
     lengths = sorted({len(r.all_ids) for r in ref})
     times: dict[str, list[float]] = {"plain": [], "bi": [], "lens": []}
     cpu: dict[str, list[float]] = {"plain": [], "bi": [], "lens": []}
@@ -143,10 +148,10 @@ def cmd_speed(args) -> int:
         t = time.perf_counter()
         c = time.process_time()
         if mode == "plain":
-            out = gen.generate(reqs, batch_size=args.batch)
+            out = gen.generate(reqs, batch_size=batch)
         else:
             with LayerProbe(loaded, lens=(mode == "lens")) as probe:
-                out = gen.generate(reqs, batch_size=args.batch, observers=[probe])
+                out = gen.generate(reqs, batch_size=batch, observers=[probe])
                 for r in out:
                     probe.pop(r.key)
             reduce_s[mode].append(probe.spent)
@@ -156,26 +161,26 @@ def cmd_speed(args) -> int:
         return dt
 
     modes = list(times)
-    for rep in range(args.repeats):
+    for rep in range(repeats):
         for mode in modes[rep % 3 :] + modes[: rep % 3]:
             times[mode].append(run(mode))
             print(f"  rep {rep} {mode:5s} {times[mode][-1]:.3f} s wall {cpu[mode][-1]:.3f} s cpu", file=sys.stderr, flush=True)
-    mm = [bare_matmul_seconds(loaded, counter.sizes) for _ in range(args.repeats)]
+    mm = [bare_matmul_seconds(loaded, counter.sizes) for _ in range(repeats)]
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
     ca = cmed["bi"] / cmed["plain"]
-    cb = cmed["lens"] / (cmed["plain"] + statistics.median(mm) * args.threads)
+    cb = cmed["lens"] / (cmed["plain"] + statistics.median(mm) * threads)
     med = {k: statistics.median(v) for k, v in times.items()}
     med["matmul"] = statistics.median(mm)
     a = med["bi"] / med["plain"]
     b = med["lens"] / (med["plain"] + med["matmul"])
     W = loaded.unembed.weight
-    report = {
-        "model": args.model,
-        "batch": args.batch,
-        "threads": args.threads,
+    return {
+        "model": loaded.name,
+        "batch": batch,
+        "threads": threads,
         "forward_passes": len(counter.sizes),
         "trace_lengths": lengths,
-        "lens_shape": [args.batch * len(loaded.layers), W.shape[1], W.shape[0]],
+        "lens_shape": [batch * len(loaded.layers), W.shape[1], W.shape[0]],
         "seconds_median": {k: round(v, 3) for k, v in med.items()},
         "seconds_all": {k: [round(x, 3) for x in v] for k, v in {**times, "matmul": mm}.items()},
         "ms_per_forward": {k: round(1000 * v / len(counter.sizes), 3) for k, v in med.items()},
@@ -193,6 +198,12 @@ def cmd_speed(args) -> int:
         "target_b_met": b <= 1.5,
         "loadavg_after": os.getloadavg(),
     }
+
+
+def cmd_speed(args) -> int:
+    loaded = load(args.model, args.threads, args.layers)
+    report = measure_speed(loaded, args.batch, args.new_tokens, args.answer_max, args.repeats, args.threads, args.format)
+    report["model"] = args.model
     print(json.dumps(report, indent=1))
     return 0
 
@@ -205,7 +216,7 @@ def _memory_child(args) -> int:
     from layerprobe.scaling.engine import TraceGenerator
     from layerprobe.scaling.formats import Sampling, detect_format
 
-    loaded = load(args.model, args.threads)
+    loaded = load(args.model, args.threads, args.layers)
     fmt = detect_format(loaded.tokenizer, loaded.reasoning_format or args.format)
     gen = TraceGenerator(loaded.model, loaded.tokenizer, fmt, Sampling(temperature=0.0))
     reqs = requests(loaded, fmt, 1, args.new_tokens, args.answer_max)
@@ -257,6 +268,7 @@ def cmd_memory(args) -> int:
                 "_memory_child",
                 "--model",
                 args.model,
+                *(["--layers", str(args.layers)] if args.layers is not None else []),
                 "--new-tokens",
                 str(n),
                 "--mode",
@@ -277,7 +289,7 @@ def _tl_child(args) -> int:
 
     from layerprobe.probe.tl import boot_bridge, tl_layer_stats
 
-    loaded = load(args.model, args.threads)
+    loaded = load(args.model, args.threads, args.layers)
     V = loaded.unembed.weight.shape[0]
     g = torch.Generator().manual_seed(0)
     seq = torch.randint(0, V, (args.new_tokens,), generator=g).tolist()
@@ -320,6 +332,7 @@ def cmd_tl(args) -> int:
                     "_tl_child",
                     "--model",
                     args.model,
+                    *(["--layers", str(args.layers)] if args.layers is not None else []),
                     "--new-tokens",
                     str(n),
                     "--mode",
@@ -339,6 +352,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=["speed", "memory", "tl", "_memory_child", "_tl_child"])
     ap.add_argument("--model", default="toy")
+    ap.add_argument(
+        "--layers", type=int, default=None, help="a shape (s1.1-7b, qwen3-8b, smollm2-135m) at this depth, random weights"
+    )
     ap.add_argument("--format", default="s1", help="reasoning format when the model has none recorded (smollm2: s1)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=512)

@@ -74,6 +74,12 @@ def ingest(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="traces per prefill forward pass (halved on out-of-memory)")
     ] = 8,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", help="processes for token counts and trace metrics (0: none; default: one per core from 256 traces on)"
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     force: Annotated[bool, typer.Option("--force", help="resume an --out that lost its run.json")] = False,
@@ -96,6 +102,8 @@ def ingest(
         raise UserError(f"--budget {budget}: must be 0 or more")
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be 1 or more")
+    if workers is not None and not 0 <= workers <= 256:
+        raise UserError(f"--workers {workers}: give 0 (this process only) to 256")
     dropped = parse_layer_list(drop) if drop else None
     from layerprobe.cli.judge_cmd import judge_settings, run_judge
 
@@ -123,6 +131,7 @@ def ingest(
             force=force,
             tokenizer=tokenizer,
             producer=producer,
+            workers=workers,
         )
         job = Ingest(settings, progress, current_argv())
         run_dir, src = job.run()

@@ -8,7 +8,7 @@ import math
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -427,11 +427,15 @@ def grading_health(records: Sequence[SampleRecord], base: GradingHealth | None =
 
 
 def compute_metrics(
-    run_dir: str | os.PathLike[str], info: RunInfo | None = None, records: Sequence[SampleRecord] | None = None
+    run_dir: str | os.PathLike[str],
+    info: RunInfo | None = None,
+    records: Sequence[SampleRecord] | None = None,
+    map_fn: Callable[[Callable[[list[str]], float], Iterable[list[str]]], Iterable[float]] = map,
 ) -> MetricsFile:
     """All summaries of a run, from its samples (partial when the run is not complete).
 
-    `records` are the run's samples when the caller has them already (they are read otherwise)."""
+    `records` are the run's samples when the caller has them already (they are read otherwise);
+    `map_fn` maps the Self-BLEU across samples over the problems (the builtin map, or a worker pool's)."""
     run_dir = Path(run_dir)
     info = info or read_run_info(run_dir)
     records = list(records) if records is not None else read_samples(run_dir)
@@ -441,9 +445,9 @@ def compute_metrics(
     for r in records:
         if r.mode == "parallel":
             par[(r.variant, r.problem_id)].append(r)
-    for key, recs in par.items():  # once per problem, shared by "all" and the problem's group
-        if len(recs) > 1 and not all(r.origin == "copy" for r in recs if r.sample > 0):
-            self_bleu[key] = self_bleu_across_samples([r.thinking_text for r in sorted(recs, key=lambda r: r.sample)])
+    keys = [k for k, recs in par.items() if len(recs) > 1 and not all(r.origin == "copy" for r in recs if r.sample > 0)]
+    texts = ([r.thinking_text for r in sorted(par[k], key=lambda r: r.sample)] for k in keys)
+    self_bleu.update(zip(keys, map_fn(self_bleu_across_samples, texts)))  # once per problem, shared by "all" and its group
     variants: dict[str, VariantMetrics] = {}
     grading: dict[str, GradingHealth] = {}
     for spec in info.variants:
@@ -470,9 +474,12 @@ def compute_metrics(
 
 
 def write_metrics(
-    run_dir: str | os.PathLike[str], info: RunInfo | None = None, records: Sequence[SampleRecord] | None = None
+    run_dir: str | os.PathLike[str],
+    info: RunInfo | None = None,
+    records: Sequence[SampleRecord] | None = None,
+    map_fn: Callable[[Callable[[list[str]], float], Iterable[list[str]]], Iterable[float]] = map,
 ) -> MetricsFile:
     """compute_metrics and write metrics.json atomically."""
-    m = compute_metrics(run_dir, info, records)
+    m = compute_metrics(run_dir, info, records, map_fn)
     write_model(Path(run_dir) / METRICS_FILE, m)
     return m

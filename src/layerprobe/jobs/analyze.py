@@ -78,11 +78,30 @@ def _versions() -> dict[str, str]:
     }
 
 
-def auto_batch_size(loaded: Any, device: Any) -> int:
-    """A batch size that keeps the machine busy: wide for the tiny toy, modest for real models."""
+PROMPT_ALLOWANCE = 1024
+"""Positions a prompt is assumed to take when sizing a batch (chat template and problem; AIME's are ~200)."""
+
+
+def auto_batch_size(loaded: Any, device: Any, positions: int | None = None, probes: bool = True) -> int:
+    """A batch size that keeps the machine busy: wide for the tiny toy, modest for real models; on a GPU
+    16, or fewer when 16 traces of `positions` positions would not fit its free memory with their KV
+    cache and probes (probe.costs.max_batch; 32k-token traces of Qwen3-8B need ~77 GB of KV cache at 16)."""
     if loaded.source_kind == "toy":
         return 64
-    return 16 if getattr(device, "type", "cpu") == "cuda" else 4
+    if getattr(device, "type", "cpu") != "cuda":
+        return 4
+    if positions is None:
+        return 16
+    import torch
+
+    from layerprobe.probe import costs
+
+    shape = costs.shape_of(loaded.model.config)
+    b = torch.finfo(loaded.dtype).bits // 8
+    free, _total = torch.cuda.mem_get_info(device)
+    # the weights are loaded already: what is free plus them is what generation_bytes may count
+    fits = costs.max_batch(shape, positions, free + costs.weights_bytes(shape, b), b, probes=probes)
+    return max(1, min(16, fits))
 
 
 def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = None) -> list[Variant]:
@@ -363,7 +382,8 @@ class Analysis(Job):
             expected_traces=len(self.plan) * (1 if s.sweep_proxy else len(self.variants)),
         )
         self.executor = self._executor()  # Ray starts (or fails) before anything is written
-        self.batch_size = s.batch_size or auto_batch_size(base, base.device)
+        longest = max(self.budgets + [self.parallel_budget]) + int(s.answer_max or 0) + PROMPT_ALLOWANCE
+        self.batch_size = s.batch_size or auto_batch_size(base, base.device, longest, s.probes)
 
     def open(self) -> None:
         self.store = RunStore.open(self.out, self.info, force=self.s.force)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from layerprobe.data.store import RunStore, is_run_dir, now, read_run_info
 from layerprobe.errors import UserError
 from layerprobe.jobs.ingest_fields import GOLD_FIELDS, gold_field, gold_fields_words, gold_like_fields
 from layerprobe.jobs.job import Job, ProgressFn
+from layerprobe.jobs.textwork import TextJob, TextPool, n_workers
 from layerprobe.rules import MAX_LINE_BYTES, as_float, as_int, check_name, inside
 from layerprobe.scaling.formats import ReasoningFormat
 from layerprobe.scaling.traces import INGEST_FORMATS, Shape, detect_shape, finish_of, from_fields, parse_trace
@@ -661,6 +662,23 @@ def _rebuild(shape: Shape, reasoning: str, content: str) -> str:
 
 
 @dataclass
+class _Pre:
+    """A trace read and parsed, waiting for its text work (jobs.textwork)."""
+
+    i: int
+    shape: Shape
+    it: Item
+    b: int | None
+    parsed: Any
+    text: str
+    mode: Literal["sequential", "parallel"]
+    prompt: str
+    prompt_ids: list[int]
+    thinking: str
+    job: TextJob
+
+
+@dataclass
 class _Todo:
     record: SampleRecord
     prompt_ids: list[int]
@@ -695,6 +713,9 @@ class IngestSettings:
     force: bool = False
     tokenizer: str | None = None
     producer: str | None = None
+    workers: int | None = None
+    """Processes for the text work (token counts, trace metrics): 0 in this process, None one per core
+    from jobs.textwork.POOL_MIN_TRACES traces on."""
 
 
 class Ingest(Job):
@@ -707,6 +728,7 @@ class Ingest(Job):
         super().__init__(progress, argv)
         self.s = settings
         self.grader: Any = None
+        self.pool: TextPool | None = None
 
     def prepare(self) -> None:
         from layerprobe.data.store import check_out_dir
@@ -774,7 +796,6 @@ class Ingest(Job):
         self.store.set_status("running")
 
     def work(self) -> tuple[Path, IngestSource]:
-        from layerprobe.jobs.records import trace_fields
         from layerprobe.models.chat import TemplateTimeout, render_chat
         from layerprobe.scaling.formats import FORMATS
         from layerprobe.tasks.grading import MathGrader, gold_problem, grade_trace
@@ -831,40 +852,82 @@ class Ingest(Job):
 
         numbered = [(r.shape, it) for r in self.reads for it in r.items]
         template_hangs = ""
-        for i, (shape, it) in enumerate(numbered):
+
+        def prelude() -> Iterator[_Pre]:
+            """What each new trace needs before its text work (in this process, in file order)."""
+            nonlocal template_hangs
+            for i, (shape, it) in enumerate(numbered):
+                assert shape is not None
+                b = it.budget if it.budget is not None else s.budget
+                if (it.problem_id, b or 0, it.sample) in seen:
+                    skipped["the same id, budget and sample again (the first kept)"] += 1
+                    continue
+                seen.add((it.problem_id, b or 0, it.sample))
+                if it.no_prompt and s.probes:
+                    skipped["no prompt (probes run the prompt through the model; --no-probes reads such traces)"] += 1
+                    continue
+                counts["without a prompt (text metrics only)"] += it.no_prompt
+                if it.reasoning is not None:
+                    parsed, text = from_fields(it.reasoning, it.completion), _rebuild(shape, it.reasoning, it.completion)
+                    counts["reasoning in a separate field"] += 1
+                else:
+                    parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
+                mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
+                prompt = it.prompt
+                if it.messages is not None and not prompt:  # a prompt given as text is used as it is
+                    if template_hangs:
+                        skipped[template_hangs] += 1
+                        continue
+                    try:
+                        prompt = render_chat(tok, it.messages)
+                    except TemplateTimeout as exc:  # a template that loops: not tried again on the other traces
+                        template_hangs = f"messages not rendered: {exc} (the template is not run again)"
+                        skipped[template_hangs] += 1
+                        continue
+                    except Exception:  # noqa: BLE001 - a tokenizer without a chat template cannot render messages
+                        skipped["messages that the tokenizer's chat template cannot render"] += 1
+                        continue
+                prompt_ids = it.prompt_ids or enc(prompt)
+                stored = store.has((name, it.problem_id, mode, b or 0, it.sample))
+                parts = None
+                if (
+                    it.completion_ids
+                    and it.reasoning is None
+                    and parsed.ended
+                    and not parsed.reopened
+                    and shape.format in FORMATS
+                ):
+                    parts = split_ids(tok, FORMATS[shape.format], it.completion_ids)
+                # the generated ids, decoded, when the file gives them (as the engine records it); else the file's text
+                thinking = tok.decode(parts[0], skip_special_tokens=False) if parts else parsed.thinking
+                job = TextJob(
+                    text,
+                    thinking,
+                    parsed.answer,
+                    all_ids=it.completion_ids,
+                    think_ids=parts[0] if parts else None,
+                    answer_ids=parts[1] if parts else None,
+                    metrics=not stored and (bool(prompt_ids) or it.no_prompt) and max(prompt_ids, default=0) < vocab,
+                    vocab=vocab,
+                )
+                yield _Pre(i, shape, it, b, parsed, text, mode, prompt, prompt_ids, thinking, job)
+
+        pool = self.pool = TextPool(tok, n_workers(s.workers, len(numbered))).open()
+        for pre, done in pool.text(prelude(), lambda pre: pre.job):
+            assert done is not None
+            i, shape, it, b, parsed, text, mode, prompt = (
+                pre.i,
+                pre.shape,
+                pre.it,
+                pre.b,
+                pre.parsed,
+                pre.text,
+                pre.mode,
+                pre.prompt,
+            )
+            prompt_ids, thinking = pre.prompt_ids, pre.thinking
             progress(f"ingest {name}", i, len(items))
-            assert shape is not None
-            b = it.budget if it.budget is not None else s.budget
-            if (it.problem_id, b or 0, it.sample) in seen:
-                skipped["the same id, budget and sample again (the first kept)"] += 1
-                continue
-            seen.add((it.problem_id, b or 0, it.sample))
-            if it.no_prompt and s.probes:
-                skipped["no prompt (probes run the prompt through the model; --no-probes reads such traces)"] += 1
-                continue
-            counts["without a prompt (text metrics only)"] += it.no_prompt
-            if it.reasoning is not None:
-                parsed, text = from_fields(it.reasoning, it.completion), _rebuild(shape, it.reasoning, it.completion)
-                counts["reasoning in a separate field"] += 1
-            else:
-                parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
-            mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
-            prompt = it.prompt
-            if it.messages is not None and not prompt:  # a prompt given as text is used as it is
-                if template_hangs:
-                    skipped[template_hangs] += 1
-                    continue
-                try:
-                    prompt = render_chat(tok, it.messages)
-                except TemplateTimeout as exc:  # a template that loops: not tried again on the other traces
-                    template_hangs = f"messages not rendered: {exc} (the template is not run again)"
-                    skipped[template_hangs] += 1
-                    continue
-                except Exception:  # noqa: BLE001 - a tokenizer without a chat template cannot render messages
-                    skipped["messages that the tokenizer's chat template cannot render"] += 1
-                    continue
-            prompt_ids = it.prompt_ids or enc(prompt)
-            all_ids = it.completion_ids or enc(text)
+            all_ids = done.all_ids.tolist()
             cut = it.cut if it.cut is not None else (True if it.cap and len(all_ids) >= it.cap else None)
             finish = finish_of(parsed, shape.format, cut)
             counts["budget-forced"] += finish == "budget"
@@ -880,15 +943,10 @@ class Ingest(Job):
             if (not prompt_ids and not it.no_prompt) or not all_ids:
                 skipped["empty prompt or completion"] += 1
                 continue
-            parts = None
-            if it.completion_ids and it.reasoning is None and parsed.ended and not parsed.reopened and shape.format in FORMATS:
-                parts = split_ids(tok, FORMATS[shape.format], all_ids)
-            think_ids = parts[0] if parts else enc(parsed.thinking)
-            answer_ids = parts[1] if parts else enc(parsed.answer)
+            assert done.fields is not None
+            think_ids, answer_ids = done.think_ids.tolist(), done.answer_ids.tolist()
             if answer_ids and answer_ids[-1] == tok.eos_token_id:  # the stop token is not part of the answer
                 answer_ids = answer_ids[:-1]
-            # the generated ids, decoded, when the file gives them (as the engine records it); else the file's text
-            thinking = tok.decode(think_ids, skip_special_tokens=False) if parts else parsed.thinking
             g = grade_trace(answer_type, it.gold, parsed.answer, thinking, grader, truncated=finish == "truncated")
             unusable = gold_problem(answer_type, it.gold)  # the answer is still read; the trace is not graded
             if unusable is not None:
@@ -898,7 +956,7 @@ class Ingest(Job):
                     else ""
                 )
                 counts[f"not graded ({unusable}{where})"] += 1
-            m = trace_fields(thinking, think_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=text)
+            m = done.fields
             too_long = side.context is not None and len(prompt_ids) + len(all_ids) > side.context
             if s.probes and too_long:
                 counts["probes skipped (longer than the model's context)"] += 1
@@ -958,7 +1016,7 @@ class Ingest(Job):
         store.info.ingested = [x for x in store.info.ingested if x.variant != name] + [src]
         store.info.expected_traces = None
         store.set_status("running")  # run.json records what was read before the derived files are written
-        _after(out, side.base, s.probes)
+        _after(out, side.base, s.probes, pool.imap, store.info, store.records)
         return out, src
 
     def close(self, status: str) -> None:
@@ -971,6 +1029,8 @@ class Ingest(Job):
     def cleanup(self) -> None:
         if self.grader is not None:
             self.grader.close()
+        if self.pool is not None:
+            self.pool.close(wait=False)
 
 
 def _remove_run(out: Path) -> None:
@@ -1081,19 +1141,23 @@ def _run_info(
     )
 
 
-def _after(out: Path, base: Any, probes: bool) -> None:
-    """Teacher-forced comparison of every pruned variant (one that lacks original layers of `base`, the
-    full model in memory) along the base traces it shares a key with, where not done yet; per-layer
-    aggregates and metrics for every variant of the run."""
+def _after(out: Path, base: Any, probes: bool, map_fn: Any, info: RunInfo, records: Sequence[SampleRecord]) -> None:
+    """Metrics for every variant of the run (`info` and `records`: the run as written; `map_fn` maps the
+    Self-BLEU across samples over problems); with probes, teacher-forced comparison of every pruned
+    variant (one that lacks original layers of `base`, the full model in memory) along the base traces
+    it shares a key with, where not done yet, and per-layer aggregates."""
     from layerprobe.data.reader import load_run
     from layerprobe.data.summarize import write_metrics
     from layerprobe.jobs.probing import write_layer_aggregates
     from layerprobe.prune.surgery import drop_layers
 
+    write_metrics(out, info, records, map_fn=map_fn)  # first, so that load_run reads them
+    if not probes:
+        return
     run = load_run(out, extras=False)
     base_name = run.base
     base_spec = run.variants[0]
-    if probes and not base.dropped and not base_spec.dropped:
+    if not base.dropped and not base_spec.dropped:
         from layerprobe.data.schema import teacher_forced_file
         from layerprobe.probe.store import DamagedFile, load_trace_tokens
         from layerprobe.probe.teacher import save_teacher_forced, teacher_forced_many
@@ -1127,16 +1191,14 @@ def _after(out: Path, base: Any, probes: bool) -> None:
             )
             for v, tf in zip(todo, tfs):
                 save_teacher_forced(out / teacher_forced_file(v.name, r.problem_id, r.mode, r.budget, r.sample), tf)
-    if probes:
-        seq = [r for r in run.samples if r.variant == base_name and r.mode == "sequential"]
-        top = max((r.budget for r in seq), default=None)
-        base_seq = [r for r in seq if r.budget == top]
-        for spec in run.variants:
-            write_layer_aggregates(
-                out,
-                spec,
-                [r for r in run.samples if r.variant == spec.name],
-                run.n_layers,
-                base_traces=base_seq if spec.name != base_name else (),
-            )
-    write_metrics(out, run.info, run.samples)
+    seq = [r for r in run.samples if r.variant == base_name and r.mode == "sequential"]
+    top = max((r.budget for r in seq), default=None)
+    base_seq = [r for r in seq if r.budget == top]
+    for spec in run.variants:
+        write_layer_aggregates(
+            out,
+            spec,
+            [r for r in run.samples if r.variant == spec.name],
+            run.n_layers,
+            base_traces=base_seq if spec.name != base_name else (),
+        )

@@ -127,3 +127,13 @@ def input_hooks(modules: dict[str, torch.nn.Module], on_input: Callable[[str, to
     finally:
         for h in handles:
             h.remove()
+
+
+def last_logits_kwarg(model: torch.nn.Module) -> dict[str, Any]:
+    """The keyword that makes `model` compute the next-token logits of the last position only (a
+    forward pass run for its hidden states need not unembed every position: B·T·V values), when its
+    forward takes one."""
+    import inspect
+
+    params = inspect.signature(type(model).forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from layerprobe.errors import UserError
-from layerprobe.models.hooks import cache_kwarg, eval_mode, layer_hooks
+from layerprobe.models.hooks import cache_kwarg, eval_mode, last_logits_kwarg, layer_hooks
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.models.memory import free_memory, is_oom
 from layerprobe.probe.lens import lens_stats, model_softcap
@@ -110,7 +110,7 @@ def _capture(loaded: LoadedModel, ids: torch.Tensor, **forward_kw: Any) -> torch
         captured[i] = x_out
 
     with layer_hooks(loaded, on_output, on_input=on_input):
-        loaded.model(input_ids=ids, **forward_kw)
+        loaded.model(input_ids=ids, **forward_kw, **last_logits_kwarg(loaded.model))  # the logits are not used
     return torch.stack([captured[i] for i in range(-1, n_layers)], dim=2)
 
 
@@ -125,7 +125,7 @@ def _chunked(loaded: LoadedModel, rows: _Rows, chunk: int) -> None:
         ids = torch.tensor([seq[start:stop]], dtype=torch.long, device=loaded.device)
         first = max(start, P - 1)
         if first >= stop:  # a chunk of prompt only: run it for the cache
-            loaded.model(input_ids=ids, use_cache=True, **cache_kwarg(loaded.model, cache))
+            loaded.model(input_ids=ids, use_cache=True, **cache_kwarg(loaded.model, cache), **last_logits_kwarg(loaded.model))
             continue
         h = _capture(loaded, ids, use_cache=True, **cache_kwarg(loaded.model, cache))  # (1, S, L+1, H)
         rows.fill(first - (P - 1), h[0, first - start :])
