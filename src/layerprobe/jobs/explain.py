@@ -41,6 +41,7 @@ from layerprobe.errors import UserError
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
 from layerprobe.jobs.predictors import predictors
 from layerprobe.jobs.restoration import Skip, restoration_accuracy, restoration_kl, run_problems
+from layerprobe.metrics.paired import bootstrap
 from layerprobe.metrics.token_classes import TOKEN_CLASSES
 from layerprobe.rules import inside
 
@@ -92,8 +93,7 @@ def _median_ci(xs: Sequence[float], seed: int = 0) -> tuple[float | None, float 
     if len(xs) < 5:
         return None, None
     a = np.asarray(xs, float)
-    rng = np.random.default_rng(seed)
-    meds = np.median(a[rng.integers(0, len(a), (N_BOOT, len(a)))], axis=1)
+    meds = bootstrap(lambda i: np.median(a[i]), len(a), N_BOOT, seed)
     lo, hi = np.quantile(meds, [0.025, 0.975])
     return float(lo), float(hi)
 
@@ -153,8 +153,7 @@ def compounding(run: Run) -> list[Compounding]:
         audits = [audit_trace(r.thinking_text) for r in recs]
         n_steps = sum(a.steps for a in audits)
         eps = fit_epsilon(ks, ok)
-        rng = np.random.default_rng(0)
-        boots = [fit_epsilon(ks[i], ok[i]) for i in (rng.integers(0, len(ks), len(ks)) for _ in range(300))]
+        boots = bootstrap(lambda i, ks=ks, ok=ok: fit_epsilon(ks[i], ok[i]), len(ks), 300, seed=0)
         by_k: dict[str, tuple[int, int]] = {}
         for k in sorted(set(ks.astype(int).tolist())):
             sel = ks == k

@@ -11,6 +11,7 @@ import numpy as np
 
 from layerprobe.data.reader import Run
 from layerprobe.data.schema import PredictorFeature, Predictors, SampleRecord, teacher_forced_file
+from layerprobe.metrics.paired import bootstrap
 from layerprobe.probe.store import DamagedFile, load_trace_layers
 from layerprobe.rules import inside
 
@@ -131,20 +132,16 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
 def _auc_boot(
     y: np.ndarray, p: np.ndarray, q: np.ndarray | None, groups: np.ndarray, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap AUCs (and AUC(p) - AUC(q) when q is given), resampling problems."""
-    rng = np.random.default_rng(seed)
-    uniq = np.array(sorted(set(groups.tolist())))
-    index = {g: np.flatnonzero(groups == g) for g in uniq}
-    aucs, diffs = [], []
-    for _ in range(N_BOOT):
-        pick = np.concatenate([index[g] for g in rng.choice(uniq, len(uniq))])
-        if len(set(y[pick].tolist())) < 2:
-            continue
-        a = auc(y[pick], p[pick])
-        aucs.append(a)
-        if q is not None:
-            diffs.append(a - auc(y[pick], q[pick]))
-    return np.asarray(aucs), np.asarray(diffs)
+    """Bootstrap AUCs (and AUC(p) - AUC(q) when q is given), resampling problems (resamples with one
+    class only are left out)."""
+    problems = [np.flatnonzero(groups == g) for g in sorted(set(groups.tolist()))]
+
+    def aucs(i: np.ndarray) -> list[float]:
+        a = auc(y[i], p[i])
+        return [a, a - auc(y[i], q[i])] if q is not None else [a]
+
+    boots = bootstrap(aucs, len(y), N_BOOT, seed, clusters=problems).reshape(-1, 1 if q is None else 2)
+    return boots[:, 0], (boots[:, 1] if q is not None else np.asarray([]))
 
 
 PREDICTOR_MIN_EACH = 8

@@ -14,6 +14,7 @@ import numpy as np
 from layerprobe.data.reader import Run
 from layerprobe.data.schema import Restoration, SampleRecord
 from layerprobe.jobs.job import ProgressFn
+from layerprobe.metrics.paired import bootstrap
 from layerprobe.metrics.reflection import reflection_spans
 from layerprobe.metrics.token_classes import (
     POSITION_CLASSES,
@@ -34,15 +35,14 @@ class Skip(Exception):
 
 
 def _ratio_ci(num: np.ndarray, den: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval of 1 - sum(num) / sum(den), resampling the rows (traces or problems)."""
-    rng = np.random.default_rng(seed)
-    n = num.shape[0]
-    vals = []
-    for _ in range(N_BOOT):
-        i = rng.integers(0, n, n)
+    """Bootstrap interval of 1 - sum(num) / sum(den), resampling the rows (traces or problems); resamples
+    whose sum(den) is 0 are left out, and (nan, nan) when fewer than half remain."""
+
+    def ratio(i: np.ndarray) -> float:
         d = den[i].sum()
-        if d > 0:
-            vals.append(1.0 - num[i].sum() / d)
+        return 1.0 - num[i].sum() / d if d > 0 else math.nan
+
+    vals = bootstrap(ratio, num.shape[0], N_BOOT, seed)
     if len(vals) < N_BOOT // 2:
         return math.nan, math.nan
     lo, hi = np.quantile(vals, [0.025, 0.975])
