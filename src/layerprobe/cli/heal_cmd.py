@@ -113,7 +113,7 @@ def heal(
 ) -> None:
     """Heal a pruned model by LoRA, full fine-tuning, distillation from the base model, or GRPO (reinforcement
     learning on a verifiable reward: the right answer)."""
-    from layerprobe.jobs.heal import check_trace_flags, pruned_checkpoint
+    from layerprobe.jobs.heal_settings import check_trace_flags, pruned_checkpoint
     from layerprobe.prune.heal import DEFAULT_TARGETS, RL_HOWS, HealConfig, peft_available, read_jsonl_examples
 
     if out is None:
@@ -257,7 +257,8 @@ def heal(
         "dtype": dtype,
         **cfg.to_json(),
     }
-    from layerprobe.jobs.heal import Heal, HealSettings, summary
+    from layerprobe.jobs.heal import Heal, summary
+    from layerprobe.jobs.heal_settings import HealSettings
 
     job = Heal(
         HealSettings(
