@@ -153,7 +153,11 @@ def compounding(run: Run) -> list[Compounding]:
         audits = [audit_trace(r.thinking_text) for r in recs]
         n_steps = sum(a.steps for a in audits)
         eps = fit_epsilon(ks, ok)
-        boots = bootstrap(lambda i, ks=ks, ok=ok: fit_epsilon(ks[i], ok[i]), len(ks), 300, seed=0)
+
+        def resampled_epsilon(i: np.ndarray, ks: np.ndarray = ks, ok: np.ndarray = ok) -> float:
+            return fit_epsilon(ks[i], ok[i])
+
+        boots = bootstrap(resampled_epsilon, len(ks), 300, seed=0)
         by_k: dict[str, tuple[int, int]] = {}
         for k in sorted(set(ks.astype(int).tolist())):
             sel = ks == k
