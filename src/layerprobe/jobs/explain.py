@@ -41,12 +41,11 @@ from layerprobe.errors import UserError
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
 from layerprobe.jobs.predictors import predictors
 from layerprobe.jobs.restoration import Skip, restoration_accuracy, restoration_kl, run_problems
-from layerprobe.metrics.paired import bootstrap
+from layerprobe.metrics.paired import N_BOOT, bootstrap
 from layerprobe.metrics.token_classes import TOKEN_CLASSES
 from layerprobe.rules import inside
 
 EXPLAIN_FILE = "explain.json"
-N_BOOT = 2000
 
 
 # ---------------------------------------------------------------------------------------- breaks

@@ -1,4 +1,4 @@
-"""What a healing run trains on (docs/heal.md#data): the base model's own traces on a task's problems or
+"""What a healing run trains on (docs/heal.md#what-is-trained-on-what): the base model's own traces on a task's problems or
 an analyze run's, a JSONL file of prompt/completion pairs, or (GRPO) a task's or a file's prompts."""
 
 from __future__ import annotations

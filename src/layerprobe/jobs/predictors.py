@@ -11,11 +11,9 @@ import numpy as np
 
 from layerprobe.data.reader import Run
 from layerprobe.data.schema import PredictorFeature, Predictors, SampleRecord, teacher_forced_file
-from layerprobe.metrics.paired import bootstrap
+from layerprobe.metrics.paired import N_BOOT, bootstrap
 from layerprobe.probe.store import DamagedFile, load_trace_layers
 from layerprobe.rules import inside
-
-N_BOOT = 2000
 
 FEATURES = (
     "thinking_tokens",

@@ -1,4 +1,4 @@
-"""Causal restoration (docs/explain.md#causal-restoration): the removed layers put back, gated per
+"""Causal restoration (docs/explain.md#causal-layer-restoration): the removed layers put back, gated per
 position and token class, teacher-forced along the base traces (KL recovery) and, for token classes, in
 free greedy generation on long chains (accuracy recovery)."""
 
@@ -14,7 +14,7 @@ import numpy as np
 from layerprobe.data.reader import Run
 from layerprobe.data.schema import Restoration, SampleRecord
 from layerprobe.jobs.job import ProgressFn
-from layerprobe.metrics.paired import bootstrap
+from layerprobe.metrics.paired import N_BOOT, bootstrap
 from layerprobe.metrics.reflection import reflection_spans
 from layerprobe.metrics.token_classes import (
     POSITION_CLASSES,
@@ -26,8 +26,6 @@ from layerprobe.metrics.token_classes import (
 )
 from layerprobe.probe.store import DamagedFile, load_trace_tokens
 from layerprobe.rules import inside
-
-N_BOOT = 2000
 
 
 class Skip(Exception):

@@ -29,6 +29,8 @@ of a paired one). Below it no exact test at the 5 % level can reject at all (the
 tests' smallest two-sided p-value with 5 pairs is 2/2^5 = 0.0625), and a bootstrap interval over so
 few values is narrower than the truth: the means are shown, no verdict."""
 
+N_BOOT = 2000
+"""Resamples of a `bootstrap` interval unless its caller says otherwise (explain's intervals use it)."""
 _CHUNK_ELEMENTS = 4_000_000  # bound on the size of one block of resampled indices
 _EXACT_MCNEMAR_MAX = 2000  # discordant pairs up to which McNemar is summed in integers
 
@@ -67,7 +69,7 @@ def resamples(n: int, n_boot: int, seed: int | np.random.Generator = 0) -> Itera
 def bootstrap(
     statistic: Callable[[np.ndarray], Any],
     n: int,
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     seed: int | np.random.Generator = 0,
     clusters: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:

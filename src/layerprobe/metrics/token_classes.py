@@ -1,4 +1,4 @@
-"""Token and position classes of a reasoning trace (docs/explain.md#causal-restoration): which tokens
+"""Token and position classes of a reasoning trace (docs/explain.md#causal-layer-restoration): which tokens
 are numbers, '=' signs, operations, step boundaries or reflection words, and which part of the thinking
 a position is in. Pure functions over token texts; explain's causal restoration gates the removed layers
 by these classes."""
