@@ -41,7 +41,7 @@ from layerprobe.errors import UserError
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
 from layerprobe.jobs.predictors import predictors
 from layerprobe.jobs.restoration import Skip, restoration_accuracy, restoration_kl, run_problems
-from layerprobe.metrics.paired import N_BOOT, bootstrap
+from layerprobe.metrics.paired import N_BOOT, bootstrap, resamples
 from layerprobe.metrics.token_classes import TOKEN_CLASSES
 from layerprobe.rules import inside
 
@@ -92,7 +92,7 @@ def _median_ci(xs: Sequence[float], seed: int = 0) -> tuple[float | None, float 
     if len(xs) < 5:
         return None, None
     a = np.asarray(xs, float)
-    meds = bootstrap(lambda i: np.median(a[i]), len(a), N_BOOT, seed)
+    meds = np.concatenate([np.median(a[idx], axis=1) for idx in resamples(len(a), N_BOOT, seed)])  # a block at a time
     lo, hi = np.quantile(meds, [0.025, 0.975])
     return float(lo), float(hi)
 
