@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from layerprobe._io import check_writable, write_text_atomic
 from layerprobe.data.schema import HealFile
@@ -26,6 +26,8 @@ from layerprobe.jobs.execute import set_threads_for
 from layerprobe.jobs.heal_data import fit_prompts, make_examples, plan_data, plan_prompts
 from layerprobe.jobs.heal_settings import HealSettings
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
+
+R = TypeVar("R")
 
 STATE_DIR = ".heal"
 HEAL_FILE = "heal.json"
@@ -147,7 +149,7 @@ class Heal(Job):
 
     # -- work ------------------------------------------------------------------------------------
     def work(self) -> HealedCheckpoint:
-        from layerprobe.prune.heal import Example, HealStopped, examples_sha1
+        from layerprobe.prune.heal import Example, examples_sha1
         from layerprobe.prune.heal import heal as run_heal
 
         if self.state == "done":
@@ -168,23 +170,32 @@ class Heal(Job):
             self.meta.data = data_record
             self._write("running")
         on_step = self._step_reporter("loss", lambda info: info.loss)
-        try:
-            with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves
-                result = run_heal(
-                    self.pruned,
-                    examples,
-                    cfg,
-                    teacher=self.base if cfg.loss == "kl" else None,
-                    state_dir=out / STATE_DIR,
-                    on_step=on_step,
-                    should_stop=lambda: self.stop_requested,
-                )
-        except HealStopped as exc:
-            self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
-            raise KeyboardInterrupt from None
+        result = self._train(
+            lambda: run_heal(
+                self.pruned,
+                examples,
+                cfg,
+                teacher=self.base if cfg.loss == "kl" else None,
+                state_dir=out / STATE_DIR,
+                on_step=on_step,
+                should_stop=lambda: self.stop_requested,
+            )
+        )
         teacher = {"name": self.base.name, "source": self.base.source} if cfg.loss == "kl" and self.base else None
         self.meta.losses = [round(x, 6) for x in result.losses]
         return self._finish(result, teacher)
+
+    def _train(self, train: Callable[[], R]) -> R:
+        """Run the training `train`; a first Ctrl-C / SIGTERM finishes the step and saves the training state,
+        then stops the job as an interrupt (resumable)."""
+        from layerprobe.prune.heal import HealStopped
+
+        try:
+            with self.graceful_stops():
+                return train()
+        except HealStopped as exc:
+            self.log(f"stopped after step {exc.step}; the training state is saved in {self.out / STATE_DIR}")
+            raise KeyboardInterrupt from None
 
     def _step_reporter(self, name: str, value: Callable[[Any], float]) -> Callable[[Any], None]:
         """A progress callback: the bar with `name` (loss or reward) every step, a log line 20 times a run."""
@@ -245,7 +256,6 @@ class Heal(Job):
         """GRPO: the prompts (with their gold answers) are written once, then TRL's trainer runs."""
         from layerprobe.prune.grpo import PromptExample, prompts_sha1
         from layerprobe.prune.grpo import grpo as run_grpo
-        from layerprobe.prune.heal import HealStopped
 
         cfg, out = self.s.cfg, self.out
         cached = out / STATE_DIR / DATA_FILE
@@ -260,20 +270,17 @@ class Heal(Job):
             self.meta.data = dict(self.plan.record, sha1=prompts_sha1(prompts))
             self._write("running")
         on_step = self._step_reporter("reward", lambda info: info.reward)
-        try:
-            with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves a checkpoint
-                result = run_grpo(
-                    self.pruned,
-                    prompts,
-                    cfg,
-                    fmt=self.plan.fmt,
-                    state_dir=out / STATE_DIR,
-                    on_step=on_step,
-                    should_stop=lambda: self.stop_requested,
-                )
-        except HealStopped as exc:
-            self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
-            raise KeyboardInterrupt from None
+        result = self._train(
+            lambda: run_grpo(
+                self.pruned,
+                prompts,
+                cfg,
+                fmt=self.plan.fmt,
+                state_dir=out / STATE_DIR,
+                on_step=on_step,
+                should_stop=lambda: self.stop_requested,
+            )
+        )
         self.meta.rewards = [round(x, 6) for x in result.losses]
         return self._finish(result, None)
 
