@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.data.lock import hold_dir_lock
+from layerprobe.data.probes import columns, heatmap_columns
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.store import COMPARE_FILE, is_run_dir
 from layerprobe.data.summarize import TRACE_METRICS
@@ -164,8 +165,10 @@ def _behaviour(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-#: Columns of the layer table: (attribute of PerLayer or teacher-forced summary, header, number kind).
-LAYER_COLUMNS = [("block_influence", "BI", "s"), ("jsd", "lens JSD to own output", "f3"), ("top1_agree", "top-1 = output", "p")]
+def layer_columns() -> list[tuple[str, str, str]]:
+    """Columns of the layer table: (field of PerLayer, header, number kind) of every registered probe
+    column with a label (data.probes: block influence, lens JSD, top-1 agreement built in)."""
+    return [(c.aggregate, c.label, c.fmt) for c in columns() if c.label]
 
 
 def _layer_table(run: Run) -> dict[str, Any]:
@@ -178,8 +181,8 @@ def _layer_table(run: Run) -> dict[str, Any]:
         la = run.layers.get(spec.name)
         if la is None:
             continue
-        for key, head, kind in LAYER_COLUMNS:
-            vals = getattr(la.per_layer, key)
+        for key, head, kind in layer_columns():
+            vals = la.per_layer.values(key)
             if any(is_num(x) for x in vals):
                 cols.append(
                     {
@@ -283,8 +286,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         "accuracy": figures.accuracy_vs_budget(run, colors),
         "parallel": figures.parallel_curves(run, colors),
         "bi": figures.block_influence(run, colors),
-        "jsd": figures.heatmap(run, "jsd", "logit-lens JSD to the output (nats)", colors),
-        "entropy": figures.heatmap(run, "entropy", "logit-lens entropy (nats)", colors),
+        "heatmaps": [f for c in heatmap_columns() if (f := figures.heatmap(run, c.name, c.heatmap or c.name, colors))],
         "settling": figures.settling(run, colors),
         "tf": figures.teacher_forced_kl(run, colors),
         "reflections": figures.reflections(run, colors),
