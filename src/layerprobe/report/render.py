@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.data.lock import hold_dir_lock
-from layerprobe.data.probes import columns, heatmap_columns
+from layerprobe.data.probes import Column, builtin_columns, columns, heatmap_columns
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.store import COMPARE_FILE, is_run_dir
 from layerprobe.data.summarize import TRACE_METRICS
@@ -165,34 +165,39 @@ def _behaviour(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def layer_columns() -> list[tuple[str, str, str]]:
-    """Columns of the layer table: (field of PerLayer, header, number kind) of every registered probe
-    column with a label (data.probes: block influence, lens JSD, top-1 agreement built in)."""
-    return [(c.aggregate, c.label, c.fmt) for c in columns() if c.label]
+def layer_columns() -> list[Column]:
+    """Columns of the layer table: every registered probe column with a label (data.probes: block
+    influence, lens JSD, top-1 agreement built in)."""
+    return [c for c in columns() if c.label]
 
 
 def _layer_table(run: Run) -> dict[str, Any]:
     """One row per original layer, one group of columns per variant: block influence, logit-lens
     JSD to the model's own output, top-1 agreement, and for pruned variants the lens JSD to the base
-    model's output (teacher-forced); "dropped" where the variant lacks the layer."""
+    model's output (teacher-forced), and any other registered probe's labelled columns (`notes`: their
+    headers and what one value is); "dropped" where the variant lacks the layer."""
     n = run.n_layers
     cols: list[dict[str, Any]] = []
+    notes: dict[str, str] = {}
+    builtin = builtin_columns()
     for spec in run.variants:
         la = run.layers.get(spec.name)
         if la is None:
             continue
-        for key, head, kind in layer_columns():
-            vals = la.per_layer.values(key)
+        for c in layer_columns():
+            vals = la.per_layer.values(c.aggregate)
             if any(is_num(x) for x in vals):
                 cols.append(
                     {
                         "variant": spec.name,
-                        "head": head,
-                        "kind": kind,
-                        "src": ("layers", spec.name, "per_layer", key),
+                        "head": c.label,
+                        "kind": c.fmt,
+                        "src": ("layers", spec.name, "per_layer", c.aggregate),
                         "values": dict(zip(la.layers, range(len(vals)))),
                     }
                 )
+                if c not in builtin and c.label:
+                    notes[c.label] = c.doc
         tf = la.teacher_forced
         if tf is not None and tf.jsd_to_base_per_layer:
             cols.append(
@@ -222,7 +227,7 @@ def _layer_table(run: Run) -> dict[str, Any]:
             spans[-1][1] += 1
         else:
             spans.append([c["variant"], 1])
-    return {"columns": cols, "rows": rows, "spans": spans}
+    return {"columns": cols, "rows": rows, "spans": spans, "notes": list(notes.items())}
 
 
 def _lookup_col(run: Run, col: dict[str, Any], layer: int) -> Any:
