@@ -184,20 +184,20 @@ def _layer_table(run: Run) -> dict[str, Any]:
         la = run.layers.get(spec.name)
         if la is None:
             continue
-        for c in layer_columns():
-            vals = la.per_layer.values(c.aggregate)
+        for pc in layer_columns():
+            vals = la.per_layer.values(pc.aggregate)
             if any(is_num(x) for x in vals):
                 cols.append(
                     {
                         "variant": spec.name,
-                        "head": c.label,
-                        "kind": c.fmt,
-                        "src": ("layers", spec.name, "per_layer", c.aggregate),
+                        "head": pc.label,
+                        "kind": pc.fmt,
+                        "src": ("layers", spec.name, "per_layer", pc.aggregate),
                         "values": dict(zip(la.layers, range(len(vals)))),
                     }
                 )
-                if c not in builtin and c.label:
-                    notes[c.label] = c.doc
+                if pc not in builtin and pc.label:
+                    notes[pc.label] = pc.doc
         tf = la.teacher_forced
         if tf is not None and tf.jsd_to_base_per_layer:
             cols.append(
