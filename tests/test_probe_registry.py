@@ -38,7 +38,7 @@ def update_norm(inp: StepInputs) -> torch.Tensor:
 
 UPDATE = Probe(
     "update",
-    (Column("update_norm", "‖layer output − layer input‖₂: how far the layer moves the residual stream", label=LABEL, fmt="f3"),),
+    (Column("update_norm", "how far the layer moves the residual stream, ‖layer output − layer input‖₂", label=LABEL, fmt="f3"),),
     update_norm,
 )
 
@@ -120,7 +120,7 @@ def test_a_registered_probe_is_stored_aggregated_and_rendered(update_probe: Prob
     # the layer table: a column headed by the label in each variant, one cell per layer the variant
     # has, each the stored mean at its layer written as declared (f3), and the column's description
     assert html.count(f'<span class="muted">{LABEL}</span>') == 2
-    assert f"{LABEL}: {UPDATE.columns[0].doc}." in html
+    assert f"<em>{LABEL}</em>: {UPDATE.columns[0].doc}." in html
     cells = re.findall(r'<span class="num" data-kind="f3" data-src="([^"]*update_norm[^"]*)">([^<]*)</span>', html)
     seen: dict[str, list[int]] = {}
     for src, text in cells:
