@@ -154,6 +154,8 @@ def test_registration_is_checked_and_undone(tmp_path: Path) -> None:
         assert load_trace_layers(tmp_path / "t.npz").stat("update_norm").tolist() == [[3.5, 3.5]] * T
     with pytest.raises(UserError, match="not a plain identifier"):
         register_probe(Probe("bad", (Column("a/b", "a path"),), update_norm))
+    with pytest.raises(UserError, match="reserved"):
+        register_probe(Probe("bad", (Column("tokens", "would overwrite the token ids"),), update_norm))
     with pytest.raises(UserError, match="built-in"):
         unregister_probe("lens")
     assert columns() == builtin_columns()

@@ -133,9 +133,16 @@ def heatmap_columns() -> tuple[Column, ...]:
     return tuple(c for c in columns() if c.heatmap)
 
 
+#: Names a column cannot take: the other arrays of a layer file, and names of the aggregates' model.
+RESERVED = frozenset(
+    {"schema_version", "kind", "key", "layers", "n_layers_original", "tokens", "lens", "lens_every", "lens_positions"}
+    | {"extra", "values", "from_summary"}
+)
+
+
 def register_probe(probe: Probe) -> Probe:
-    """Add `probe` after the registered ones. UserError for a name or column name already taken, a
-    column name that is not a plain identifier, or a probe without columns."""
+    """Add `probe` after the registered ones. UserError for a name or column name already taken or
+    reserved, a column name that is not a plain identifier, or a probe without columns."""
     if probe.name in _REGISTRY:
         raise UserError(f"a probe called '{probe.name}' is already registered")
     if not probe.columns:
@@ -144,6 +151,8 @@ def register_probe(probe: Probe) -> Probe:
     for c in probe.columns:
         if not (c.name.isidentifier() and is_name(c.name)):
             raise UserError(f"probe column name '{c.name}' is not a plain identifier (letters, digits, _)")
+        if {c.name, c.aggregate} & RESERVED or c.name.startswith("model_"):
+            raise UserError(f"probe column name '{c.name}' is reserved (the layer files and aggregates use it)")
         if c.name in taken or c.aggregate in taken:
             raise UserError(f"probe column '{c.name}' is already declared")
         taken |= {c.name, c.aggregate}
