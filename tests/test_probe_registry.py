@@ -212,3 +212,27 @@ def test_a_layer_file_keeps_the_schema_version_1_layout(tmp_path: Path) -> None:
     save_trace_layers(tmp_path / "u.npz", tl)
     with np.load(tmp_path / "u.npz") as z:
         assert z["norm"].dtype == np.float16 and z["schema_version"] == 1
+
+
+def test_the_probe_array_follows_the_declarations() -> None:
+    """probe_rows on a made-up residual stream: built-in columns first, the extra one after them with
+    the values of its own formula, lens columns only on the lens rows, and a probe returning the wrong
+    shape named in the error."""
+    from layerprobe.probe.columns import column_arrays, probe_rows
+
+    g = torch.Generator().manual_seed(0)
+    R, L, H, V = 3, 4, 8, 11
+    resid = torch.randn(R, L + 1, H, generator=g)
+    unembed = torch.nn.Linear(H, V, bias=False)
+    inp = StepInputs(resid, torch.tensor([1, 5, 7]), torch.nn.Identity(), unembed)
+    with registered_probe(UPDATE), torch.inference_mode():  # as the probe's callers run it
+        arr = probe_rows(inp, [0, 2]).numpy()  # (R, 7, L)
+        cols = column_arrays(arr)
+    assert arr.shape == (R, 7, L) and list(cols) == [*TraceLayers.COLUMNS, "update_norm"]
+    expect = np.linalg.norm(resid[:, 1:].numpy() - resid[:, :-1].numpy(), axis=-1)
+    np.testing.assert_allclose(cols["update_norm"], expect, rtol=1e-6)
+    assert np.isnan(cols["jsd"][1]).all() and (cols["rank"][1] == -1).all()
+    assert np.isfinite(cols["jsd"][[0, 2]]).all() and (cols["jsd"][[0, 2], -1] == 0).all()
+    bad = Probe("bad", (Column("bad_col", "two columns declared, one returned"), Column("bad_col2", "")), update_norm)
+    with registered_probe(bad), pytest.raises(ValueError, match="probe 'bad' returned shape"):
+        probe_rows(inp, None)

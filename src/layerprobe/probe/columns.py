@@ -70,6 +70,15 @@ def _compute(probe: Probe) -> Callable[[StepInputs], torch.Tensor]:
     return fn
 
 
+def _run(probe: Probe, inp: StepInputs) -> torch.Tensor:
+    """`probe`'s (R, its columns, L) values on `inp`; ValueError naming the probe for another shape."""
+    got = _compute(probe)(inp)
+    want = (inp.resid.shape[0], len(probe.columns), inp.resid.shape[1] - 1)
+    if tuple(got.shape) != want:
+        raise ValueError(f"probe '{probe.name}' returned shape {tuple(got.shape)}, expected {want} (rows, columns, layers)")
+    return got
+
+
 def n_columns(specs: Sequence[Probe] | None = None) -> int:
     """C: the number of columns of the probe array."""
     return sum(len(p.columns) for p in (probes() if specs is None else specs))
@@ -89,12 +98,12 @@ def probe_rows(inp: StepInputs, lens_rows: Sequence[int] | None, specs: Sequence
     for p in specs:
         c1 = c0 + len(p.columns)
         if not p.lens:
-            out[:, c0:c1] = _compute(p)(inp)
+            out[:, c0:c1] = _run(p, inp)
         elif need:
             if len(need) == R:
-                out[:, c0:c1] = _compute(p)(inp)
+                out[:, c0:c1] = _run(p, inp)
             else:
-                out[need, c0:c1] = _compute(p)(inp.rows(need))
+                out[need, c0:c1] = _run(p, inp.rows(need))
         c0 = c1
     return out
 
