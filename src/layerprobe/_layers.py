@@ -15,7 +15,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "scaling": frozenset({"models"}),
     "toy": frozenset({"scaling", "models"}),
     "tasks": frozenset({"toy"}),
-    "probe": frozenset({"models", "scaling"}),
+    "probe": frozenset({"models", "scaling", "data"}),
     "prune": frozenset({"models", "scaling", "metrics", "tasks"}),
     "data": frozenset({"metrics"}),
     "judge": frozenset(),
