@@ -27,7 +27,8 @@ class Source:
     name: str
     """The `--from` name."""
     reader: str
-    """`module:function` under layerprobe.sources; the function reads one file (a Path) into a `Read`."""
+    """`module:function` (a module of this package, or any importable one); the function reads one file
+    (a Path) into a `Read`."""
     help: str
     """What the files look like, as `ingest --help` shows it after the name."""
     file_hint: str = ""
@@ -38,7 +39,7 @@ class Source:
     def read(self, path: Path) -> Read:
         """Read one file of this source (UserError when it is not one)."""
         module, function = self.reader.split(":")
-        fn: Callable[[Path], Read] = getattr(import_module(f"layerprobe.sources.{module}"), function)
+        fn: Callable[[Path], Read] = getattr(import_module(module), function)
         return fn(path)
 
 
@@ -47,13 +48,13 @@ SOURCES: dict[str, Source] = {
     for s in (
         Source(
             "lm-eval",
-            "lm_eval:read_lm_eval",
+            "layerprobe.sources.lm_eval:read_lm_eval",
             " (lm-evaluation-harness --log_samples)",
             file_hint=", samples_<task>_<date>.jsonl",
         ),
         Source(
             "jsonl",
-            "jsonl:read_jsonl",
+            "layerprobe.sources.jsonl:read_jsonl",
             ": one object per line with id, prompt (optional with --no-probes), completion, and the gold answer under "
             f"one of the fields {gold_fields_words()}",
             no_gold_hint=f" in any of the fields {gold_fields_words()}",
