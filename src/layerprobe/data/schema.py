@@ -568,6 +568,12 @@ def trace_file_stem(problem_id: str, mode: str, budget: int, sample: int) -> str
     return f"{mode[:3]}-b{budget}-s{sample}-{safe}-{tag}"
 
 
+def trace_layers_file(variant: str, problem_id: str, mode: str, budget: int, sample: int) -> str:
+    """Where the probe arrays of the trace of `variant` with this key live, relative to the run directory
+    (`SampleRecord.layers_file`): layers/<variant>/<trace_file_stem>.npz."""
+    return f"layers/{variant}/{trace_file_stem(problem_id, mode, budget, sample)}.npz"
+
+
 def teacher_forced_file(variant: str, problem_id: str, mode: str, budget: int, sample: int) -> str:
     """Where the teacher-forced comparison of `variant` along the base trace with this key lives,
     relative to the run directory."""
