@@ -67,6 +67,14 @@ def _figure(**kw: Any) -> Any:
         return Figure(**kw)
 
 
+def _heat(ax: Any, m: Any, vmin: float, vmax: float, extent: tuple[float, float, float, float]) -> Any:
+    """A layer × position heat map of `m` (rows = layers, bottom up) on `ax`, on one colour scale; NaN cells grey."""
+    ax.set_facecolor("#eeeeee")
+    return ax.imshow(
+        m, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest"
+    )
+
+
 def _subplots_fig(rows: int, cols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, Any]:
     from matplotlib import rc_context
 
@@ -316,17 +324,7 @@ def heatmap(run: Run, key: str, label: str, colors: dict[str, str] | None = None
     im = None
     for ax, v in zip(axes[0], names):
         m = mats[v]
-        ax.set_facecolor("#eeeeee")
-        im = ax.imshow(
-            m,
-            aspect="auto",
-            origin="lower",
-            cmap="viridis",
-            vmin=vmin,
-            vmax=vmax,
-            extent=(0, 1, -0.5, n_orig - 0.5),
-            interpolation="nearest",
-        )
+        im = _heat(ax, m, vmin, vmax, (0, 1, -0.5, n_orig - 0.5))
         spec = run.spec(v)
         dropped = spec.dropped if spec is not None else []
         for l in dropped:  # hatched rows, named once in the title (labels per row overlap on adjacent layers)
@@ -633,17 +631,7 @@ def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int
     fig, axes = _subplots_fig(1, len(mats), (3.6 * len(mats) + 1.0, 0.9 + 0.13 * n_orig + 0.9), sharey=True)
     im = None
     for ax, (title, m, onset) in zip(axes[0], mats):
-        ax.set_facecolor("#eeeeee")
-        im = ax.imshow(
-            m,
-            aspect="auto",
-            origin="lower",
-            cmap="viridis",
-            vmin=vmin,
-            vmax=vmax,
-            interpolation="nearest",
-            extent=(-0.5, m.shape[1] - 0.5, -0.5, n_orig - 0.5),
-        )
+        im = _heat(ax, m, vmin, vmax, (-0.5, m.shape[1] - 0.5, -0.5, n_orig - 0.5))
         if onset is not None and onset >= 0:
             ax.axvline(onset - 0.5, color="#ff4d4d", lw=1.5, ls="--")
             ax.annotate(
