@@ -10,11 +10,18 @@ import typer
 from rich.table import Table
 
 from layerprobe.cli.common import (
+    BatchSizeOpt,
+    CalibDatasetOpt,
+    CalibDocsOpt,
+    CalibOpt,
+    CalibTracesOpt,
     DeviceOpt,
     DtypeOpt,
     LayersPathOpt,
     ModelOpt,
     NormPathOpt,
+    SeqLenOpt,
+    TraceTokensOpt,
     UnembedPathOpt,
     check_output_file,
     console,
@@ -22,29 +29,6 @@ from layerprobe.cli.common import (
 from layerprobe.errors import UserError
 
 INFLUENCE_SCHEMA_VERSION = 1
-
-# Calibration options shared with `layerprobe prune`.
-CalibOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--calib", help="calibration text: one document per line, or JSONL with a 'text' field (default: embedded text)"
-    ),
-]
-CalibDatasetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--calib-dataset",
-        help="a `datasets` spec NAME[:CONFIG[:SPLIT]], e.g. wikitext:wikitext-2-raw-v1:test (needs network or cache)",
-    ),
-]
-CalibTracesOpt = Annotated[
-    int | None,
-    typer.Option("--calib-traces", help="score on N of the model's own greedy reasoning traces instead of generic text"),
-]
-CalibDocsOpt = Annotated[int, typer.Option("--calib-docs", help="use at most this many calibration documents")]
-TraceTokensOpt = Annotated[int, typer.Option("--trace-tokens", help="max new tokens per reasoning trace (--calib-traces)")]
-SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="tokens per document (longer documents are truncated)")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="documents per forward pass")]
 
 
 def check_calibration_flags(

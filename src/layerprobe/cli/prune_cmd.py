@@ -3,44 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from layerprobe._io import check_writable
 from layerprobe.cli.common import (
-    DeviceOpt,
-    DtypeOpt,
-    LayersPathOpt,
-    ModelOpt,
-    NormPathOpt,
-    UnembedPathOpt,
-    console,
-)
-from layerprobe.cli.influence_cmd import (
     BatchSizeOpt,
     CalibDatasetOpt,
     CalibDocsOpt,
     CalibOpt,
     CalibTracesOpt,
+    DeviceOpt,
+    DtypeOpt,
+    LayersPathOpt,
+    ModelOpt,
+    NormPathOpt,
     SeqLenOpt,
     TraceTokensOpt,
-    check_calibration_flags,
-    load_calibration_early,
+    UnembedPathOpt,
+    console,
 )
 from layerprobe.errors import UserError
-from layerprobe.models.loading import load_model
-from layerprobe.prune.size import SizeRequest
-from layerprobe.prune.surgery import (
-    PROVENANCE_FILE,
-    drop_layers,
-    parse_layer_list,
-    save_model,
-)
+
+if TYPE_CHECKING:
+    from layerprobe.prune.size import SizeRequest
 
 
 def check_out_dir(out: Path, force: bool) -> None:
     """Refuse an --out that is unwritable, a file, or a non-empty directory that is not ours."""
+    from layerprobe._io import check_writable
+    from layerprobe.prune.surgery import PROVENANCE_FILE
+
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
@@ -105,6 +98,9 @@ def prune(
 ) -> None:
     """Compress a model and save it: --drop LIST, or --method NAME with a size (--n-drop K / --match-layers K /
     --sparsity F / --nm N:M)."""
+    from layerprobe.models.loading import load_model
+    from layerprobe.prune.surgery import drop_layers, parse_layer_list, save_model
+
     laco_opts = {
         "c": laco_c,
         "interval": laco_i,
@@ -188,9 +184,12 @@ def _prune_with_method(
     seq_len,
     batch_size,
 ) -> None:
+    from layerprobe.cli.influence_cmd import check_calibration_flags, load_calibration_early
+    from layerprobe.models.loading import load_model
     from layerprobe.prune.calibration import traces_calibration
     from layerprobe.prune.laco import check_laco_params
     from layerprobe.prune.methods import get_method, prune_model
+    from layerprobe.prune.surgery import save_model
 
     m = get_method(method)
     given_laco = [
@@ -280,7 +279,7 @@ def size_request(sparsity: float | None, match_layers: int | None, nm: str | Non
     """The size the flags ask for (None when none is given); UserError for a bad or doubled one."""
     if sparsity is None and match_layers is None and nm is None:
         return None
-    from layerprobe.prune.size import parse_nm
+    from layerprobe.prune.size import SizeRequest, parse_nm
 
     return SizeRequest(match_layers=match_layers, sparsity=sparsity, nm=parse_nm(nm) if nm is not None else None)
 
