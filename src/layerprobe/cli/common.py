@@ -61,20 +61,6 @@ def current_argv() -> list[str]:
     return ["layerprobe", *ARGV]
 
 
-def check_output_file(path: Path | None, flag: str) -> None:
-    """Refuse, before any work, an output file that could not be written: a directory, a path under
-    a file, or a folder without write permission (UserError naming the flag)."""
-
-    from layerprobe._io import check_writable
-    from layerprobe.errors import UserError
-
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a directory; give a file name")
-    check_writable(path, flag)
-
-
 def console(stderr: bool = False, width: int | None = None) -> Console:
     """The one way commands print: no rich markup and no highlighting (a variant name, a problem id or a
     model's text is printed as it is, never read as "[bold]" markup), control characters shown as
