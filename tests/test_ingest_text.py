@@ -143,9 +143,9 @@ def test_word_tokenizer_on_re_gives_nltks_tokens() -> None:
     contractions, brackets, dashes, ellipses, LaTeX, Unicode punctuation."""
     from nltk.tokenize import NLTKWordTokenizer
 
-    from layerprobe.metrics.selfbleu import _nltk_tokenizers
+    from layerprobe.metrics.selfbleu import nltk_tokenizers
 
-    fast = _nltk_tokenizers()[1]
+    fast = nltk_tokenizers()[1]
     ref = NLTKWordTokenizer()
     texts = [
         "He said, \"Wait, that's not right.\" I can't see why... (maybe $x^2$?) -- or [not].",

@@ -73,9 +73,9 @@ def _init(tokenizer: Any, parent: int | None) -> None:
 
         die_with_parent(parent)
     _TOKENIZER = tokenizer
-    from layerprobe.metrics.selfbleu import _nltk_tokenizers
+    from layerprobe.metrics.selfbleu import nltk_tokenizers
 
-    _nltk_tokenizers()
+    nltk_tokenizers()
 
 
 def text_work(job: TextJob, tokenizer: Any = None) -> TextDone:

@@ -270,7 +270,7 @@ def _stdlib_word_tokenizer(tokenizer: Any) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _nltk_tokenizers() -> tuple[Any, Any]:
+def nltk_tokenizers() -> tuple[Any, Any]:
     from nltk.tokenize import NLTKWordTokenizer
     from nltk.tokenize.punkt import PunktSentenceTokenizer
 
@@ -283,7 +283,7 @@ def study_sentences(text: str) -> list[list[str]]:
     a sentence here), each cut into words by nltk's word tokenizer."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    splitter, words = _nltk_tokenizers()
+    splitter, words = nltk_tokenizers()
     return [words.tokenize(s) for s in splitter.tokenize(text.strip())]
 
 
