@@ -66,3 +66,12 @@ def test_importing_the_app_imports_no_torch() -> None:
 )
 def test_help_imports_no_torch(args: tuple[str, ...]) -> None:
     assert heavy(loaded_modules(*args)) == []
+
+
+def test_the_help_names_every_registered_method_by_its_kind() -> None:
+    from layerprobe.prune.method_table import KIND_WORDS, methods_help
+    from layerprobe.prune.methods import METHODS
+
+    groups = dict(part.split(": ", 1) for part in methods_help().split("; "))
+    listed = {name: words for words, names in groups.items() for name in names.split(" | ")}
+    assert listed == {name: KIND_WORDS[m.kind] for name, m in METHODS.items()}

@@ -11,6 +11,7 @@ from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, pr
 from layerprobe.cli.judge_cmd import JudgeAfterModelOpt, JudgeEndpointOpt, JudgeTaxonomyOpt
 from layerprobe.errors import UserError
 from layerprobe.jobs.defaults import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS, Defaults
+from layerprobe.prune.method_table import methods_help
 
 
 def _defaults(what: str) -> str:
@@ -38,8 +39,7 @@ def analyze(
         list[str] | None,
         typer.Option(
             "--method",
-            help="compress by method (repeatable): layers: shortgpt | reverse | reverse-keep-final | angular | laco | ppl | "
-            "trace-kl; width: width; weights: wanda | magnitude | nm",
+            help=f"compress by method (repeatable): {methods_help()}",
         ),
     ] = None,
     n_drop: Annotated[

@@ -23,6 +23,7 @@ from layerprobe.cli.common import (
     UnembedPathOpt,
     console,
 )
+from layerprobe.prune.method_table import methods_help
 
 
 def prune(
@@ -33,8 +34,7 @@ def prune(
         str | None,
         typer.Option(
             "--method",
-            help="layers: shortgpt | reverse | reverse-keep-final | angular | laco | ppl | trace-kl; "
-            "width: width; weights: wanda | magnitude | nm",
+            help=methods_help(),
         ),
     ] = None,
     n_drop: Annotated[int | None, typer.Option("--n-drop", help="how many layers a layer-removing --method removes")] = None,
