@@ -69,7 +69,7 @@ def test_help_imports_no_torch(args: tuple[str, ...]) -> None:
 
 
 def test_the_help_names_every_registered_method_by_its_kind() -> None:
-    from layerprobe.prune.method_table import KIND_WORDS, methods_help
+    from layerprobe.method_table import KIND_WORDS, methods_help
     from layerprobe.prune.methods import METHODS
 
     groups = dict(part.split(": ", 1) for part in methods_help().split("; "))

@@ -11,7 +11,7 @@ from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, pr
 from layerprobe.cli.judge_cmd import JudgeAfterModelOpt, JudgeEndpointOpt, JudgeTaxonomyOpt
 from layerprobe.errors import UserError
 from layerprobe.jobs.defaults import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS, Defaults
-from layerprobe.prune.method_table import methods_help
+from layerprobe.method_table import methods_help
 
 
 def _defaults(what: str) -> str:

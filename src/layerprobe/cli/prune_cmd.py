@@ -23,7 +23,7 @@ from layerprobe.cli.common import (
     UnembedPathOpt,
     console,
 )
-from layerprobe.prune.method_table import methods_help
+from layerprobe.method_table import methods_help
 
 
 def prune(

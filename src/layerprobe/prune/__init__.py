@@ -1,39 +1,36 @@
 """Layer surgery and layer-selection methods."""
 
-from layerprobe._lazy import lazy_getattr
-
-# imported on first use, so that the light parts (prune/method_table.py, the names the help lists) load
-# without torch
-_LAZY = {
-    **dict.fromkeys(
-        (
-            "Calibration",
-            "calibration_from_dataset",
-            "calibration_from_file",
-            "embedded_calibration",
-            "resolve_calibration",
-            "traces_calibration",
-        ),
-        "layerprobe.prune.calibration",
-    ),
-    **dict.fromkeys(("LacoResult", "laco", "merge_layers"), "layerprobe.prune.laco"),
-    **dict.fromkeys(
-        ("METHODS", "PruneMethod", "Selection", "get_method", "method_names", "prune_model"), "layerprobe.prune.methods"
-    ),
-    **dict.fromkeys(
-        (
-            "LayerScores",
-            "angular_distances",
-            "block_influence",
-            "block_influence_by_original",
-            "layer_scores",
-            "perplexity",
-        ),
-        "layerprobe.prune.scores",
-    ),
-    **dict.fromkeys(("drop_layers", "parse_layer_list", "save_model", "validate_drop"), "layerprobe.prune.surgery"),
-}
-__getattr__ = lazy_getattr(__name__, _LAZY)
+from layerprobe.prune.calibration import (
+    Calibration,
+    calibration_from_dataset,
+    calibration_from_file,
+    embedded_calibration,
+    resolve_calibration,
+    traces_calibration,
+)
+from layerprobe.prune.laco import LacoResult, laco, merge_layers
+from layerprobe.prune.methods import (
+    METHODS,
+    PruneMethod,
+    Selection,
+    get_method,
+    method_names,
+    prune_model,
+)
+from layerprobe.prune.scores import (
+    LayerScores,
+    angular_distances,
+    block_influence,
+    block_influence_by_original,
+    layer_scores,
+    perplexity,
+)
+from layerprobe.prune.surgery import (
+    drop_layers,
+    parse_layer_list,
+    save_model,
+    validate_drop,
+)
 
 __all__ = [
     "METHODS",

@@ -1,7 +1,8 @@
 """The pruning methods by name: the one table the registry (`layerprobe.prune.methods`) loads them from
-and the command line names them from. It imports nothing, so `layerprobe prune --help` and `analyze
---help` list the methods without loading torch. A new method is a module under prune/methods/ and one
-row here (docs/architecture.md, "Adding a pruning method")."""
+and the command line names them from. It imports nothing and lives outside the `prune` package (whose
+`__init__` loads torch), so `layerprobe prune --help` and `analyze --help` list the methods without
+loading torch. A new method is a module under prune/methods/ and one row here (docs/architecture.md,
+"Adding a pruning method")."""
 
 from __future__ import annotations
 
