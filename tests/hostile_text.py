@@ -71,11 +71,11 @@ def rules() -> dict[str, Callable[[str], object]]:
     """Every rule that reads a model's text, by name (the grader's extraction rules, its cascades, the
     readers of a trace's shape, the reflection words and sentences of the trace metrics, the rule that
     reads a judge model's count, and the reader of a JSONL file's field names)."""
-    from layerprobe.jobs.ingest_fields import gold_like_fields
     from layerprobe.judge.taxonomy import load_taxonomy, read_count
     from layerprobe.metrics.reflection import reflection_counts
     from layerprobe.metrics.selfbleu import split_sentences
     from layerprobe.scaling import traces
+    from layerprobe.sources.gold import gold_like_fields
     from layerprobe.tasks import grading as g
 
     out: dict[str, Callable[[str], object]] = {

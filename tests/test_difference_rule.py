@@ -113,8 +113,8 @@ def test_wrong_against_right_needs_problems_on_each_side(tmp_path: Path) -> None
 
 
 def test_explain_says_its_counts_are_greedy(tmp_path: Path) -> None:
+    from layerprobe.data.findings import findings
     from layerprobe.data.schema import ExplainFile, Restoration
-    from layerprobe.jobs.explain import findings
 
     run = load_run(make_run(tmp_path / "run", problems_per_group=2))
     rec = Restoration(

@@ -13,7 +13,9 @@ import torch
 
 from layerprobe import drop_layers
 from layerprobe.data import load_run
-from layerprobe.jobs.explain import _fit_epsilon, class_masks, fit_predictors, token_classes
+from layerprobe.jobs.explain import fit_epsilon
+from layerprobe.jobs.predictors import fit_predictors
+from layerprobe.metrics.token_classes import class_masks, token_classes
 from layerprobe.probe.restore import gated_logprobs
 from tests.cli_utils import assert_one_line_error, run_cli
 from tests.probe_ref import lively_loaded
@@ -80,7 +82,7 @@ def test_accuracy_recovery_counts_the_lost_problems_with_a_wilson_interval() -> 
     """Of the problems the pruning lost, the share a class brings back; the interval at 6 of 6 is the
     Wilson score bound 1 / (1 + z^2 / 6) (about 0.61), not the point a bootstrap collapses to."""
     from layerprobe.data.schema import Restoration
-    from layerprobe.jobs.explain import fill_accuracy
+    from layerprobe.jobs.restoration import fill_accuracy
 
     base = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], float)  # problems 0-5 lost by the pruning; 6, 7 kept; 8, 9 never solved
     pruned = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 0], float)
@@ -100,7 +102,7 @@ def test_accuracy_recovery_counts_the_lost_problems_with_a_wilson_interval() -> 
 def test_rank_auc_is_sklearns() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from layerprobe.jobs.explain import auc
+    from layerprobe.jobs.predictors import auc
 
     rng = np.random.default_rng(3)
     for _ in range(100):
@@ -114,7 +116,7 @@ def test_compounding_fit_recovers_a_known_epsilon() -> None:
     rng = np.random.default_rng(0)
     ks = rng.integers(1, 17, 4000).astype(float)
     ok = (rng.random(4000) < (1 - 0.07) ** ks).astype(float)
-    assert _fit_epsilon(ks, ok) == pytest.approx(0.07, abs=0.005)
+    assert fit_epsilon(ks, ok) == pytest.approx(0.07, abs=0.005)
 
 
 def test_predictors_find_a_known_signal_and_not_noise() -> None:
@@ -140,11 +142,11 @@ def test_vocab_classes_cover_every_output_row() -> None:
     # the toy's embedding has rows beyond its tokenizer; a damaged model can emit them during the
     # gated generation, so the class table must cover every row (a 94-entry table once crashed on id 95)
     from layerprobe import load_model
-    from layerprobe.jobs.explain import _vocab_classes
+    from layerprobe.metrics.token_classes import vocab_classes
 
     toy = load_model("toy")
     rows = int(toy.model.get_output_embeddings().weight.shape[0])
-    classes = _vocab_classes(toy.tokenizer, rows)
+    classes = vocab_classes(toy.tokenizer, rows)
     assert len(classes) == rows >= len(toy.tokenizer)
     assert set(classes[len(toy.tokenizer) :]) <= {"other"}
     assert {"numbers", "equals", "operations", "boundaries", "reflection"} <= set(classes)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from layerprobe.data.reader import load_run
-from layerprobe.jobs.ingest_fields import GOLD_FIELDS
+from layerprobe.sources.gold import GOLD_FIELDS
 from tests import real_traces as rt
 from tests.cli_utils import assert_one_line_error, run_cli
 

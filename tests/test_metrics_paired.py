@@ -131,6 +131,26 @@ def test_bootstrap_blocks_draw_the_same_indices(monkeypatch):
     np.testing.assert_array_equal(whole, blocked)
 
 
+def test_one_bootstrap_for_the_package():
+    """metrics.bootstrap draws what bootstrap_means draws from the same seed (one set of resamples for the
+    package), resamples whole clusters when given them, and leaves out resamples whose statistic is NaN."""
+    from layerprobe.metrics.paired import bootstrap
+
+    values = np.random.default_rng(3).random(17)
+    np.testing.assert_array_equal(bootstrap(lambda i: values[i].mean(), 17, 500, seed=4), bootstrap_means(values, 500, seed=4))
+    # two clusters of very different values: every resample holds whole clusters, so its mean is one of
+    # three values (both clusters drawn, or one drawn twice), never a mix of single units
+    x = np.array([0.0, 0.0, 0.0, 10.0, 10.0])
+    clusters = [np.array([0, 1, 2]), np.array([3, 4])]
+    means = bootstrap(lambda i: x[i].mean(), 5, 400, seed=0, clusters=clusters)
+    assert set(np.round(means, 9).tolist()) <= {0.0, 4.0, 10.0} and len(means) == 400
+    # undefined resamples (here: the mean of x where it holds no 10) are left out, not counted as 0
+    kept = bootstrap(lambda i: x[i].mean() if (x[i] > 0).any() else math.nan, 5, 400, seed=0)
+    assert 0 < len(kept) < 400 and (kept > 0).all()
+    pairs = bootstrap(lambda i: [x[i].min(), x[i].max()], 5, 50, seed=0)
+    assert pairs.shape == (50, 2) and (pairs[:, 0] <= pairs[:, 1]).all()
+
+
 def test_bootstrap_mean_interval():
     lo, hi = bootstrap_mean_interval([0.5] * 10)
     assert lo == hi == 0.5

@@ -16,11 +16,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "scaling": frozenset({"models"}),
     "toy": frozenset({"scaling", "models"}),
     "tasks": frozenset({"toy"}),
-    "probe": frozenset({"models", "scaling"}),
+    "sources": frozenset({"data", "scaling"}),
+    "probe": frozenset({"models", "scaling", "data"}),
     "prune": frozenset({"models", "scaling", "metrics", "tasks"}),
     "data": frozenset({"metrics"}),
     "judge": frozenset(),
-    "jobs": frozenset({"data", "probe", "prune", "scaling", "tasks", "toy", "models", "metrics", "judge"}),
+    "jobs": frozenset({"data", "probe", "prune", "scaling", "sources", "tasks", "toy", "models", "metrics", "judge"}),
     "report": frozenset({"data"}),
-    "cli": frozenset({"jobs", "data", "report", "probe", "prune", "scaling", "tasks", "toy", "models", "metrics", "judge"}),
+    "cli": frozenset(
+        {"jobs", "data", "report", "probe", "prune", "scaling", "sources", "tasks", "toy", "models", "metrics", "judge"}
+    ),
 }

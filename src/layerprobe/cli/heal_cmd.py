@@ -3,14 +3,12 @@ save a servable checkpoint whose layerprobe.json records the healing (docs/heal.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, progress_bars
-from layerprobe.errors import UserError
 
 
 def heal(
@@ -113,180 +111,46 @@ def heal(
 ) -> None:
     """Heal a pruned model by LoRA, full fine-tuning, distillation from the base model, or GRPO (reinforcement
     learning on a verifiable reward: the right answer)."""
-    from layerprobe.jobs.heal import check_trace_flags, pruned_checkpoint
-    from layerprobe.prune.heal import DEFAULT_TARGETS, RL_HOWS, HealConfig, peft_available, read_jsonl_examples
+    from layerprobe.jobs.heal import Heal, summary
+    from layerprobe.jobs.heal_settings import HealSettings
 
-    if out is None:
-        raise UserError("--out DIR is required (the healed checkpoint is written there)")
-    rl = how in RL_HOWS
-    rl_flags = [
-        f
-        for f, v in (
-            ("--group-size", group_size),
-            ("--kl", kl),
-            ("--temperature", temperature),
-            ("--max-completion", max_completion),
-            ("--format-reward", format_reward),
-        )
-        if v is not None
-    ]
-    if rl_flags and not rl:
-        raise UserError(f"{', '.join(rl_flags)}: GRPO settings; --how {how} learns from given sequences (use --how grpo)")
-    sft_flags = [
-        f
-        for f, v in (("--max-len", max_len), ("--budget", budget), ("--from-run", from_run), ("--distill-base", distill_base))
-        if v is not None
-    ]
-    if rl and sft_flags:
-        raise UserError(
-            f"{', '.join(sft_flags)}: settings of the methods that learn from given sequences; --how {how} samples its own "
-            "(--max-completion bounds them)"
-        )
-    targets: tuple[str, ...] = DEFAULT_TARGETS
-    if target_modules is not None:
-        targets = tuple(t.strip() for t in target_modules.split(","))
-    cfg = HealConfig(
+    settings = HealSettings.from_flags(
+        model=model,
+        out=out,
+        drop=drop,
+        method=method,
+        n_drop=n_drop,
         how=how,
+        data=data,
+        raw_prompts=raw_prompts,
         steps=steps,
         lr=lr,
+        warmup=warmup,
         batch_size=batch_size,
         grad_accum=grad_accum,
         seed=seed,
-        warmup=warmup,
         rank=rank,
         alpha=alpha,
-        target_modules=targets,
-        max_len=2048 if max_len is None else max_len,
-        save_every=save_every,
-        group_size=8 if group_size is None else group_size,
-        kl=0.0 if kl is None else kl,
+        target_modules=target_modules,
+        max_len=max_len,
+        group_size=group_size,
+        kl=kl,
         temperature=temperature,
         max_completion=max_completion,
-        format_reward=0.0 if format_reward is None else format_reward,
+        format_reward=format_reward,
+        distill_base=distill_base,
+        task=task,
+        task_file=task_file,
+        limit=limit,
+        budget=budget,
+        fmt=fmt,
+        from_run=from_run,
+        save_every=save_every,
+        device=device,
+        dtype=dtype,
+        force=force,
     )
-    cfg.check()
-    if cfg.params != "lora" and (target_modules is not None or rank != 16 or alpha != 32):
-        raise UserError(f"--rank, --alpha and --target-modules are LoRA settings; --how {how} trains every weight")
-    if cfg.params == "lora" and not peft_available():
-        raise UserError(f"--how {how} trains LoRA adapters, which needs peft: pip install 'layerprobe[heal]'")
-    if rl:
-        from layerprobe.prune.grpo import trl_available
-
-        if not trl_available():
-            raise UserError(f"--how {how} trains with TRL's GRPOTrainer, which needs trl: pip install 'layerprobe[heal]'")
-    if drop is not None and method is not None:
-        raise UserError(
-            "--drop and --method are exclusive: give the layers (--drop 10,11) or a method (--method shortgpt --n-drop 2)"
-        )
-    if n_drop is not None and method is None:
-        raise UserError("--n-drop applies only with --method (with --drop the list says which layers go)")
-    if method is not None and n_drop is None:
-        raise UserError(f"--method {method} needs --n-drop K (how many layers to remove)")
-    drop_list = None
-    if drop is not None:
-        from layerprobe.prune.surgery import parse_layer_list
-
-        drop_list = parse_layer_list(drop)
-    if method is not None:
-        from layerprobe.prune.methods import get_method
-
-        if get_method(method).kind != "depth":
-            raise UserError(
-                f"heal --method removes whole layers; --method {method} compresses weights: prune first "
-                f"(layerprobe prune --method {method} --match-layers K --out DIR) and heal that checkpoint (--model DIR)"
-            )
-    if fmt is not None:
-        from layerprobe.scaling.formats import FORMATS
-
-        if fmt not in FORMATS:
-            raise UserError(f"--format {fmt}: valid formats are {', '.join(FORMATS)}")
-        if raw_prompts:
-            raise UserError("--format applies to prompts layerprobe builds; --raw-prompts uses the file's prompts as they are")
-    file_pairs: list[tuple[str, str]] | None = None
-    file_prompts: list[tuple[str, str, str]] | None = None
-    file_sha1 = None
-    traces_flags = [
-        f for f, v in (("--task", task), ("--task-file", task_file), ("--limit", limit), ("--budget", budget)) if v is not None
-    ]
-    if data != "traces":
-        if traces_flags or from_run is not None:
-            raise UserError(f"{', '.join(traces_flags + (['--from-run'] if from_run else []))}: only with --data traces")
-        if rl:
-            from layerprobe.prune.grpo import read_jsonl_prompts
-
-            file_prompts = read_jsonl_prompts(data)
-        else:
-            file_pairs = read_jsonl_examples(data)
-        file_sha1 = hashlib.sha1(Path(data).read_bytes()).hexdigest()
-    else:
-        if raw_prompts:
-            raise UserError("--raw-prompts applies to --data FILE (a task's prompts are wrapped as analyze wraps them)")
-        if from_run is not None and traces_flags:
-            raise UserError(f"{', '.join(traces_flags)}: the traces of --from-run are already chosen by that run")
-        check_trace_flags(task, task_file, limit, budget)
-    if distill_base is not None and cfg.loss != "kl" and data != "traces":
-        raise UserError(
-            f"--distill-base is the teacher of distillation and the author of traces; --how {how} on a file uses neither"
-        )
-    if from_run is not None:
-        from layerprobe.data.store import is_run_dir
-
-        if not is_run_dir(from_run):
-            raise UserError(f"--from-run {from_run}: not an analyze run directory (no run.json)")
-    pruned_prov = pruned_checkpoint(model) if drop_list is None and method is None else None
-    if drop_list is None and method is None and pruned_prov is None and not force:
-        raise UserError(
-            f"--model {model} is not pruned: give --drop LIST or --method NAME --n-drop K, or a pruned checkpoint "
-            "(pass --force to fine-tune an unpruned model anyway)"
-        )
-
-    settings = {
-        "model": model,
-        "drop": drop_list,
-        "method": method,
-        "n_drop": n_drop,
-        "data": data if file_sha1 is None else {"file": str(Path(data).resolve()), "sha1": file_sha1},
-        "raw_prompts": raw_prompts,
-        "from_run": str(from_run.resolve()) if from_run is not None else None,
-        "task": task,
-        "task_file": {"path": str(task_file), "sha1": hashlib.sha1(task_file.read_bytes()).hexdigest()} if task_file else None,
-        "limit": limit,
-        "budget": budget,
-        "format": fmt,
-        "distill_base": distill_base,
-        "dtype": dtype,
-        **cfg.to_json(),
-    }
-    from layerprobe.jobs.heal import Heal, HealSettings, summary
-
-    job = Heal(
-        HealSettings(
-            model=model,
-            out=out,
-            cfg=cfg,
-            record=settings,
-            drop_list=drop_list,
-            method=method,
-            n_drop=n_drop,
-            pruned_prov=pruned_prov,
-            file_pairs=file_pairs,
-            file_prompts=file_prompts,
-            data=data,
-            raw_prompts=raw_prompts,
-            from_run=from_run,
-            task=task,
-            task_file=task_file,
-            limit=limit,
-            budget=budget,
-            fmt=fmt,
-            distill_base=distill_base,
-            device=device,
-            dtype=dtype,
-            force=force,
-        ),
-        argv=current_argv(),
-        log=_log,
-    )
+    job = Heal(settings, argv=current_argv(), log=_log)
     with progress_bars() as progress:
         job.progress = progress
         result = job.run()

@@ -9,8 +9,8 @@ import typer
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, progress_bars
 from layerprobe.cli.judge_cmd import JudgeAfterModelOpt, JudgeEndpointOpt, JudgeTaxonomyOpt
-from layerprobe.errors import UserError
-from layerprobe.jobs.ingest_fields import gold_fields_words
+from layerprobe.scaling.traces import INGEST_FORMATS
+from layerprobe.sources import sources_help
 
 
 def ingest(
@@ -21,9 +21,7 @@ def ingest(
         str,
         typer.Option(
             "--from",
-            help="lm-eval (lm-evaluation-harness --log_samples) | jsonl: one object per line with id, prompt (optional "
-            "with --no-probes), completion, and the gold answer under one of the fields "
-            f"{gold_fields_words()} (docs/ingest.md)",
+            help=sources_help(),
         ),
     ] = "jsonl",
     model: Annotated[
@@ -48,8 +46,8 @@ def ingest(
         str,
         typer.Option(
             "--format",
-            help="auto (decided per file from its traces) | s1 | think-tags | plain (no thinking delimiters: the thinking "
-            "is the text before the answer, found by one rule for every trace, docs/ingest.md)",
+            help=f"auto (decided per file from its traces) | {' | '.join(INGEST_FORMATS)} (no thinking delimiters: the "
+            "thinking is the text before the answer, found by one rule for every trace, docs/ingest.md)",
         ),
     ] = "auto",
     budget: Annotated[
@@ -94,46 +92,36 @@ def ingest(
     from layerprobe.jobs.ingest import Ingest, IngestSettings
     from layerprobe.prune.surgery import parse_layer_list
 
-    if out is None:
-        raise UserError("--out: give the run directory to write (several ingests into one --out compare in one report)")
-    if drop and method:
-        raise UserError("--drop and --method are exclusive: the traces come from one model")
-    if budget is not None and budget < 0:
-        raise UserError(f"--budget {budget}: must be 0 or more")
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: must be 1 or more")
-    if workers is not None and not 0 <= workers <= 256:
-        raise UserError(f"--workers {workers}: give 0 (this process only) to 256")
-    dropped = parse_layer_list(drop) if drop else None
+    settings = IngestSettings(
+        files,
+        source,
+        model,
+        out,
+        label=label,
+        drop=parse_layer_list(drop) if drop else None,
+        method=method,
+        n_drop=n_drop,
+        answer_type=answer_type,
+        task=task,
+        reasoning_format=fmt,
+        budget=budget,
+        probes=not no_probes,
+        lens=not no_lens,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        force=force,
+        tokenizer=tokenizer,
+        producer=producer,
+        workers=workers,
+    )
+    job = Ingest(settings, argv=current_argv())  # the flags are checked here, before any work
     from layerprobe.cli.judge_cmd import judge_settings, run_judge
 
     judging = judge_settings(judge_endpoint, judge_model, judge_taxonomy)  # checked before any work
     err = console(stderr=True)
     with progress_bars() as progress:
-        settings = IngestSettings(
-            files,
-            source,
-            model,
-            out,
-            label=label,
-            drop=dropped,
-            method=method,
-            n_drop=n_drop,
-            answer_type=answer_type,
-            task=task,
-            reasoning_format=fmt,
-            budget=budget,
-            probes=not no_probes,
-            lens=not no_lens,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            force=force,
-            tokenizer=tokenizer,
-            producer=producer,
-            workers=workers,
-        )
-        job = Ingest(settings, progress, current_argv())
+        job.progress = progress
         run_dir, src = job.run()
     say = console()
     for note in job.store.notes():

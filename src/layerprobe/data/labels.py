@@ -26,7 +26,7 @@ POSITIONS: dict[str, str] = {
     "reflection": "the reflection words (wait, hmm, ...)",
     "other": "every other token",
 }
-"""Position and token classes of causal restoration (jobs.explain), in words."""
+"""Position and token classes of causal restoration (metrics.token_classes), in words."""
 
 SHORT_POSITIONS: dict[str, str] = {
     "first-25%": "first 25 %",
@@ -58,7 +58,7 @@ FEATURES: dict[str, str] = {
     "tf_kl_max": "largest divergence from the base model (teacher-forced KL)",
     "tf_onset_fraction": "where the divergence from the base model starts",
 }
-"""Failure-predictor features (jobs.explain.FEATURES), in words."""
+"""Failure-predictor features (jobs.predictors.FEATURES), in words."""
 
 
 def position_words(name: str) -> str:

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from layerprobe.data.probes import columns
 from layerprobe.rules import NAME_RULE, clean_text, is_name, safe_relative
 
 SCHEMA_VERSION = 3
@@ -567,6 +568,12 @@ def trace_file_stem(problem_id: str, mode: str, budget: int, sample: int) -> str
     return f"{mode[:3]}-b{budget}-s{sample}-{safe}-{tag}"
 
 
+def trace_layers_file(variant: str, problem_id: str, mode: str, budget: int, sample: int) -> str:
+    """Where the probe arrays of the trace of `variant` with this key live, relative to the run directory
+    (`SampleRecord.layers_file`): layers/<variant>/<trace_file_stem>.npz."""
+    return f"layers/{variant}/{trace_file_stem(problem_id, mode, budget, sample)}.npz"
+
+
 def teacher_forced_file(variant: str, problem_id: str, mode: str, budget: int, sample: int) -> str:
     """Where the teacher-forced comparison of `variant` along the base trace with this key lives,
     relative to the run directory."""
@@ -841,7 +848,15 @@ class MetricsFile(_Model):
 
 
 class PerLayer(_Model):
-    """Token-weighted means over generated tokens, one value per layer of `LayerAggregates.layers`."""
+    """Token-weighted means over generated tokens, one value per layer of `LayerAggregates.layers`.
+
+    One field per column of the built-in probes (data.probes.BUILTIN: the layout every file has);
+    the mean of a column of any other registered probe is an extra field under its
+    `Column.aggregate` name (a list of numbers, kept on reading whether or not that probe is
+    registered)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, list[Float]] = Field(init=False)
 
     block_influence: list[Float] = Field(default_factory=list)
     """1 − cos(layer input, layer output)."""
@@ -855,6 +870,18 @@ class PerLayer(_Model):
     """Share of tokens whose lens top-1 equals the output's."""
     rank_mean: list[Float] = Field(default_factory=list)
     """Mean lens rank of the emitted token (0 = top)."""
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> PerLayer:
+        """The per-layer means of a probe.aggregate.layer_summary: every registered column's."""
+        return cls(**{c.aggregate: summary[c.aggregate] for c in columns() if c.aggregate in summary})
+
+    def values(self, name: str) -> list[float | None]:
+        """The per-layer means called `name` (a field or a registered probe's extra); [] when absent."""
+        if name in type(self).model_fields:
+            vals: list[float | None] = getattr(self, name)
+            return vals
+        return list((self.__pydantic_extra__ or {}).get(name, []))
 
 
 class Settling(_Model):
@@ -965,7 +992,7 @@ class LayerAggregates(_Model):
     per_layer_by_group: dict[str, PerLayer] = Field(default_factory=dict)
     """Per problem group."""
     heatmaps: dict[str, list[list[Float]]] = Field(default_factory=dict)
-    """jsd, entropy: [layer][bin]."""
+    """Per column with a heat map (data.probes; built in: jsd, entropy): [layer][bin]."""
     heatmap_bins: int = 20
     """Relative-position bins."""
     settling: Settling | None = None

@@ -3,7 +3,6 @@ thinking budgets and parallel samples, probes on, written to one resumable run d
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from collections import Counter
@@ -11,15 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layerprobe._version import versions
 from layerprobe.data.schema import (
     ModelInfo,
     RunConfig,
     RunInfo,
-    SampleRecord,
     TaskRecord,
     VariantSpec,
     teacher_forced_file,
-    trace_file_stem,
 )
 from layerprobe.data.store import RunStore, now
 from layerprobe.errors import UserError
@@ -62,20 +60,6 @@ def default_out(s: AnalyzeSettings) -> Path:
     digest = hashlib.sha1(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(s.model).name or s.model)
     return Path("runs") / f"{safe}-{digest}"
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from layerprobe._version import __version__
-
-    return {
-        "layerprobe": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
 
 
 PROMPT_ALLOWANCE = 1024
@@ -351,7 +335,7 @@ class Analysis(Job):
             groups[p.group or "all"] = groups.get(p.group or "all", 0) + 1
         self.plan = plan_traces([p.id for p in self.problems], self.budgets, self.samples, self.parallel_budget, s.seed)
         self.info = RunInfo(
-            layerprobe_version=_versions()["layerprobe"],
+            layerprobe_version=versions()["layerprobe"],
             command=["layerprobe", *self.argv[1:]],
             created=now(),
             updated=now(),
@@ -375,7 +359,7 @@ class Analysis(Job):
                 groups=groups,
             ),
             variants=[v.spec for v in self.variants],
-            versions=_versions(),
+            versions=versions(),
             expected_traces=len(self.plan) * (1 if s.sweep_proxy else len(self.variants)),
         )
         self.executor = self._executor()  # Ray starts (or fails) before anything is written
@@ -577,8 +561,7 @@ class Analysis(Job):
     def _write_trace(self, v: Variant, t: PlannedTrace, problem: Any, res: Any, tl: Any) -> None:
         """Write one finished trace: its probe arrays `tl` (TraceLayers, or None) first, durably, then
         its samples.jsonl line."""
-        from layerprobe.jobs.records import trace_fields
-        from layerprobe.probe.store import save_trace_layers
+        from layerprobe.jobs.records import sample_record, save_layers, trace_fields
 
         layers_file = None
         origin_key = None
@@ -586,10 +569,7 @@ class Analysis(Job):
             o: PlannedTrace = res.origin_key
             origin_key = [v.spec.name, o.problem_id, o.mode, o.budget, o.sample]
         if tl is not None:
-            rel = Path("layers") / v.spec.name / f"{trace_file_stem(t.problem_id, t.mode, t.budget, t.sample)}.npz"
-            tl.key = rel.stem
-            save_trace_layers(self.out / rel, tl)
-            layers_file = rel.as_posix()
+            layers_file = save_layers(self.out, v.spec.name, t.problem_id, t.mode, t.budget, t.sample, tl)
         elif self.s.probes and res.origin == "copy" and origin_key is not None:  # the same trace: the same arrays
             src = self.store.get(tuple(origin_key))
             layers_file = src.layers_file if src is not None else None
@@ -600,25 +580,21 @@ class Analysis(Job):
         m = trace_fields(
             res.thinking_text, res.thinking_ids, lambda ids: tok.decode(ids, skip_special_tokens=False), full_text=res.text
         )
-        rec = SampleRecord(
-            variant=v.spec.name,
-            problem_id=t.problem_id,
-            group=problem.group,
-            mode=t.mode,
-            budget=t.budget,
-            sample=t.sample,
+        rec = sample_record(
+            v.spec.name,
+            t.problem_id,
+            problem.group,
+            t.mode,
+            t.budget,
+            t.sample,
             seed=t.seed,
-            prompt_tokens=res.prompt_tokens,
-            thinking_tokens=res.thinking_tokens,
-            answer_tokens=res.answer_tokens,
+            tokens=(res.prompt_tokens, res.thinking_tokens, res.answer_tokens),
             finish=res.finish,
             budget_hit=res.budget_hit,
             waits=res.waits,
-            answer=g.extracted,
-            extraction=g.rule,
+            grade=g,
             gold=problem.gold,
-            correct=g.correct,
-            **m,
+            fields=m,
             thinking_text=res.thinking_text,
             text=res.text,
             layers_file=layers_file,

@@ -28,6 +28,7 @@ from layerprobe.data.schema import (
     WaitFixes,
 )
 from layerprobe.data.store import now
+from layerprobe.metrics.paired import bootstrap
 
 COMPRESSION_FILE = "compression.json"
 REFERENCE = "shortgpt"
@@ -61,8 +62,7 @@ def slope_per_doubling(per_problem: dict[str, dict[int, float]], budgets: list[i
     def slope(rows: np.ndarray) -> float:
         return float((rows.mean(axis=0) * xc).sum() / denom)
 
-    rng = np.random.default_rng(seed)
-    boots = [slope(y[rng.integers(0, len(probs), len(probs))]) for _ in range(N_BOOT)]
+    boots = bootstrap(lambda i: slope(y[i]), len(probs), N_BOOT, seed)
     lo, hi = np.quantile(boots, [0.025, 0.975])
     return Interval(value=slope(y), ci=(float(lo), float(hi)))
 

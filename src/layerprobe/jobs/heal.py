@@ -10,22 +10,24 @@ command resumes from the last saved step and lands on the same weights as an uni
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from layerprobe._io import check_writable, write_text_atomic
 from layerprobe.data.schema import HealFile
 from layerprobe.data.store import LOCK_FILES, now
 from layerprobe.errors import UserError
 from layerprobe.jobs.execute import set_threads_for
+from layerprobe.jobs.heal_data import fit_prompts, make_examples, plan_data, plan_prompts
+from layerprobe.jobs.heal_settings import HealSettings
 from layerprobe.jobs.job import Job, ProgressFn, settings_differences
+
+R = TypeVar("R")
 
 STATE_DIR = ".heal"
 HEAL_FILE = "heal.json"
@@ -35,40 +37,7 @@ MAY_DIFFER = frozenset({"device", "save_every", "force"})
 
 
 @dataclass
-class HealSettings:
-    """What `layerprobe heal` was asked, checked by the command line (docs/heal.md)."""
-
-    model: str
-    out: Path
-    cfg: Any
-    """prune.heal.HealConfig: how, steps, learning rate, batches, LoRA settings."""
-    record: dict[str, Any]
-    """The settings as stored in heal.json and compared on resume."""
-    drop_list: list[int] | None = None
-    method: str | None = None
-    n_drop: int | None = None
-    pruned_prov: Any = None
-    """The provenance of a pruned checkpoint given as --model (None otherwise)."""
-    file_pairs: list[tuple[str, str]] | None = field(default=None, repr=False)
-    """--data FILE: its (prompt, completion) pairs; None for --data traces."""
-    file_prompts: list[tuple[str, str, str]] | None = field(default=None, repr=False)
-    """--how grpo --data FILE: its (prompt, answer, answer type) lines; None for a task's prompts."""
-    data: str = "traces"
-    raw_prompts: bool = False
-    from_run: Path | None = None
-    task: str | None = None
-    task_file: Path | None = None
-    limit: int | None = None
-    budget: int | None = None
-    fmt: str | None = None
-    distill_base: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    force: bool = False
-
-
-@dataclass
-class HealResult:
+class HealedCheckpoint:
     """What a healing job produced: the healing record of the checkpoint's layerprobe.json."""
 
     record: dict[str, Any]
@@ -179,13 +148,13 @@ class Heal(Job):
         write_text_atomic(self.out / STATE_DIR / HEAL_FILE, self.meta.model_dump_json(indent=2) + "\n")
 
     # -- work ------------------------------------------------------------------------------------
-    def work(self) -> HealResult:
-        from layerprobe.prune.heal import Example, HealStopped, examples_sha1
+    def work(self) -> HealedCheckpoint:
+        from layerprobe.prune.heal import Example, examples_sha1
         from layerprobe.prune.heal import heal as run_heal
 
         if self.state == "done":
             prov = json.loads((self.out / "layerprobe.json").read_text(encoding="utf-8"))
-            return HealResult(record=prov.get("healing") or {}, already=True)
+            return HealedCheckpoint(record=prov.get("healing") or {}, already=True)
         cfg, out = self.s.cfg, self.out
         if cfg.is_rl:
             return self._work_rl()
@@ -201,23 +170,32 @@ class Heal(Job):
             self.meta.data = data_record
             self._write("running")
         on_step = self._step_reporter("loss", lambda info: info.loss)
-        try:
-            with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves
-                result = run_heal(
-                    self.pruned,
-                    examples,
-                    cfg,
-                    teacher=self.base if cfg.loss == "kl" else None,
-                    state_dir=out / STATE_DIR,
-                    on_step=on_step,
-                    should_stop=lambda: self.stop_requested,
-                )
-        except HealStopped as exc:
-            self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
-            raise KeyboardInterrupt from None
+        result = self._train(
+            lambda: run_heal(
+                self.pruned,
+                examples,
+                cfg,
+                teacher=self.base if cfg.loss == "kl" else None,
+                state_dir=out / STATE_DIR,
+                on_step=on_step,
+                should_stop=lambda: self.stop_requested,
+            )
+        )
         teacher = {"name": self.base.name, "source": self.base.source} if cfg.loss == "kl" and self.base else None
         self.meta.losses = [round(x, 6) for x in result.losses]
         return self._finish(result, teacher)
+
+    def _train(self, train: Callable[[], R]) -> R:
+        """Run the training `train`; a first Ctrl-C / SIGTERM finishes the step and saves the training state,
+        then stops the job as an interrupt (resumable)."""
+        from layerprobe.prune.heal import HealStopped
+
+        try:
+            with self.graceful_stops():
+                return train()
+        except HealStopped as exc:
+            self.log(f"stopped after step {exc.step}; the training state is saved in {self.out / STATE_DIR}")
+            raise KeyboardInterrupt from None
 
     def _step_reporter(self, name: str, value: Callable[[Any], float]) -> Callable[[Any], None]:
         """A progress callback: the bar with `name` (loss or reward) every step, a log line 20 times a run."""
@@ -237,7 +215,7 @@ class Heal(Job):
 
         return on_step
 
-    def _finish(self, result: Any, teacher: dict[str, Any] | None) -> HealResult:
+    def _finish(self, result: Any, teacher: dict[str, Any] | None) -> HealedCheckpoint:
         """The healing record (what ran, on what data, from which command), saved with the checkpoint."""
         record = {
             **result.record,
@@ -253,7 +231,7 @@ class Heal(Job):
         self._zeros(result.loaded, record)
         self.meta.files = _save(result.loaded, self.out, self.selection, record)
         healed = result.loaded
-        return HealResult(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
+        return HealedCheckpoint(record=record, n_layers=healed.n_layers, dropped=list(healed.dropped))
 
     def _zeros(self, healed: Any, record: dict[str, Any]) -> None:
         """A sparse model's zeros before and after healing, counted (a merged LoRA update or full training
@@ -274,11 +252,10 @@ class Heal(Job):
             "recorded in layerprobe.json)"
         )
 
-    def _work_rl(self) -> HealResult:
+    def _work_rl(self) -> HealedCheckpoint:
         """GRPO: the prompts (with their gold answers) are written once, then TRL's trainer runs."""
         from layerprobe.prune.grpo import PromptExample, prompts_sha1
         from layerprobe.prune.grpo import grpo as run_grpo
-        from layerprobe.prune.heal import HealStopped
 
         cfg, out = self.s.cfg, self.out
         cached = out / STATE_DIR / DATA_FILE
@@ -293,20 +270,17 @@ class Heal(Job):
             self.meta.data = dict(self.plan.record, sha1=prompts_sha1(prompts))
             self._write("running")
         on_step = self._step_reporter("reward", lambda info: info.reward)
-        try:
-            with self.graceful_stops():  # a first Ctrl-C / SIGTERM finishes the step and saves a checkpoint
-                result = run_grpo(
-                    self.pruned,
-                    prompts,
-                    cfg,
-                    fmt=self.plan.fmt,
-                    state_dir=out / STATE_DIR,
-                    on_step=on_step,
-                    should_stop=lambda: self.stop_requested,
-                )
-        except HealStopped as exc:
-            self.log(f"stopped after step {exc.step}; the training state is saved in {out / STATE_DIR}")
-            raise KeyboardInterrupt from None
+        result = self._train(
+            lambda: run_grpo(
+                self.pruned,
+                prompts,
+                cfg,
+                fmt=self.plan.fmt,
+                state_dir=out / STATE_DIR,
+                on_step=on_step,
+                should_stop=lambda: self.stop_requested,
+            )
+        )
         self.meta.rewards = [round(x, 6) for x in result.losses]
         return self._finish(result, None)
 
@@ -380,35 +354,6 @@ def clear(out: Path) -> None:
     shutil.rmtree(out / STATE_DIR, ignore_errors=True)
 
 
-def check_trace_flags(task: str | None, task_file: Path | None, limit: int | None, budget: int | None) -> None:
-    from layerprobe.tasks.registry import TASKS
-
-    if task is not None and task not in TASKS:
-        raise UserError(f"--task {task}: unknown task (valid: {', '.join(TASKS)}; see `layerprobe tasks`)")
-    if task_file is not None and not task_file.is_file():
-        raise UserError(f"--task-file {task_file}: no such file")
-    if task_file is not None and task is not None and task.startswith("toy-"):
-        raise UserError(f"--task-file is for hub tasks; '{task}' is generated by the embedded toy")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit}: must be at least 1")
-    if budget is not None and budget < 1:
-        raise UserError(f"--budget {budget}: must be a positive number of thinking tokens")
-
-
-def pruned_checkpoint(model: str) -> Any:
-    """The provenance of a pruned checkpoint directory given as --model, or None."""
-    from layerprobe.models.provenance import PROVENANCE_FILE, Provenance
-
-    path = Path(model).expanduser()
-    if not (path / PROVENANCE_FILE).is_file():
-        return None
-    try:
-        prov = Provenance.model_validate_json((path / PROVENANCE_FILE).read_bytes())
-    except ValueError as exc:
-        raise UserError(f"--model {model}: its layerprobe.json is not valid ({str(exc).splitlines()[0]})") from None
-    return prov if prov.dropped or prov.compression is not None else None
-
-
 def _base_for(prov: Any) -> str:
     """The base model a pruned checkpoint's layerprobe.json names (its alias or hub id, else its source)."""
     from layerprobe.models.loading import resolve_source
@@ -461,234 +406,3 @@ def summary(h: dict[str, Any]) -> str:
     if h.get("tokens_per_s"):
         parts.append(f"{h.get('tokens_seen', 0):,} tokens in {h.get('seconds')} s ({h['tokens_per_s']:,.0f} tokens/s)")
     return "; ".join(parts)
-
-
-@dataclass
-class DataPlan:
-    """The training examples of a healing run, or what is needed to generate them (base traces)."""
-
-    record: dict[str, Any]
-    """Their description for layerprobe.json."""
-    examples: list[Any] | None = None
-    """Given by a file or an analyze run (None: generated from `problems`)."""
-    problems: list[tuple[str, str]] = field(default_factory=list)
-    fmt: Any = None
-    budget: int = 0
-    answer_max: int = 0
-
-
-def plan_data(base: Any, s: HealSettings, log: Any) -> DataPlan:
-    """What the training examples will be, checked now (a task without problems, a run of another model
-    are refused before anything is written); the base traces themselves are generated by `make_examples`."""
-    from layerprobe.prune.heal import Example
-    from layerprobe.scaling.engine import build_prompt
-    from layerprobe.scaling.formats import detect_format
-
-    task, limit, seed = s.task, s.limit, s.cfg.seed
-    tok = base.tokenizer
-    if s.file_pairs is not None:
-        record: dict[str, Any] = {
-            "kind": "file",
-            "path": str(Path(s.data)),
-            "file_sha1": hashlib.sha1(Path(s.data).read_bytes()).hexdigest(),
-            "prompts": "raw" if s.raw_prompts else "chat template + thinking opener",
-            "n": len(s.file_pairs),
-        }
-        if s.raw_prompts:
-            return DataPlan(record, [Example(p, c, eos=True) for p, c in s.file_pairs])
-        fmt = detect_format(tok, s.fmt or base.reasoning_format)
-        record["format"] = fmt.name
-        return DataPlan(record, [Example(build_prompt(tok, fmt, p), c, eos=True) for p, c in s.file_pairs])
-    if s.from_run is not None:
-        examples, record = _from_run(base, s.from_run, log)
-        return DataPlan(record, examples)
-    toy = base.is_toy
-    if task is None:
-        if not toy:
-            raise UserError("--data traces needs --task (the problems the base model reasons about), or --from-run RUN")
-        task = "toy-mix"
-    fmt = detect_format(tok, s.fmt or base.reasoning_format)
-    budget = s.budget or (128 if toy else 4096)
-    answer_max = 8 if toy else 64
-    if task.startswith("toy-"):
-        from layerprobe.toy.tasks import sample_problems
-
-        types = ["long", "short", "facts"] if task == "toy-mix" else [task.removeprefix("toy-")]
-        n = limit or 200
-        problems = [
-            (p.id, p.prompt)
-            for t in types
-            for p in sample_problems(t, min(n, 200) if t == "facts" else n, seed=seed, split="train")
-        ]
-        source: dict[str, Any] = {"split": "train (the toy's held-out test prompts are never used; facts have no split)"}
-    else:
-        from layerprobe.tasks.registry import load_problems
-
-        _, probs, source = load_problems(task, limit, seed, s.task_file)
-        problems = [(p.id, p.question) for p in probs]
-    if not problems:
-        raise UserError(f"--task {task}: no problems")
-    samp = fmt.sampling
-    record = {
-        "kind": "traces",
-        "source": "generated",
-        "task": task,
-        "problems": len(problems),
-        "limit": limit,
-        "budget": budget,
-        "answer_max": answer_max,
-        "format": fmt.name,
-        "sampling": {"temperature": samp.temperature, "top_p": samp.top_p, "top_k": samp.top_k},
-        "seed": seed,
-        "task_source": source,
-    }
-    return DataPlan(record, None, problems, fmt, budget, answer_max)
-
-
-def plan_prompts(model: Any, s: HealSettings) -> DataPlan:
-    """GRPO's prompts with their gold answers: a task's problems (the toy's from its training split) or
-    a file's lines, wrapped as `analyze` wraps a question unless --raw-prompts."""
-    from layerprobe.prune.grpo import PromptExample
-    from layerprobe.scaling.engine import build_prompt
-    from layerprobe.scaling.formats import detect_format
-
-    tok = model.tokenizer
-    fmt = detect_format(tok, s.fmt or model.reasoning_format)
-    wrap = (lambda q: q) if s.raw_prompts else (lambda q: build_prompt(tok, fmt, q))
-    if s.file_prompts is not None:
-        record: dict[str, Any] = {
-            "kind": "prompts",
-            "source": "file",
-            "path": str(Path(s.data)),
-            "file_sha1": hashlib.sha1(Path(s.data).read_bytes()).hexdigest(),
-            "prompts": "raw" if s.raw_prompts else "chat template + thinking opener",
-            "n": len(s.file_prompts),
-            "format": fmt.name,
-        }
-        examples = [PromptExample(wrap(p), a, kind, "", str(i)) for i, (p, a, kind) in enumerate(s.file_prompts)]
-        return DataPlan(record, examples, fmt=fmt)
-    task, limit, seed = s.task, s.limit, s.cfg.seed
-    if task is None:
-        if not model.is_toy:
-            raise UserError(
-                f"--how {s.cfg.how} needs --task (the problems to reward) or --data FILE.jsonl of prompts and answers"
-            )
-        task = "toy-mix"
-    if task.startswith("toy-"):
-        from layerprobe.toy.tasks import sample_problems
-
-        types = ["long", "short", "facts"] if task == "toy-mix" else [task.removeprefix("toy-")]
-        n = limit or 200
-        examples = [
-            PromptExample(wrap(p.prompt), p.answer, "digit", t, p.id)
-            for t in types
-            for p in sample_problems(t, min(n, 200) if t == "facts" else n, seed=seed, split="train")
-        ]
-        source: dict[str, Any] = {"split": "train (the toy's held-out test prompts are never used; facts have no split)"}
-    else:
-        from layerprobe.tasks.registry import load_problems
-
-        info, probs, source = load_problems(task, limit, seed, s.task_file)
-        if info.answer_type == "mc":
-            raise UserError(f"--task {task}: multiple-choice tasks are not supported by --how {s.cfg.how} yet")
-        examples = [PromptExample(wrap(p.question), p.gold, p.answer_type, p.group, p.id) for p in probs]
-    if not examples:
-        raise UserError(f"--task {task}: no problems")
-    record = {
-        "kind": "prompts",
-        "source": "task",
-        "task": task,
-        "problems": len(examples),
-        "limit": limit,
-        "format": fmt.name,
-        "seed": seed,
-        "task_source": source,
-    }
-    return DataPlan(record, examples, fmt=fmt)
-
-
-def fit_prompts(plan: DataPlan, model: Any, cfg: Any, log: Any) -> None:
-    """Leave out of GRPO's prompts those too long for the model's context with a whole completion, counted
-    in the plan's record and said; none left is a UserError (before anything is written)."""
-    from layerprobe.prune.grpo import fit_context, sampling_for
-
-    examples = plan.examples or []
-    room = sampling_for(cfg, plan.fmt, model.is_toy).max_completion
-    context = getattr(model.model.config, "max_position_embeddings", None)
-    kept = fit_context(model.tokenizer, examples, room, context)
-    if len(kept) == len(examples):
-        return
-    why = f"prompts too long for the model's {context:,} positions with a {room:,}-token completion"
-    if not kept:
-        raise UserError(f"every one of the {len(examples)} {why} (shorten them, or lower --max-completion)")
-    plan.examples = kept
-    plan.record["skipped"] = {why: len(examples) - len(kept)}
-    log(f"skipped {len(examples) - len(kept)} of {len(examples)} {why}")
-
-
-def make_examples(base: Any, plan: DataPlan, seed: int, progress: ProgressFn, log: Any) -> list[Any]:
-    """The plan's examples: given, or the base model's traces generated now."""
-    from layerprobe.prune.heal import base_traces
-
-    if plan.examples is not None:
-        return plan.examples
-    batch = 64 if base.is_toy else (16 if base.device.type == "cuda" else 4)
-    t0 = time.perf_counter()
-    examples = base_traces(
-        base,
-        plan.problems,
-        plan.fmt,
-        budget=plan.budget,
-        answer_max=plan.answer_max,
-        seed=seed,
-        batch_size=batch,
-        on_trace=lambda done, total: progress("base traces", done, total),
-    )
-    log(f"{len(examples)} base traces generated in {time.perf_counter() - t0:.1f} s", True)
-    return examples
-
-
-def _from_run(base: Any, run_dir: Path, log: Any) -> tuple[list[Any], dict[str, Any]]:
-    """The base variant's generated traces of an analyze run, with the prompts that run used."""
-    from layerprobe.data import load_run
-    from layerprobe.prune.heal import Example
-    from layerprobe.scaling.engine import build_prompt
-    from layerprobe.scaling.formats import get_format
-    from layerprobe.tasks.registry import load_problems
-
-    run = load_run(run_dir)
-    if run.info.model.source != base.source:
-        raise UserError(
-            f"--from-run {run_dir} was made with {run.info.model.id} ({run.info.model.source}), not with the base model "
-            f"{base.name} ({base.source})"
-        )
-    c = run.info.config
-    _, probs, _ = load_problems(c.task, c.limit, c.seed, Path(c.task_file) if c.task_file else None)
-    questions = {p.id: p.question for p in probs}
-    fmt = get_format(c.reasoning_format or run.info.model.reasoning_format or "think-tags")
-    seen: set[tuple[str, str]] = set()
-    examples = []
-    for r in run.samples:
-        if r.variant != run.base or r.origin not in ("generated", "ingested") or r.problem_id not in questions:
-            continue
-        if (r.problem_id, r.text) in seen:
-            continue
-        seen.add((r.problem_id, r.text))
-        examples.append(Example(build_prompt(base.tokenizer, fmt, questions[r.problem_id]), r.text))
-    if not examples:
-        raise UserError(f"--from-run {run_dir}: no generated traces of its base variant ({run.base})")
-    log(
-        f"note: --from-run trains on the problems {run_dir} evaluated; measure the healed model on other problems "
-        "(e.g. analyze --seed 1)"
-    )
-    record = {
-        "kind": "traces",
-        "source": "run",
-        "run": str(run_dir),
-        "variant": run.base,
-        "task": c.task,
-        "problems": len({p for p, _ in seen}),
-        "traces": len(examples),
-        "format": fmt.name,
-    }
-    return examples, record

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from layerprobe.data.probes import heatmap_columns
 from layerprobe.data.schema import (
     LayerAggregates,
     PerLayer,
@@ -39,7 +40,7 @@ MAX_TOKENS_AGGREGATED = 400_000
 
 
 def _per_layer(summary: dict[str, Any]) -> PerLayer:
-    return PerLayer(**{k: summary[k] for k in PerLayer.model_fields if k in summary})
+    return PerLayer.from_summary(summary)
 
 
 def _first_departure(tf: Any) -> int | None:
@@ -185,7 +186,7 @@ def write_layer_aggregates(
     lens = summary["lens"][0] if len(summary["lens"]) == 1 else ",".join(summary["lens"])
     settling = None
     if lens != "none":
-        for stat in ("jsd", "entropy"):
+        for stat in (c.name for c in heatmap_columns()):
             _, h = position_heatmap(traces, stat, HEATMAP_BINS)  # (bins, L)
             heat[stat] = [[float(x) for x in row] for row in h.T]
         st = summary["settling"]

@@ -8,6 +8,8 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from layerprobe.metrics.paired import bootstrap
+
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when either side is constant or
@@ -58,14 +60,7 @@ def spearman_clustered(
     if math.isnan(rho) or len(ids) < 2:
         return rho, math.nan, math.nan
     members = [np.flatnonzero(codes == k) for k in range(len(ids))]
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(members), len(members))
-        idx = np.concatenate([members[k] for k in pick])
-        r = spearman(a[idx], b[idx])
-        if not math.isnan(r):
-            boots.append(r)
+    boots = bootstrap(lambda idx: spearman(a[idx], b[idx]), len(a), n_boot, seed, clusters=members)
     if len(boots) < n_boot // 2:
         return rho, math.nan, math.nan
     alpha = 1.0 - confidence

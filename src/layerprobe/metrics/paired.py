@@ -8,7 +8,7 @@ that for every comparison layerprobe shows (`decide`, docs/report.md#the-differe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
@@ -29,6 +29,8 @@ of a paired one). Below it no exact test at the 5 % level can reject at all (the
 tests' smallest two-sided p-value with 5 pairs is 2/2^5 = 0.0625), and a bootstrap interval over so
 few values is narrower than the truth: the means are shown, no verdict."""
 
+N_BOOT = 2000
+"""Resamples of a `bootstrap` interval unless its caller says otherwise (explain's intervals use it)."""
 _CHUNK_ELEMENTS = 4_000_000  # bound on the size of one block of resampled indices
 _EXACT_MCNEMAR_MAX = 2000  # discordant pairs up to which McNemar is summed in integers
 
@@ -52,23 +54,47 @@ def _as_1d(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def bootstrap_means(values: np.ndarray, n_boot: int = 10_000, seed: int | np.random.Generator = 0) -> np.ndarray:
-    """Means of `n_boot` resamples (with replacement, same size) of `values`.
-
-    The resampled indices are drawn as one (n_boot, n) integer array from a seeded numpy
-    Generator (in row blocks when that array would be very large; the draws are the same).
-    """
-    vals = np.asarray(values, dtype=np.float64)
-    n = vals.shape[0]
+def resamples(n: int, n_boot: int, seed: int | np.random.Generator = 0) -> Iterator[np.ndarray]:
+    """The bootstrap's draws, the one place they are made: `n_boot` resamples of n units with replacement,
+    as (rows, n) blocks of unit indices (one row per resample) from a seeded numpy Generator. The blocks
+    split one (n_boot, n) array so that none is very large; the draws are the same however they are split
+    (and the same as n_boot successive draws of n)."""
     n_boot = _check_count(n_boot, "n_boot")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     rows = max(1, _CHUNK_ELEMENTS // max(n, 1))
-    out = np.empty(n_boot, dtype=np.float64)
     for start in range(0, n_boot, rows):
-        stop = min(n_boot, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = vals[idx].mean(axis=1)
-    return out
+        yield rng.integers(0, n, size=(min(n_boot, start + rows) - start, n))
+
+
+def bootstrap(
+    statistic: Callable[[np.ndarray], Any],
+    n: int,
+    n_boot: int = N_BOOT,
+    seed: int | np.random.Generator = 0,
+    clusters: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """The bootstrap distribution of a statistic: `statistic(idx)` over `n_boot` resamples (`resamples`) of
+    n units, each given the drawn unit indices (idx, with repeats). With `clusters` (the unit indices of
+    each cluster, in a fixed order; e.g. the traces of each problem) a resample draws as many clusters as
+    there are and keeps all their units, so units of one cluster never count as independent. Resamples
+    whose statistic is NaN (undefined there, e.g. one class only) are left out. Returns the kept values,
+    (kept,), or (kept, k) for a statistic of k values."""
+    m = n if clusters is None else len(clusters)
+    out = []
+    for block in resamples(m, n_boot, seed):
+        for pick in block:
+            idx = pick if clusters is None else np.concatenate([clusters[k] for k in pick])
+            value = np.asarray(statistic(idx), dtype=np.float64)
+            if not np.isnan(value).any():
+                out.append(value)
+    return np.asarray(out, dtype=np.float64)
+
+
+def bootstrap_means(values: np.ndarray, n_boot: int = 10_000, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """Means of `n_boot` resamples (with replacement, same size) of `values` (`resamples`, computed a
+    block at a time)."""
+    vals = np.asarray(values, dtype=np.float64)
+    return np.concatenate([vals[idx].mean(axis=1) for idx in resamples(vals.shape[0], n_boot, seed)])
 
 
 def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -409,12 +435,9 @@ def clustered_difference(
     na = np.bincount(idx, weights=a.astype(float), minlength=m)
     sb = np.bincount(idx, weights=np.where(~a, vals, 0.0), minlength=m)
     nb = np.bincount(idx, weights=(~a).astype(float), minlength=m)
-    rng = np.random.default_rng(seed)
     boots = []
-    rows = max(1, _CHUNK_ELEMENTS // m)
-    for start in range(0, n_boot, rows):
-        k = min(rows, n_boot - start)
-        draws = rng.integers(0, m, size=(k, m))
+    for draws in resamples(m, n_boot, seed):
+        k = draws.shape[0]
         counts = np.zeros((k, m))  # (resample, cluster): how often each cluster was drawn
         np.add.at(counts, (np.repeat(np.arange(k), m), draws.ravel()), 1.0)
         tot_na, tot_nb = counts @ na, counts @ nb

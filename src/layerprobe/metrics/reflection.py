@@ -189,3 +189,8 @@ def reflection_summary(text: str, thinking_tokens: int, lexicon: Lexicon = None)
         "profile": reflection_profile(text, lexicon),
         "thinking_tokens": tokens,
     }
+
+
+def reflection_spans(text: str, lexicon: Lexicon = None) -> list[tuple[int, int]]:
+    """The (start, end) character spans of every lexicon match in `text` (entries in lexicon order)."""
+    return [m.span() for p in _patterns(resolve_lexicon(lexicon)) for m in p.finditer(text)]

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from layerprobe.data.probes import column, columns
 from layerprobe.probe.settle import (
     G_DEFAULT,
     RHO_DEFAULT,
     deep_thinking,
     settling_depth,
 )
-from layerprobe.probe.store import STATS, TraceLayers
+from layerprobe.probe.store import TraceLayers
 
 
 def _clean(x: float) -> float | None:
@@ -28,6 +29,9 @@ def _clean(x: float) -> float | None:
 def layer_summary(traces: Sequence[TraceLayers], g: float = G_DEFAULT, rho: float = RHO_DEFAULT) -> dict[str, Any]:
     """Per-original-layer means of every statistic over `traces`, and the settling summary.
 
+    Every registered column (layerprobe.data.probes) gets its mean under `Column.aggregate`: a float
+    column skips NaN, a rank column (e.g. "rank" -> "rank_mean") skips −1; a column some traces lack
+    (written before its probe was registered) is averaged over the traces that have it.
     Layers are the union of the traces' original indices (traces of one variant share them); a layer
     absent from a trace simply gets no data from it. Settling depth and the deep-thinking ratio are
     computed per trace (each against its own depth) and pooled over tokens.
@@ -35,24 +39,21 @@ def layer_summary(traces: Sequence[TraceLayers], g: float = G_DEFAULT, rho: floa
     layers = sorted({int(o) for t in traces for o in t.layers})
     col = {o: i for i, o in enumerate(layers)}
     n_lay = len(layers)
-    sums = {k: np.zeros(n_lay) for k in STATS}
-    counts = {k: np.zeros(n_lay) for k in STATS}
-    rank_sum = np.zeros(n_lay)
-    rank_n = np.zeros(n_lay)
+    cols = columns()
+    sums = {k.name: np.zeros(n_lay) for k in cols}
+    counts = {k.name: np.zeros(n_lay) for k in cols}
     depth, frac, orig, deep = [], [], [], []
     n_tokens = 0
     for t in traces:
         idx = np.array([col[int(o)] for o in t.layers], dtype=np.int64)
         n_tokens += t.n_tokens
-        for k in STATS:
-            a = np.asarray(t.stat(k), dtype=np.float64)
-            ok = ~np.isnan(a)
-            np.add.at(sums[k], idx, np.where(ok, a, 0.0).sum(axis=0))
-            np.add.at(counts[k], idx, ok.sum(axis=0))
-        r = np.asarray(t.rank)
-        rok = r >= 0
-        np.add.at(rank_sum, idx, np.where(rok, r, 0).sum(axis=0))
-        np.add.at(rank_n, idx, rok.sum(axis=0))
+        for k in cols:
+            if not t.has(k.name):
+                continue
+            a = np.asarray(t.stat(k.name), dtype=np.float64)
+            ok = a >= 0 if k.kind == "rank" else ~np.isnan(a)
+            np.add.at(sums[k.name], idx, np.where(ok, a, 0.0).sum(axis=0))
+            np.add.at(counts[k.name], idx, ok.sum(axis=0))
         if t.n_tokens and t.lens != "none":
             c = settling_depth(t.jsd, g)
             c = c[c >= 0]
@@ -62,9 +63,8 @@ def layer_summary(traces: Sequence[TraceLayers], g: float = G_DEFAULT, rho: floa
             deep.append(deep_thinking(c, t.n_layers, rho))
     out: dict[str, Any] = {"layers": layers, "n_traces": len(traces), "n_tokens": n_tokens}
     with np.errstate(invalid="ignore", divide="ignore"):
-        for k in STATS:
-            out[k] = [_clean(s / n) if n else None for s, n in zip(sums[k], counts[k])]
-        out["rank_mean"] = [_clean(s / n) if n else None for s, n in zip(rank_sum, rank_n)]
+        for k in cols:
+            out[k.aggregate] = [_clean(s / n) if n else None for s, n in zip(sums[k.name], counts[k.name])]
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
     d, f, o, dt = cat(depth), cat(frac), cat(orig), cat(deep)
     out["lens"] = sorted({t.lens for t in traces})
@@ -113,8 +113,10 @@ def position_heatmap(traces: Sequence[TraceLayers], stat: str = "jsd", n_bins: i
     s = np.zeros((n_bins, len(layers)))
     n = np.zeros((n_bins, len(layers)))
     for t in traces:
+        if not t.has(stat):  # written before the probe of that column was registered
+            continue
         a = t.stat(stat).astype(np.float64)
-        if stat == "rank":
+        if (c := column(stat)) is not None and c.kind == "rank":
             a = np.where(a < 0, np.nan, a)
         bins = position_bins(a, n_bins)
         idx = np.array([col[int(o)] for o in t.layers], dtype=np.int64)

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from layerprobe.probe.lens import MAX_LENS_ELEMENTS, N_LENS_STATS
+from layerprobe.data.probes import columns
+from layerprobe.probe.lens import MAX_LENS_ELEMENTS
 
-STAT_ROWS = 2 + N_LENS_STATS
-"""Values per token and layer a probe keeps: block influence, norm and the lens's four."""
 STORED_BYTES_PER_TOKEN_LAYER = 5 * 2 + 4
 """In a trace's .npz before compression: block influence, norm, JSD, entropy, top-1 as float16, rank as int32."""
 STORED_BYTES_PER_TOKEN = 4 + 4
@@ -127,8 +126,9 @@ def live_probe_bytes(s: ModelShape, batch: int, b: int) -> int:
 
 
 def probe_rows_bytes(s: ModelShape, tokens: int) -> int:
-    """The statistics a probe keeps until its trace is finished: 6·L float32 per token."""
-    return tokens * STAT_ROWS * s.layers * 4
+    """The statistics a probe keeps until its trace is finished: C·L float32 per token (C = the
+    registered probe columns, 6 built in)."""
+    return tokens * len(columns()) * s.layers * 4
 
 
 def forward_activation_bytes(s: ModelShape, tokens: int, b: int) -> int:

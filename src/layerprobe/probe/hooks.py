@@ -9,7 +9,8 @@ step is reduced to a few scalars per row and layer and appended to that row's li
 
 - block influence 1 − cos(x_in, x_out) and ‖x_out‖ in float32;
 - with `lens=True`, the logit lens of every layer (probe.lens: one stacked matmul), JSD to the last
-  layer, entropy, top-1 agreement and the rank of the fed token.
+  layer, entropy, top-1 agreement and the rank of the fed token;
+- the columns of any other registered probe (layerprobe.data.probes; the array: probe.columns).
 
 Step n of a row is the forward whose last position produced GenResult.all_ids[n] (prefill is step 0).
 Every statistic is computed per row, so it does not depend on what else is in the batch (up to
@@ -26,16 +27,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from layerprobe.data.probes import probes
 from layerprobe.errors import UserError
 from layerprobe.models.hooks import layer_hooks
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.probe.lens import lens_stats, model_softcap
+from layerprobe.probe.columns import StepInputs, n_columns, probe_rows, trace_layers
+from layerprobe.probe.lens import model_softcap
 from layerprobe.probe.store import TraceLayers
 
-# Columns of the per-step array kept for each row: (6, L) float32.
-_BI, _NORM, _JSD, _ENT, _TOP1, _RANK = range(6)
 # (row, step) slots per storage slab. Per-step results are copied into a few large slabs instead of
 # one small array per step: hundreds of small long-lived arrays interleaved with the KV cache's
 # per-step reallocations fragmented the heap and made `torch.cat` in the cache up to 5x slower on the
@@ -69,6 +69,8 @@ class LayerProbe:
         self.layers = np.asarray(loaded.layer_map, dtype=np.int16)
         self._n = len(loaded.layers)
         self._softcap = model_softcap(loaded.model)
+        self._probes = probes()  # the registered probes when attached: one column layout per probe
+        self._cols = n_columns(self._probes)
         self._hooks: Any = None  # the layer_hooks context while attached
         self._armed = False
         self._prefill = False
@@ -76,7 +78,7 @@ class LayerProbe:
         self._x0: torch.Tensor | None = None
         self._outs: list[torch.Tensor | None] = [None] * self._n
         self._rows: dict[Any, list[int]] = {}  # key -> per-step slot (slab id * _SLAB + index)
-        self._slabs: dict[int, np.ndarray] = {}  # slab id -> (_SLAB, 6, L) float32
+        self._slabs: dict[int, np.ndarray] = {}  # slab id -> (_SLAB, C, L) float32
         self._live: dict[int, int] = {}  # slab id -> slots not yet built into a finished trace
         self._slab = -1  # id of the slab being filled
         self._fill = _SLAB  # slots used in it
@@ -140,14 +142,14 @@ class LayerProbe:
         if x0 is None or len(outs) != len(self._outs):
             raise RuntimeError("the probe's hooks did not see the forward pass (is the model the loaded one?)")
         with torch.inference_mode():
-            stats = self._step_stats(x0, outs, list(tokens))  # (B, 6, L)
+            stats = self._step_stats(x0, outs, list(tokens))  # (B, C, L)
         self._x0, self._outs = None, [None] * self._n
         B = stats.shape[0]
         if self._fill + B > _SLAB:
             if self._live.get(self._slab) == 0:  # every trace in the full slab has already finished
                 del self._slabs[self._slab], self._live[self._slab]
             self._slab += 1
-            self._slabs[self._slab] = np.empty((_SLAB, 6, self._n), dtype=np.float32)
+            self._slabs[self._slab] = np.empty((_SLAB, self._cols, self._n), dtype=np.float32)
             self._live[self._slab] = 0
             self._fill = 0
         slab, start = self._slab, self._fill
@@ -167,28 +169,15 @@ class LayerProbe:
             self._live[slot // _SLAB] += 1
 
     def _step_stats(self, x0: torch.Tensor, outs: list[torch.Tensor], tokens: list[int]) -> np.ndarray:
-        """(B, 6, L) float32 for the forward pass just captured (embedding output, each layer's output)."""
+        """(B, C, L) float32 for the forward pass just captured (embedding output, each layer's output)."""
         raw = torch.cat([x0, *outs], dim=1)  # (B, L+1, H) model dtype
-        x = raw.float()
-        x_in, x_out = x[:, :-1], x[:, 1:]
-        bi = 1.0 - F.cosine_similarity(x_in, x_out, dim=-1)  # (B, L)
-        norm = torch.linalg.vector_norm(x_out, dim=-1)
-        B, L = bi.shape
-        out = torch.full((B, 6, L), float("nan"), dtype=torch.float32, device=x.device)
-        out[:, _BI] = bi
-        out[:, _NORM] = norm
+        need = None
         if self.lens:
             steps = [len(self._rows[k]) for k in self._keys]
             need = [b for b, s in enumerate(steps) if s % self.lens_every == 0]
-            if need:
-                h = raw[:, 1:] if len(need) == B else raw[need, 1:]
-                tok = torch.tensor([tokens[b] for b in need], dtype=torch.long, device=raw.device)
-                ls = lens_stats(h, tok, self.loaded.final_norm, self.loaded.unembed, topk=self.lens_topk, softcap=self._softcap)
-                if len(need) == B:
-                    out[:, _JSD:] = ls
-                else:
-                    out[need, _JSD:] = ls
-        return out.cpu().numpy()
+        tok = torch.tensor(tokens, dtype=torch.long, device=raw.device)
+        inp = StepInputs(raw, tok, self.loaded.final_norm, self.loaded.unembed, self._softcap, self.lens_topk)
+        return probe_rows(inp, need, self._probes).cpu().numpy()
 
     def on_finish(self, result: Any) -> None:
         key = result.key
@@ -199,30 +188,23 @@ class LayerProbe:
         toks = self._tokens.pop(key, [])
         L = self._n
         if slots:
-            arr = np.stack([self._slabs[s // _SLAB][s % _SLAB] for s in slots])  # (T, 6, L)
+            arr = np.stack([self._slabs[s // _SLAB][s % _SLAB] for s in slots])  # (T, C, L)
         else:
-            arr = np.zeros((0, 6, L), dtype=np.float32)
+            arr = np.zeros((0, self._cols, L), dtype=np.float32)
         for s in slots:
             self._live[s // _SLAB] -= 1
         for sid in {s // _SLAB for s in slots}:
             if self._live[sid] == 0 and sid != self._slab:
                 del self._slabs[sid], self._live[sid]
-        rank = arr[:, _RANK]
-        lens_pos = np.flatnonzero(~np.isnan(arr[:, _JSD, -1])) if self.lens else np.zeros(0, dtype=np.int64)
-        return TraceLayers(
+        return trace_layers(
+            arr,
             key=key,
             layers=self.layers.copy(),
-            tokens=np.asarray(toks, dtype=np.int32),
-            block_influence=np.ascontiguousarray(arr[:, _BI]),
-            norm=np.ascontiguousarray(arr[:, _NORM]),
-            jsd=np.ascontiguousarray(arr[:, _JSD]),
-            entropy=np.ascontiguousarray(arr[:, _ENT]),
-            top1_agree=np.ascontiguousarray(arr[:, _TOP1]),
-            rank=np.where(np.isnan(rank), -1, rank).astype(np.int32),
+            tokens=toks,
             lens=self.label,
             lens_every=self.lens_every,
-            lens_positions=lens_pos.astype(np.int32),
             n_layers_original=self.loaded.n_layers_original,
+            specs=self._probes,
         )
 
     def pop(self, key: Any) -> TraceLayers:

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from layerprobe.data.probes import probes
 from layerprobe.errors import UserError
 from layerprobe.models.hooks import cache_kwarg, eval_mode, last_logits_kwarg, layer_hooks
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.models.memory import free_memory, is_oom
-from layerprobe.probe.lens import lens_stats, model_softcap
+from layerprobe.probe.columns import StepInputs, n_columns, probe_rows, trace_layers
+from layerprobe.probe.lens import model_softcap
 from layerprobe.probe.store import TraceLayers
 
 MIN_CHUNK = 64
@@ -42,7 +43,7 @@ class PrefillItem:
 
 
 class _Rows:
-    """The (T, 6, L) statistics of one trace, filled a block of positions at a time."""
+    """The (T, C, L) probe array of one trace (probe.columns), filled a block of positions at a time."""
 
     def __init__(self, loaded: LoadedModel, item: PrefillItem, lens: bool, lens_every: int) -> None:
         self.loaded, self.lens, self.lens_every = loaded, lens, lens_every
@@ -53,7 +54,8 @@ class _Rows:
             raise UserError("probing by prefill needs a non-empty prompt (its last position predicts the first trace token)")
         if not self.trace:
             raise UserError("probing by prefill needs a non-empty trace")
-        self.stats = np.full((len(self.trace), 6, len(loaded.layers)), np.nan, dtype=np.float32)
+        self.probes = probes()
+        self.stats = np.full((len(self.trace), n_columns(self.probes), len(loaded.layers)), np.nan, dtype=np.float32)
         self.softcap = model_softcap(loaded.model)
 
     @property
@@ -64,37 +66,22 @@ class _Rows:
     def fill(self, n0: int, raw: torch.Tensor) -> None:
         """Rows n0 .. n0+k of the trace from raw hidden states (k, L+1, H) in model dtype: the input of
         the first layer, then every layer's output, at the positions that predicted those rows."""
-        x = raw.float()
-        x_in, x_out = x[:, :-1], x[:, 1:]
         k = raw.shape[0]
-        rows = slice(n0, n0 + k)
-        self.stats[rows, 0] = (1.0 - F.cosine_similarity(x_in, x_out, dim=-1)).cpu().numpy()
-        self.stats[rows, 1] = torch.linalg.vector_norm(x_out, dim=-1).cpu().numpy()
-        if self.lens:
-            need = [j for j in range(k) if (n0 + j) % self.lens_every == 0]
-            if need:
-                tok = torch.tensor([self.trace[n0 + j] for j in need], dtype=torch.long, device=raw.device)
-                ls = lens_stats(raw[need, 1:], tok, self.loaded.final_norm, self.loaded.unembed, softcap=self.softcap)
-                self.stats[[n0 + j for j in need], 2:] = ls.cpu().numpy()  # (len(need), 4, L)
+        need = [j for j in range(k) if (n0 + j) % self.lens_every == 0] if self.lens else None
+        tok = torch.tensor(self.trace[n0 : n0 + k], dtype=torch.long, device=raw.device)
+        inp = StepInputs(raw, tok, self.loaded.final_norm, self.loaded.unembed, self.softcap)
+        self.stats[n0 : n0 + k] = probe_rows(inp, need, self.probes).cpu().numpy()
 
     def result(self) -> TraceLayers:
-        stats, loaded = self.stats, self.loaded
-        rank = stats[:, 5]
-        lens_pos = np.flatnonzero(~np.isnan(stats[:, 2, -1])) if self.lens else np.zeros(0, dtype=np.int64)
-        return TraceLayers(
+        return trace_layers(
+            self.stats,
             key=self.key,
-            layers=np.asarray(loaded.layer_map, dtype=np.int16),
-            tokens=np.asarray(self.trace, dtype=np.int32),
-            block_influence=np.ascontiguousarray(stats[:, 0]),
-            norm=np.ascontiguousarray(stats[:, 1]),
-            jsd=np.ascontiguousarray(stats[:, 2]),
-            entropy=np.ascontiguousarray(stats[:, 3]),
-            top1_agree=np.ascontiguousarray(stats[:, 4]),
-            rank=np.where(np.isnan(rank), -1, rank).astype(np.int32),
+            layers=self.loaded.layer_map,
+            tokens=self.trace,
             lens="full" if self.lens else "none",
-            lens_every=int(self.lens_every),
-            lens_positions=lens_pos.astype(np.int32),
-            n_layers_original=loaded.n_layers_original,
+            lens_every=self.lens_every,
+            n_layers_original=self.loaded.n_layers_original,
+            specs=self.probes,
         )
 
 

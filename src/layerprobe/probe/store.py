@@ -10,8 +10,11 @@ files; ~3 significant digits, which is what plots and settling depths need) exce
 npz keys (schema_version 1): schema_version, kind="trace_layers", key (str), layers (L,) int16 =
 original layer indices, n_layers_original, tokens (T,) int32 (the token produced at each step,
 i.e. GenResult.all_ids), block_influence / norm / jsd / entropy / top1_agree (T, L), rank (T, L)
-int32, lens ("full" | "topk:K" | "none"), lens_every, lens_positions (steps where the lens ran).
-Statistics of steps where the lens did not run are NaN (rank −1).
+int32, then the columns of any probe registered beyond the built-in ones (layerprobe.data.probes:
+float16/float32 (T, L) for a float column, int32 for a rank), lens ("full" | "topk:K" | "none"),
+lens_every, lens_positions (steps where the lens ran). Statistics of steps where the lens did not
+run are NaN (rank −1). The columns, their order and their dtypes come from the declarations; a float
+column is float16 unless a value would overflow it (then float32, as `norm` always was).
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from layerprobe.data.probes import Column, builtin_columns, column, columns
+
 SCHEMA_VERSION = 1
-STATS = ("block_influence", "norm", "jsd", "entropy", "top1_agree")
+#: The built-in float statistics (registered probes may add more: `data.probes.float_columns()`).
+STATS = tuple(c.name for c in builtin_columns() if c.kind == "float")
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -61,6 +67,19 @@ class TraceLayers:
     lens_every: int = 1
     lens_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     n_layers_original: int | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    """(T, L) columns of registered probes beyond the built-in ones, by column name."""
+
+    #: The built-in probes' columns, kept as the fields above (every layer file since schema_version 1).
+    COLUMNS: ClassVar[tuple[str, ...]] = tuple(c.name for c in builtin_columns())
+
+    @classmethod
+    def from_columns(cls, cols: dict[str, np.ndarray], **meta: Any) -> TraceLayers:
+        """A TraceLayers from named (T, L) columns (every built-in one, and any registered one) and
+        the other fields in `meta`."""
+        rest = {k: v for k, v in cols.items() if k not in cls.COLUMNS}
+        builtin: dict[str, Any] = {k: cols[k] for k in cls.COLUMNS}
+        return cls(**builtin, **meta, extra=rest)
 
     @property
     def n_tokens(self) -> int:
@@ -70,11 +89,26 @@ class TraceLayers:
     def n_layers(self) -> int:
         return int(self.layers.shape[0])
 
+    def has(self, name: str) -> bool:
+        """Whether the trace holds the column `name` (a built-in one always does)."""
+        return name in self.COLUMNS or name in self.extra
+
     def stat(self, name: str) -> np.ndarray:
-        """The (T, L) array called `name` (one of STATS or "rank")."""
-        if name not in STATS and name != "rank":
-            raise KeyError(f"unknown statistic '{name}' (valid: {', '.join(STATS)}, rank)")
-        return getattr(self, name)
+        """The (T, L) array called `name` (a built-in column or one of `extra`)."""
+        if name in self.COLUMNS:
+            return getattr(self, name)
+        if name in self.extra:
+            return self.extra[name]
+        raise KeyError(f"unknown statistic '{name}' (valid: {', '.join((*self.COLUMNS, *self.extra))})")
+
+
+def _disk(c: Column, a: Any) -> np.ndarray:
+    """A column as written: rank int32; float float16, or float32 where a value would overflow float16."""
+    if c.kind == "rank":
+        return np.asarray(a, dtype=np.int32)
+    a = np.asarray(a, dtype=np.float32)
+    finite = a[np.isfinite(a)]
+    return a.astype(np.float32 if finite.size and np.abs(finite).max() > _F16_MAX else np.float16)
 
 
 def save_trace_layers(path: str | Path, tl: TraceLayers) -> Path:
@@ -83,9 +117,6 @@ def save_trace_layers(path: str | Path, tl: TraceLayers) -> Path:
     from layerprobe._io import write_atomic
 
     path = Path(path)
-    norm = np.asarray(tl.norm, dtype=np.float32)
-    finite = norm[np.isfinite(norm)]
-    norm_dtype = np.float32 if finite.size and np.abs(finite).max() > _F16_MAX else np.float16
     arrays: dict[str, Any] = {
         "schema_version": np.int32(SCHEMA_VERSION),
         "kind": np.array("trace_layers"),
@@ -93,12 +124,7 @@ def save_trace_layers(path: str | Path, tl: TraceLayers) -> Path:
         "layers": np.asarray(tl.layers, dtype=np.int16),
         "n_layers_original": np.int32(-1 if tl.n_layers_original is None else tl.n_layers_original),
         "tokens": np.asarray(tl.tokens, dtype=np.int32),
-        "block_influence": np.asarray(tl.block_influence, dtype=np.float16),
-        "norm": norm.astype(norm_dtype),
-        "jsd": np.asarray(tl.jsd, dtype=np.float16),
-        "entropy": np.asarray(tl.entropy, dtype=np.float16),
-        "top1_agree": np.asarray(tl.top1_agree, dtype=np.float16),
-        "rank": np.asarray(tl.rank, dtype=np.int32),
+        **{c.name: _disk(c, tl.stat(c.name)) for c in columns() if tl.has(c.name)},
         "lens": np.array(tl.lens),
         "lens_every": np.int32(tl.lens_every),
         "lens_positions": np.asarray(tl.lens_positions, dtype=np.int32),
@@ -139,18 +165,20 @@ def load_trace_layers(path: str | Path) -> TraceLayers:
 
     The key comes back as a string (it is stored as one). DamagedFile when it cannot be read."""
     with opened_npz(path, "trace_layers") as data:
-        f32 = lambda k: np.asarray(data[k], dtype=np.float32)
         n_orig = int(data["n_layers_original"])
-        return TraceLayers(
+        cols = {}
+        for name in data.files:  # the built-in columns (a file without one is damaged) and registered ones
+            c = column(name)
+            if c is not None:
+                cols[name] = np.asarray(data[name], dtype=np.int32 if c.kind == "rank" else np.float32)
+        for name in TraceLayers.COLUMNS:
+            if name not in cols:
+                raise KeyError(f"{name} is not a file in the archive")
+        return TraceLayers.from_columns(
+            cols,
             key=str(data["key"]),
             layers=np.asarray(data["layers"], dtype=np.int16),
             tokens=np.asarray(data["tokens"], dtype=np.int32),
-            block_influence=f32("block_influence"),
-            norm=f32("norm"),
-            jsd=f32("jsd"),
-            entropy=f32("entropy"),
-            top1_agree=f32("top1_agree"),
-            rank=np.asarray(data["rank"], dtype=np.int32),
             lens=str(data["lens"]),
             lens_every=int(data["lens_every"]),
             lens_positions=np.asarray(data["lens_positions"], dtype=np.int32),

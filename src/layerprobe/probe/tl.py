@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from layerprobe.data.probes import probes
 from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.probe.lens import lens_stats, model_softcap
+from layerprobe.probe.columns import StepInputs, column_arrays, probe_rows
+from layerprobe.probe.lens import model_softcap
 
 
 def _require_tl() -> Any:
@@ -73,10 +74,11 @@ def tl_layer_stats(
 ) -> dict[str, np.ndarray]:
     """Per-position, per-layer statistics of one sequence through TransformerLens.
 
-    Returns (T, L) float32 arrays block_influence, norm, jsd, entropy, top1_agree and an int32 rank,
-    where row t is position t of `input_ids` and rank is that of next_ids[t] (default: the next input
-    token; the last position's rank is −1 unless next_ids gives it). Same definitions as LayerProbe:
-    row P−1+n of prompt + trace[:-1] equals step n of a captured trace."""
+    Returns (T, L) float32 arrays block_influence, norm, jsd, entropy, top1_agree and an int32 rank
+    (and the columns of any other registered probe; without the lens, only the columns that do not
+    read it), where row t is position t of `input_ids` and rank is that of next_ids[t] (default: the
+    next input token; the last position's rank is −1 unless next_ids gives it). Same definitions as
+    LayerProbe: row P−1+n of prompt + trace[:-1] equals step n of a captured trace."""
     if bridge is None:
         bridge = boot_bridge(loaded)
     ids = torch.as_tensor(input_ids, dtype=torch.long).view(1, -1).to(loaded.device)
@@ -94,18 +96,15 @@ def tl_layer_stats(
         raw = torch.stack(
             [cache["blocks.0.hook_resid_pre"][0]] + [cache[f"blocks.{i}.hook_resid_post"][0] for i in range(L)], dim=1
         )
-        x = raw.float()  # (T, L+1, H)
-        bi = 1.0 - F.cosine_similarity(x[:, :-1], x[:, 1:], dim=-1)
-        norm = torch.linalg.vector_norm(x[:, 1:], dim=-1)
-        out = {"block_influence": bi.cpu().numpy(), "norm": norm.cpu().numpy()}
-        if lens:
-            tok = torch.tensor([max(t, 0) for t in nxt], dtype=torch.long, device=raw.device)
-            ls = (
-                lens_stats(raw[:, 1:], tok, bridge.ln_final, bridge.unembed, topk=lens_topk, softcap=model_softcap(loaded.model))
-                .cpu()
-                .numpy()
-            )  # (T, 4, L)
-            rank = ls[:, 3].astype(np.int32)
-            rank[np.asarray(nxt) < 0] = -1
-            out.update(jsd=ls[:, 0], entropy=ls[:, 1], top1_agree=ls[:, 2], rank=rank)
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+        tok = torch.tensor([max(t, 0) for t in nxt], dtype=torch.long, device=raw.device)
+        inp = StepInputs(raw, tok, bridge.ln_final, bridge.unembed, model_softcap(loaded.model), lens_topk)  # raw: (T, L+1, H)
+        specs = probes()
+        arr = probe_rows(inp, list(range(T)) if lens else None, specs).cpu().numpy()  # (T, C, L)
+    out = column_arrays(arr, specs)
+    for p in specs:
+        for c in p.columns:
+            if p.lens and not lens:
+                del out[c.name]
+            elif c.kind == "rank":
+                out[c.name][np.asarray(nxt) < 0] = -1
+    return out

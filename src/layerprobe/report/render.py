@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.data.lock import hold_dir_lock
+from layerprobe.data.probes import Column, builtin_columns, columns, heatmap_columns
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.store import COMPARE_FILE, is_run_dir
 from layerprobe.data.summarize import TRACE_METRICS
@@ -164,32 +165,39 @@ def _behaviour(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-#: Columns of the layer table: (attribute of PerLayer or teacher-forced summary, header, number kind).
-LAYER_COLUMNS = [("block_influence", "BI", "s"), ("jsd", "lens JSD to own output", "f3"), ("top1_agree", "top-1 = output", "p")]
+def layer_columns() -> list[Column]:
+    """Columns of the layer table: every registered probe column with a label (data.probes: block
+    influence, lens JSD, top-1 agreement built in)."""
+    return [c for c in columns() if c.label]
 
 
 def _layer_table(run: Run) -> dict[str, Any]:
     """One row per original layer, one group of columns per variant: block influence, logit-lens
     JSD to the model's own output, top-1 agreement, and for pruned variants the lens JSD to the base
-    model's output (teacher-forced); "dropped" where the variant lacks the layer."""
+    model's output (teacher-forced), and any other registered probe's labelled columns (`notes`: their
+    headers and what one value is); "dropped" where the variant lacks the layer."""
     n = run.n_layers
     cols: list[dict[str, Any]] = []
+    notes: dict[str, str] = {}
+    builtin = builtin_columns()
     for spec in run.variants:
         la = run.layers.get(spec.name)
         if la is None:
             continue
-        for key, head, kind in LAYER_COLUMNS:
-            vals = getattr(la.per_layer, key)
+        for pc in layer_columns():
+            vals = la.per_layer.values(pc.aggregate)
             if any(is_num(x) for x in vals):
                 cols.append(
                     {
                         "variant": spec.name,
-                        "head": head,
-                        "kind": kind,
-                        "src": ("layers", spec.name, "per_layer", key),
+                        "head": pc.label,
+                        "kind": pc.fmt,
+                        "src": ("layers", spec.name, "per_layer", pc.aggregate),
                         "values": dict(zip(la.layers, range(len(vals)))),
                     }
                 )
+                if pc not in builtin and pc.label:
+                    notes[pc.label] = pc.doc
         tf = la.teacher_forced
         if tf is not None and tf.jsd_to_base_per_layer:
             cols.append(
@@ -219,7 +227,7 @@ def _layer_table(run: Run) -> dict[str, Any]:
             spans[-1][1] += 1
         else:
             spans.append([c["variant"], 1])
-    return {"columns": cols, "rows": rows, "spans": spans}
+    return {"columns": cols, "rows": rows, "spans": spans, "notes": list(notes.items())}
 
 
 def _lookup_col(run: Run, col: dict[str, Any], layer: int) -> Any:
@@ -283,8 +291,7 @@ def _run_view(run: Run, anchor: str, colors: dict[str, str], out_dir: Path, limi
         "accuracy": figures.accuracy_vs_budget(run, colors),
         "parallel": figures.parallel_curves(run, colors),
         "bi": figures.block_influence(run, colors),
-        "jsd": figures.heatmap(run, "jsd", "logit-lens JSD to the output (nats)", colors),
-        "entropy": figures.heatmap(run, "entropy", "logit-lens entropy (nats)", colors),
+        "heatmaps": [f for c in heatmap_columns() if (f := figures.heatmap(run, c.name, c.heatmap or c.name, colors))],
         "settling": figures.settling(run, colors),
         "tf": figures.teacher_forced_kl(run, colors),
         "reflections": figures.reflections(run, colors),

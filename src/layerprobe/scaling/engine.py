@@ -373,6 +373,16 @@ class TraceGenerator:
         row.phase = ANSWER
         row.queue.extend((t, -1) for t in self.tokens.forced_answer)
 
+    def _queue_wait(self, row: _Row) -> bool:
+        """Budget forcing at an end of thinking: queue another "Wait" when the row has Waits left and room
+        in its budget for one (True), else leave the row to answer (False)."""
+        wait = self.tokens.wait
+        if row.waits < row.req.wait and len(wait) < row.req.budget - len(row.thinking):
+            row.waits += 1
+            row.queue.extend((t, THINK) for t in wait)
+            return True
+        return False
+
     def _advance(self, row: _Row, tok: int | None) -> int:
         """Apply one step of the row's state machine; returns the token fed to the model next."""
         tk = self.tokens
@@ -386,11 +396,7 @@ class TraceGenerator:
             return tok
         if row.phase == THINK:
             if tok in tk.end_think or tok in tk.answer_stop:  # an EOS while thinking also ends thinking
-                room = row.req.budget - len(row.thinking)
-                if row.waits < row.req.wait and len(tk.wait) < room:
-                    row.waits += 1
-                    row.queue.extend((t, THINK) for t in tk.wait)
-                else:
+                if not self._queue_wait(row):
                     row.phase = ANSWER
                     row.queue.extend((t, -1) for t in tk.answer_open)
                     if not row.queue:  # a format whose answer needs no opener: feed the end token itself
@@ -403,11 +409,7 @@ class TraceGenerator:
                 m, s = self._multi_end(row)
                 if m:  # the model has just finished writing a multi-token end of thinking
                     del row.thinking[-m:]  # it is a delimiter, not thinking (it stays in the model's context)
-                    room = row.req.budget - len(row.thinking)
-                    if row.waits < row.req.wait and len(tk.wait) < room:
-                        row.waits += 1
-                        row.queue.extend((t, THINK) for t in tk.wait)
-                    else:
+                    if not self._queue_wait(row):
                         row.phase = ANSWER
                         if tk.answer_open_text.strip() != s.strip():  # the model wrote the opener itself otherwise
                             row.queue.extend((t, -1) for t in tk.answer_open)

@@ -1,4 +1,7 @@
-"""Reasoning formats: how thinking is opened, ended, extended ("Wait") and cut off (docs/definitions.md#reasoning-formats)."""
+"""Reasoning formats: how thinking is opened, ended, extended ("Wait") and cut off
+(docs/definitions.md#reasoning-formats), and how a finished trace shows it. `FORMATS` is the one
+declaration of each format's delimiters: the generator (scaling/engine.py) writes them and the parser
+(scaling/traces.py) reads them; adding a format is one entry there (docs/architecture.md#adding-a-reasoning-format)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,23 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Delimiters:
+    """How a finished trace marks its thinking and its answer, as the parser reads them."""
+
+    think: str
+    """The text that opens the thinking; a completion starting with it, or a prompt ending with it, shows the format."""
+    answer: str
+    """The text that starts the answer; a completion holding it shows the format."""
+    pattern: str
+    """A regex of every phase delimiter in a completion (with the spaces and line break after it); its
+    group 1 names the phase the delimiter opens, by `phases`. Linear in the text."""
+    phases: tuple[tuple[str, str], ...]
+    """group 1 of `pattern` -> "think" or "answer"; a delimiter with any other group 1 opens the answer."""
+    opener_line: bool = False
+    """The opener at the start of a completion counts only as a line of its own (bare words such as `think`)."""
+
+
+@dataclass(frozen=True)
 class ReasoningFormat:
     """Text conventions of one family of reasoning models.
 
@@ -30,7 +50,11 @@ class ReasoningFormat:
     - `answer_open` replaces a natural end of thinking (the answer phase starts after it);
     - `forced_answer` is appended when the thinking budget runs out;
     - `wait_text` replaces an early end of thinking when extension by "Wait" is asked for;
-    - `answer_stop` are extra strings that end the answer (besides the tokenizer's EOS).
+    - `answer_stop` are extra strings that end the answer (besides the tokenizer's EOS);
+    - `trace_pattern` and `trace_phases` find the delimiters in a finished trace (`delimiters`, whose
+      opener is `prompt_suffix` and whose answer marker is `answer_open`, both stripped), `stripped`
+      the same when the producer stripped special tokens, `between` joins a thinking and its answer
+      returned in separate fields, `read_rank` decides for a trace that shows several formats (lowest first).
     """
 
     name: str
@@ -42,6 +66,16 @@ class ReasoningFormat:
     answer_stop: tuple[str, ...] = ()
     sampling: Sampling = field(default_factory=Sampling)
     description: str = ""
+    trace_pattern: str = ""
+    trace_phases: tuple[tuple[str, str], ...] = ()
+    stripped: Delimiters | None = None
+    between: str = ""
+    read_rank: int = 0
+
+    @property
+    def delimiters(self) -> Delimiters:
+        """The delimiters of a finished trace of this format."""
+        return Delimiters(self.prompt_suffix.strip(), self.answer_open.strip(), self.trace_pattern, self.trace_phases)
 
 
 FORMATS: dict[str, ReasoningFormat] = {
@@ -54,6 +88,10 @@ FORMATS: dict[str, ReasoningFormat] = {
         answer_stop=("<|im_end|>", "<|endoftext|>"),
         sampling=Sampling(temperature=0.6, top_p=0.95, top_k=20),  # Qwen3's recommendation; never greedy
         description="Qwen3, DeepSeek-R1-Distill and the toy: <think> ... </think> then the answer",
+        trace_pattern=r"<(/?)think>[ \t]*\n?",
+        trace_phases=(("", "think"), ("/", "answer")),
+        between="\n</think>\n\n",
+        read_rank=1,
     ),
     "s1": ReasoningFormat(
         name="s1",
@@ -64,6 +102,17 @@ FORMATS: dict[str, ReasoningFormat] = {
         answer_stop=("<|im_end|>", "<|endoftext|>"),
         sampling=Sampling(temperature=0.0),
         description="s1 / s1.1: <|im_start|>think ... <|im_start|>answer",
+        trace_pattern=r"<\|im_start\|>([A-Za-z_]*)[ \t]*\n?",  # any other role ends the thinking too
+        trace_phases=(("think", "think"), ("answer", "answer")),
+        stripped=Delimiters(
+            "think",
+            "answer",
+            r"(?m)^(think|answer)[ \t]*(?:\n|\Z)",
+            (("think", "think"), ("answer", "answer")),
+            opener_line=True,
+        ),
+        between="\n<|im_start|>answer\n",
+        read_rank=0,
     ),
 }
 

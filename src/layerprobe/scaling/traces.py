@@ -2,7 +2,8 @@
 answer was forced by a thinking budget, whether the trace was cut before it answered
 (docs/ingest.md#the-shapes-of-a-trace).
 
-Three formats, each in the shapes real producers write them:
+The formats with delimiters, and how each is written in a trace, are declared once in
+scaling/formats.py (`FORMATS`); these are read, each in the shapes real producers write them:
 
 - `s1` (s1 / s1.1, and the s1 fork of lm-evaluation-harness): thinking opened by `<|im_start|>think`
   (in the prompt or at the start of the response), ended by the next `<|im_start|>` (normally
@@ -25,16 +26,28 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cache
+from typing import Any, Literal
 
-INGEST_FORMATS = ("s1", "think-tags", "plain")
+from layerprobe.scaling.formats import FORMATS, ReasoningFormat
+
+
+def _delimited() -> list[ReasoningFormat]:
+    """The formats whose traces carry delimiters, in the order a trace that shows several is read as (read_rank)."""
+    return sorted((f for f in FORMATS.values() if f.trace_pattern), key=lambda f: f.read_rank)
+
+
+INGEST_FORMATS = (*(f.name for f in _delimited()), "plain")
 """Formats a finished trace can be read in (`--format`; `auto` decides from the traces)."""
 
 Finish = Literal["answered", "budget", "max_tokens", "truncated"]
 
-_S1 = re.compile(r"<\|im_start\|>([A-Za-z_]*)[ \t]*\n?")
-_S1_BARE = re.compile(r"(?m)^(think|answer)[ \t]*(?:\n|\Z)")
-_THINK_TAGS = re.compile(r"<(/?)think>[ \t]*\n?")
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
 #: Strings after which a producer's text is not the model's any more (end-of-sequence tokens kept in the text).
 _END = re.compile(r"<\|im_end\|>|<\|endoftext\|>|<｜end▁of▁sentence｜>|<\|end_of_text\|>|<\|eot_id\|>")
 _FORCED = re.compile(r"\s*Final Answer:")
@@ -118,15 +131,11 @@ def parse_trace(fmt: str, completion: str, *, bare: bool = False) -> ParsedTrace
 
     `bare`: an s1 trace whose special tokens the producer stripped (`think` / `answer` lines)."""
     text = _cut_end(completion)
-    if fmt == "s1":
-        if bare:
-            body = re.sub(r"\A\s*think[ \t]*\n", "", text)
-            return _from_segments(_segments(body, _S1_BARE, {"think": "think", "answer": "answer"}, "answer"))
-        body = re.sub(r"\A\s*<\|im_start\|>think[ \t]*\n?", "", text)
-        return _from_segments(_segments(body, _S1, {"think": "think", "answer": "answer"}, "answer"))
-    if fmt == "think-tags":
-        body = re.sub(r"\A\s*<think>[ \t]*\n?", "", text)
-        return _from_segments(_segments(body, _THINK_TAGS, {"": "think", "/": "answer"}, "answer"))
+    f = FORMATS.get(fmt)
+    if f is not None and f.trace_pattern:
+        d = f.stripped if bare and f.stripped is not None else f.delimiters
+        opener = _compiled(rf"\A\s*{re.escape(d.think)}[ \t]*\n" + ("" if d.opener_line else "?"))
+        return _from_segments(_segments(opener.sub("", text, count=1), _compiled(d.pattern), dict(d.phases), "answer"))
     if fmt == "plain":
         return split_plain(text)
     raise ValueError(f"unknown trace format {fmt!r} (valid: {', '.join(INGEST_FORMATS)})")
@@ -181,42 +190,89 @@ class Shape:
 
     def describe(self) -> str:
         """e.g. "s1 (opener in the response)"."""
-        name = {"s1": "s1 (<|im_start|>think … <|im_start|>answer)", "think-tags": "think-tags (<think> … </think>)"}.get(
-            self.format, "plain (no thinking delimiters: the thinking is everything before the answer)"
+        f = FORMATS.get(self.format)
+        d = f.delimiters if f is not None and f.trace_pattern else None
+        name = (
+            f"{self.format} ({d.think} … {d.answer})"
+            if d
+            else "plain (no thinking delimiters: the thinking is everything before the answer)"
         )
-        if self.bare:
-            name = "s1 with special tokens stripped (think / answer lines)"
+        if self.bare and f is not None and f.stripped is not None:
+            name = f"{self.format} with special tokens stripped ({f.stripped.think} / {f.stripped.answer} lines)"
         where = {"response": "opener in the response", "prompt": "opener in the prompt", "none": "no opener"}.get(self.opener)
         return f"{name}, {where}" if where else name
 
 
 def _evidence(prompt: str, completion: str) -> str | None:
+    """The format a trace shows (`<name>-bare` for one written with its special tokens stripped), or None."""
     c, p = completion.lstrip(), prompt.rstrip()
-    if "<|im_start|>answer" in completion or c.startswith("<|im_start|>think") or p.endswith("<|im_start|>think"):
-        return "s1"
-    if "</think>" in completion or c.startswith("<think>") or p.endswith("<think>"):
-        return "think-tags"
-    if c.startswith("think\n") or (_S1_BARE.search(completion) and re.search(r"(?m)^answer[ \t]*$", completion)):
-        return "s1-bare"
+    for f in _delimited():
+        d = f.delimiters
+        if d.answer in completion or c.startswith(d.think) or p.endswith(d.think):
+            return f.name
+    for f in _delimited():
+        b = f.stripped
+        if b is not None and (
+            c.startswith(b.think + "\n")
+            or (_compiled(b.pattern).search(completion) and _compiled(rf"(?m)^{re.escape(b.answer)}[ \t]*$").search(completion))
+        ):
+            return f"{f.name}-bare"
     return None
 
 
 def detect_shape(prompts: Sequence[str], completions: Sequence[str], hint: str | None = None) -> Shape:
     """The format of a file's traces, from its prompts and completions (the format most traces show;
     plain when none shows one); `hint` (a format name) overrides the format, not the opener."""
-    counts = {"s1": 0, "think-tags": 0, "s1-bare": 0}
+    counts = {f.name: 0 for f in _delimited()} | {f"{f.name}-bare": 0 for f in _delimited() if f.stripped is not None}
     for p, c in zip(prompts, completions):
         e = _evidence(p, c)
         if e:
             counts[e] += 1
     found = max(counts, key=lambda k: counts[k]) if any(counts.values()) else "plain"
-    fmt = hint or ("s1" if found == "s1-bare" else found)
-    bare = fmt == "s1" and counts["s1"] == 0 and counts["s1-bare"] > 0
+    fmt = hint or found.removesuffix("-bare")
+    f = FORMATS.get(fmt)
+    bare = f is not None and f.stripped is not None and counts.get(fmt) == 0 and counts.get(f"{fmt}-bare", 0) > 0
     opener = ""
-    if fmt in ("s1", "think-tags"):
-        tag = "think" if bare else {"s1": "<|im_start|>think", "think-tags": "<think>"}[fmt]
+    if f is not None and f.trace_pattern:
+        tag = f.stripped.think if bare and f.stripped is not None else f.delimiters.think
         in_prompt = sum(p.rstrip().endswith(tag) for p in prompts)
         in_resp = sum(c.lstrip().startswith(tag) for c in completions)
         half = len(completions) / 2
         opener = "prompt" if in_prompt > half else "response" if in_resp > half else "mixed" if in_prompt + in_resp else "none"
     return Shape(format=fmt, opener=opener, bare=bare, evidence={k: v for k, v in counts.items() if v})
+
+
+def rebuild(shape: Shape, reasoning: str, content: str) -> str:
+    """The completion as the model wrote it, from a reasoning field and an answer field (what probes
+    and the stored text use): the format's delimiters between them, its opener first unless the prompt has it."""
+    f = FORMATS.get(shape.format)
+    if f is not None and f.between:
+        return ("" if shape.opener == "prompt" else f.prompt_suffix) + f"{reasoning}{f.between}{content}"
+    return f"{reasoning}\n\n{content}"
+
+
+def _find(ids: Sequence[int], sub: Sequence[int]) -> int:
+    """First index of `sub` in `ids`, -1 when absent."""
+    n = len(sub)
+    return next((i for i in range(len(ids) - n + 1) if n and list(ids[i : i + n]) == list(sub)), -1)
+
+
+def split_ids(tokenizer: Any, fmt: ReasoningFormat, ids: Sequence[int]) -> tuple[list[int], list[int]] | None:
+    """(thinking ids, answer ids) of a generated completion with one thinking segment: the opener at
+    its start (if the model wrote it) left out, split at the first end-of-thinking delimiter spelled as
+    tokens, the answer after the answer opener, without a final stop token; None when no delimiter
+    occurs as a token sequence."""
+    enc = lambda text: tokenizer.encode(text, add_special_tokens=False)
+    opener = enc(fmt.prompt_suffix)
+    start = len(opener) if opener and list(ids[: len(opener)]) == opener else 0
+    found = [(i, d) for d in (enc(s) for s in fmt.end_think) if (i := _find(ids[start:], d)) >= 0]
+    if not found:
+        return None
+    i, d = min(found, key=lambda x: x[0])
+    i += start
+    answer_open = enc(fmt.answer_open)
+    rest = list(ids[i:])
+    answer = rest[len(answer_open) :] if rest[: len(answer_open)] == answer_open else rest[len(d) :]
+    if answer and answer[-1] == tokenizer.eos_token_id:
+        answer = answer[:-1]
+    return list(ids[start:i]), answer

@@ -1,6 +1,6 @@
 """The field names `layerprobe ingest --from jsonl` reads a gold answer from: one table, used by the reader
-and named by `ingest --help` and docs/ingest.md. Kept apart from jobs/ingest.py so that the CLI can name
-the fields without importing the job."""
+and named by `ingest --help` and docs/ingest.md. Kept apart from the reader so that the CLI can name
+the fields without importing it."""
 
 from __future__ import annotations
 
