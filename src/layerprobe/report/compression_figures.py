@@ -8,7 +8,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from layerprobe.report.figures import _f, _percent, _styled, _subplots_fig, to_svg
+from layerprobe.report.figures import percent_axis, plottable, styled, subplots_fig, to_svg
 
 #: One colour per method throughout the section (the base in grey).
 METHOD_COLORS = {
@@ -46,23 +46,23 @@ def _by_method(cf: Any) -> dict[str, list[Any]]:
     return out
 
 
-@_styled
+@styled
 def frontier(cf: Any, colors: dict[str, str]) -> Markup | None:
     """Accuracy at the largest budget (95 % Wilson interval) against the share of decoder linear weights
     kept, one panel per group, one line per method; the base at 100 %."""
     groups = cf.groups
     if not groups or len(cf.rows) < 2:
         return None
-    fig, axes = _subplots_fig(1, len(groups), (max(5.0, 3.5 * len(groups)), 3.0), sharey=True)
+    fig, axes = subplots_fig(1, len(groups), (max(5.0, 3.5 * len(groups)), 3.0), sharey=True)
     base = cf.rows[0]
     for ax, g in zip(axes[0], groups):
         b = base.accuracy.get(g)
         if b is not None:
-            ax.axhline(_f(b.value), color=colors["base"], lw=1, ls=":", zorder=1)
+            ax.axhline(plottable(b.value), color=colors["base"], lw=1, ls=":", zorder=1)
             ax.errorbar(
                 [1.0],
-                [_f(b.value)],
-                yerr=[[_f(b.value) - _f(b.ci[0])], [_f(b.ci[1]) - _f(b.value)]],
+                [plottable(b.value)],
+                yerr=[[plottable(b.value) - plottable(b.ci[0])], [plottable(b.ci[1]) - plottable(b.value)]],
                 fmt="o",
                 color=colors["base"],
                 ms=6,
@@ -70,28 +70,28 @@ def frontier(cf: Any, colors: dict[str, str]) -> Markup | None:
                 label="base",
             )
         for j, (method, rows) in enumerate(_by_method(cf).items()):
-            pts = sorted((_f(r.kept_fraction), r.accuracy.get(g)) for r in rows if r.accuracy.get(g) is not None)
+            pts = sorted((plottable(r.kept_fraction), r.accuracy.get(g)) for r in rows if r.accuracy.get(g) is not None)
             pts = [(x, a) for x, a in pts if not math.isnan(x)]
             if not pts:
                 continue
             xs = [x + 0.0015 * (j - 3) for x, _ in pts]  # a hair apart, so equal points stay visible
-            ys = [_f(a.value) for _, a in pts]
-            lo = [y - _f(a.ci[0]) for y, (_, a) in zip(ys, pts)]
-            hi = [_f(a.ci[1]) - y for y, (_, a) in zip(ys, pts)]
+            ys = [plottable(a.value) for _, a in pts]
+            lo = [y - plottable(a.ci[0]) for y, (_, a) in zip(ys, pts)]
+            hi = [plottable(a.ci[1]) - y for y, (_, a) in zip(ys, pts)]
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="-o", color=colors[method], ms=4, lw=1.4, capsize=2, label=method, alpha=0.9)
         ax.set_title(g)
         ax.set_xlabel("decoder linear weights kept")
         ax.set_ylim(-0.03, 1.05)
         ax.invert_xaxis()
-        _percent(ax)
-        _percent(ax, "x")
+        percent_axis(ax)
+        percent_axis(ax, "x")
     axes[0][0].set_ylabel(f"accuracy at {cf.budget} tokens")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center")
     return to_svg(fig, "accuracy against the share of weights kept, one line per compression method")
 
 
-@_styled
+@styled
 def budget_curves(cf: Any, colors: dict[str, str]) -> Markup | None:
     """Long-chain accuracy against the thinking budget, one panel per size, one line per method."""
     g = cf.long_group or (cf.groups[0] if cf.groups else None)
@@ -101,30 +101,30 @@ def budget_curves(cf: Any, colors: dict[str, str]) -> Markup | None:
     for r in cf.rows[1:]:
         if (r.size_key, r.size_label) not in sizes:
             sizes.append((r.size_key, r.size_label))
-    fig, axes = _subplots_fig(1, len(sizes), (max(5.0, 3.2 * len(sizes)), 2.8), sharey=True)
+    fig, axes = subplots_fig(1, len(sizes), (max(5.0, 3.2 * len(sizes)), 2.8), sharey=True)
     base = cf.rows[0]
     for ax, (key, label) in zip(axes[0], sizes):
         curve = base.budget_curve.get(g, {})
         bs = sorted(int(b) for b in curve)
-        ax.plot(bs, [_f(curve[str(b)]) for b in bs], "o:", color=colors["base"], lw=1.6, ms=4, label="base")
+        ax.plot(bs, [plottable(curve[str(b)]) for b in bs], "o:", color=colors["base"], lw=1.6, ms=4, label="base")
         for r in cf.rows[1:]:
             if r.size_key != key:
                 continue
             curve = r.budget_curve.get(g, {})
             bs = sorted(int(b) for b in curve)
-            ax.plot(bs, [_f(curve[str(b)]) for b in bs], "o-", color=colors[r.method], lw=1.4, ms=3.5, label=r.method)
+            ax.plot(bs, [plottable(curve[str(b)]) for b in bs], "o-", color=colors[r.method], lw=1.4, ms=3.5, label=r.method)
         ax.set_xscale("log", base=2)
         ax.set_xticks(cf.budgets, [str(b) for b in cf.budgets])
         ax.set_title(label)
         ax.set_xlabel("thinking budget (tokens)")
         ax.set_ylim(-0.03, 1.05)
-        _percent(ax)
+        percent_axis(ax)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"{g}: accuracy")
     return to_svg(fig, "long-chain accuracy against the thinking budget, one panel per size")
 
 
-@_styled
+@styled
 def mechanisms(cf: Any, colors: dict[str, str]) -> Markup | None:
     """Long-chain accuracy against the teacher-forced KL along the base traces and against the per-step
     error rate, one point per variant (colour: method; marker: size)."""
@@ -135,18 +135,22 @@ def mechanisms(cf: Any, colors: dict[str, str]) -> Markup | None:
         ("tf_mean_kl", "KL(base ‖ variant) along base traces (nats)", True),
         ("step_error_rate", "wrong steps / steps written", False),
     ]
-    panels = [p for p in panels if any(_f(getattr(r.mechanism, p[0])) == _f(getattr(r.mechanism, p[0])) for r in cf.rows[1:])]
+    panels = [
+        p
+        for p in panels
+        if any(plottable(getattr(r.mechanism, p[0])) == plottable(getattr(r.mechanism, p[0])) for r in cf.rows[1:])
+    ]
     if not panels:
         return None
     keys: list[str] = []
     for r in cf.rows[1:]:
         if r.size_key not in keys:
             keys.append(r.size_key)
-    fig, axes = _subplots_fig(1, len(panels), (max(5.0, 3.8 * len(panels)), 3.0), sharey=True)
+    fig, axes = subplots_fig(1, len(panels), (max(5.0, 3.8 * len(panels)), 3.0), sharey=True)
     seen: set[str] = set()
     for ax, (field, label, logx) in zip(axes[0], panels):
         for r in cf.rows:
-            x = _f(getattr(r.mechanism, field))
+            x = plottable(getattr(r.mechanism, field))
             a = r.accuracy.get(g)
             if math.isnan(x) or a is None:
                 continue
@@ -155,7 +159,9 @@ def mechanisms(cf: Any, colors: dict[str, str]) -> Markup | None:
             tag = r.method if r.method not in seen else None
             seen.add(r.method)
             marker = "*" if r.method == "base" else MARKERS[keys.index(r.size_key) % len(MARKERS)]
-            ax.plot([x], [_f(a.value)], marker, color=colors[r.method], ms=7 if r.method != "base" else 10, ls="", label=tag)
+            ax.plot(
+                [x], [plottable(a.value)], marker, color=colors[r.method], ms=7 if r.method != "base" else 10, ls="", label=tag
+            )
         if logx:
             from matplotlib.ticker import FuncFormatter
 
@@ -164,7 +170,7 @@ def mechanisms(cf: Any, colors: dict[str, str]) -> Markup | None:
             ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
         ax.set_xlabel(label)
         ax.set_ylim(-0.03, 1.05)
-        _percent(ax)
+        percent_axis(ax)
     axes[0][0].set_ylabel(f"{g}: accuracy at {cf.budget} tokens")
     handles, labels = [], []
     for ax in axes[0]:

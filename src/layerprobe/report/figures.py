@@ -43,7 +43,7 @@ _RC: dict[RcKeyType, Any] = {
 }
 
 
-def _styled(fn: Any) -> Any:
+def styled(fn: Any) -> Any:
     """Run a figure function under the report's rc settings (text properties such as parse_math are
     read when each artist is created, so the whole construction must run inside the context)."""
     import functools
@@ -67,7 +67,7 @@ def _figure(**kw: Any) -> Any:
         return Figure(**kw)
 
 
-def _subplots_fig(rows: int, cols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, Any]:
+def subplots_fig(rows: int, cols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, Any]:
     from matplotlib import rc_context
 
     with rc_context(_RC):
@@ -105,13 +105,13 @@ def _attr(s: str) -> str:
     return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _f(x: Any) -> float:
+def plottable(x: Any) -> float:
     """A plottable float: None (strict JSON's NaN) and anything non-numeric become NaN."""
     return float(x) if is_num(x) else math.nan
 
 
 def _ci(p: Accuracy | Interval) -> tuple[float, float]:
-    return (_f(p.ci[0]), _f(p.ci[1]))
+    return (plottable(p.ci[0]), plottable(p.ci[1]))
 
 
 def _dodge(i: int, n: int) -> float:
@@ -119,7 +119,7 @@ def _dodge(i: int, n: int) -> float:
     return 2 ** (0.04 * (i - (n - 1) / 2))
 
 
-def _percent(ax: Any, axis: str = "y") -> None:
+def percent_axis(ax: Any, axis: str = "y") -> None:
     """Show an axis of shares (0..1) in percent, as every number of the report is shown."""
     from matplotlib.ticker import PercentFormatter
 
@@ -136,10 +136,10 @@ def _panel_groups(run: Run) -> list[str]:
 
 
 def _subplots(n: int, width: float = 3.6, height: float = 2.7, rows: int = 1):
-    return _subplots_fig(rows, n, (max(4.5, width * n), height * rows))
+    return subplots_fig(rows, n, (max(4.5, width * n), height * rows))
 
 
-@_styled
+@styled
 def accuracy_vs_budget(run: Run, colors: dict[str, str]) -> Markup | None:
     budgets = run.budgets()
     if not budgets or not run.budget_recorded:
@@ -154,7 +154,7 @@ def accuracy_vs_budget(run: Run, colors: dict[str, str]) -> Markup | None:
             if not pts:
                 continue
             xs = [b * _dodge(vi, len(names)) for b, _ in pts]
-            ys = [_f(p.accuracy) for _, p in pts]
+            ys = [plottable(p.accuracy) for _, p in pts]
             lo = [_ci(p)[0] for _, p in pts]
             hi = [_ci(p)[1] for _, p in pts]
             ax.plot(xs, ys, "o-", color=colors[v], label=v, **_style(v == run.base))
@@ -168,13 +168,13 @@ def accuracy_vs_budget(run: Run, colors: dict[str, str]) -> Markup | None:
         ax.set_xlabel("thinking budget (tokens)")
         ax.grid(alpha=0.25)
     for ax in axes[0]:
-        _percent(ax)
+        percent_axis(ax)
     axes[0][0].set_ylabel("accuracy (band: 95 % CI)")
     axes[0][-1].legend(loc="best")
     return to_svg(fig, "accuracy versus thinking budget per variant")
 
 
-@_styled
+@styled
 def parallel_curves(run: Run, colors: dict[str, str]) -> Markup | None:
     groups = _panel_groups(run)
     if not any(run.vmetrics(v.name, g).parallel.k for v in run.variants for g in groups):
@@ -192,7 +192,7 @@ def parallel_curves(run: Run, colors: dict[str, str]) -> Markup | None:
                 if not pts:
                     continue
                 xs = [k * _dodge(vi, len(names)) for k, _ in pts]
-                ax.plot(xs, [_f(p.value) for _, p in pts], "o-", color=colors[v], label=v, **_style(v == run.base))
+                ax.plot(xs, [plottable(p.value) for _, p in pts], "o-", color=colors[v], label=v, **_style(v == run.base))
                 lo = [_ci(p)[0] for _, p in pts]
                 hi = [_ci(p)[1] for _, p in pts]
                 ax.fill_between(xs, lo, hi, color=colors[v], alpha=0.12, lw=0)
@@ -201,7 +201,7 @@ def parallel_curves(run: Run, colors: dict[str, str]) -> Markup | None:
                 ax.set_xticks([k for k, _ in pts], [str(k) for k, _ in pts])
                 ax.minorticks_off()
             ax.set_ylim(-0.03, 1.03)
-            _percent(ax)
+            percent_axis(ax)
             ax.grid(alpha=0.25)
             if row == 0:
                 ax.set_title(run.group_title(g))
@@ -235,7 +235,7 @@ def _dropped_spans(ax: Any, run: Run, colors: dict[str, str], horizontal: bool =
                 )
 
 
-@_styled
+@styled
 def block_influence(run: Run, colors: dict[str, str]) -> Markup | None:
     n_orig = run.n_layers
     if not run.has_probes:
@@ -287,7 +287,7 @@ def block_influence(run: Run, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "block influence per original layer")
 
 
-@_styled
+@styled
 def heatmap(run: Run, key: str, label: str, colors: dict[str, str] | None = None) -> Markup | None:
     import numpy as np
 
@@ -312,7 +312,7 @@ def heatmap(run: Run, key: str, label: str, colors: dict[str, str] | None = None
     if finite_vals.size == 0:
         return None
     vmin, vmax = float(np.nanmin(finite_vals)), float(np.nanmax(finite_vals))
-    fig, axes = _subplots_fig(1, len(names), (max(4.5, 3.3 * len(names)), 0.5 + 0.16 * n_orig + 1.2), sharey=True)
+    fig, axes = subplots_fig(1, len(names), (max(4.5, 3.3 * len(names)), 0.5 + 0.16 * n_orig + 1.2), sharey=True)
     im = None
     for ax, v in zip(axes[0], names):
         m = mats[v]
@@ -340,7 +340,7 @@ def heatmap(run: Run, key: str, label: str, colors: dict[str, str] | None = None
     return to_svg(fig, f"{label} heat map, layer by relative position")
 
 
-@_styled
+@styled
 def settling(run: Run, colors: dict[str, str]) -> Markup | None:
     st: dict[str, Settling] = {}
     for s in run.variants:
@@ -360,7 +360,7 @@ def settling(run: Run, colors: dict[str, str]) -> Markup | None:
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_title(title)
         ax.set_ylim(0, 1)
-        _percent(ax)
+        percent_axis(ax)
         for i, x in enumerate(vals):
             if is_num(x):
                 ax.text(i, x + 0.02, f"{100 * x:.0f} %", ha="center", fontsize=8)
@@ -375,11 +375,11 @@ def settling(run: Run, colors: dict[str, str]) -> Markup | None:
     ax.set_xlim(-0.02 * max(top, 1e-3), max(top, 1e-3) * 1.08)  # the data's own range, not 0-1
     ax.set_title("deep-thinking ratio per trace")
     ax.set_xlabel("share of deep-thinking tokens")
-    _percent(ax, "x")
+    percent_axis(ax, "x")
     return to_svg(fig, "settling depth and deep-thinking ratio per variant")
 
 
-@_styled
+@styled
 def teacher_forced_kl(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | None:
     """The KL curve per pruned variant along the base traces, and a description of each line drawn."""
     tfs: dict[str, TeacherForcedSummary] = {}
@@ -399,7 +399,7 @@ def teacher_forced_kl(run: Run, colors: dict[str, str]) -> tuple[Markup, list[st
         nb = len(rel)
         ax.plot(
             [(j + 0.5) / nb for j in range(nb)],
-            [_f(x) for x in rel],
+            [plottable(x) for x in rel],
             "-",
             color=colors[v],
             label=f"{v}: KL({run.base} \u2016 {v})",
@@ -422,7 +422,7 @@ def teacher_forced_kl(run: Run, colors: dict[str, str]) -> tuple[Markup, list[st
                 f"for {tf.window} tokens (or a quarter of a shorter trace)"
             )
     ax.set_xlim(0, 1)
-    _percent(ax, "x")
+    percent_axis(ax, "x")
     ax.set_xlabel(f"position in {run.base}'s trace")
     ax.set_ylabel("KL (nats), next token")
     ax.grid(alpha=0.25)
@@ -430,7 +430,7 @@ def teacher_forced_kl(run: Run, colors: dict[str, str]) -> tuple[Markup, list[st
     return to_svg(fig, "teacher-forced KL along the trace"), drawn
 
 
-@_styled
+@styled
 def reflections(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | None:
     """The bar chart and the lexicon words no variant used (left out of the chart)."""
     names = [s.name for s in run.variants]
@@ -449,7 +449,9 @@ def reflections(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | 
     h = 0.8 / len(names)
     for i, v in enumerate(names):
         d = rates[v]
-        ax.barh([j + i * h for j in range(len(words))], [_f(d.get(w, 0)) for w in words], height=h, color=colors[v], label=v)
+        ax.barh(
+            [j + i * h for j in range(len(words))], [plottable(d.get(w, 0)) for w in words], height=h, color=colors[v], label=v
+        )
     ax.set_yticks([j + 0.4 - h / 2 for j in range(len(words))], words)
     ax.invert_yaxis()
     ax.set_xlabel("per 1,000 thinking tokens (all traces; mean over problems)")
@@ -457,7 +459,7 @@ def reflections(run: Run, colors: dict[str, str]) -> tuple[Markup, list[str]] | 
     return to_svg(fig, "reflection words per 1k thinking tokens"), zero
 
 
-@_styled
+@styled
 def loops(run: Run, colors: dict[str, str]) -> Markup | None:
     if not any(s.repetition.loop for s in run.samples):
         return None  # the table says 0 everywhere; an empty plot would only confuse
@@ -480,7 +482,7 @@ def loops(run: Run, colors: dict[str, str]) -> Markup | None:
         ax.bar(xs, ys, width=w, color=colors[v], label=v, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(groups))], groups)
     ax.set_ylim(0, 1)
-    _percent(ax)
+    percent_axis(ax)
     ax.set_ylabel("loop rate (bar: 95 % CI)")
     ax.set_title("traces that end in a loop")
     ax.legend()
@@ -496,13 +498,13 @@ def loops(run: Run, colors: dict[str, str]) -> Markup | None:
             ax.scatter(fr, jitter, s=10, color=colors[v], alpha=0.6)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlim(0, 1)
-    _percent(ax, "x")
+    percent_axis(ax, "x")
     ax.set_xlabel("loop onset (position in the trace)")
     ax.set_title("where loops start (one dot per looping trace)")
     return to_svg(fig, "loop rate and loop onset")
 
 
-@_styled
+@styled
 def lengths(run: Run, colors: dict[str, str]) -> Markup | None:
     groups = _panel_groups(run)
     names = [s.name for s in run.variants]
@@ -525,7 +527,7 @@ def lengths(run: Run, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "distribution of thinking lengths")
 
 
-@_styled
+@styled
 def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, label: str, color: str) -> Markup:
     fig, axes = _subplots(1, width=7, height=1.8)
     ax = axes[0][0]
@@ -564,7 +566,7 @@ def trace_kl(kl: Sequence[float], onset: int | None, loop_onset: int | None, lab
     return to_svg(fig, label)
 
 
-@_styled
+@styled
 def compare_runs(runs: Sequence[Run], colors: dict[tuple[str, str], str]) -> Markup | None:
     """Accuracy vs budget for every (run, variant), one panel per regime, legend shared (drawn in HTML)."""
     regimes: list[str] = []
@@ -589,7 +591,7 @@ def compare_runs(runs: Sequence[Run], colors: dict[tuple[str, str], str]) -> Mar
                 if pts:
                     ax.plot(
                         [b for b, _ in pts],
-                        [_f(p.accuracy) for _, p in pts],
+                        [plottable(p.accuracy) for _, p in pts],
                         "o",
                         ls=styles[ri % 4],
                         color=colors[(r.label, v)],
@@ -608,7 +610,7 @@ def compare_runs(runs: Sequence[Run], colors: dict[tuple[str, str], str]) -> Mar
     return to_svg(fig, "accuracy versus budget for every run and variant")
 
 
-@_styled
+@styled
 def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int, stat: str = "jsd") -> Markup | None:
     """Per-token logit-lens heat maps of individual traces side by side.
 
@@ -630,7 +632,7 @@ def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int
         return None
     allv = np.concatenate(vals)
     vmin, vmax = float(allv.min()), float(allv.max())
-    fig, axes = _subplots_fig(1, len(mats), (3.6 * len(mats) + 1.0, 0.9 + 0.13 * n_orig + 0.9), sharey=True)
+    fig, axes = subplots_fig(1, len(mats), (3.6 * len(mats) + 1.0, 0.9 + 0.13 * n_orig + 0.9), sharey=True)
     im = None
     for ax, (title, m, onset) in zip(axes[0], mats):
         ax.set_facecolor("#eeeeee")
@@ -656,7 +658,7 @@ def trace_layers(panels: Sequence[tuple[str, Any, Any, int | None]], n_orig: int
     return to_svg(fig, f"logit-lens {stat} per token of the two traces")
 
 
-@_styled
+@styled
 def sweep_map(run: Run, sweep: Any, colors: dict[str, str]) -> Markup | None:
     """Damage (base minus variant accuracy, with its interval) per original layer and group, block
     influence on a second axis, and the layers pruning methods would choose."""
@@ -668,11 +670,11 @@ def sweep_map(run: Run, sweep: Any, colors: dict[str, str]) -> Markup | None:
     xs = [lay.dropped[0] + (0.5 if len(lay.dropped) == 2 else 0.0) for lay in sweep.layers]
     for i, g in enumerate(groups):
         off = 0.09 * (i - (len(groups) - 1) / 2)
-        ys = [_f(-lay.delta[g]) if g in lay.delta else math.nan for lay in sweep.layers]
+        ys = [plottable(-lay.delta[g]) if g in lay.delta else math.nan for lay in sweep.layers]
         if all(math.isnan(y) for y in ys):
             continue
-        lo = [max(0.0, y - _f(-lay.delta_ci[g][1])) if g in lay.delta_ci else 0.0 for y, lay in zip(ys, sweep.layers)]
-        hi = [max(0.0, _f(-lay.delta_ci[g][0]) - y) if g in lay.delta_ci else 0.0 for y, lay in zip(ys, sweep.layers)]
+        lo = [max(0.0, y - plottable(-lay.delta_ci[g][1])) if g in lay.delta_ci else 0.0 for y, lay in zip(ys, sweep.layers)]
+        hi = [max(0.0, plottable(-lay.delta_ci[g][0]) - y) if g in lay.delta_ci else 0.0 for y, lay in zip(ys, sweep.layers)]
         ax.errorbar(
             [x + off for x in xs],
             ys,
@@ -689,7 +691,7 @@ def sweep_map(run: Run, sweep: Any, colors: dict[str, str]) -> Markup | None:
     ax.set_ylabel("accuracy lost (base − variant)")
     ax.set_xlabel("original layer removed" + (" (pairs: between the two)" if sweep.kind == "pairs" else ""))
     ax.set_xticks(sorted({lay.dropped[0] for lay in sweep.layers} | {lay.dropped[-1] for lay in sweep.layers}))
-    bi = [_f(lay.block_influence) for lay in sweep.layers]
+    bi = [plottable(lay.block_influence) for lay in sweep.layers]
     if not all(math.isnan(b) for b in bi):
         ax2 = ax.twinx()
         ax2.plot(xs, bi, "s--", color="#555", ms=4, lw=1.0, label="block influence (calibration text)")
@@ -711,7 +713,7 @@ def sweep_map(run: Run, sweep: Any, colors: dict[str, str]) -> Markup | None:
     return to_svg(fig, "layer-sensitivity map: accuracy lost per removed layer, with block influence")
 
 
-@_styled
+@styled
 def restoration(run: Run, ex: Any, colors: dict[str, str]) -> Markup | None:
     """KL recovery (bars, with interval) and accuracy recovery where measured (a triangle in the variant's
     colour, with its interval) per position and token class, one bar group per variant."""
@@ -728,9 +730,9 @@ def restoration(run: Run, ex: Any, colors: dict[str, str]) -> Markup | None:
     for i, v in enumerate(variants):
         mine = {r.positions: r for r in recs if r.variant == v}
         xs = [j + (i - (len(variants) - 1) / 2) * w for j in range(len(classes))]
-        ys = [_f(mine[c].kl_recovery) if c in mine else math.nan for c in classes]
-        lo = [max(0.0, y - _f(mine[c].kl_ci[0])) if c in mine else 0.0 for y, c in zip(ys, classes)]
-        hi = [max(0.0, _f(mine[c].kl_ci[1]) - y) if c in mine else 0.0 for y, c in zip(ys, classes)]
+        ys = [plottable(mine[c].kl_recovery) if c in mine else math.nan for c in classes]
+        lo = [max(0.0, y - plottable(mine[c].kl_ci[0])) if c in mine else 0.0 for y, c in zip(ys, classes)]
+        hi = [max(0.0, plottable(mine[c].kl_ci[1]) - y) if c in mine else 0.0 for y, c in zip(ys, classes)]
         color = colors.get(v, "#555")
         ax.bar(
             xs,
@@ -747,10 +749,10 @@ def restoration(run: Run, ex: Any, colors: dict[str, str]) -> Markup | None:
         if acc:
             ax.errorbar(
                 [x for x, _ in acc],
-                [_f(r.accuracy_recovery) for _, r in acc],
+                [plottable(r.accuracy_recovery) for _, r in acc],
                 yerr=[
-                    [max(0.0, _f(r.accuracy_recovery) - _f(r.ci[0])) for _, r in acc],
-                    [max(0.0, _f(r.ci[1]) - _f(r.accuracy_recovery)) for _, r in acc],
+                    [max(0.0, plottable(r.accuracy_recovery) - plottable(r.ci[0])) for _, r in acc],
+                    [max(0.0, plottable(r.ci[1]) - plottable(r.accuracy_recovery)) for _, r in acc],
                 ],
                 fmt="^",
                 color=color,
@@ -764,14 +766,14 @@ def restoration(run: Run, ex: Any, colors: dict[str, str]) -> Markup | None:
     ax.set_xticks(
         range(len(classes)),
         [
-            f"{textwrap.fill(position_label(c), 10)}\n{100 * _f(next(r.share_of_tokens for r in recs if r.positions == c)):.0f} %"
+            f"{textwrap.fill(position_label(c), 10)}\n{100 * plottable(next(r.share_of_tokens for r in recs if r.positions == c)):.0f} %"
             for c in classes
         ],
         fontsize=7,
     )
     ax.axhline(0, color="#999", lw=0.7)
     ax.axhline(1, color="#999", lw=0.7, ls=":")
-    _percent(ax)
+    percent_axis(ax)
     ax.set_ylabel("recovered (100 % = the base model)")
     ax.set_title("removed layers restored only at one class of positions (its share of the trace below)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7)
@@ -786,7 +788,7 @@ def breaks_legend(b: Any) -> str:
     return f"{b.variant}: {len(fr)} of {b.n_failing} failing traces{extra}"
 
 
-@_styled
+@styled
 def breaks_hist(ex: Any, colors: dict[str, str]) -> Markup | None:
     data = [b for b in ex.breaks if any(is_num(x) for x in b.first_departure_fraction)]
     if not data:
@@ -803,14 +805,14 @@ def breaks_hist(ex: Any, colors: dict[str, str]) -> Markup | None:
             color=colors.get(b.variant, "#555"),
             label=breaks_legend(b),
         )
-    _percent(ax, "x")
+    percent_axis(ax, "x")
     ax.set_xlabel("first position where the pruned model's top token leaves the base trace")
     ax.set_ylabel("failing traces")
     ax.legend(fontsize=7)
     return to_svg(fig, "where failing chains part from the base trace")
 
 
-@_styled
+@styled
 def compounding_fit(ex: Any, colors: dict[str, str]) -> Markup | None:
     """Observed accuracy per chain length (dodged per variant, with its Wilson interval and n) and the fit."""
     if not ex.compounding:
@@ -823,7 +825,7 @@ def compounding_fit(ex: Any, colors: dict[str, str]) -> Markup | None:
         ks = sorted(int(k) for k in c.by_k)
         off = 0.18 * (i - (n_var - 1) / 2)
         acc = [c.by_k[str(k)][0] / c.by_k[str(k)][1] for k in ks]
-        cis = [tuple(map(_f, c.by_k_ci.get(str(k), (None, None)))) for k in ks]
+        cis = [tuple(map(plottable, c.by_k_ci.get(str(k), (None, None)))) for k in ks]
         col = colors.get(c.variant, "#555")
         ax.errorbar(
             [k + off for k in ks],
@@ -842,49 +844,52 @@ def compounding_fit(ex: Any, colors: dict[str, str]) -> Markup | None:
         grid = [all_ks[0] + j * (all_ks[-1] - all_ks[0]) / 60 for j in range(61)]
         ax.plot(
             grid,
-            [(1 - _f(c.epsilon)) ** k for k in grid],
+            [(1 - plottable(c.epsilon)) ** k for k in grid],
             "-",
             color=col,
             lw=1.2,
-            label=f"{c.variant}: (1 \u2212 {_f(c.epsilon):.2f})^k",
+            label=f"{c.variant}: (1 \u2212 {plottable(c.epsilon):.2f})^k",
         )
     ns = {k: max(c.by_k.get(str(k), (0, 0))[1] for c in ex.compounding) for k in all_ks}
     ax.set_xticks(all_ks, [f"{k}\nn={ns[k]}" for k in all_ks], fontsize=7)
     ax.set_ylim(-0.05, 1.08)
-    _percent(ax)
+    percent_axis(ax)
     ax.set_xlabel("chain length k (steps); n = chains of that length per variant")
     ax.set_ylabel("accuracy (bar: 95 % CI)")
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.32))
     return to_svg(fig, "accuracy by chain length and the error-compounding fit")
 
 
-@_styled
+@styled
 def predictor_roc(ex: Any) -> Markup | None:
     from layerprobe.data.labels import feature_words
 
     p = ex.predictors
     if p is None or not p.roc:
         return None
-    fig, axes = _subplots_fig(1, 2, (10, 3.0), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig, axes = subplots_fig(1, 2, (10, 3.0), gridspec_kw={"width_ratios": [1, 1.4]})
     ax = axes[0][0]
     ax.plot(
-        [_f(x) for x in p.roc["fpr"]], [_f(x) for x in p.roc["tpr"]], color="#1f77b4", label=f"{p.model} (AUC {_f(p.auc):.2f})"
+        [plottable(x) for x in p.roc["fpr"]],
+        [plottable(x) for x in p.roc["tpr"]],
+        color="#1f77b4",
+        label=f"{p.model} (AUC {plottable(p.auc):.2f})",
     )
     ax.plot(
-        [_f(x) for x in p.roc["baseline_fpr"]],
-        [_f(x) for x in p.roc["baseline_tpr"]],
+        [plottable(x) for x in p.roc["baseline_fpr"]],
+        [plottable(x) for x in p.roc["baseline_tpr"]],
         color="#999",
-        label=f"thinking length (AUC {_f(p.baseline_auc):.2f})",
+        label=f"thinking length (AUC {plottable(p.baseline_auc):.2f})",
     )
     ax.plot([0, 1], [0, 1], ":", color="#ccc")
-    _percent(ax)
-    _percent(ax, "x")
+    percent_axis(ax)
+    percent_axis(ax, "x")
     ax.set_xlabel("right answers flagged (false positives)")
     ax.set_ylabel("wrong answers flagged")
     ax.legend(fontsize=7, loc="lower right")
     ax = axes[0][1]
     feats = p.features[:8]
-    ax.barh(range(len(feats)), [_f(f.importance) for f in feats], color="#1f77b4")
+    ax.barh(range(len(feats)), [plottable(f.importance) for f in feats], color="#1f77b4")
     ax.set_yticks(range(len(feats)), [textwrap.fill(feature_words(f.name), 34) for f in feats], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("permutation importance (held-out AUC drop)")
@@ -894,7 +899,7 @@ def predictor_roc(ex: Any) -> Markup | None:
 _REGIME_TITLES = {"long-chain": "long chains", "short": "short chains", "knowledge": "knowledge", "other": "other"}
 
 
-@_styled
+@styled
 def compare_sensitivity(cmp: Any) -> Markup | None:
     """Accuracy change (variant − base, with its interval) against the relative depth of the removed
     layer(s), one panel per regime, one colour per run; several groups of one regime share a panel."""
@@ -915,10 +920,10 @@ def compare_sensitivity(cmp: Any) -> Markup | None:
                 pts = [s for s in r.sensitivity if g in s.delta and s.relative_depth is not None]
                 if not pts:
                     continue
-                xs = [_f(s.relative_depth) + 0.004 * (i - (len(cmp.runs) - 1) / 2) for s in pts]
-                ys = [_f(s.delta[g]) for s in pts]
-                lo = [max(0.0, y - _f(s.delta_ci[g][0])) if g in s.delta_ci else 0.0 for y, s in zip(ys, pts)]
-                hi = [max(0.0, _f(s.delta_ci[g][1]) - y) if g in s.delta_ci else 0.0 for y, s in zip(ys, pts)]
+                xs = [plottable(s.relative_depth) + 0.004 * (i - (len(cmp.runs) - 1) / 2) for s in pts]
+                ys = [plottable(s.delta[g]) for s in pts]
+                lo = [max(0.0, y - plottable(s.delta_ci[g][0])) if g in s.delta_ci else 0.0 for y, s in zip(ys, pts)]
+                hi = [max(0.0, plottable(s.delta_ci[g][1]) - y) if g in s.delta_ci else 0.0 for y, s in zip(ys, pts)]
                 ax.errorbar(
                     xs,
                     ys,
@@ -935,7 +940,7 @@ def compare_sensitivity(cmp: Any) -> Markup | None:
         ax.set_xlim(0, 1)
         ax.set_title(_REGIME_TITLES.get(reg, reg))
         ax.set_xlabel("relative depth of the removed layer (layer / L)")
-        _percent(ax)
+        percent_axis(ax)
         if k == 0:
             ax.set_ylabel("accuracy change vs base")
         ax.grid(alpha=0.25, axis="y")
@@ -944,7 +949,7 @@ def compare_sensitivity(cmp: Any) -> Markup | None:
     return to_svg(fig, "layer sensitivity of each run on a relative-depth axis, per regime")
 
 
-@_styled
+@styled
 def compare_block_influence(cmp: Any) -> Markup | None:
     """Block influence per layer of each run's base model on its own traces, on the relative-depth axis."""
     runs = [r for r in cmp.runs if any(is_num(b) for b in r.block_influence)]
@@ -958,7 +963,7 @@ def compare_block_influence(cmp: Any) -> Markup | None:
         n = len(r.block_influence)
         ax.plot(
             [(j + 0.5) / n for j in range(n)],
-            [_f(b) for b in r.block_influence],
+            [plottable(b) for b in r.block_influence],
             "o-",
             ms=3,
             lw=1.3,
