@@ -51,6 +51,18 @@ def check_writable(path: str | os.PathLike[str], flag: str) -> None:
         raise UserError(f"{flag} {path} is not writable (no write permission in {probe if probe.is_dir() else probe.parent})")
 
 
+def check_output_file(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, an output file that could not be written: a directory, a path under
+    a file, or a folder without write permission (UserError naming the flag)."""
+    from layerprobe.errors import UserError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    check_writable(path, flag)
+
+
 def check_can_write(directory: str | os.PathLike[str], flag: str) -> None:
     """Refuse, before any work, a directory where no file can be created (permissions, a read-only or
     immutable file system): a file is created there and removed again (UserError naming the flag)."""

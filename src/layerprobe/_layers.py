@@ -5,8 +5,9 @@ models; the report reads the stored-data contract (`data`) and nothing else."""
 
 from __future__ import annotations
 
-#: Modules every package may import: errors, the input rules, durable files, helper processes.
-FOUNDATION = ("errors", "rules", "_io", "_proc", "_lazy", "_version", "_layers")
+#: Modules every package may import: errors, the input rules, durable files, helper processes, the
+#: names of the pruning methods (method_table: read by the help without importing `prune`, which loads torch).
+FOUNDATION = ("errors", "rules", "_io", "_proc", "_lazy", "_version", "_layers", "method_table")
 
 #: package -> the layerprobe packages it may import besides FOUNDATION and itself.
 ALLOWED: dict[str, frozenset[str]] = {

@@ -10,9 +10,8 @@ import typer
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, progress_bars
 from layerprobe.cli.judge_cmd import JudgeAfterModelOpt, JudgeEndpointOpt, JudgeTaxonomyOpt
 from layerprobe.errors import UserError
-from layerprobe.jobs.plan import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS, Defaults
-from layerprobe.jobs.sweep import parse_sweep_layers
-from layerprobe.prune.surgery import parse_layer_list
+from layerprobe.jobs.defaults import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS, Defaults
+from layerprobe.method_table import methods_help
 
 
 def _defaults(what: str) -> str:
@@ -40,8 +39,7 @@ def analyze(
         list[str] | None,
         typer.Option(
             "--method",
-            help="compress by method (repeatable): layers: shortgpt | reverse | reverse-keep-final | angular | laco | ppl | "
-            "trace-kl; width: width; weights: wanda | magnitude | nm",
+            help=f"compress by method (repeatable): {methods_help()}",
         ),
     ] = None,
     n_drop: Annotated[
@@ -179,6 +177,8 @@ def analyze(
     """Base and pruned variants side by side in one resumable run directory."""
     from layerprobe.cli.summary_table import print_summary
     from layerprobe.jobs.plan import AnalyzeSettings
+    from layerprobe.jobs.sweep import parse_sweep_layers
+    from layerprobe.prune.surgery import parse_layer_list
     from layerprobe.report.render import explain_command
 
     drops = [parse_layer_list(d) for d in (drop or [])]

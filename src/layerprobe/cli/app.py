@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = sys.argv[1:] if argv is None else argv
     ARGV[:] = list(args)
-    if not args or args[0] not in _NO_MODEL_COMMANDS:  # importing transformers costs ~2 s: only when needed
-        if args and args[0] not in ("--help", "-h") and "--help" not in args:
-            _offline_when_unreachable()  # before huggingface_hub is imported: it reads the variable once
+    # importing transformers costs ~2 s: only when a command that loads a model runs (not for --help)
+    if args and args[0] not in _NO_MODEL_COMMANDS and args[0] not in ("--help", "-h") and "--help" not in args:
+        _offline_when_unreachable()  # before huggingface_hub is imported: it reads the variable once
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

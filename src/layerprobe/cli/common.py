@@ -28,6 +28,29 @@ UnembedPathOpt = Annotated[
     str | None, typer.Option("--unembed-path", help="dotted path of the unembedding (unknown architectures)")
 ]
 
+# Calibration options of `layerprobe influence` and `layerprobe prune`.
+CalibOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--calib", help="calibration text: one document per line, or JSONL with a 'text' field (default: embedded text)"
+    ),
+]
+CalibDatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--calib-dataset",
+        help="a `datasets` spec NAME[:CONFIG[:SPLIT]], e.g. wikitext:wikitext-2-raw-v1:test (needs network or cache)",
+    ),
+]
+CalibTracesOpt = Annotated[
+    int | None,
+    typer.Option("--calib-traces", help="score on N of the model's own greedy reasoning traces instead of generic text"),
+]
+CalibDocsOpt = Annotated[int, typer.Option("--calib-docs", help="use at most this many calibration documents")]
+TraceTokensOpt = Annotated[int, typer.Option("--trace-tokens", help="max new tokens per reasoning trace (--calib-traces)")]
+SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="tokens per document (longer documents are truncated)")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="documents per forward pass")]
+
 
 #: The arguments of the command being run (what a run records as its command line); set by cli.app.main.
 ARGV: list[str] = []
@@ -36,20 +59,6 @@ ARGV: list[str] = []
 def current_argv() -> list[str]:
     """["layerprobe", *arguments] of the command being run (also when `main` is called in-process)."""
     return ["layerprobe", *ARGV]
-
-
-def check_output_file(path: Path | None, flag: str) -> None:
-    """Refuse, before any work, an output file that could not be written: a directory, a path under
-    a file, or a folder without write permission (UserError naming the flag)."""
-
-    from layerprobe._io import check_writable
-    from layerprobe.errors import UserError
-
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a directory; give a file name")
-    check_writable(path, flag)
 
 
 def console(stderr: bool = False, width: int | None = None) -> Console:

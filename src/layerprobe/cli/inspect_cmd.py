@@ -13,8 +13,6 @@ from layerprobe.cli.common import (
     UnembedPathOpt,
     console,
 )
-from layerprobe.models.loading import load_model
-from layerprobe.scaling.formats import sniff_format
 
 
 def inspect(
@@ -26,6 +24,9 @@ def inspect(
     unembed_path: UnembedPathOpt = None,
 ) -> None:
     """Show a model's family, layers, hidden size, parameters and reasoning format."""
+    from layerprobe.models.loading import load_model
+    from layerprobe.scaling.formats import sniff_format
+
     loaded = load_model(
         model, device=device, dtype=dtype, layers_path=layers_path, norm_path=norm_path, unembed_path=unembed_path
     )

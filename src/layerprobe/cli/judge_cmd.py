@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from layerprobe.cli.common import console, current_argv, progress_bars
-from layerprobe.data.verdicts import verdict_note, verdict_short
 from layerprobe.errors import UserError
 
 if TYPE_CHECKING:
@@ -251,6 +250,8 @@ def _print_whole(table: Any, say: Console) -> None:
 
 
 def _print_comparisons(j: JudgeFile, say: Console) -> None:
+    from layerprobe.data.verdicts import verdict_note, verdict_short
+
     paired = [c for c in j.comparisons if c.group == "all"]
     if paired:
         say.print("paired against the base (per problem, traces both counted; 95 % CI):", style="bold")

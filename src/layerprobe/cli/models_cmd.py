@@ -5,12 +5,13 @@ from __future__ import annotations
 from rich.table import Table
 
 from layerprobe.cli.common import console
-from layerprobe.models.aliases import ALIASES
-from layerprobe.models.loading import find_smollm2_gguf
 
 
 def models() -> None:
     """List model aliases and what each resolves to."""
+    from layerprobe.models.aliases import ALIASES
+    from layerprobe.models.loading import find_smollm2_gguf
+
     table = Table(title="layerprobe model aliases")
     for i, col in enumerate(("alias", "resolves to", "layers", "notes")):
         table.add_column(col, no_wrap=i == 0, overflow="fold")

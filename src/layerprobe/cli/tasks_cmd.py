@@ -5,11 +5,12 @@ from __future__ import annotations
 from rich.table import Table
 
 from layerprobe.cli.common import console
-from layerprobe.tasks.registry import TASKS
 
 
 def tasks() -> None:
     """List tasks: name, source, size, answer type and what they control for."""
+    from layerprobe.tasks.registry import TASKS
+
     table = Table(title="layerprobe tasks")
     for i, col in enumerate(("task", "source", "size", "answer", "regime", "description")):
         table.add_column(col, no_wrap=i == 0, overflow="fold")

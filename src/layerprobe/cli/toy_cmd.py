@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,6 @@ import typer
 from rich.table import Table
 
 from layerprobe.cli.common import console
-from layerprobe.errors import UserError
 
 toy_app = typer.Typer(help="Train and evaluate the embedded toy reasoning model.", no_args_is_help=True)
 
@@ -43,26 +41,21 @@ def train_cmd(
     """Train (or resume) the toy at full depth from scratch with a depth-scaled initialisation, then a
     short second stage that adds always-caught wrong values (masked from the loss), so that "Wait"
     comes to follow the model's own errors."""
-    from layerprobe.toy.data import DataMix
-    from layerprobe.toy.train import Stage, TrainConfig, train
+    from layerprobe.jobs.toy import ToyTrainSettings, train_toy
 
-    if layers < 1 or steps < 1 or lr <= 0 or threads < 1 or correction_steps < 0 or correction_lr <= 0:
-        raise UserError("--layers, --steps and --threads must be >= 1, --correction-steps >= 0, learning rates > 0")
-    if precision not in ("fp32", "bf16"):
-        raise UserError(f"--precision {precision}: valid values are fp32, bf16")
-    stages = [Stage(layers=layers, steps=steps, lr=lr, warmup=min(200, steps // 10 + 1), curriculum_frac=1 / 3)]
-    if correction_steps:
-        stages.append(
-            Stage(
-                layers=layers,
-                steps=correction_steps,
-                lr=correction_lr,
-                warmup=min(50, correction_steps // 10 + 1),
-                mix=DataMix(masked_error=0.10),
-            )
-        )
-    cfg = TrainConfig(seed=seed, precision=precision, threads=threads, stages=stages, thinking=not no_thinking)
-    final = train(cfg, out, log=console().print)
+    settings = ToyTrainSettings(
+        out=out,
+        seed=seed,
+        layers=layers,
+        steps=steps,
+        lr=lr,
+        correction_steps=correction_steps,
+        correction_lr=correction_lr,
+        precision=precision,
+        threads=threads,
+        thinking=not no_thinking,
+    )
+    final = train_toy(settings, log=console().print)
     console().print(f"final checkpoint: {final}")
 
 
@@ -83,38 +76,24 @@ def eval_cmd(
     ] = "long",
 ) -> None:
     """Accuracy by task type and chain length, greedy and sampled (maj@n), and a Wait audit."""
-    from layerprobe.cli.common import check_output_file
-    from layerprobe.models.loading import load_model
-    from layerprobe.prune.surgery import drop_layers, parse_layer_list
-    from layerprobe.toy.evaluate import evaluate
+    from layerprobe.cli.common import progress_bars
+    from layerprobe.jobs.toy import ToyEvalSettings, evaluate_toy, toy_budget_curve, write_toy_eval_json
     from layerprobe.toy.tasks import TASK_TYPES
 
-    if n < 1 or samples < 0 or temperature <= 0:
-        raise UserError("--n must be >= 1, --samples >= 0 and --temperature > 0")
-    check_output_file(json_out, "--json")
-    if budget_task not in TASK_TYPES or budget_task == "facts":
-        if not (budget_task.startswith("k=") and budget_task[2:].isdigit() and 1 <= int(budget_task[2:]) <= 16):
-            raise UserError(f"--budget-task {budget_task}: valid values are short, mid, long, xlong or k=N (N = 1..16)")
-    budget_list = parse_layer_list(budgets, "--budgets", "integers", "0,20,40") if budgets else []
-    if any(b < 0 for b in budget_list):
-        raise UserError("--budgets must be >= 0")
-    dropped = parse_layer_list(drop) if drop else []
-    loaded = load_model(model, device="cpu", dtype="float32")
-    if dropped:
-        loaded = drop_layers(loaded, dropped)
-    from layerprobe.cli.common import progress_bars
-
+    settings = ToyEvalSettings(
+        model=model,
+        n=n,
+        samples=samples,
+        temperature=temperature,
+        seed=seed,
+        drop=drop,
+        json_out=json_out,
+        budgets=budgets,
+        budget_task=budget_task,
+    )
     with progress_bars() as progress:
-        res = evaluate(
-            loaded.model,
-            loaded.tokenizer,
-            list(TASK_TYPES),
-            n=n,
-            samples=samples,
-            temperature=temperature,
-            seed=seed,
-            progress=lambda done, total: progress("toy eval: traces", done, total),
-        )
+        ev = evaluate_toy(settings, progress=lambda done, total: progress("toy eval: traces", done, total))
+    res, dropped = ev.res, settings.dropped
     from layerprobe.data.labels import layers_words
 
     table = Table(title=f"toy eval: {model}" + (f" without {layers_words(dropped)}" if dropped else ""))
@@ -137,33 +116,12 @@ def eval_cmd(
     say.print("greedy by chain length: " + ", ".join(f"k={k}: {v:.2f}" for k, v in res.greedy_by_k.items()))
     if res.audit:
         say.print(_audit_table(res.audit))
-    curve = {}
-    if budget_list:
-        from layerprobe.toy.evaluate import budget_curve
-
-        curve = budget_curve(loaded.model, loaded.tokenizer, budget_task, budget_list, n=n, seed=seed)
+    curve = toy_budget_curve(settings, ev)
+    if curve:
         say.print(
             f"greedy accuracy vs thinking budget ({budget_task}): " + ", ".join(f"B={b}: {a:.2f}" for b, a in curve.items())
         )
-    if json_out:
-        json_out.write_text(
-            json.dumps(
-                {
-                    "schema_version": 1,
-                    "model": model,
-                    "drop": drop,
-                    "n": n,
-                    "samples": samples,
-                    "temperature": temperature,
-                    "seed": seed,
-                    **res.__dict__,
-                    "budget_task": budget_task,
-                    "budget_curve": curve,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+    write_toy_eval_json(settings, ev, curve)
 
 
 def _audit_table(audit: dict[str, float]) -> Table:

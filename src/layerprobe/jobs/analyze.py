@@ -101,7 +101,7 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
         drops = sweep_drops(s.sweep, base.n_layers_original, s.sweep_layers)
     for drop in drops:
         idx = validate_drop(drop, base)
-        pruned = drop_layers(base, idx)
+        pruned = drop_layers(base, idx, checked=True)
         variants.append(
             Variant(
                 VariantSpec(
@@ -123,9 +123,6 @@ def build_variants(base: Any, s: AnalyzeSettings, progress: ProgressFn | None = 
             calibration = resolve_calibration(base, file=s.calib, traces=s.calib_traces)
             if progress:
                 progress("calibration", 1, 1)
-    names = [v.spec.name for v in variants]
-    if len(set(names)) < len(names):
-        raise UserError("--drop: the same layers are given twice (" + ", ".join(n for n in names if names.count(n) > 1) + ")")
     traces_cal = None
     for m in s.methods:
         method = get_method(m)
@@ -470,7 +467,7 @@ class Analysis(Job):
     def _generate_variants(self, variants: list[Variant]) -> None:
         """Sequential traces of every variant first, then parallel ones (whose sample 0 may reuse a
         sequential trace, and, with greedy decoding, whose other samples are copies of sample 0)."""
-        from layerprobe.jobs.execute import Job, Recipe
+        from layerprobe.jobs.execute import Recipe, TraceWork
         from layerprobe.scaling.engine import build_prompt
 
         total = sum(self._cost(t) for t in self.plan)
@@ -505,7 +502,7 @@ class Analysis(Job):
                     tok = v.loaded.tokenizer
                     prompts = {p.id: build_prompt(tok, self.fmt, p.question) for p in self.problems}
                     recipe = Recipe(name, tuple(v.spec.dropped), v.spec.checkpoint)
-                    jobs.append(Job(recipe, tuple((t, prompts[t.problem_id]) for t in todo), self.s.wait, self.answer_max))
+                    jobs.append(TraceWork(recipe, tuple((t, prompts[t.problem_id]) for t in todo), self.s.wait, self.answer_max))
             if not jobs:
                 continue
 

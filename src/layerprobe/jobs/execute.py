@@ -35,7 +35,7 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class Job:
+class TraceWork:
     """Traces of one variant to generate: (planned trace, prompt) pairs and the request settings."""
 
     recipe: Recipe
@@ -45,7 +45,7 @@ class Job:
 
 
 def generate_traces(
-    loaded: Any, fmt: Any, sampling: Any, job: Job, batch_size: int, probes: dict[str, Any] | None, on_trace: OnTrace
+    loaded: Any, fmt: Any, sampling: Any, job: TraceWork, batch_size: int, probes: dict[str, Any] | None, on_trace: OnTrace
 ) -> int:
     """Generate a job's traces with `loaded` (probed when `probes` holds their options: lens,
     lens_every and mode — live: captured during generation; prefill: generated without hooks, then
@@ -107,16 +107,16 @@ class InProcess:
 
     def run(
         self,
-        jobs: Sequence[Job],
+        jobs: Sequence[TraceWork],
         fmt: Any,
         sampling: Any,
         batch_size: int,
         probes: dict[str, Any] | None,
-        on_trace: Callable[[Job, Any, Any, Any], None],
+        on_trace: Callable[[TraceWork, Any, Any, Any], None],
     ) -> int:
         for job in jobs:
 
-            def forward(t: Any, res: Any, tl: Any, job: Job = job) -> None:
+            def forward(t: Any, res: Any, tl: Any, job: TraceWork = job) -> None:
                 on_trace(job, t, res, tl)
 
             batch_size = generate_traces(self.models[job.recipe.name], fmt, sampling, job, batch_size, probes, forward)
@@ -165,9 +165,7 @@ def start_ray(workers: int, address: str | None) -> Any:
 
     if ray.is_initialized():
         return ray
-    if address not in (None, "auto", "local"):
-        check_ray_address(address)
-    try:
+    try:  # an --ray-address was probed by the settings (AnalyzeSettings.check), before minutes of loading
         if address is None:
             ray.init(
                 address="local",
@@ -232,12 +230,13 @@ class Worker:
             if recipe.checkpoint is not None:
                 self.variants[recipe] = load_model(recipe.checkpoint, device=self.device, dtype=self.dtype)
             else:
-                self.variants[recipe] = drop_layers(self.base, list(recipe.dropped)) if recipe.dropped else self.base
+                dropped = list(recipe.dropped)  # checked by the driver, which built the recipe from its variant
+                self.variants[recipe] = drop_layers(self.base, dropped, checked=True) if dropped else self.base
         return self.variants[recipe]
 
     def generate(
-        self, job: Job, fmt: Any, sampling: Any, batch_size: int, probes: dict[str, Any] | None
-    ) -> tuple[Job, list[tuple[Any, Any, Any]]]:
+        self, job: TraceWork, fmt: Any, sampling: Any, batch_size: int, probes: dict[str, Any] | None
+    ) -> tuple[TraceWork, list[tuple[Any, Any, Any]]]:
         if os.environ.get("LAYERPROBE_TEST_KILL_WORKER") == job.recipe.name:  # fault injection for the tests
             marker = os.environ.get("LAYERPROBE_TEST_KILL_MARKER", "")
             if marker and not os.path.exists(marker):
@@ -257,7 +256,7 @@ class Worker:
         return key, teacher_forced_many(self.base, [self._variant(r) for r in recipes], prompt_ids, tokens, key=str(key))
 
 
-def chunk_jobs(jobs: Sequence[Job], size: int) -> list[Job]:
+def chunk_work(jobs: Sequence[TraceWork], size: int) -> list[TraceWork]:
     """Split jobs into chunks of about `size` traces, never splitting one problem's traces (the
     budgets of a problem share their prefix only inside one generate call)."""
     out = []
@@ -268,11 +267,11 @@ def chunk_jobs(jobs: Sequence[Job], size: int) -> list[Job]:
         cur: list[tuple[Any, str]] = []
         for items in by_problem.values():
             if cur and len(cur) + len(items) > size:
-                out.append(Job(job.recipe, tuple(cur), job.wait, job.answer_max))
+                out.append(TraceWork(job.recipe, tuple(cur), job.wait, job.answer_max))
                 cur = []
             cur += items
         if cur:
-            out.append(Job(job.recipe, tuple(cur), job.wait, job.answer_max))
+            out.append(TraceWork(job.recipe, tuple(cur), job.wait, job.answer_max))
     return out
 
 
@@ -334,14 +333,14 @@ class RayPool:
 
     def run(
         self,
-        jobs: Sequence[Job],
+        jobs: Sequence[TraceWork],
         fmt: Any,
         sampling: Any,
         batch_size: int,
         probes: dict[str, Any] | None,
-        on_trace: Callable[[Job, Any, Any, Any], None],
+        on_trace: Callable[[TraceWork, Any, Any, Any], None],
     ) -> int:
-        chunks = chunk_jobs(jobs, max(1, batch_size))
+        chunks = chunk_work(jobs, max(1, batch_size))
         calls = [(lambda actor, *a: actor.generate.remote(*a), (c, fmt, sampling, batch_size, probes)) for c in chunks]
         for job, results in self._stream(calls):
             for t, res, tl in results:

@@ -9,29 +9,10 @@ from typing import Any
 
 from layerprobe.data.schema import Mode
 from layerprobe.errors import UserError
+from layerprobe.jobs.defaults import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS
 from layerprobe.models.aliases import is_embedded
 from layerprobe.rules import check_name, check_workers
 
-
-#: Defaults per kind of model: the toy must finish in about two minutes on a laptop CPU; real
-#: models follow the study (budgets 512 ... 8192, 16 samples); --quick is a first look.
-@dataclass(frozen=True)
-class Defaults:
-    """Settings a run gets when the command line leaves them unset."""
-
-    budgets: tuple[int, ...]
-    samples: int
-    limit: int | None
-    n_drop: int
-    methods: tuple[str, ...]
-    answer_max: int = 64
-    """Token cap of the answer after thinking."""
-
-
-TOY_DEFAULTS = Defaults(
-    budgets=(8, 16, 32, 64, 128), samples=8, limit=10, n_drop=2, methods=("shortgpt", "reverse"), answer_max=8
-)
-REAL_DEFAULTS = Defaults(budgets=(512, 1024, 2048, 4096, 8192), samples=16, limit=None, n_drop=2, methods=("shortgpt",))
 #: Upper bounds checked before anything is loaded (a typo like --samples 1000000000000 fails at once).
 PROBE_MODES = ("auto", "live", "prefill")
 
@@ -49,7 +30,6 @@ MAX_SAMPLES = 1024
 MAX_LIMIT = 1_000_000
 MAX_TOY_LIMIT = 200  # the toy has 200 facts; its chain groups are drawn from the same problem pool size
 MAX_BUDGET = 1_000_000
-QUICK_DEFAULTS = Defaults(budgets=(256, 1024), samples=4, limit=10, n_drop=2, methods=("shortgpt",))
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from layerprobe.models.hooks import eval_mode, input_hooks, layer_hooks
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.scores import _pad_id, _StopForward, iter_batches
+from layerprobe.prune.scores import StopForward, iter_batches, pad_token_id
 
 
 @dataclass
@@ -65,11 +65,13 @@ def input_statistics(
         s.n_tokens += int(real.shape[0])
 
     def stop(i: int, _x_in: torch.Tensor, _x_out: torch.Tensor) -> None:
-        raise _StopForward
+        raise StopForward
 
     n_batches = (len(ids) + batch_size - 1) // batch_size
     with eval_mode(loaded.model), torch.inference_mode(), input_hooks(dict(modules), on_input):
-        for b, (input_ids, mask, _lengths, _chunk) in enumerate(iter_batches(ids, batch_size, _pad_id(loaded), loaded.device)):
+        for b, (input_ids, mask, _lengths, _chunk) in enumerate(
+            iter_batches(ids, batch_size, pad_token_id(loaded), loaded.device)
+        ):
             mask_now[:] = [mask.bool()]
             try:
                 if stop_after is None:
@@ -77,7 +79,7 @@ def input_statistics(
                 else:
                     with layer_hooks(loaded, stop, positions=[stop_after]):
                         loaded.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
-            except _StopForward:
+            except StopForward:
                 pass
             if progress is not None:
                 progress(b + 1, n_batches)

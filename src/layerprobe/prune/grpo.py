@@ -113,7 +113,7 @@ def read_jsonl_prompts(path: str | Path) -> list[tuple[str, str, str]]:
 
 
 @dataclass(frozen=True)
-class Sampling:
+class PolicySampling:
     """How the policy samples its completions."""
 
     temperature: float
@@ -125,13 +125,13 @@ class Sampling:
         return dataclasses.asdict(self)
 
 
-def sampling_for(cfg: HealConfig, fmt: Any, is_toy: bool) -> Sampling:
+def sampling_for(cfg: HealConfig, fmt: Any, is_toy: bool) -> PolicySampling:
     """The sampling of a GRPO run: --temperature, else the reasoning format's (1.0 for a greedy format, which
     would give a group of identical completions), its top-p / top-k, and --max-completion."""
     s = fmt.sampling
     greedy = s.temperature <= 0
     temperature = cfg.temperature if cfg.temperature is not None else (1.0 if greedy else s.temperature)
-    return Sampling(
+    return PolicySampling(
         temperature=float(temperature),
         top_p=1.0 if greedy else float(s.top_p),
         top_k=0 if greedy else int(s.top_k),
@@ -401,7 +401,7 @@ def grpo(
     return HealResult(healed, record, resumed_from, rewards_per_step)
 
 
-def _config(GRPOConfig: Any, work: Path, cfg: HealConfig, samp: Sampling, weights: list[float], device: Any) -> Any:
+def _config(GRPOConfig: Any, work: Path, cfg: HealConfig, samp: PolicySampling, weights: list[float], device: Any) -> Any:
     """TRL's GRPOConfig of a healing run: one generation per optimizer step (batch_size x grad_accum
     completions), no dropout, no gradient checkpointing, a log entry per step, nothing reported anywhere."""
     return GRPOConfig(

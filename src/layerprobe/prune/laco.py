@@ -37,11 +37,10 @@ from layerprobe.errors import UserError
 from layerprobe.models.hooks import eval_mode
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.prune.scores import (
-    _documents,
-    _pad_id,
     encode_documents,
     final_hidden_states,
     iter_batches,
+    pad_token_id,
 )
 from layerprobe.prune.surgery import drop_layers, set_layer_idx
 
@@ -159,7 +158,7 @@ class _Similarity:
     def __init__(self, original: LoadedModel, ids: list[list[int]], batch_size: int):
         self.ids = ids
         self.batch_size = batch_size
-        self.pad = _pad_id(original)
+        self.pad = pad_token_id(original)
         self.reference: dict[int, torch.Tensor] = {}
         for doc, h in self._states(original):
             self.reference[doc] = h
@@ -200,8 +199,7 @@ def laco(
     The number of removed layers follows from `threshold`; it may be zero.
     """
     lo, hi = check_laco_params(loaded.n_layers, c, interval, low, high, threshold, mode)
-    docs, add_special = _documents(calibration)
-    ids = encode_documents(loaded.tokenizer, docs, seq_len, add_special)
+    ids = encode_documents(loaded.tokenizer, calibration, seq_len)
     similarity = _Similarity(loaded, ids, batch_size)
     label = f"laco-{mode}"
     current = loaded

@@ -14,14 +14,14 @@ import torch
 import torch.nn as nn
 
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.surgery import _shallow_clone
+from layerprobe.prune.surgery import shallow_clone
 
 
 def linear_with_weight(linear: nn.Linear, weight: torch.Tensor) -> nn.Linear:
     """A shallow clone of `linear` whose weight is `weight` (a new parameter); its bias stays shared."""
     if tuple(weight.shape) != tuple(linear.weight.shape):
         raise ValueError(f"new weight {tuple(weight.shape)} does not match {tuple(linear.weight.shape)}")
-    new = _shallow_clone(linear)
+    new = shallow_clone(linear)
     new._parameters["weight"] = nn.Parameter(weight.to(linear.weight.dtype), requires_grad=linear.weight.requires_grad)
     return new  # type: ignore[return-value]
 
@@ -59,7 +59,7 @@ def replace_modules(
     new_config = copy.deepcopy(old_config)
     for key, value in (config_updates or {}).items():
         setattr(new_config, key, value)
-    root = _shallow_clone(loaded.model)
+    root = shallow_clone(loaded.model)
     cloned: dict[str, nn.Module] = {"": root}
     for path, module in replacements.items():
         parts = path.split(".")
@@ -71,7 +71,7 @@ def replace_modules(
                 child = parent._modules.get(part)
                 if child is None:
                     raise ValueError(f"no module '{prefix}' in {type(loaded.model).__name__}")
-                cloned[prefix] = _shallow_clone(child)
+                cloned[prefix] = shallow_clone(child)
                 parent._modules[part] = cloned[prefix]
             parent = cloned[prefix]
         if parts[-1] not in parent._modules:

@@ -70,7 +70,7 @@ class LayerScores:
         return [self.layer_map[i] for i in order]
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by a hook once everything needed has been captured; ends the forward pass early."""
 
 
@@ -114,7 +114,7 @@ def encode_documents(tokenizer: Any, texts: Any, seq_len: int, add_special_token
     return out
 
 
-def _pad_id(loaded: LoadedModel) -> int:
+def pad_token_id(loaded: LoadedModel) -> int:
     tok = loaded.tokenizer
     for cand in (
         getattr(tok, "pad_token_id", None),
@@ -165,12 +165,12 @@ def run_with_layer_hooks(
     def out_hook(i: int, _x_in: torch.Tensor, x_out: torch.Tensor) -> None:
         on_output(i, x_out)
         if i == n - 1:
-            raise _StopForward
+            raise StopForward
 
     with layer_hooks(loaded, out_hook, on_input=on_input):
         try:
             loaded.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        except _StopForward:
+        except StopForward:
             pass
         else:  # pragma: no cover - the last layer always runs
             raise RuntimeError("the forward pass did not reach the last decoder layer")
@@ -200,7 +200,7 @@ def layer_scores(
     ang_sum = {n: torch.zeros(n_layers + 1 - n, dtype=torch.float64) for n in range(1, n_max + 1)}
     n_tokens = 0
     n_docs = 0
-    pad = _pad_id(loaded)
+    pad = pad_token_id(loaded)
 
     with eval_mode(loaded.model), torch.inference_mode():
         for input_ids, mask, lengths, _chunk in iter_batches(ids, batch_size, pad, device):
@@ -296,13 +296,13 @@ def final_hidden_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_
 
     def hook(_module, _args, output):
         captured.append(first_tensor(output))
-        raise _StopForward
+        raise StopForward
 
     handle = loaded.final_norm.register_forward_hook(hook)
     try:
         try:
             loaded.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        except _StopForward:
+        except StopForward:
             pass
     finally:
         handle.remove()
@@ -328,7 +328,7 @@ def perplexity(
     total = 0.0
     count = 0
     with eval_mode(loaded.model), torch.inference_mode():
-        for input_ids, mask, lengths, _chunk in iter_batches(ids, batch_size, _pad_id(loaded), loaded.device):
+        for input_ids, mask, lengths, _chunk in iter_batches(ids, batch_size, pad_token_id(loaded), loaded.device):
             logits = loaded.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
             for row in range(input_ids.shape[0]):
                 n = int(lengths[row])

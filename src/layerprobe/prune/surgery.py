@@ -64,7 +64,7 @@ def validate_drop(indices: Sequence[int], loaded: LoadedModel, flag: str = "--dr
     return sorted(seen)
 
 
-def _shallow_clone(module: nn.Module) -> nn.Module:
+def shallow_clone(module: nn.Module) -> nn.Module:
     """A new module object sharing parameters, buffers and children, with its own containers and hooks."""
     new = copy.copy(module)
     for key, value in module.__dict__.items():
@@ -80,7 +80,7 @@ def set_layer_idx(module: nn.Module, idx: int) -> None:
 
 def _clone_with_layer_idx(module: nn.Module, new_idx: int) -> nn.Module:
     """Shallow-clone `module` and every descendant that carries `layer_idx`, setting it to `new_idx`."""
-    new = _shallow_clone(module)
+    new = shallow_clone(module)
     if isinstance(getattr(module, "layer_idx", None), int):
         set_layer_idx(new, new_idx)
     for name, child in module._modules.items():
@@ -106,14 +106,15 @@ def pruned_config(config: Any, keep: Sequence[int], per_layer_keys: Iterable[str
     return new
 
 
-def drop_layers(loaded: LoadedModel, indices: Sequence[int], method: str | None = None) -> LoadedModel:
+def drop_layers(loaded: LoadedModel, indices: Sequence[int], method: str | None = None, *, checked: bool = False) -> LoadedModel:
     """A new LoadedModel without the given original decoder layers; `loaded` is left unchanged.
 
     Kept layers share weights with `loaded` (no copy). Their attention `layer_idx` is renumbered so the
     KV cache stays consistent, `num_hidden_layers` and per-layer config lists are updated, and the new
-    model's `layer_map` records each remaining layer's original index.
+    model's `layer_map` records each remaining layer's original index. The indices are checked with
+    `validate_drop` unless `checked` says the caller did that already (a job that checked its flags).
     """
-    drop = validate_drop(list(indices), loaded)
+    drop = sorted(indices) if checked else validate_drop(list(indices), loaded)
     drop_set = set(drop)
     keep_pos = [pos for pos, orig in enumerate(loaded.layer_map) if orig not in drop_set]
     new_map = [loaded.layer_map[pos] for pos in keep_pos]
@@ -124,10 +125,10 @@ def drop_layers(loaded: LoadedModel, indices: Sequence[int], method: str | None 
 
     # Clone the chain of modules from the root down to the layer stack's parent.
     parts = loaded.arch.layers.split(".")
-    root = _shallow_clone(loaded.model)
+    root = shallow_clone(loaded.model)
     parent = root
     for part in parts[:-1]:
-        child = _shallow_clone(getattr(parent, part))
+        child = shallow_clone(getattr(parent, part))
         parent._modules[part] = child
         parent = child
     parent._modules[parts[-1]] = new_layers

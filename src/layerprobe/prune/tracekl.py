@@ -24,7 +24,7 @@ import torch
 from layerprobe.errors import UserError
 from layerprobe.models.hooks import eval_mode
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.scores import _pad_id, iter_batches
+from layerprobe.prune.scores import iter_batches, pad_token_id
 from layerprobe.prune.surgery import drop_layers
 
 
@@ -52,7 +52,7 @@ def mean_trace_kl(
 ) -> list[float]:
     """D(C) for every candidate (module docstring): mean over traces of the mean KL over generated positions."""
     sums = torch.zeros(len(candidates), dtype=torch.float64)
-    pad = _pad_id(base)
+    pad = pad_token_id(base)
     models = [base.model, *(c.model for c in candidates)]
     with torch.inference_mode():
         for m in models:

@@ -61,7 +61,7 @@ def cross_sentences(cmp: CompareFile) -> list[str]:
 def render_compare(out_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Render compare.json of `out_dir` to `out` (default out_dir/report.html); returns the path."""
     from layerprobe._io import write_atomic
-    from layerprobe.report.render import _CONTROL, TEMPLATES, _environment, writing_into
+    from layerprobe.report.render import CONTROL, TEMPLATES, environment, writing_into
 
     path = Path(out) if out is not None else Path(out_dir) / "report.html"
     if path.is_dir():
@@ -70,7 +70,7 @@ def render_compare(out_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
         cmp = read_compare(out_dir)
         groups = list(dict.fromkeys(g for r in cmp.runs for g in r.regimes))
         html = (
-            _environment()
+            environment()
             .get_template("compare.html.jinja")
             .render(
                 cmp=cmp,
@@ -83,7 +83,7 @@ def render_compare(out_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
                 figs={"sensitivity": figures.compare_sensitivity(cmp), "bi": figures.compare_block_influence(cmp)},
             )
         )
-        html = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", html)  # names from files: no raw control characters
+        html = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", html)  # names from files: no raw control characters
         data = html.encode("utf-8", "replace")
         try:
             write_atomic(path, lambda fh: fh.write(data))

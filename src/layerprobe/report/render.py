@@ -33,7 +33,7 @@ from layerprobe.report.narrative import (
 from layerprobe.report.numbers import Num, fmt, is_num
 
 TEMPLATES = Path(__file__).parent / "templates"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 GREYS = ["#3b3b3b", "#7a7a7a", "#a6a6a6", "#5c5c5c"]
 
 
@@ -441,7 +441,7 @@ def _healed_label(spec: Any) -> str:
     return f"{h.get('how', '?')}, {h.get('steps', '?')} steps on {on}"
 
 
-def _environment():
+def environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(
@@ -544,7 +544,7 @@ def _render(run_dirs: Sequence[str | os.PathLike[str] | Run], out_path: Path, li
         for i, r in enumerate(runs)
     ]
     comparison = _comparison(runs, colors) if len(runs) > 1 else None
-    env = _environment()
+    env = environment()
     css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
     html = env.get_template("report.html.jinja").render(
         views=views,
@@ -561,7 +561,7 @@ def _render(run_dirs: Sequence[str | os.PathLike[str] | Run], out_path: Path, li
     )
     html = html.replace("@@RENDER_SECONDS@@", f"{time.perf_counter() - t0:.1f}")
     # control characters a model wrote (NUL, ESC, ...) are shown as \xNN, never written raw into HTML
-    html = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", html)
+    html = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", html)
     from layerprobe._io import write_atomic
 
     data = html.encode("utf-8", "replace")  # lone surrogates from a hostile file cannot be UTF-8

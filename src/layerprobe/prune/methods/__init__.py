@@ -7,16 +7,18 @@
 
 `prune_model` does both, defaults the calibration to the embedded text (the model's own traces for a
 method that reads traces) and records on the result what was removed and how much (`extra["compression"]`).
-A new method is a module defining a PruneMethod subclass instance, added with `register`.
+A new method is a module defining a PruneMethod subclass instance and its row in method_table.py
+(`register` adds one at run time).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from layerprobe.errors import UserError
+from layerprobe.method_table import METHOD_TABLE
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.methods import angular, laco, magnitude, nm, ppl, reverse, shortgpt, tracekl, wanda, width
 from layerprobe.prune.methods.base import PruneMethod, Selection, check_n_drop
 from layerprobe.prune.size import SizeRequest, count_size, size_record
 
@@ -31,20 +33,16 @@ def register(method: PruneMethod) -> PruneMethod:
     return method
 
 
-for _m in (
-    shortgpt.METHOD,
-    reverse.METHOD,
-    reverse.METHOD_KEEP_FINAL,
-    angular.METHOD,
-    laco.METHOD,
-    ppl.METHOD,
-    tracekl.METHOD,
-    width.METHOD,
-    wanda.METHOD,
-    magnitude.METHOD,
-    nm.METHOD,
-):
-    register(_m)
+def _load_table() -> None:
+    """Register every method of the table (method_table.py), checking that each is what its row says."""
+    for name, (kind, module, attr) in METHOD_TABLE.items():
+        method = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        if method.name != name or method.kind != kind:
+            raise ValueError(f"method_table.py: {name} ({kind}) is {method.name} ({method.kind}) in {module}.{attr}")
+        register(method)
+
+
+_load_table()
 
 
 def method_names() -> list[str]:

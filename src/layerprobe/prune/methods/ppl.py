@@ -12,7 +12,7 @@ from typing import Any
 
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.prune.methods.base import PruneMethod, Scoring, Selection
-from layerprobe.prune.scores import _documents, encode_documents, perplexity
+from layerprobe.prune.scores import encode_documents, perplexity
 from layerprobe.prune.surgery import drop_layers
 
 
@@ -20,8 +20,7 @@ def drop_one_perplexities(
     loaded: LoadedModel, calibration: Any, seq_len: int = 256, batch_size: int = 8, progress=None
 ) -> tuple[float, dict[int, float]]:
     """(base perplexity, {original layer: perplexity of the model without that layer})."""
-    docs, add_special = _documents(calibration)
-    ids = encode_documents(loaded.tokenizer, docs, seq_len, add_special)
+    ids = encode_documents(loaded.tokenizer, calibration, seq_len)
     base, _, _ = perplexity(loaded, None, seq_len, batch_size, ids=ids)
     out: dict[int, float] = {}
     for k, orig in enumerate(loaded.layer_map):
