@@ -95,7 +95,7 @@ def model_side(
     set_threads_for(base)
     loaded = base
     if drop:
-        loaded = drop_layers(base, validate_drop(list(drop), base))
+        loaded = drop_layers(base, validate_drop(list(drop), base), checked=True)
     elif method:
         from layerprobe.prune.calibration import resolve_calibration
         from layerprobe.prune.methods import default_traces, get_method, prune_model
