@@ -132,7 +132,7 @@ def test_max_batch_by_hand() -> None:
 
 
 def test_auto_batch_size_on_a_gpu_follows_the_memory(monkeypatch) -> None:
-    from layerprobe.jobs.analyze import auto_batch_size
+    from layerprobe.jobs.variants import auto_batch_size
 
     config = _configs()["qwen3-8b"]
     loaded = SimpleNamespace(source_kind="hub", model=SimpleNamespace(config=config), dtype=torch.bfloat16)
