@@ -98,9 +98,9 @@ def prompt_ids(loaded: Any) -> list[int]:
 
 def measure_prefill(loaded: Any, lengths: list[int], repeats: int) -> list[dict[str, Any]]:
     """(i) for each trace length."""
+    from layerprobe.probe.layer_files import save_trace_layers
     from layerprobe.probe.lens import final_logits
     from layerprobe.probe.prefill import prefill_trace_layers
-    from layerprobe.probe.store import save_trace_layers
 
     device = loaded.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

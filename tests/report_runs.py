@@ -1,7 +1,7 @@
 """Builds run directories for the report tests through the real writers of `layerprobe analyze`.
 
 The traces and per-layer arrays are generated (not produced by a model), but every file goes through
-the writer `analyze` uses: RunStore for run.json and samples.jsonl, probe.store / probe.teacher for
+the writer `analyze` uses: RunStore for run.json and samples.jsonl, probe.layer_files / probe.teacher for
 the arrays, runs.probing for layers/<variant>.json and runs.summarize for metrics.json. Use
 `make_run` for cases a real run cannot produce on demand: an interrupted run, a run without probes,
 a trace with markup.
@@ -29,7 +29,7 @@ from layerprobe.data.store import now
 from layerprobe.data.summarize import write_metrics
 from layerprobe.jobs.probing import write_layer_aggregates
 from layerprobe.jobs.records import trace_fields
-from layerprobe.probe.store import TraceLayers, save_trace_layers
+from layerprobe.probe.layer_files import TraceLayers, save_trace_layers
 from layerprobe.probe.teacher import TeacherForced, kl_onset, save_teacher_forced
 
 N_LAYERS = 6

@@ -87,7 +87,7 @@ def test_kv_cache_formula_matches_a_forward_pass() -> None:
 
 
 def test_stored_bytes_bound_a_real_probe_file(tmp_path) -> None:
-    from layerprobe.probe.store import TraceLayers, save_trace_layers
+    from layerprobe.probe.layer_files import TraceLayers, save_trace_layers
 
     T, L = 500, 7
     rng = np.random.default_rng(0)

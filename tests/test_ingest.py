@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from layerprobe.data.reader import load_run
-from layerprobe.probe.store import load_trace_layers
+from layerprobe.probe.layer_files import load_trace_layers
 from layerprobe.probe.teacher import load_teacher_forced
 from tests.cli_utils import assert_one_line_error, run_cli
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from layerprobe.data.reader import load_run
-from layerprobe.probe.store import load_trace_layers
+from layerprobe.probe.layer_files import load_trace_layers
 from tests.cli_utils import run_cli
 
 TASKS = Path(__file__).parent / "data" / "lmeval"

@@ -158,7 +158,7 @@ def test_analyze_probe_modes_agree(tmp_path, capsys):
     """`analyze --probe-mode prefill` writes the same traces and (to float16 rounding) the same probe
     arrays as live capture; a run may resume in the other mode."""
     from layerprobe.data.reader import load_run
-    from layerprobe.probe.store import load_trace_layers
+    from layerprobe.probe.layer_files import load_trace_layers
     from tests.cli_utils import run_cli
 
     runs = {}

@@ -24,7 +24,7 @@ from layerprobe.data.probes import Column, Probe, builtin_columns, columns, regi
 from layerprobe.data.schema import LayerAggregates, PerLayer
 from layerprobe.errors import UserError
 from layerprobe.probe.columns import StepInputs
-from layerprobe.probe.store import TraceLayers, load_trace_layers, save_trace_layers
+from layerprobe.probe.layer_files import TraceLayers, load_trace_layers, save_trace_layers
 from tests.probe_ref import lively_loaded
 
 LABEL = "layer update ‖Δ‖"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from layerprobe.probe.aggregate import layer_summary, position_bins, position_heatmap
+from layerprobe.probe.layer_files import TraceLayers
 from layerprobe.probe.settle import deep_thinking, deep_threshold, never_settled, settle_summary, settling_depth
-from layerprobe.probe.store import TraceLayers
 
 NAN = np.nan
 

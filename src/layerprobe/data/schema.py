@@ -2,7 +2,7 @@
 
     RUN/run.json                              RunInfo: what was asked, what produced it, status
     RUN/samples.jsonl                         one SampleRecord per trace, appended as each finishes
-    RUN/layers/<variant>/<trace>.npz          per-token per-layer probe arrays (probe.store)
+    RUN/layers/<variant>/<trace>.npz          per-token per-layer probe arrays (probe.layer_files)
     RUN/layers/<variant>/tf/<trace>.npz       teacher-forced comparison against the base trace
     RUN/layers/<variant>.json                 LayerAggregates of the variant
     RUN/metrics.json                          MetricsFile: every summary and paired test, from the samples

@@ -28,7 +28,7 @@ from layerprobe.jobs.plan import (
 )
 from layerprobe.jobs.variants import Variant, auto_batch_size, build_variants, record_sizes
 from layerprobe.models.aliases import is_embedded
-from layerprobe.probe.store import DamagedFile, load_trace_tokens
+from layerprobe.probe.layer_files import DamagedFile, load_trace_tokens
 from layerprobe.rules import inside
 
 #: Settings that do not change what a run computes, left out of the default run directory's name.

@@ -59,7 +59,7 @@ def after_ingest(out: Path, base: Any, probes: bool, map_fn: Any, info: RunInfo,
     base_spec = run.variants[0]
     if not base.dropped and not base_spec.dropped:
         from layerprobe.data.schema import teacher_forced_file
-        from layerprobe.probe.store import DamagedFile, load_trace_tokens
+        from layerprobe.probe.layer_files import DamagedFile, load_trace_tokens
         from layerprobe.probe.teacher import save_teacher_forced, teacher_forced_many
 
         tok = base.tokenizer

@@ -12,7 +12,7 @@ import numpy as np
 from layerprobe.data.reader import Run
 from layerprobe.data.schema import PredictorFeature, Predictors, SampleRecord, teacher_forced_file
 from layerprobe.metrics.paired import N_BOOT, bootstrap
-from layerprobe.probe.store import DamagedFile, load_trace_layers
+from layerprobe.probe.layer_files import DamagedFile, load_trace_layers
 from layerprobe.rules import inside
 
 FEATURES = (

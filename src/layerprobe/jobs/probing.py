@@ -24,7 +24,7 @@ from layerprobe.data.schema import (
 )
 from layerprobe.data.store import LAYERS_DIR, write_model
 from layerprobe.probe.aggregate import layer_summary, position_bins, position_heatmap
-from layerprobe.probe.store import DamagedFile, load_trace_layers
+from layerprobe.probe.layer_files import DamagedFile, load_trace_layers
 from layerprobe.probe.teacher import (
     WINDOW_DEFAULT,
     load_teacher_forced,

@@ -37,7 +37,7 @@ def trace_fields(
 def save_layers(out: Path, variant: str, problem_id: str, mode: str, budget: int, sample: int, layers: Any) -> str:
     """Write the probe arrays `layers` (probe.TraceLayers, keyed by its file's stem) of the trace of
     `variant` with this key into the run at `out`, durably; returns the path as the record stores it."""
-    from layerprobe.probe.store import save_trace_layers
+    from layerprobe.probe.layer_files import save_trace_layers
 
     rel = trace_layers_file(variant, problem_id, mode, budget, sample)
     layers.key = Path(rel).stem

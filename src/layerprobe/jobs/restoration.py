@@ -24,7 +24,7 @@ from layerprobe.metrics.token_classes import (
     token_classes,
     vocab_classes,
 )
-from layerprobe.probe.store import DamagedFile, load_trace_tokens
+from layerprobe.probe.layer_files import DamagedFile, load_trace_tokens
 from layerprobe.rules import inside
 
 

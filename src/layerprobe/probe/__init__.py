@@ -2,7 +2,7 @@
 
 - hooks: `LayerProbe` (a scaling-engine observer with forward hooks) and `capture()`;
 - lens: logit-lens statistics of all layers of a step in one stacked matmul;
-- store: `TraceLayers` and its .npz files;
+- layer_files: `TraceLayers` and its .npz files;
 - settle: settling depth and deep-thinking tokens from stored JSD;
 - teacher: teacher-forced KL and lens drift of a pruned model along a base trace;
 - aggregate: per-layer summaries over traces and relative-position bins;
@@ -16,9 +16,9 @@ from layerprobe._lazy import lazy_getattr
 _LAZY = {
     "LayerProbe": "layerprobe.probe.hooks",
     "capture": "layerprobe.probe.hooks",
-    "TraceLayers": "layerprobe.probe.store",
-    "save_trace_layers": "layerprobe.probe.store",
-    "load_trace_layers": "layerprobe.probe.store",
+    "TraceLayers": "layerprobe.probe.layer_files",
+    "save_trace_layers": "layerprobe.probe.layer_files",
+    "load_trace_layers": "layerprobe.probe.layer_files",
     "settling_depth": "layerprobe.probe.settle",
     "deep_thinking": "layerprobe.probe.settle",
     "settle_summary": "layerprobe.probe.settle",

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from layerprobe.data.probes import column, columns
+from layerprobe.probe.layer_files import TraceLayers
 from layerprobe.probe.settle import (
     G_DEFAULT,
     RHO_DEFAULT,
     deep_thinking,
     settling_depth,
 )
-from layerprobe.probe.store import TraceLayers
 
 
 def _clean(x: float) -> float | None:

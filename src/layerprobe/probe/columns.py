@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layerprobe.data.probes import Column, Probe, probes
+from layerprobe.probe.layer_files import TraceLayers
 from layerprobe.probe.lens import lens_stats
-from layerprobe.probe.store import TraceLayers
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from layerprobe.errors import UserError
 from layerprobe.models.hooks import layer_hooks
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.probe.columns import StepInputs, n_columns, probe_rows, trace_layers
+from layerprobe.probe.layer_files import TraceLayers
 from layerprobe.probe.lens import model_softcap
-from layerprobe.probe.store import TraceLayers
 
 # (row, step) slots per storage slab. Per-step results are copied into a few large slabs instead of
 # one small array per step: hundreds of small long-lived arrays interleaved with the KV cache's

@@ -27,8 +27,8 @@ from layerprobe.models.hooks import cache_kwarg, eval_mode, last_logits_kwarg, l
 from layerprobe.models.loaded import LoadedModel
 from layerprobe.models.memory import free_memory, is_oom
 from layerprobe.probe.columns import StepInputs, n_columns, probe_rows, trace_layers
+from layerprobe.probe.layer_files import TraceLayers
 from layerprobe.probe.lens import model_softcap
-from layerprobe.probe.store import TraceLayers
 
 MIN_CHUNK = 64
 

@@ -32,8 +32,8 @@ import torch
 from layerprobe.errors import UserError
 from layerprobe.models.hooks import cache_kwarg, eval_mode, layer_hooks
 from layerprobe.models.loaded import LoadedModel
+from layerprobe.probe.layer_files import SCHEMA_VERSION, opened_npz
 from layerprobe.probe.lens import jsd_logprobs, kl_logprobs, log_probs, model_softcap
-from layerprobe.probe.store import SCHEMA_VERSION, opened_npz
 
 THRESHOLD_DEFAULT = 0.1  # nats
 WINDOW_DEFAULT = 16  # positions

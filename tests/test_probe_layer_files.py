@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerprobe.probe.store import SCHEMA_VERSION, TraceLayers, load_trace_layers, save_trace_layers
+from layerprobe.probe.layer_files import SCHEMA_VERSION, TraceLayers, load_trace_layers, save_trace_layers
 
 
 def _trace(T=300, L=7, seed=0, norm_scale=50.0) -> TraceLayers:
