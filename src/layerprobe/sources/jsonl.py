@@ -125,7 +125,7 @@ def read_jsonl(path: Path) -> Read:
     """One object per line (docs/ingest.md#--from-jsonl): id, prompt (or chat messages; a line without
     one is read, marked `no_prompt`), the completion in one of its shapes (`completion`; `content` beside
     `reasoning_content` / `reasoning`; `choices`), and optionally the gold answer (under a name of
-    ingest_fields.GOLD_FIELDS), group, budget, sample, model, finish_reason / truncated, prompt_ids and
+    sources.gold.GOLD_FIELDS), group, budget, sample, model, finish_reason / truncated, prompt_ids and
     completion_ids (the token ids as generated). A line holding an error instead of a trace is skipped
     and counted; a file whose gold answer is under another name that looks like one is refused."""
     read = Read(path=path, items=[], skipped=Counter())
