@@ -183,6 +183,10 @@ def _cli_env() -> dict[str, str]:
         (["--wait", "-1"], ["--wait"]),
         (["--temperature", "-0.5"], ["--temperature"]),
         (["--lens-every", "0"], ["--lens-every"]),
+        (["--explain", "--no-probes"], ["--explain", "--no-probes"]),
+        (["--explain", "--sweep", "single"], ["--explain", "sweep"]),
+        (["--calib", "/no/such/calib.txt", "--method", "shortgpt", "--n-drop", "1"], ["--calib", "no such file"]),
+        (["--task-file", "/no/such/tasks.jsonl"], ["--task-file", "no such file"]),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(
@@ -190,6 +194,22 @@ def test_bad_inputs_exit_2_with_one_line(
 ) -> None:
     res = run_cli(capsys, "analyze", "--out", str(tmp_path / "r"), "--no-report", "--limit", "1", *args)
     assert_one_line_error(res, *fragments)
+
+
+def test_analyze_flags_are_checked_by_the_settings() -> None:
+    """The checks live in AnalyzeSettings.check, so a library caller gets them too, before any work."""
+    from layerprobe.errors import UserError
+    from layerprobe.jobs.plan import AnalyzeSettings
+
+    for bad, words in [
+        (AnalyzeSettings(explain=True, probes=False), "--no-probes"),
+        (AnalyzeSettings(explain=True, sweep="single"), "sweep"),
+        (AnalyzeSettings(calib="/no/such/calib.txt"), "no such file"),
+        (AnalyzeSettings(task_file="/no/such/tasks.jsonl"), "no such file"),
+    ]:
+        with pytest.raises(UserError, match=words):
+            bad.check()
+    AnalyzeSettings(explain=True).check()  # the default run with --explain is fine
 
 
 def test_task_file_with_a_toy_task_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

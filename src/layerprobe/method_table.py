@@ -26,6 +26,11 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
 KIND_WORDS = {"depth": "layers", "width": "width", "unstructured": "weights", "semi-structured": "weights"}
 
 
+def depth_methods() -> list[str]:
+    """The methods that remove whole decoder layers."""
+    return [name for name, (kind, _module, _attr) in METHOD_TABLE.items() if kind == "depth"]
+
+
 def methods_help() -> str:
     """The methods grouped by what they remove: "layers: shortgpt | reverse | ...; width: width; weights: wanda | ..."."""
     groups: dict[str, list[str]] = {}

@@ -12,6 +12,7 @@ from layerprobe.cli.judge_cmd import JudgeAfterModelOpt, JudgeEndpointOpt, Judge
 from layerprobe.errors import UserError
 from layerprobe.jobs.defaults import QUICK_DEFAULTS, REAL_DEFAULTS, TOY_DEFAULTS, Defaults
 from layerprobe.method_table import methods_help
+from layerprobe.scaling.formats import FORMATS
 
 
 def _defaults(what: str) -> str:
@@ -101,7 +102,9 @@ def analyze(
         typer.Option("--answer-max", help=f"token cap of the answer after thinking {_defaults('answer_max')}"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="run seed; every sample's seed derives from it")] = 0,
-    fmt: Annotated[str | None, typer.Option("--format", help="reasoning format: think-tags | s1 (default: detected)")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help=f"reasoning format: {' | '.join(FORMATS)} (default: detected)")
+    ] = None,
     no_probes: Annotated[
         bool, typer.Option("--no-probes", help="skip per-layer probes and the teacher-forced comparison")
     ] = False,
@@ -229,15 +232,8 @@ def analyze(
         force=force,
         report=not no_report,
         quick=quick,
+        explain=explain,
     )
-    if explain and no_probes:
-        raise UserError("--explain needs the probes (the base traces' token ids): drop --no-probes")
-    if explain and sweep is not None:
-        raise UserError("--explain explains pruned variants one by one; after a sweep, run analyze on the layers it singles out")
-    if calib is not None and not calib.is_file():
-        raise UserError(f"--calib {calib}: no such file")
-    if task_file is not None and not task_file.is_file():
-        raise UserError(f"--task-file {task_file}: no such file")
 
     from layerprobe.cli.judge_cmd import judge_settings, print_judge_summary, run_judge
 

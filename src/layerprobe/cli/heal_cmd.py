@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from layerprobe.cli.common import DeviceOpt, DtypeOpt, console, current_argv, progress_bars
+from layerprobe.method_table import depth_methods
+from layerprobe.scaling.formats import FORMATS
 
 
 def heal(
@@ -21,7 +23,7 @@ def heal(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="directory of the healed checkpoint (re-run to resume)")] = None,
     drop: Annotated[str | None, typer.Option("--drop", help="original layers to remove first, e.g. 10,11")] = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="choose the layers to remove: shortgpt | reverse | angular | ...")
+        str | None, typer.Option("--method", help=f"choose the layers to remove: {' | '.join(depth_methods())}")
     ] = None,
     n_drop: Annotated[int | None, typer.Option("--n-drop", help="layers --method removes")] = None,
     how: Annotated[
@@ -96,7 +98,9 @@ def heal(
     budget: Annotated[
         int | None, typer.Option("--budget", help="--data traces: thinking budget (default 128 for the toy, 4096 otherwise)")
     ] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="reasoning format: think-tags | s1 (default: detected)")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help=f"reasoning format: {' | '.join(FORMATS)} (default: detected)")
+    ] = None,
     from_run: Annotated[
         Path | None, typer.Option("--from-run", help="--data traces: take the base variant's traces from an analyze run")
     ] = None,

@@ -77,6 +77,7 @@ class AnalyzeSettings:
     force: bool = False
     report: bool = True
     quick: bool = False
+    explain: bool | None = None  # run explain at the end (None: the default for the model, decided once the run is read)
 
     def check(self) -> None:
         """Reject settings that cannot be right, before anything is loaded (UserError, exit 2)."""
@@ -120,6 +121,14 @@ class AnalyzeSettings:
             raise UserError(f"--n-drop {self.n_drop}: must be at least 1")
         if self.calib is not None and self.calib_traces is not None:
             raise UserError("--calib and --calib-traces are exclusive: give one calibration source")
+        if self.calib is not None and not Path(self.calib).is_file():
+            raise UserError(f"--calib {self.calib}: no such file")
+        if self.task_file is not None and not Path(self.task_file).is_file():
+            raise UserError(f"--task-file {self.task_file}: no such file")
+        if self.explain and not self.probes:
+            raise UserError("--explain needs the probes (the base traces' token ids): drop --no-probes")
+        if self.explain and self.sweep is not None:
+            raise UserError("--explain explains pruned variants one by one; after a sweep, run analyze on the layers it singles out")
         if len({tuple(sorted(set(d))) for d in self.drops}) < len(self.drops):
             raise UserError("--drop: the same layer list is given twice")
         if len(set(self.methods)) < len(self.methods):
