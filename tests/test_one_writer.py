@@ -50,9 +50,14 @@ def _copy(run: Path, to: Path) -> Path:
     return to
 
 
-def test_a_second_writer_is_refused_naming_the_first(runs, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_second_writer_is_refused_naming_the_first(
+    runs, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """analyze --force (start afresh) while explain works on the run was accepted, and explain then wrote
     an explanation of variants the run no longer held; every writer of a run now holds the same lock."""
+    import layerprobe.data.lock
+
+    monkeypatch.setattr(layerprobe.data.lock, "PATIENCE_S", 2.0)  # compare waits this long for another compare
     run = _copy(runs[0], tmp_path / "run")
     traces = tmp_path / "t.jsonl"
     traces.write_text(json.dumps({"id": "p1", "prompt": "1+1?", "completion": "so \\boxed{2}", "gold": "2"}) + "\n")
