@@ -101,11 +101,16 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
         fit = "" if (comp.fit_p or 0) >= 0.05 else ", though the fit misses some chain lengths"
         how = ""
         if comp.step_error_rate is not None:
-            wrong = f"{100 * comp.step_error_rate:.0f} % of the steps it writes are wrong"
+            pct = 100 * comp.step_error_rate
             if comp.step_error_rate >= comp.epsilon / 2:
-                how = f"; {wrong}: errors compound step by step"
+                how = f"; {pct:.0f} % of the steps it writes have a wrong result: errors compound step by step"
             else:
-                how = f"; yet only {wrong}, so its chains fail otherwise than by a wrong step (loops, stopping, no answer)"
+                few = "none" if round(pct) == 0 else f"only {pct:.0f} %"
+                how = (
+                    f"; yet {few} of the steps it writes {'has' if few == 'none' else 'have'} a wrong result, so its chains "
+                    "fail otherwise (a step with another operation or value than the problem's, a loop, stopping early, "
+                    "or no answer)"
+                )
         out.append(
             Finding(
                 text=f"Without {who(comp.variant)}, accuracy falls with chain length as (1 \u2212 \u03b5)^k with "
