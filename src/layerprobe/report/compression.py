@@ -143,7 +143,7 @@ def compression_view(run: Run) -> CompressionView | None:
                 "kl": Num(m.tf_mean_kl, "s", _src(i, "mechanism", "tf_mean_kl")),
                 "onset": Num(m.tf_onset_share, "p", _src(i, "mechanism", "tf_onset_share")),
                 "depart": Num(m.first_departure_median, "p", _src(i, "mechanism", "first_departure_median")),
-                "step_err": Num(m.step_error_rate, "s", _src(i, "mechanism", "step_error_rate")),
+                "step_err": Num(m.step_error_rate, "p1", _src(i, "mechanism", "step_error_rate")),
                 "eps": Num(m.epsilon, "s", _src(i, "mechanism", "epsilon")),
                 "drift": Num(m.drift_mean, "s", _src(i, "mechanism", "drift_mean")),
                 "settle": Num(m.settling_fraction, "f3", _src(i, "mechanism", "settling_fraction")),

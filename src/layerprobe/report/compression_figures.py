@@ -23,6 +23,10 @@ METHOD_COLORS = {
 }
 _EXTRA = ["#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+#: Methods drawn side by side, so that equal values stay visible: this share of the weights apart on the
+#: frontier, and this fraction of a doubling apart on the budget curves (the captions say so).
+FRONTIER_DODGE = 0.01
+BUDGET_DODGE = 0.06
 
 
 def method_colors(cf: Any) -> dict[str, str]:
@@ -55,6 +59,7 @@ def frontier(cf: Any, colors: dict[str, str]) -> Markup | None:
         return None
     fig, axes = subplots_fig(1, len(groups), (max(5.0, 3.5 * len(groups)), 3.0), sharey=True)
     base = cf.rows[0]
+    n_methods = len(_by_method(cf))
     for ax, g in zip(axes[0], groups):
         b = base.accuracy.get(g)
         if b is not None:
@@ -74,11 +79,14 @@ def frontier(cf: Any, colors: dict[str, str]) -> Markup | None:
             pts = [(x, a) for x, a in pts if not math.isnan(x)]
             if not pts:
                 continue
-            xs = [x + 0.0015 * (j - 3) for x, _ in pts]  # a hair apart, so equal points stay visible
+            xs = [x + FRONTIER_DODGE * (j - (n_methods - 1) / 2) for x, _ in pts]  # side by side: equal points stay visible
             ys = [plot_float(a.value) for _, a in pts]
             lo = [y - plot_float(a.ci[0]) for y, (_, a) in zip(ys, pts)]
             hi = [plot_float(a.ci[1]) - y for y, (_, a) in zip(ys, pts)]
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="-o", color=colors[method], ms=4, lw=1.4, capsize=2, label=method, alpha=0.9)
+            marker = MARKERS[j % len(MARKERS)]
+            ax.errorbar(
+                xs, ys, yerr=[lo, hi], fmt=f"-{marker}", color=colors[method], ms=4, lw=1.4, capsize=2, label=method, alpha=0.9
+            )
         ax.set_title(g)
         ax.set_xlabel("decoder linear weights kept")
         ax.set_ylim(-0.03, 1.05)
@@ -102,17 +110,26 @@ def budget_curves(cf: Any, colors: dict[str, str]) -> Markup | None:
         if (r.size_key, r.size_label) not in sizes:
             sizes.append((r.size_key, r.size_label))
     fig, axes = subplots_fig(1, len(sizes), (max(5.0, 3.2 * len(sizes)), 2.8), sharey=True)
+    methods = list(_by_method(cf))  # the frontier's marker per method
     base = cf.rows[0]
     for ax, (key, label) in zip(axes[0], sizes):
         curve = base.budget_curve.get(g, {})
         bs = sorted(int(b) for b in curve)
         ax.plot(bs, [plot_float(curve[str(b)]) for b in bs], "o:", color=colors["base"], lw=1.6, ms=4, label="base")
-        for r in cf.rows[1:]:
-            if r.size_key != key:
-                continue
+        mine = [r for r in cf.rows[1:] if r.size_key == key]
+        for j, r in enumerate(mine):
             curve = r.budget_curve.get(g, {})
             bs = sorted(int(b) for b in curve)
-            ax.plot(bs, [plot_float(curve[str(b)]) for b in bs], "o-", color=colors[r.method], lw=1.4, ms=3.5, label=r.method)
+            shift = 2 ** (BUDGET_DODGE * (j - (len(mine) - 1) / 2))  # side by side on the log axis: equal curves stay visible
+            ax.plot(
+                [b * shift for b in bs],
+                [plot_float(curve[str(b)]) for b in bs],
+                f"{MARKERS[methods.index(r.method) % len(MARKERS)]}-",
+                color=colors[r.method],
+                lw=1.4,
+                ms=3.5,
+                label=r.method,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(cf.budgets, [str(b) for b in cf.budgets])
         ax.set_title(label)
@@ -133,7 +150,7 @@ def mechanisms(cf: Any, colors: dict[str, str]) -> Markup | None:
         return None
     panels = [
         ("tf_mean_kl", "KL(base ‖ variant) along base traces (nats)", True),
-        ("step_error_rate", "wrong steps / steps written", False),
+        ("step_error_rate", "steps with a wrong result / steps written", False),
     ]
     panels = [
         p
