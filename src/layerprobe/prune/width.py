@@ -1,5 +1,5 @@
 """Width pruning: remove FFN channels, the same number in every layer, so the result keeps a plain config
-(a smaller `intermediate_size`) that `from_pretrained` and vLLM load (docs/definitions.md#width).
+(a smaller `intermediate_size`) that `from_pretrained` loads, as vLLM should (not run here; docs/definitions.md#width).
 
 A gated MLP computes down(act(gate(x)) ⊙ up(x)); its channel c is row c of gate and up and column c of
 down. Channel c of a layer is scored on the calibration text by
