@@ -34,6 +34,7 @@ from layerprobe.data.store import (
     write_model,
 )
 from layerprobe.metrics import (
+    PairedComparison,
     bootstrap_mean_interval,
     budget_exhausted,
     clustered_difference,
@@ -190,9 +191,18 @@ def _per_problem(records: Sequence[SampleRecord], value: Callable[[SampleRecord]
     return {p: statistics.fmean(v) for p, v in acc.items() if v}
 
 
+#: Bootstrap and permutation resamples behind every stored paired comparison (metrics, compare).
+STORED_RESAMPLES = 4000
+
+
+def stored_paired(a: Sequence[float], b: Sequence[float]) -> PairedComparison:
+    """The paired comparison of per-problem values a and b as every stored file computes it."""
+    return paired_comparison(a, b, n_boot=STORED_RESAMPLES, n_perm=STORED_RESAMPLES)
+
+
 def to_comparison(a: Sequence[float], b: Sequence[float], **keys: Any) -> Comparison:
     """The paired comparison of per-problem values a (base) and b (variant) as a stored record."""
-    c = paired_comparison(a, b, n_boot=4000, n_perm=4000)
+    c = stored_paired(a, b)
     return Comparison(
         **keys,
         n_pairs=c.n_pairs,

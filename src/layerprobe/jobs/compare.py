@@ -16,8 +16,9 @@ from layerprobe.data.lock import hold_dir_lock
 from layerprobe.data.reader import ALL, Run, load_run
 from layerprobe.data.schema import ComparedRun, CompareFile, CrossModel, LayerSensitivity, VariantSpec
 from layerprobe.data.store import COMPARE_FILE, LOCK_FILES, is_run_dir, now, write_model
+from layerprobe.data.summarize import stored_paired
 from layerprobe.errors import UserError
-from layerprobe.metrics import paired_comparison, proportion_interval
+from layerprobe.metrics import proportion_interval
 
 #: Problem id -> (group, mean correctness over the sequential samples at the budget).
 Scores = dict[str, tuple[str, float]]
@@ -125,7 +126,7 @@ def _paired(a: Scores, b: Scores, group: str) -> tuple[list[float], list[float]]
 
 
 def _cross_record(xa: list[float], xb: list[float], **keys: object) -> CrossModel:
-    c = paired_comparison(xa, xb, n_boot=4000, n_perm=4000)
+    c = stored_paired(xa, xb)
     return CrossModel(
         **keys,  # type: ignore[arg-type]
         n_pairs=c.n_pairs,
