@@ -57,6 +57,18 @@ def _cmp_parts(c: Comparison, src: tuple[Any, ...], kind: str = "p") -> list[Any
     return parts
 
 
+def _diff_with_interval(c: Comparison, src: tuple[Any, ...], unit: str = "") -> list[Any]:
+    """'−40 points [−69, −4]': a stored accuracy difference in points and its 95 % interval."""
+    return [
+        Num(c.diff, "d", src + ("diff",)),
+        f"{unit} [",
+        Num(c.ci_low, "d", src + ("ci_low",)),
+        ", ",
+        Num(c.ci_high, "d", src + ("ci_high",)),
+        "]",
+    ]
+
+
 def _group_name(run: Run, g: str) -> str:
     return f"{run.group_title(g)} problems" if g != ALL else "all problems"
 
@@ -89,12 +101,8 @@ def what_broke(run: Run) -> list[Sentence]:
             note = verdict_note(c)
             parts += [
                 f"{run.group_title(g) if g != ALL else 'all problems'} ",
-                Num(c.diff, "d", src + ("diff",)),
-                " points [",
-                Num(c.ci_low, "d", src + ("ci_low",)),
-                ", ",
-                Num(c.ci_high, "d", src + ("ci_high",)),
-                "]" + (f" ({note})" if note else ""),
+                *_diff_with_interval(c, src, " points"),
+                f" ({note})" if note else "",
             ]
         if len(parts) > 1:
             parts.append(".")
@@ -232,15 +240,7 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
                 parts.append("; ")
             first = False
             src = ("metrics", "comparisons", i)
-            parts += [
-                f"{run.group_title(g)} ",
-                Num(c.diff, "d", src + ("diff",)),
-                " [",
-                Num(c.ci_low, "d", src + ("ci_low",)),
-                ", ",
-                Num(c.ci_high, "d", src + ("ci_high",)),
-                f"] ({verdict_short(c)})",
-            ]
+            parts += [f"{run.group_title(g)} ", *_diff_with_interval(c, src), f" ({verdict_short(c)})"]
         if not first:
             parts.append(".")
             out.append(Sentence(*parts))
