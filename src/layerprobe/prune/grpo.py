@@ -30,7 +30,7 @@ from typing import Any
 from layerprobe._io import NOT_JSON, TOO_LONG, iter_json_lines, write_text_atomic
 from layerprobe.errors import UserError
 from layerprobe.models.loaded import LoadedModel
-from layerprobe.prune.heal import HealConfig, HealResult, HealStopped, StepInfo, merged, trainable_copy
+from layerprobe.prune.heal import HealConfig, HealResult, HealStopped, StepInfo, merged, rows_sha1, trainable_copy
 from layerprobe.rules import MAX_LINE_BYTES, clean_text
 
 #: Answer types a prompt file may name (the grader's; multiple choice needs its choices, so it is not offered).
@@ -63,13 +63,7 @@ class PromptExample:
 
 def prompts_sha1(prompts: Sequence[PromptExample]) -> str:
     """SHA-1 of the prompts and their gold answers, as the policy sees them."""
-    import hashlib
-
-    h = hashlib.sha1()
-    for p in prompts:
-        h.update(json.dumps([p.prompt, p.gold, p.answer_type], ensure_ascii=False).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
+    return rows_sha1([p.prompt, p.gold, p.answer_type] for p in prompts)
 
 
 def trl_available() -> bool:

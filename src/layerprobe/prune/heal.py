@@ -19,7 +19,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,13 +306,18 @@ def read_jsonl_examples(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def examples_sha1(examples: Sequence[Example]) -> str:
-    """SHA-1 of the training sequences (prompts and completions as the model sees them)."""
+def rows_sha1(rows: Iterable[Sequence[Any]]) -> str:
+    """SHA-1 of rows of JSON values, one JSON array and a newline per row (what a healing run learns from)."""
     h = hashlib.sha1()
-    for e in examples:
-        h.update(json.dumps([e.prompt, e.completion, e.eos], ensure_ascii=False).encode("utf-8"))
+    for row in rows:
+        h.update(json.dumps(list(row), ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
+
+
+def examples_sha1(examples: Sequence[Example]) -> str:
+    """SHA-1 of the training sequences (prompts and completions as the model sees them)."""
+    return rows_sha1([e.prompt, e.completion, e.eos] for e in examples)
 
 
 def base_traces(
