@@ -105,7 +105,7 @@ def findings(run: Run, ex: ExplainFile, top: int = MAX_FINDINGS) -> list[Finding
             if comp.step_error_rate >= comp.epsilon / 2:
                 how = f"; {pct:.0f} % of the steps it writes have a wrong result: errors compound step by step"
             else:
-                few = "none" if round(pct) == 0 else f"only {pct:.0f} %"
+                few = "none" if pct == 0 else f"only {pct:.1f} %" if pct < 1 else f"only {pct:.0f} %"
                 how = (
                     f"; yet {few} of the steps it writes {'has' if few == 'none' else 'have'} a wrong result, so its chains "
                     "fail otherwise (a step with another operation or value than the problem's, a loop, stopping early, "

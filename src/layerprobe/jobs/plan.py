@@ -128,7 +128,9 @@ class AnalyzeSettings:
         if self.explain and not self.probes:
             raise UserError("--explain needs the probes (the base traces' token ids): drop --no-probes")
         if self.explain and self.sweep is not None:
-            raise UserError("--explain explains pruned variants one by one; after a sweep, run analyze on the layers it singles out")
+            raise UserError(
+                "--explain explains pruned variants one by one; after a sweep, run analyze on the layers it singles out"
+            )
         if len({tuple(sorted(set(d))) for d in self.drops}) < len(self.drops):
             raise UserError("--drop: the same layer list is given twice")
         if len(set(self.methods)) < len(self.methods):
