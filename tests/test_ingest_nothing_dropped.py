@@ -116,3 +116,35 @@ def test_a_contrast_of_three_traces_has_no_verdict(ckpt, tmp_path, capsys) -> No
     section = section[: section.index("</table>")]
     assert "wrong traces lower" not in section and "wrong traces higher" not in section
     assert "too few problems" in section
+
+
+def test_a_trace_without_a_budget_is_kept_and_never_shown_as_budget_0(ckpt, tmp_path, capsys) -> None:
+    """A file whose lines record a thinking budget except one: that trace is kept (stored as budget 0,
+    `budget_recorded` false) and counts in the numbers over all traces, but no budget list, table column or
+    curve shows a budget of 0 tokens; the report says how many record none."""
+    from rich.console import Console
+
+    from layerprobe.cli.summary_table import print_summary
+    from layerprobe.report import render_report
+
+    rows = [dict(r, budget=512) for r in _rows()]
+    rows[1].pop("budget")
+    res = _ingest(capsys, rt.write_jsonl(tmp_path / "mixed.jsonl", rows), ckpt, tmp_path / "run", "--no-probes")
+    assert res.code == 0, res.err
+    assert "3 traces ingested" in res.out
+    run = load_run(tmp_path / "run")
+    assert sorted((r.budget, r.budget_recorded) for r in run.samples) == [(0, False), (512, True), (512, True)]
+    assert run.info.config.budgets == [0, 512]  # as stored
+    assert run.unbudgeted == 1 and run.budgets() == [512] and run.config_budgets() == [512]
+    assert run.vmetrics("base").behaviour is not None and run.metrics.variants["base"].n_traces == 3
+    con = Console(width=160, record=True)
+    print_summary(run, con, explain_hint=False, report=None)
+    table = con.export_text()
+    assert "B=512" in table and "B=0" not in table
+    html = render_report([tmp_path / "run"]).read_text(encoding="utf-8")
+    assert "thinking budgets 512 tokens; 1 trace records no budget" in html and "thinking budgets 0" not in html
+    # a run where no trace records one is unchanged: "not recorded", no count
+    none = [{k: v for k, v in r.items() if k != "budget"} for r in rows]
+    assert _ingest(capsys, rt.write_jsonl(tmp_path / "none.jsonl", none), ckpt, tmp_path / "none", "--no-probes").code == 0
+    run = load_run(tmp_path / "none")
+    assert run.unbudgeted == 0 and not run.budget_recorded

@@ -46,7 +46,7 @@ def print_summary(run: Run | str | Path, console: Console, explain_hint: bool = 
             console.print(Text(f"note: {h.message}", style="bold"))
     for note in samples_notes(run.skipped_lines, run.repeated_lines):
         console.print(f"note: {note}", markup=False)
-    budgets = [str(b) for b in info.config.budgets]
+    budgets = [str(b) for b in run.config_budgets()]
     k = info.config.samples
     partial = "  (PARTIAL RUN)" if m.partial else ""
     acc = Table(

@@ -158,13 +158,28 @@ class Run:
         return (v.groups.get(group) if v else None) or GroupMetrics()
 
     def budgets(self) -> list[int]:
-        """Thinking budgets of the sequential traces present."""
+        """Thinking budgets of the sequential traces present (not the 0 that stands for "not recorded"
+        when other traces of the run record theirs: see `unbudgeted`)."""
         bs = {s.budget for s in self.samples if s.mode == "sequential"}
         for v in self.metrics.variants.values():
             g = v.groups.get(ALL)
             if g:
                 bs |= {int(b) for b in g.sequential}
-        return sorted(bs)
+        return sorted(bs - ({0} if self.unbudgeted else set()))
+
+    def config_budgets(self) -> list[int]:
+        """The budgets run.json lists, less the 0 that stands for "not recorded" (see `unbudgeted`)."""
+        return [b for b in self.info.config.budgets if not (b == 0 and self.unbudgeted)]
+
+    @property
+    def unbudgeted(self) -> int:
+        """Traces that record no thinking budget (stored as 0) in a run whose other traces record theirs:
+        they count in the numbers over all traces, never as a budget of 0 tokens."""
+        if not any(s.budget_recorded for s in self.samples):
+            return 0
+        if any(s.budget == 0 and s.budget_recorded for s in self.samples):
+            return 0  # a recorded budget of 0 is a budget: the two cannot be told apart on a curve
+        return sum(1 for s in self.samples if not s.budget_recorded)
 
     @property
     def n_layers(self) -> int:
