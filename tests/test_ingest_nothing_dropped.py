@@ -148,3 +148,24 @@ def test_a_trace_without_a_budget_is_kept_and_never_shown_as_budget_0(ckpt, tmp_
     assert _ingest(capsys, rt.write_jsonl(tmp_path / "none.jsonl", none), ckpt, tmp_path / "none", "--no-probes").code == 0
     run = load_run(tmp_path / "none")
     assert run.unbudgeted == 0 and not run.budget_recorded
+
+
+def test_the_studys_protocol_shape_gives_a_budget_curve_and_pass_at_k(ckpt, tmp_path, capsys) -> None:
+    """Several samples of every problem at each of several budgets (the study's 16 samples x 5 budgets):
+    the first sample per problem and budget makes the budget curve; pass@k is taken at the largest budget
+    over all of its samples; the samples at the smaller budget count only in the numbers over all traces.
+    Before, every such trace was "parallel": no budget curve, and pass@k pooled over the budgets."""
+    rows = [dict(r, budget=b, sample=k) for r in _rows() for b in (256, 512) for k in range(3)]
+    wrong = next(r for r in rows if r["budget"] == 512 and r["sample"] == 2)
+    wrong["completion"] = wrong["completion"].replace(rt.answer(wrong["id"]), rt.answer(wrong["id"], wrong=True))
+    res = _ingest(capsys, rt.write_jsonl(tmp_path / "protocol.jsonl", rows), ckpt, tmp_path / "run", "--no-probes")
+    assert res.code == 0, res.err
+    run = load_run(tmp_path / "run")
+    modes = {(r.budget, r.sample): r.mode for r in run.samples}
+    assert modes == {(b, k): "sequential" if k == 0 else "parallel" for b in (256, 512) for k in range(3)}
+    assert run.budgets() == [256, 512] and run.info.config.parallel_budget == 512
+    g = run.vmetrics("base")
+    assert set(g.sequential) == {"256", "512"} and g.sequential["512"].n == 3
+    assert g.parallel.samples == 3 and g.parallel.n_problems == 3  # the first sample counted with the other two
+    assert g.parallel.pass_at_k["1"].value == pytest.approx((1 + 1 + 2 / 3) / 3)  # one wrong of the 3 samples of one problem
+    assert run.metrics.variants["base"].n_traces == 18

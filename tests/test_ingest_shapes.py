@@ -132,8 +132,10 @@ def test_reasoning_in_its_own_field(ckpt, tmp_path, capsys) -> None:
     recs = _by(run)
     assert recs[(pa, 0)].thinking_text == ta.text and recs[(pa, 0)].correct
     assert recs[(pb, 0)].thinking_text == tb.text and not recs[(pb, 0)].correct and recs[(pb, 0)].answer == str(int(gb) + 7)
-    assert recs[(pc, 0)].correct and recs[(pc, 0)].prompt_tokens > 5 and recs[(pc, 0)].mode == "parallel"
+    assert recs[(pc, 0)].correct and recs[(pc, 0)].prompt_tokens > 5
+    assert (recs[(pc, 0)].mode, recs[(pc, 1)].mode) == ("sequential", "parallel")  # the first choice, then a sample
     assert recs[(pc, 1)].finish == "truncated" and recs[(pc, 1)].answer is None  # cut in its reasoning: no answer
+    assert run.vmetrics("base").parallel.samples == 2  # pass@k counts both choices
     glued = [{"id": pa, "prompt": rt.chatml(qa), "completion": f"{ta.text}</think>{rt.answer(pa)}", "gold": ga}]
     res, run = _ingest(capsys, [rt.write_jsonl(tmp_path / "glued.jsonl", glued)], ckpt, tmp_path / "glued", "--no-probes")
     assert "no opener" in res.out

@@ -3,7 +3,9 @@ faster Self-BLEU counting give every number the previous code gave.
 
 tests/data/ingest_text_expected.json holds the per-trace values and metrics of 11 traces from
 benchmarks/make_traces.py (both shapes, budget-forced, natural and truncated traces, three samples of
-one problem), written by layerprobe's main branch before this change (commit in its `made_by`) with
+one problem), written by layerprobe's main branch before this change (commit in its `made_by`; regenerated
+there with the later rule of which ingested traces are sequential and which parallel, docs/ingest.md, patched
+into that commit's code, so that the text path itself is still checked against the old code) with
 
     PYTHONPATH=<main>/src python -m layerprobe.cli.app ingest m0.jsonl m1.jsonl m2.jsonl m3.jsonl --from jsonl \\
         --model s1.1-7b --tokenizer smollm2-135m --no-probes --task aime24 --out run --no-report

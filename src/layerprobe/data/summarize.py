@@ -103,6 +103,29 @@ def accuracy(records: Sequence[SampleRecord]) -> Accuracy:
     )
 
 
+def parallel_samples(records: Sequence[SampleRecord]) -> list[SampleRecord]:
+    """The samples parallel scaling is measured on: the traces at the parallel budget (the largest budget
+    that has parallel traces), one per variant, problem and sample index: the parallel ones, and a
+    sequential trace at that budget whose index none of its problem's parallel traces has (an ingested
+    file's first sample of a problem; `analyze` generates a parallel sample 0 of its own)."""
+    par = [r for r in records if r.mode == "parallel"]
+    if not par:
+        return []
+    top = max(r.budget for r in par)
+    par = [r for r in par if r.budget == top]
+    have = {(r.variant, r.problem_id, r.sample) for r in par}
+    problems = {(r.variant, r.problem_id) for r in par}
+    first = [
+        r
+        for r in records
+        if r.mode == "sequential"
+        and r.budget == top
+        and (r.variant, r.problem_id) in problems
+        and (r.variant, r.problem_id, r.sample) not in have
+    ]
+    return first + par
+
+
 def parallel_curves(records: Sequence[SampleRecord], self_bleu: dict[tuple[str, str], float]) -> ParallelCurves:
     """pass@k (unbiased), maj@k and cov@k vs k, averaged over problems with bootstrap intervals.
 
@@ -173,7 +196,7 @@ def trace_behaviour(records: Sequence[SampleRecord]) -> Behaviour:
 def _group_metrics(records: Sequence[SampleRecord], self_bleu: dict[tuple[str, str], float]) -> GroupMetrics:
     """Accuracy and parallel curves over the graded traces; behaviour over all of them."""
     seq = [r for r in records if r.mode == "sequential" and r.correct is not None]
-    par = [r for r in records if r.mode == "parallel" and r.correct is not None]
+    par = [r for r in parallel_samples(records) if r.correct is not None]
     budgets = sorted({r.budget for r in seq})
     return GroupMetrics(
         sequential={str(b): accuracy([r for r in seq if r.budget == b]) for b in budgets},
@@ -452,9 +475,8 @@ def compute_metrics(
     names = [v.name for v in info.variants]
     self_bleu: dict[tuple[str, str], float] = {}
     par: dict[tuple[str, str], list[SampleRecord]] = defaultdict(list)
-    for r in records:
-        if r.mode == "parallel":
-            par[(r.variant, r.problem_id)].append(r)
+    for r in parallel_samples(records):
+        par[(r.variant, r.problem_id)].append(r)
     keys = [k for k, recs in par.items() if len(recs) > 1 and not all(r.origin == "copy" for r in recs if r.sample > 0)]
     texts = ([r.thinking_text for r in sorted(par[k], key=lambda r: r.sample)] for k in keys)
     self_bleu.update(zip(keys, map_fn(self_bleu_across_samples, texts)))  # once per problem, shared by "all" and its group

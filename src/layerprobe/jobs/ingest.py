@@ -234,9 +234,7 @@ class Ingest(Job):
                     f"{r.path.name} mixes formats ({seen_as}): every trace is read as {r.shape.format}, so the others "
                     "may be split wrongly (give each format its own file, or --format)"
                 )
-        samples_of: dict[str, set[int]] = {}
-        for it in items:
-            samples_of.setdefault(it.problem_id, set()).add(it.sample)
+        samples_of = samples_by_budget(items, s.budget)
         seen: set[tuple[str, int, int]] = set()
         grader = self.grader = MathGrader() if answer_type == "math" else None
         # ids a probe can feed: the unembedding's rows (a padded vocabulary may exceed the tokenizer's)
@@ -276,7 +274,7 @@ class Ingest(Job):
                     counts["reasoning in a separate field"] += 1
                 else:
                     parsed, text = parse_trace(shape.format, it.completion, bare=shape.bare), it.completion
-                mode: Literal["sequential", "parallel"] = "parallel" if len(samples_of[it.problem_id]) > 1 else "sequential"
+                mode = ingest_mode(samples_of[(it.problem_id, b or 0)], it.sample)
                 prompt = it.prompt
                 if it.messages is not None and not prompt:  # a prompt given as text is used as it is
                     if template_hangs:
@@ -444,6 +442,22 @@ def ingest(files: Sequence[Path], source_format: str, model: str, out: Path, **k
     return Ingest(IngestSettings(files, source_format, model, out, **kw), progress, ["layerprobe", *argv]).run()
 
 
+def samples_by_budget(items: Sequence[Item], budget: int | None) -> dict[tuple[str, int], set[int]]:
+    """(problem id, budget) -> the sample indices the files hold (a budget not recorded counts as 0)."""
+    out: dict[tuple[str, int], set[int]] = {}
+    for it in items:
+        b = it.budget if it.budget is not None else budget
+        out.setdefault((it.problem_id, b or 0), set()).add(it.sample)
+    return out
+
+
+def ingest_mode(samples: set[int], sample: int) -> Literal["sequential", "parallel"]:
+    """A trace's mode: the first sample of a problem at a budget is its sequential trace (the budget
+    curve); the other samples there are parallel ones (pass@k and maj@k, at the largest budget that has
+    them; metrics count that budget's first sample with them)."""
+    return "parallel" if len(samples) > 1 and sample != min(samples) else "sequential"
+
+
 def _run_info(
     out: Path,
     spec: VariantSpec,
@@ -493,7 +507,9 @@ def _run_info(
         task=task or (old.config.task if old else "ingested"),
         budgets=budgets,
         samples=max(it.sample for it in items) + 1,
-        parallel_budget=max(budgets),
+        parallel_budget=max(
+            (b for (_, b), got in samples_by_budget(items, budget).items() if len(got) > 1), default=max(budgets)
+        ),
         wait=wait,
         temperature=temperature,
         top_p=as_float(kw.get("top_p")) if kw else None,

@@ -212,7 +212,8 @@ def variant_sentences(run: Run, v: str) -> list[Sentence]:
             " vs ",
             Num(pb.maj_at_k[str(k)].value, "p", pre_b + ("maj_at_k", str(k), "value")),
         ]
-        i = next((idx[key] for key in idx if key[0] == v and key[1] == g and key[2] == "parallel"), None)
+        keys = [key for key in idx if key[0] == v and key[1] == g and key[2] == "parallel"]
+        i = idx[max(keys, key=lambda key: key[3])] if keys else None  # at the parallel budget, the largest
         if i is not None:
             c = comps[i]
             src = ("metrics", "comparisons", i)
