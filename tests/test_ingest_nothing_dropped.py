@@ -169,3 +169,19 @@ def test_the_studys_protocol_shape_gives_a_budget_curve_and_pass_at_k(ckpt, tmp_
     assert g.parallel.samples == 3 and g.parallel.n_problems == 3  # the first sample counted with the other two
     assert g.parallel.pass_at_k["1"].value == pytest.approx((1 + 1 + 2 / 3) / 3)  # one wrong of the 3 samples of one problem
     assert run.metrics.variants["base"].n_traces == 18
+
+
+def test_each_variant_takes_its_own_parallel_budget(ckpt, tmp_path, capsys) -> None:
+    """A second ingest whose samples sit at a smaller budget than the first's: its pass@k and its Self-BLEU
+    across samples are taken at its own largest budget with samples (not left empty by the other's)."""
+    import math
+
+    base = [dict(r, budget=b, sample=k) for r in _rows() for b in (256, 512) for k in range(3)]
+    other = [dict(r, budget=256, sample=k) for r in _rows() for k in range(3)]
+    assert _ingest(capsys, rt.write_jsonl(tmp_path / "a.jsonl", base), ckpt, tmp_path / "run", "--no-probes").code == 0
+    res = _ingest(capsys, rt.write_jsonl(tmp_path / "b.jsonl", other), ckpt, tmp_path / "run", "--no-probes", "--label", "other")
+    assert res.code == 0, res.err
+    run = load_run(tmp_path / "run")
+    for v in ("base", "other"):
+        p = run.vmetrics(v).parallel
+        assert p.samples == 3 and p.self_bleu_across is not None and not math.isnan(p.self_bleu_across), (v, p)

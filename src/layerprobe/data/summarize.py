@@ -475,8 +475,12 @@ def compute_metrics(
     names = [v.name for v in info.variants]
     self_bleu: dict[tuple[str, str], float] = {}
     par: dict[tuple[str, str], list[SampleRecord]] = defaultdict(list)
-    for r in parallel_samples(records):
-        par[(r.variant, r.problem_id)].append(r)
+    by_variant: dict[str, list[SampleRecord]] = defaultdict(list)
+    for r in records:
+        by_variant[r.variant].append(r)
+    for recs in by_variant.values():  # each variant's own parallel budget, as its curves take it
+        for r in parallel_samples(recs):
+            par[(r.variant, r.problem_id)].append(r)
     keys = [k for k, recs in par.items() if len(recs) > 1 and not all(r.origin == "copy" for r in recs if r.sample > 0)]
     texts = ([r.thinking_text for r in sorted(par[k], key=lambda r: r.sample)] for k in keys)
     self_bleu.update(zip(keys, map_fn(self_bleu_across_samples, texts)))  # once per problem, shared by "all" and its group
