@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,7 @@ class Run:
         """The budgets run.json lists, less the 0 that stands for "not recorded" (see `unbudgeted`)."""
         return [b for b in self.info.config.budgets if not (b == 0 and self.unbudgeted)]
 
-    @property
+    @cached_property  # read by budgets(), which the report calls many times; a Run is not changed once loaded
     def unbudgeted(self) -> int:
         """Traces that record no thinking budget (stored as 0) in a run whose other traces record theirs:
         they count in the numbers over all traces, never as a budget of 0 tokens."""
